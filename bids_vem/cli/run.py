@@ -1,0 +1,88 @@
+"""Entry point of the ``bids_vem`` command: parse, run, and map every failure to an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from bids_vem.errors import BidsVemError
+
+__all__ = ["main"]
+
+log = logging.getLogger("bids_vem")
+
+
+def _verbosity(argv: list[str]) -> int:
+    count = 0
+    for arg in argv:
+        if arg in ("--verbose",):
+            count += 1
+        elif arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) == {"v"}:
+            count += len(arg) - 1
+    return count
+
+
+def setup_logging(verbosity: int) -> None:
+    """Log lines ``HH:MM:SS | level | message`` to stderr; -v adds detail, -vv debug."""
+    level = logging.INFO if verbosity <= 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("bids_vem").setLevel(level)
+    # nipype speaks in its own words; only with -v
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        logging.getLogger(name).setLevel(logging.INFO if verbosity >= 1 else logging.WARNING)
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"bids_vem: error: {message}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    from bids_vem.cli.parser import cli, expand_list_options
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbosity = _verbosity(argv)
+    try:
+        try:
+            config = cli.main(args=expand_list_options(argv), prog_name="bids_vem", standalone_mode=False)
+        except click.exceptions.Exit as exit_:
+            return int(exit_.exit_code)
+        except click.exceptions.Abort:
+            return _fail("aborted", 130)
+        except click.UsageError as err:
+            # click says "Try 'bids_vem -h'" on its own line; keep ours to one
+            return _fail(f"{err.format_message()} (see bids_vem --help)", 64)
+        if isinstance(config, int):  # --help under standalone_mode=False
+            return config
+        setup_logging(config.verbosity)
+        from bids_vem.cli.workflow import run
+
+        return run(config)
+    except BidsVemError as err:
+        if verbosity >= 2:
+            traceback.print_exc()
+        return _fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except MemoryError:
+        if verbosity >= 2:
+            traceback.print_exc()
+        return _fail("out of memory: lower --nprocs or set --mem", 75)
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if verbosity >= 2:
+            traceback.print_exc()
+        return _fail(
+            f"unexpected {type(err).__name__}: {err} (rerun with -vv for the traceback and report it)", 1
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Run a parsed configuration: check the paths, build the workflow, run it, return an exit code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from bids_vem import __version__, errors
+from bids_vem.config import RunConfig
+from bids_vem.errors import BIDSValidationError, BidsVemError, InputMissingError, OutputError, UsageError
+
+__all__ = ["run", "check_paths", "validate_bids_dir"]
+
+log = logging.getLogger("bids_vem")
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def check_paths(config: RunConfig) -> None:
+    """Refuse runs that would read nothing or write into the raw dataset."""
+    bids_dir, output_dir, work_dir = config.bids_dir, config.output_dir, config.resolved_work_dir
+    if not bids_dir.is_dir():
+        raise InputMissingError(
+            f"BIDS_DIR {bids_dir} does not exist or is not a folder (in a container, check the bind mounts)"
+        )
+    if output_dir.resolve() == bids_dir.resolve():
+        raise UsageError(f"OUTPUT_DIR must differ from BIDS_DIR ({bids_dir}): e.g. {bids_dir}/derivatives/bids_vem")
+    derivatives = bids_dir / "derivatives"
+    if _inside(output_dir, bids_dir) and not _inside(output_dir, derivatives):
+        raise UsageError(
+            f"OUTPUT_DIR {output_dir} is inside BIDS_DIR: bids_vem never writes into the raw dataset; "
+            f"use {derivatives}/bids_vem or a folder outside it"
+        )
+    if _inside(work_dir, bids_dir):
+        raise UsageError(f"the work directory {work_dir} is inside BIDS_DIR {bids_dir}: give -w outside it")
+    if config.captions is not None and not config.captions.is_file():
+        raise InputMissingError(f"--captions {config.captions}: no such file")
+
+
+def validate_bids_dir(bids_dir: Path) -> None:
+    """Run bids-validator-deno on BIDS_DIR; raise BIDSValidationError (exit 16) on errors."""
+    from bids_vem.outputs.validator import find_validator, run_validator
+
+    if find_validator() is None:
+        log.warning(
+            "bids-validator-deno is not installed: BIDS_DIR is not validated (pip install bids-validator-deno)"
+        )
+        return
+    log.info("validating %s with bids-validator-deno (skip with --skip-bids-validation)", bids_dir)
+    errors = run_validator(bids_dir)
+    if errors:
+        shown = "; ".join(errors[:5])
+        raise BIDSValidationError(
+            f"BIDS_DIR {bids_dir} failed BIDS validation with {len(errors)} error(s): {shown}"
+            " (fix them, or rerun with --skip-bids-validation)"
+        )
+
+
+def _make_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the {what} {path}: {err.strerror}") from err
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"the {what} {path} is not writable (in a container, bind it read-write)")
+
+
+def run(config: RunConfig) -> int:
+    """Run one level of analysis; returns the exit code."""
+    started = time.time()
+    run_id = f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}"
+    check_paths(config)
+    _make_dir(config.output_dir, "output directory")
+    work_dir = config.resolved_work_dir
+    if config.clean_workdir and work_dir.exists():
+        log.info("emptying the work directory %s (--clean-workdir)", work_dir)
+        shutil.rmtree(work_dir)
+    _make_dir(work_dir, "work directory")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    log.info("bids_vem %s, run %s, %s level", __version__, run_id, config.analysis_level)
+
+    if config.analysis_level == "group":
+        from bids_vem.workflows.group import run_group_level
+
+        run_group_level(config)
+        log.info("group level done in %.0f s: %s", time.time() - started, config.output_dir / "group.html")
+        return 0
+
+    if not config.skip_bids_validation:
+        validate_bids_dir(config.bids_dir)
+    return _run_participant_level(config, run_id, started)
+
+
+def _run_participant_level(config: RunConfig, run_id: str, started: float) -> int:
+    from bids_vem.outputs.dataset import write_run_config
+    from bids_vem.workflows.participant import init_participant_wf
+    from bids_vem.workflows.plan import plan_participant_level
+
+    plan = plan_participant_level(config, config.resolved_work_dir)
+    log.info(
+        "participant level: %d participant(s), %d run group(s), %d feature space(s): %s",
+        len(plan.subjects), len(plan.run_groups), len(plan.feature_spaces),
+        ", ".join(fs.name for fs in plan.feature_spaces),
+    )
+    write_run_config(config.output_dir, config.to_toml(), run_id)
+    wf = init_participant_wf(config, plan)
+    plugin = config.plugin.get("plugin") or ("MultiProc" if config.nprocs > 1 else "Linear")
+    plugin_args = dict(config.plugin.get("plugin_args") or {})
+    if plugin == "MultiProc":
+        plugin_args.setdefault("n_procs", config.nprocs)
+        if config.mem_mb:
+            plugin_args.setdefault("memory_gb", config.mem_mb / 1024)
+        plugin_args.setdefault("raise_insufficient", False)
+    crash_dir = config.output_dir / "logs" / "crash" / run_id
+    wf.config["execution"]["crashdump_dir"] = str(crash_dir)
+    try:
+        graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+    except RuntimeError as err:
+        # nipype reports failed nodes as one RuntimeError; the crash files say why
+        raise _error_from_crashes(crash_dir, err) from err
+    n_nodes, n_reused = _count_reused(graph, started)
+    if n_reused:
+        log.info("reused %d of %d steps from the work directory %s", n_reused, n_nodes, config.resolved_work_dir)
+    for subject in plan.subjects:
+        log.info("report: %s", config.output_dir / f"sub-{subject}.html")
+    log.info("participant level done in %.0f s", time.time() - started)
+    return 0
+
+
+def _count_reused(graph, started: float) -> tuple[int, int]:
+    """How many computing steps ran, and how many of them came from the cache."""
+    n_nodes = n_reused = 0
+    for node in graph.nodes():
+        outputs = getattr(node.result, "outputs", None) if node.result is not None else None
+        computed_at = getattr(outputs, "computed_at", None) if outputs is not None else None
+        if isinstance(computed_at, float):
+            n_nodes += 1
+            n_reused += computed_at < started
+    return n_nodes, n_reused
+
+
+_ERROR_LINE = re.compile(r"bids_vem\.errors\.(\w+): (.+)$")
+
+
+def _error_from_crashes(crash_dir: Path, err: Exception) -> BidsVemError:
+    """Rebuild the error of the first failed step from its crash file, with its exit code.
+
+    Steps run in other processes; their exceptions reach us only as nipype crash files.
+    """
+    crashes = sorted(crash_dir.glob("crash-*.txt"), key=lambda p: p.stat().st_mtime) if crash_dir.is_dir() else []
+    where = f" (crash file: {crashes[0]})" if crashes else ""
+    for crash in crashes:
+        lines = [line.strip() for line in crash.read_text(errors="replace").splitlines() if line.strip()]
+        for line in reversed(lines):
+            match = _ERROR_LINE.search(line)
+            if match and hasattr(errors, match.group(1)):
+                return getattr(errors, match.group(1))(match.group(2))
+        for line in reversed(lines):
+            if "Error" in line:
+                return BidsVemError(f"a step failed: {line}{where}")
+    return BidsVemError(f"the workflow failed: {err}{where}")

@@ -1,0 +1,96 @@
+"""FeatureSet: the matrix of one feature space over the unique stimuli, with its provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bids_vem.outputs.atomic import atomic_path
+
+__all__ = ["FeatureSet", "save_feature_set", "load_feature_set"]
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of one feature space.
+
+    Attributes
+    ----------
+    name : str
+        Feature-space name, BIDS-safe (letters and digits), used as ``desc-<name>`` in outputs.
+    spec : str
+        The model spec that produced the features (``sentence:/models/all-MiniLM-L6-v2``).
+    modality : str
+        ``"text"`` (from captions) or ``"image"`` (from the stimulus files).
+    stim_ids : tuple of str
+        Row labels: the stimulus ids (path relative to ``stimuli/``), one per row of ``values``.
+    values : ndarray of shape (n_stimuli, n_features), float32
+    metadata : dict
+        Provenance: weights sha256, preprocessing, stimulus-table hash, library versions.
+    """
+
+    name: str
+    spec: str
+    modality: str
+    stim_ids: tuple[str, ...]
+    values: np.ndarray
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2 or self.values.shape[0] != len(self.stim_ids):
+            raise ValueError(
+                f"feature space {self.name!r}: values of shape {self.values.shape} do not match "
+                f"{len(self.stim_ids)} stimulus ids"
+            )
+
+    @property
+    def n_features(self) -> int:
+        return int(self.values.shape[1])
+
+    def rows(self, stim_ids: list[str] | tuple[str, ...]) -> np.ndarray:
+        """Feature rows for ``stim_ids`` in that order, shape (len(stim_ids), n_features)."""
+        index = {s: i for i, s in enumerate(self.stim_ids)}
+        return self.values[[index[s] for s in stim_ids]]
+
+
+def save_feature_set(feature_set: FeatureSet, path: Path) -> Path:
+    """Write ``feature_set`` as ``.npz`` (no pickle) atomically; returns ``path``."""
+    # a unique temporary name (mkstemp) + rename: concurrent writers never clash
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        _write_npz(handle, feature_set)
+    return Path(path)
+
+
+def _write_npz(handle, feature_set: FeatureSet) -> None:
+    np.savez(
+        handle,
+        values=np.ascontiguousarray(feature_set.values, dtype=np.float32),
+        stim_ids=np.array(feature_set.stim_ids, dtype=str),
+        header=np.array(
+            json.dumps(
+                {
+                    "name": feature_set.name,
+                    "spec": feature_set.spec,
+                    "modality": feature_set.modality,
+                    "metadata": feature_set.metadata,
+                }
+            )
+        ),
+    )
+
+
+def load_feature_set(path: Path) -> FeatureSet:
+    """Read a FeatureSet written by :func:`save_feature_set`."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        header = json.loads(str(data["header"]))
+        return FeatureSet(
+            name=header["name"],
+            spec=header["spec"],
+            modality=header["modality"],
+            stim_ids=tuple(str(s) for s in data["stim_ids"]),
+            values=data["values"].astype(np.float32, copy=False),
+            metadata=header.get("metadata", {}),
+        )

@@ -1,0 +1,74 @@
+"""The unit of fMRI data bids_vem works on: one preprocessed BOLD run and what goes with it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Run"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One BOLD run with its preprocessed derivatives.
+
+    Attributes
+    ----------
+    subject, session, task, run, acquisition
+        BIDS entities of the raw run (``session``, ``run`` and ``acquisition`` may be None).
+    space : str
+        Template or native space of ``bold`` (``MNI152NLin2009cAsym``, ``T1w``...).
+    bold : Path
+        Preprocessed BOLD (fMRIPrep ``space-<s>_desc-preproc_bold.nii.gz``).
+    mask : Path
+        Brain mask in the same space (``desc-brain_mask``).
+    events : Path
+        Raw ``events.tsv`` of the run.
+    confounds : Path or None
+        fMRIPrep ``desc-confounds_timeseries.tsv`` (None when absent).
+    tr : float
+        Repetition time in seconds.
+    n_volumes : int
+        Number of volumes in ``bold``.
+    """
+
+    subject: str
+    session: str | None
+    task: str
+    run: str | None
+    acquisition: str | None
+    space: str
+    bold: Path
+    mask: Path
+    events: Path
+    confounds: Path | None
+    tr: float
+    n_volumes: int
+
+    @property
+    def name(self) -> str:
+        """BIDS prefix of the run, e.g. ``sub-01_ses-1_task-scenes_run-2``."""
+        parts = [f"sub-{self.subject}"]
+        if self.session:
+            parts.append(f"ses-{self.session}")
+        parts.append(f"task-{self.task}")
+        if self.acquisition:
+            parts.append(f"acq-{self.acquisition}")
+        if self.run:
+            parts.append(f"run-{self.run}")
+        return "_".join(parts)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (paths as strings)."""
+        out = asdict(self)
+        for key in ("bold", "mask", "events", "confounds"):
+            out[key] = None if out[key] is None else str(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Run:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        for key in ("bold", "mask", "events", "confounds"):
+            data[key] = None if data.get(key) is None else Path(data[key])
+        return cls(**data)

@@ -1,0 +1,23 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: real data written by others, beside the project (absent in a user's own clone)
+SHARED_FIXTURES = Path(os.environ.get("BIDS_VEM_SHARED_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+
+# never reach a model hub from the tests
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """Path of ``../shared/fixtures``; skips the test when the folder is absent."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {SHARED_FIXTURES}")
+    return SHARED_FIXTURES
