@@ -1,0 +1,160 @@
+"""Human captions of the stimuli (``--captions``), and conversion of COCO caption files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bids_vem.errors import DataError, InputMissingError
+from bids_vem.inputs.events import normalise_stim_id, read_tsv_columns
+from bids_vem.outputs.atomic import write_text_atomic
+
+__all__ = ["read_captions", "coco_captions_to_tsv"]
+
+logger = logging.getLogger(__name__)
+
+_ID_COLUMNS = ("stim_file", "stim_id")
+_MAX_LISTED = 20
+
+
+def _one_line(text: str) -> str:
+    # a TSV cell cannot hold tabs or newlines
+    return " ".join(str(text).split())
+
+
+def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Read human captions: a TSV with ``stim_file`` (or ``stim_id``) and ``caption`` columns.
+
+    A stimulus may have several rows (several captions); they are kept in file order and
+    averaged in embedding space later. Other columns (``model``, ``prompt``...) are ignored.
+
+    Parameters
+    ----------
+    path : Path
+        The captions TSV (``--captions``).
+    stim_ids : sequence of str, optional
+        The stimuli that need captions (normalised ``stim_id`` of the stimulus table). When
+        given, every one must have a caption; captions of other stimuli are dropped.
+
+    Returns
+    -------
+    dict of str to list of str
+        Captions per stimulus: in ``stim_ids`` order when given, else sorted by stimulus.
+
+    Raises
+    ------
+    InputMissingError
+        The file does not exist, or some of ``stim_ids`` have no caption (count and the first
+        20 are listed; exit 66).
+    DataError
+        Missing columns, or an empty caption or stimulus cell; the message names the file
+        and the row (exit 65).
+    """
+    path = Path(path)
+    columns = read_tsv_columns(path)
+    id_column = next((c for c in _ID_COLUMNS if c in columns), None)
+    if id_column is None or "caption" not in columns:
+        raise DataError(
+            f"{path}: a captions file needs the columns stim_file (or stim_id) and caption; "
+            f"its columns are {', '.join(columns)}"
+        )
+    try:
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,  # captions hold quotes: keep them as written
+            encoding="utf-8-sig",
+            usecols=[id_column, "caption"],
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: not a valid tab-separated file ({err})") from err
+
+    captions: dict[str, list[str]] = {}
+    for row, (raw_id, raw_caption) in enumerate(
+        zip(frame[id_column], frame["caption"], strict=True), start=1
+    ):
+        stim_id = normalise_stim_id(raw_id)
+        caption = "" if pd.isna(raw_caption) else _one_line(raw_caption)
+        if stim_id is None:
+            raise DataError(f"{path}: empty {id_column} on data row {row}")
+        if not caption or caption == "n/a":
+            raise DataError(f"{path}: empty caption for {stim_id!r} on data row {row}")
+        captions.setdefault(stim_id, []).append(caption)
+    if not captions:
+        raise DataError(f"{path}: no captions (the file has a header only)")
+
+    if stim_ids is None:
+        return {stim_id: captions[stim_id] for stim_id in sorted(captions)}
+
+    wanted = list(dict.fromkeys(stim_ids))
+    lacking = [s for s in wanted if s not in captions]
+    if lacking:
+        shown = ", ".join(lacking[:_MAX_LISTED])
+        if len(lacking) > _MAX_LISTED:
+            shown += f", ... (first {_MAX_LISTED} shown)"
+        raise InputMissingError(
+            f"{path}: {len(lacking)} of {len(wanted)} stimuli have no caption: {shown}"
+        )
+    extra = set(captions) - set(wanted)
+    if extra:
+        logger.info(
+            "%s: ignoring captions of %d stimuli that no selected run shows", path, len(extra)
+        )
+    return {stim_id: captions[stim_id] for stim_id in wanted}
+
+
+def coco_captions_to_tsv(annotations_json: Path, out_tsv: Path, prefix: str = "") -> Path:
+    """Convert a COCO ``captions_*.json`` file into a captions TSV.
+
+    Parameters
+    ----------
+    annotations_json : Path
+        COCO caption annotations (``images`` with ``id``/``file_name``, ``annotations`` with
+        ``image_id``/``caption``).
+    out_tsv : Path
+        TSV to write (columns ``stim_file``, ``caption``), atomically.
+    prefix : str
+        Prepended to each ``file_name`` so that ``stim_file`` matches the events, e.g.
+        ``"coco/val2017/"`` when the images live in ``stimuli/coco/val2017``.
+
+    Returns
+    -------
+    Path
+        ``out_tsv``. Rows are sorted by ``stim_file`` then annotation id; images without a
+        caption are left out.
+
+    Raises
+    ------
+    InputMissingError
+        ``annotations_json`` does not exist (exit 66).
+    DataError
+        Not JSON, or not in the COCO caption layout (exit 65).
+    """
+    annotations_json = Path(annotations_json)
+    try:
+        data = json.loads(annotations_json.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise InputMissingError(f"{annotations_json}: no such file") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{annotations_json}: not valid JSON ({err})") from err
+    try:
+        file_names = {image["id"]: image["file_name"] for image in data["images"]}
+        rows = sorted(
+            (prefix + file_names[ann["image_id"]], ann.get("id", 0), _one_line(ann["caption"]))
+            for ann in data["annotations"]
+        )
+    except (KeyError, TypeError) as err:
+        raise DataError(
+            f"{annotations_json}: not a COCO captions file (needs images[id, file_name] and "
+            f"annotations[image_id, caption]; failed on {err})"
+        ) from err
+    lines = ["stim_file\tcaption"]
+    lines += [f"{stim_file}\t{caption}" for stim_file, _, caption in rows if caption]
+    return write_text_atomic(out_tsv, "\n".join(lines) + "\n")

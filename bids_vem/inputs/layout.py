@@ -1,0 +1,819 @@
+"""Finding the runs to model: raw BIDS (events, metadata) + fMRIPrep derivatives (BOLD, masks).
+
+Both sides are indexed with pybids (``validate=False``, in memory: nothing is written into
+BIDS_DIR). Each derivative dataset gets its own layout, so that fMRIPrep 1.0/1.1 outputs
+without ``dataset_description.json`` (OpenNeuro's BOLD5000) can be read too. Two namings are
+understood:
+
+* fMRIPrep >= 1.2: ``*_space-<s>[_res-<r>]_desc-preproc_bold.nii.gz``, ``*_desc-brain_mask``
+  (or ``label-brain_mask``), ``*_desc-confounds_timeseries.tsv`` (or ``_regressors.tsv``);
+* fMRIPrep < 1.2: ``*_bold_space-<s>_preproc.nii.gz``, ``*_bold_space-<s>_brainmask.nii.gz``,
+  ``*_bold_confounds.tsv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+
+from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
+from bids_vem.inputs.events import read_events, read_tsv_columns
+from bids_vem.inputs.runs import Run
+
+__all__ = [
+    "PreprocBold",
+    "list_participants",
+    "find_derivatives",
+    "parse_space",
+    "find_preproc_bold",
+    "collect_runs",
+    "collect_runs_report",
+    "read_bold_header",
+]
+
+logger = logging.getLogger(__name__)
+
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+#: entities that tell one acquisition (run) from another, in BIDS filename order
+_RUN_ENTITIES = (
+    "subject",
+    "session",
+    "task",
+    "acquisition",
+    "ceagent",
+    "reconstruction",
+    "direction",
+    "run",
+    "echo",
+)
+#: entities that refine a space (fMRIPrep ``--output-spaces MNI152NLin2009cAsym:res-2``)
+_SPACE_ENTITIES = {"res": "res", "den": "den", "cohort": "cohort"}
+#: datatype folders never needed here (raw) or never holding BOLD (derivatives)
+_SKIPPED_FOLDERS = (
+    "anat",
+    "fmap",
+    "dwi",
+    "perf",
+    "pet",
+    "meg",
+    "eeg",
+    "ieeg",
+    "beh",
+    "micr",
+    "nirs",
+    "motion",
+    "mrs",
+    "figures",
+    "log",
+)
+_LEGACY_BOLD = re.compile(
+    r"^(?P<prefix>.+)_bold_space-(?P<space>[A-Za-z0-9]+)_preproc\.nii(\.gz)?$"
+)
+_NIFTI_EXTENSIONS = [".nii.gz", ".nii"]
+_FIXED_KEYS = frozenset({"datatype", "suffix", "space", "extension"})
+
+
+@dataclass(frozen=True)
+class PreprocBold:
+    """One preprocessed BOLD run found in a derivative dataset.
+
+    Attributes
+    ----------
+    subject, session, task, run, acquisition
+        BIDS entities (``session``, ``run``, ``acquisition`` None when absent).
+    space : str
+        The ``space-`` entity.
+    bold : Path
+        The preprocessed BOLD series.
+    mask : Path or None
+        Brain mask in the same space (None when absent).
+    confounds : Path or None
+        Confounds TSV (None when absent).
+    tr : float or None
+        ``RepetitionTime`` from the BOLD's JSON sidecar (with BIDS inheritance), if any.
+    legacy : bool
+        True for fMRIPrep < 1.2 naming (``*_bold_space-<s>_preproc.nii.gz``).
+    entities : tuple of (str, str)
+        Every entity that identifies the acquisition (also ``ceagent``, ``direction``...),
+        used to match the raw events.
+    """
+
+    subject: str
+    session: str | None
+    task: str
+    run: str | None
+    acquisition: str | None
+    space: str
+    bold: Path
+    mask: Path | None
+    confounds: Path | None
+    tr: float | None
+    legacy: bool
+    entities: tuple[tuple[str, str], ...]
+
+    @property
+    def name(self) -> str:
+        """BIDS prefix of the run, e.g. ``sub-01_ses-1_task-scenes_run-2``."""
+        return _run_name(dict(self.entities))
+
+
+def _run_name(entities: Mapping[str, str]) -> str:
+    keys = {
+        "subject": "sub",
+        "session": "ses",
+        "task": "task",
+        "acquisition": "acq",
+        "ceagent": "ce",
+        "reconstruction": "rec",
+        "direction": "dir",
+        "run": "run",
+        "echo": "echo",
+    }
+    return "_".join(f"{keys[e]}-{entities[e]}" for e in _RUN_ENTITIES if entities.get(e))
+
+
+def _run_key(entities: Mapping) -> tuple[str | None, ...]:
+    return tuple(None if entities.get(e) is None else str(entities[e]) for e in _RUN_ENTITIES)
+
+
+# ----------------------------------------------------------------------------- arguments
+def _check_labels(values: Sequence[str] | str, option: str, prefix: str = "") -> tuple[str, ...]:
+    """Strip an optional ``sub-``/``ses-`` prefix and check BIDS labels are alphanumeric."""
+    if isinstance(values, str):
+        values = (values,)
+    out = []
+    for value in values:
+        label = str(value)
+        if prefix and label.startswith(prefix):
+            label = label[len(prefix) :]
+        if not _LABEL.match(label):
+            raise UsageError(f"{option}: {value!r} is not a BIDS label (letters and digits only)")
+        out.append(label)
+    return tuple(dict.fromkeys(out))
+
+
+def parse_space(space: str) -> tuple[str, dict[str, str]]:
+    """Split an fMRIPrep output-space spec: ``"MNI152NLin2009cAsym:res-2"`` -> name, entities.
+
+    Raises
+    ------
+    UsageError
+        When the name or a modifier is not a BIDS label, or a modifier is not res/den/cohort.
+    """
+    name, *modifiers = str(space).split(":")
+    if not _LABEL.match(name):
+        raise UsageError(f"--space: {space!r} is not a space label (letters and digits only)")
+    extra: dict[str, str] = {}
+    for modifier in modifiers:
+        key, _, value = modifier.partition("-")
+        if key not in _SPACE_ENTITIES or not _LABEL.match(value):
+            raise UsageError(
+                f"--space: {modifier!r} in {space!r} is not one of res-<label>, den-<label>, "
+                "cohort-<label>"
+            )
+        extra[_SPACE_ENTITIES[key]] = value
+    return name, extra
+
+
+def _query_value(value):
+    """fMRIPrep filter-file values: null -> Query.NONE, "*" -> Query.ANY."""
+    from bids.layout import Query
+
+    if value is None:
+        return Query.NONE
+    if value == "*":
+        return Query.ANY
+    if isinstance(value, list):
+        return [_query_value(v) for v in value]
+    return value
+
+
+def _filters_for(bids_filters: Mapping | None, query: str) -> dict:
+    if not bids_filters:
+        return {}
+    if not isinstance(bids_filters, Mapping):
+        raise UsageError("--bids-filter-file must hold a JSON object of queries (bold, events...)")
+    entities = bids_filters.get(query, {})
+    if not isinstance(entities, Mapping):
+        raise UsageError(f"--bids-filter-file: {query!r} must map entity names to values")
+    return {str(k).lower(): _query_value(v) for k, v in entities.items()}
+
+
+def _describe_filters(**filters) -> str:
+    shown = {k: v for k, v in filters.items() if v not in (None, (), [], {})}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "none"
+
+
+# ----------------------------------------------------------------------------- datasets
+def list_participants(bids_dir: Path) -> list[str]:
+    """Participant labels (without ``sub-``) of the raw dataset, sorted.
+
+    Raises
+    ------
+    InputMissingError
+        When ``bids_dir`` is not a directory (exit 66).
+    """
+    bids_dir = Path(bids_dir)
+    if not bids_dir.is_dir():
+        raise InputMissingError(
+            f"BIDS_DIR {bids_dir} is not a directory (check the path and container bind mounts)"
+        )
+    return sorted(
+        p.name[4:] for p in bids_dir.iterdir() if p.name.startswith("sub-") and p.is_dir()
+    )
+
+
+def find_derivatives(bids_dir: Path) -> list[Path]:
+    """Every dataset folder directly under ``BIDS_DIR/derivatives``, sorted.
+
+    A folder counts when it has a ``dataset_description.json`` or ``sub-*`` folders
+    (fMRIPrep < 1.2 wrote no description).
+    """
+    folder = Path(bids_dir) / "derivatives"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        if (path / "dataset_description.json").is_file() or any(path.glob("sub-*/")):
+            found.append(path)
+    return found
+
+
+def _ignore_patterns(subjects: Sequence[str]) -> list:
+    """Folders pybids need not index: speeds up large datasets a lot."""
+    patterns: list = [
+        "code",
+        "stimuli",
+        "sourcedata",
+        "models",
+        "derivatives",
+        re.compile(r"/\."),
+        re.compile(r"/(" + "|".join(_SKIPPED_FOLDERS) + r")(/|$)"),
+    ]
+    if subjects:
+        wanted = "|".join(re.escape(s) for s in subjects)
+        patterns.append(re.compile(rf"^/sub-(?!(?:{wanted})(?:/|$))[^/]+"))
+    return patterns
+
+
+def _layout(root: Path, *, derivative: bool, subjects: Sequence[str]):
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+
+    indexer = BIDSLayoutIndexer(validate=False, ignore=_ignore_patterns(subjects))
+    config = ["bids", "derivatives"] if derivative else ["bids"]
+    try:
+        return BIDSLayout(root, validate=False, derivatives=False, config=config, indexer=indexer)
+    except (ValueError, OSError) as err:
+        raise InputMissingError(f"{root}: cannot be indexed as a BIDS dataset ({err})") from err
+
+
+def _get(layout, **query) -> list:
+    try:
+        return layout.get(**query)
+    except ValueError as err:  # pybids: "'foo' is not a recognized entity"
+        raise UsageError(f"--bids-filter-file: {err}") from err
+
+
+# ----------------------------------------------------------------------------- derivatives
+def _entities(bids_file) -> dict:
+    return {k: v for k, v in bids_file.get_entities().items()}
+
+
+def _preproc_in_layout(layout, space: str, space_entities: dict, query: dict):
+    """Preprocessed BOLD files of one derivative dataset: (modern, legacy) pybids files."""
+    # the query itself fixes these; --space chooses the space
+    query = {k: v for k, v in query.items() if k not in _FIXED_KEYS}
+    modern_query = {"desc": "preproc", **query, **space_entities}
+    modern = _get(
+        layout,
+        datatype="func",
+        suffix="bold",
+        space=space,
+        extension=_NIFTI_EXTENSIONS,
+        **modern_query,
+    )
+    legacy_query = {k: v for k, v in query.items() if k != "desc"}
+    legacy = [
+        f
+        for f in _get(
+            layout,
+            datatype="func",
+            suffix="preproc",
+            space=space,
+            extension=_NIFTI_EXTENSIONS,
+            **legacy_query,
+        )
+        if _LEGACY_BOLD.match(Path(f.path).name)
+    ]
+    return modern, legacy
+
+
+def _spaces_found(layouts: Sequence) -> list[str]:
+    spaces = set()
+    for layout in layouts:
+        for f in layout.get(
+            datatype="func", suffix=["bold", "preproc"], extension=_NIFTI_EXTENSIONS
+        ):
+            ents = f.get_entities()
+            if "space" in ents and (ents.get("desc") == "preproc" or ents["suffix"] == "preproc"):
+                spaces.add(str(ents["space"]))
+    return sorted(spaces)
+
+
+def _companions(layout, space: str, space_entities: dict) -> tuple[dict, dict]:
+    """Brain masks (keyed by run + space refinements) and confounds (keyed by run)."""
+    masks: dict = {}
+    for f in layout.get(datatype="func", suffix="mask", space=space, extension=_NIFTI_EXTENSIONS):
+        ents = f.get_entities()
+        if ents.get("desc") == "brain" or ents.get("label") == "brain":
+            refine = tuple(
+                str(ents.get(k)) if ents.get(k) is not None else None for k in _SPACE_ENTITIES
+            )
+            masks[(_run_key(ents), refine)] = Path(f.path)
+    confounds: dict = {}
+    for f in layout.get(datatype="func", suffix=["timeseries", "regressors"], extension=".tsv"):
+        ents = f.get_entities()
+        if ents.get("desc") in (None, "confounds") and "space" not in ents:
+            key = _run_key(ents)
+            # fMRIPrep >= 21 names it desc-confounds_timeseries; prefer that over older names
+            if key not in confounds or ents.get("desc") == "confounds":
+                confounds[key] = Path(f.path)
+    return masks, confounds
+
+
+def _tr_from_metadata(metadata: Mapping) -> float | None:
+    value = metadata.get("RepetitionTime")
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _find_preproc(
+    derivatives: Sequence[Path],
+    *,
+    space: str,
+    participant_label: Sequence[str],
+    session_label: Sequence[str],
+    task: Sequence[str],
+    bids_filters: Mapping | None,
+) -> list[PreprocBold]:
+    space_name, space_entities = parse_space(space)
+    subjects = _check_labels(participant_label, "--participant-label", "sub-")
+    sessions = _check_labels(session_label, "--session-label", "ses-")
+    tasks = _check_labels(task, "--task")
+    bold_filters = _filters_for(bids_filters, "bold")
+
+    roots = [Path(d) for d in derivatives]
+    if not roots:
+        raise InputMissingError(
+            "no derivatives: put fMRIPrep outputs under BIDS_DIR/derivatives or pass --derivatives"
+        )
+    for root in roots:
+        if not root.is_dir():
+            raise InputMissingError(f"--derivatives {root}: no such folder")
+    layouts = [_layout(root, derivative=True, subjects=subjects) for root in roots]
+
+    selection = {}
+    if subjects:
+        selection["subject"] = list(subjects)
+    base = [_preproc_in_layout(lay, space_name, space_entities, selection) for lay in layouts]
+    if not any(modern or legacy for modern, legacy in base):
+        found = _spaces_found(layouts)
+        who = f" for sub-{', sub-'.join(subjects)}" if subjects else ""
+        raise InputMissingError(
+            f"no preprocessed BOLD (desc-preproc_bold) in space {space}{who} under "
+            f"{', '.join(str(r) for r in roots)}; spaces found: {', '.join(found) or 'none'}"
+        )
+
+    query = {**bold_filters, **selection}
+    if sessions:
+        query["session"] = list(sessions)
+    if tasks:
+        query["task"] = list(tasks)
+    out: list[PreprocBold] = []
+    for layout in layouts:
+        modern, legacy = _preproc_in_layout(layout, space_name, space_entities, query)
+        if not (modern or legacy):
+            continue
+        masks, confounds = _companions(layout, space_name, space_entities)
+        for f in modern:
+            ents = _entities(f)
+            refine = tuple(
+                str(ents.get(k)) if ents.get(k) is not None else None for k in _SPACE_ENTITIES
+            )
+            out.append(
+                _preproc_bold(
+                    ents,
+                    space_name,
+                    Path(f.path),
+                    masks.get((_run_key(ents), refine)),
+                    confounds.get(_run_key(ents)),
+                    _tr_from_metadata(f.get_metadata()),
+                    legacy=False,
+                )
+            )
+        for f in legacy:
+            ents = _entities(f)
+            match = _LEGACY_BOLD.match(Path(f.path).name)
+            folder = Path(f.path).parent
+            prefix, legacy_space = match["prefix"], match["space"]
+            mask = folder / Path(f.path).name.replace("_preproc.nii", "_brainmask.nii")
+            conf = folder / f"{prefix}_bold_confounds.tsv"
+            out.append(
+                _preproc_bold(
+                    ents,
+                    legacy_space,
+                    Path(f.path),
+                    mask if mask.is_file() else None,
+                    conf if conf.is_file() else None,
+                    _tr_from_metadata(f.get_metadata()),
+                    legacy=True,
+                )
+            )
+    if legacy_found := [p for p in out if p.legacy]:
+        logger.info(
+            "reading %d preprocessed BOLD files in fMRIPrep < 1.2 naming (e.g. %s)",
+            len(legacy_found),
+            legacy_found[0].bold.name,
+        )
+    if not out:
+        raise NoMatchError(
+            "no preprocessed BOLD in space "
+            f"{space} matches the filters: "
+            + _describe_filters(
+                participant_label=list(subjects),
+                session_label=list(sessions),
+                task=list(tasks),
+                bids_filters_bold=dict((bids_filters or {}).get("bold", {})),
+            )
+        )
+    return sorted(out, key=lambda p: (p.name, str(p.bold)))
+
+
+def _preproc_bold(ents, space, bold, mask, confounds, tr, *, legacy) -> PreprocBold:
+    def text(key):
+        return None if ents.get(key) is None else str(ents[key])
+
+    return PreprocBold(
+        subject=text("subject"),
+        session=text("session"),
+        task=text("task"),
+        run=text("run"),
+        acquisition=text("acquisition"),
+        space=space,
+        bold=bold,
+        mask=mask,
+        confounds=confounds,
+        tr=tr,
+        legacy=legacy,
+        entities=tuple((e, str(ents[e])) for e in _RUN_ENTITIES if ents.get(e) is not None),
+    )
+
+
+def find_preproc_bold(
+    derivatives: Sequence[Path],
+    *,
+    space: str = "MNI152NLin2009cAsym",
+    participant_label: Sequence[str] = (),
+    session_label: Sequence[str] = (),
+    task: Sequence[str] = (),
+    bids_filters: Mapping | None = None,
+) -> list[PreprocBold]:
+    """Preprocessed BOLD runs in ``space`` in derivative datasets, with masks and confounds.
+
+    The derivative-side half of :func:`collect_runs`: no raw data is read, and no image is
+    opened (empty, annexed files are fine here).
+
+    Parameters
+    ----------
+    derivatives : sequence of Path
+        Derivative dataset folders (e.g. from :func:`find_derivatives`).
+    space : str
+        ``space-`` entity, optionally refined fMRIPrep-style: ``MNI152NLin2009cAsym:res-2``.
+    participant_label, session_label, task : sequence of str
+        Entity filters (empty: all). ``sub-``/``ses-`` prefixes are accepted.
+    bids_filters : dict, optional
+        fMRIPrep ``--bids-filter-file`` contents; its ``"bold"`` entities filter the BOLD
+        query (``null`` means "absent", ``"*"`` means "any value").
+
+    Returns
+    -------
+    list of PreprocBold
+        Sorted by run name.
+
+    Raises
+    ------
+    UsageError
+        A label that is not alphanumeric, a bad space spec or filter (exit 64).
+    InputMissingError
+        No derivative folder, or no preprocessed BOLD in ``space`` at all; the message lists
+        the spaces that were found (exit 66).
+    NoMatchError
+        BOLD exists in ``space`` but the session/task/filters select none (exit 18).
+    """
+    return _find_preproc(
+        derivatives,
+        space=space,
+        participant_label=participant_label,
+        session_label=session_label,
+        task=task,
+        bids_filters=bids_filters,
+    )
+
+
+# ----------------------------------------------------------------------------- images
+def read_bold_header(path: Path) -> tuple[int, float | None]:
+    """Number of volumes and the TR (seconds, None if not set) from a NIfTI header only.
+
+    Raises
+    ------
+    InputMissingError
+        The file is missing or empty (an annexed file whose content was not fetched; exit 66).
+    DataError
+        The file is not a readable NIfTI image or not 4D (exit 65).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as err:
+        raise InputMissingError(
+            f"{path}: no such file (a dangling link: run `datalad get`?)"
+        ) from err
+    if size == 0:
+        raise InputMissingError(
+            f"{path}: empty file (0 bytes): its content was not fetched (`datalad get` it?)"
+        )
+    try:
+        header = nib.load(path).header
+    except Exception as err:  # nibabel raises several types for broken files
+        raise DataError(f"{path}: not a readable NIfTI image ({err})") from err
+    shape = header.get_data_shape()
+    if len(shape) != 4:
+        raise DataError(f"{path}: a BOLD series must be 4D, this image has shape {tuple(shape)}")
+    zooms = header.get_zooms()
+    tr = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
+    if tr is not None:
+        _, time_unit = header.get_xyzt_units()
+        tr = {"msec": tr / 1000.0, "usec": tr / 1e6}.get(time_unit, tr)
+    return int(shape[3]), tr
+
+
+# ----------------------------------------------------------------------------- raw side
+def _events_for(candidates: list[tuple[dict, Path]], bold_key: dict) -> Path | None:
+    """The events file of a run by BIDS inheritance: all its entities match; most specific wins."""
+    best: tuple[int, int, Path] | None = None
+    for ents, path in candidates:
+        if any(ents.get(e) is not None and str(ents[e]) != bold_key.get(e) for e in _RUN_ENTITIES):
+            continue
+        rank = (sum(ents.get(e) is not None for e in _RUN_ENTITIES), len(path.parts), path)
+        if best is None or rank[:2] > best[:2]:
+            best = rank
+    return None if best is None else best[2]
+
+
+def collect_runs_report(
+    bids_dir: Path,
+    *,
+    derivatives: Sequence[Path] = (),
+    participant_label: Sequence[str] = (),
+    session_label: Sequence[str] = (),
+    task: Sequence[str] = (),
+    space: str = "MNI152NLin2009cAsym",
+    bids_filters: Mapping | None = None,
+    stim_column: str = "stim_file",
+) -> tuple[list[Run], list[str]]:
+    """The runs to model, and one sentence per run that was found but cannot be used.
+
+    A run is kept when it has a preprocessed BOLD in ``space``, a brain mask in that space,
+    and a raw ``events.tsv`` (found by BIDS inheritance) with a ``stim_column`` that names at
+    least one stimulus. Confounds are optional. The TR comes from the preprocessed BOLD's JSON,
+    else from the raw BOLD's metadata, else from the NIfTI header; the number of volumes from
+    the NIfTI header (the data are not read).
+
+    Parameters
+    ----------
+    bids_dir : Path
+        Raw BIDS dataset.
+    derivatives : sequence of Path
+        Derivative datasets; empty: every dataset under ``BIDS_DIR/derivatives``.
+    participant_label, session_label, task : sequence of str
+        Entity filters (empty: all); ``sub-``/``ses-`` prefixes are accepted.
+    space : str
+        Output space, optionally with ``:res-<r>`` (fMRIPrep syntax).
+    bids_filters : dict, optional
+        fMRIPrep ``--bids-filter-file`` contents: ``"bold"`` filters the preprocessed BOLD,
+        ``"events"`` the raw events files.
+    stim_column : str
+        Events column naming the stimulus files.
+
+    Returns
+    -------
+    runs : list of Run
+        Sorted by subject, session, task, acquisition, run.
+    skipped : list of str
+        One human sentence per run left out, naming it and saying why.
+
+    Raises
+    ------
+    UsageError
+        Unknown participant (the message lists the existing ones), a label that is not
+        alphanumeric, a bad space spec or filter, or two BOLD files for one run (exit 64).
+    InputMissingError
+        No derivatives, no preprocessed BOLD in ``space`` (the message lists the spaces found),
+        an empty (not fetched) BOLD file, or no usable run at all (exit 66).
+    NoMatchError
+        The filters select no preprocessed BOLD (exit 18).
+    DataError
+        A broken NIfTI header or events file (exit 65).
+    """
+    bids_dir = Path(bids_dir)
+    existing = list_participants(bids_dir)
+    subjects = _check_labels(participant_label, "--participant-label", "sub-")
+    unknown = [s for s in subjects if s not in existing]
+    if unknown:
+        raise UsageError(
+            f"--participant-label: {', '.join(unknown)} not found in {bids_dir}; participants "
+            f"there: {', '.join(existing[:50]) or 'none'} (check the BIDS_DIR path and container "
+            "bind mounts)"
+        )
+    derivatives = [Path(d) for d in derivatives] or find_derivatives(bids_dir)
+    preprocs = _find_preproc(
+        derivatives,
+        space=space,
+        participant_label=subjects,
+        session_label=session_label,
+        task=task,
+        bids_filters=bids_filters,
+    )
+
+    raw = _layout(bids_dir, derivative=False, subjects=subjects)
+    events_query = _filters_for(bids_filters, "events")
+    events_candidates = [
+        (_entities(f), Path(f.path))
+        for f in _get(raw, suffix="events", extension=".tsv", **events_query)
+    ]
+    raw_bold = {
+        _run_key(_entities(f)): f
+        for f in raw.get(datatype="func", suffix="bold", extension=_NIFTI_EXTENSIONS)
+    }
+
+    runs: list[Run] = []
+    skipped: list[str] = []
+    unreadable: list[InputMissingError] = []
+    seen: dict[tuple, Path] = {}
+    used_events: set[Path] = set()
+    for pre in preprocs:
+        name = pre.name
+        # outputs are named after Run.name: two BOLD files with one such name would collide
+        identity = (pre.subject, pre.session, pre.task, pre.acquisition, pre.run)
+        if identity in seen:
+            raise UsageError(
+                f"two preprocessed BOLD files for {name} in space {space}: {seen[identity]} "
+                f"and {pre.bold}; choose one with --space {pre.space}:res-<label> or "
+                "--bids-filter-file"
+            )
+        seen[identity] = pre.bold
+        key = dict(pre.entities)
+        events = _events_for(events_candidates, key)
+        if events is None:
+            skipped.append(
+                f"{name}: no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})"
+            )
+            continue
+        used_events.add(events)
+        if pre.mask is None:
+            skipped.append(f"{name}: no brain mask in space {pre.space} beside {pre.bold}")
+            continue
+        columns = read_tsv_columns(events)
+        if stim_column not in columns:
+            skipped.append(f"{name}: {events.name} has no '{stim_column}' column")
+            continue
+        if read_events(events, stim_column=stim_column)["stim_id"].isna().all():
+            skipped.append(f"{name}: {events.name} names no stimulus in '{stim_column}'")
+            continue
+        try:
+            n_volumes, header_tr = read_bold_header(pre.bold)
+        except InputMissingError as err:
+            unreadable.append(err)
+            continue
+        raw_file = raw_bold.get(_run_key(key))
+        tr = pre.tr
+        if tr is None and raw_file is not None:
+            tr = _tr_from_metadata(raw_file.get_metadata())
+        if tr is None:
+            tr = header_tr
+        if tr is None or tr <= 0:
+            raise DataError(
+                f"{pre.bold}: no RepetitionTime in its JSON sidecar, the raw BOLD metadata or "
+                "the NIfTI header"
+            )
+        runs.append(
+            Run(
+                subject=pre.subject,
+                session=pre.session,
+                task=pre.task,
+                run=pre.run,
+                acquisition=pre.acquisition,
+                space=pre.space,
+                bold=pre.bold,
+                mask=pre.mask,
+                events=events,
+                confounds=pre.confounds,
+                tr=tr,
+                n_volumes=n_volumes,
+            )
+        )
+
+    if unreadable:
+        raise InputMissingError(
+            f"{len(unreadable)} preprocessed BOLD file(s) cannot be read; first: {unreadable[0]}"
+        )
+
+    # events of the selection that have no preprocessed BOLD in this space
+    bold_filters = _filters_for(bids_filters, "bold")
+    sessions = _check_labels(session_label, "--session-label", "ses-")
+    tasks = _check_labels(task, "--task")
+    for ents, path in events_candidates:
+        if path in used_events or ents.get("subject") is None or ents.get("datatype") != "func":
+            continue
+        if (
+            (subjects and str(ents["subject"]) not in subjects)
+            or (sessions and str(ents.get("session")) not in sessions)
+            or (tasks and str(ents.get("task")) not in tasks)
+        ):
+            continue
+        if not _matches_simple_filters(ents, bold_filters):
+            continue
+        skipped.append(f"{_run_name(ents)}: {path.name} has no preprocessed BOLD in space {space}")
+
+    for sentence in skipped:
+        logger.warning("skipping %s", sentence)
+    if not runs:
+        raise InputMissingError(
+            f"no usable run in {bids_dir} (space {space}, stimulus column '{stim_column}'): "
+            f"{len(skipped)} skipped, e.g. {skipped[0] if skipped else 'none found'}"
+        )
+    runs.sort(key=_run_sort_key)
+    return runs, skipped
+
+
+def _matches_simple_filters(ents: Mapping, filters: Mapping) -> bool:
+    """Apply plain-valued BOLD filters (run, acquisition...) to raw events entities."""
+    for key, wanted in filters.items():
+        if key not in _RUN_ENTITIES or not isinstance(wanted, (str, int, list)):
+            continue
+        values = wanted if isinstance(wanted, list) else [wanted]
+        have = ents.get(key)
+        if have is None or not any(_same_label(have, v) for v in values):
+            return False
+    return True
+
+
+def _same_label(have, wanted) -> bool:
+    if isinstance(wanted, int) or (isinstance(wanted, str) and wanted.isdigit()):
+        return str(have).isdigit() and int(have) == int(wanted)
+    return str(have) == str(wanted)
+
+
+def _run_sort_key(run: Run) -> tuple:
+    def number(label):
+        return (0, int(label), "") if label and label.isdigit() else (1, 0, label or "")
+
+    return (run.subject, run.session or "", run.task, run.acquisition or "", number(run.run))
+
+
+def collect_runs(
+    bids_dir: Path,
+    *,
+    derivatives: Sequence[Path] = (),
+    participant_label: Sequence[str] = (),
+    session_label: Sequence[str] = (),
+    task: Sequence[str] = (),
+    space: str = "MNI152NLin2009cAsym",
+    bids_filters: Mapping | None = None,
+    stim_column: str = "stim_file",
+) -> list[Run]:
+    """The runs to model; runs that cannot be used are logged as warnings by name.
+
+    See :func:`collect_runs_report` for parameters and errors.
+    """
+    runs, _ = collect_runs_report(
+        bids_dir,
+        derivatives=derivatives,
+        participant_label=participant_label,
+        session_label=session_label,
+        task=task,
+        space=space,
+        bids_filters=bids_filters,
+        stim_column=stim_column,
+    )
+    return runs
