@@ -1,0 +1,319 @@
+"""The feature stage: one feature space over the unique stimuli, cached, and its derivative files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_vem.errors import InputMissingError, OutputError, UsageError
+from bids_vem.features import image as image_encoders
+from bids_vem.features import text as text_encoders
+from bids_vem.features.cache import FeatureCache, cache_key
+from bids_vem.features.feature_set import FeatureSet
+from bids_vem.features.models import (
+    inspect_openclip,
+    library_versions,
+    numeric_versions,
+    offline_mode,
+    resolve_model_path,
+    sentence_preprocessing,
+    weights_sha256,
+)
+from bids_vem.features.specs import FeatureSpaceSpec
+from bids_vem.outputs.atomic import atomic_path, write_text_atomic
+
+__all__ = ["extract_feature_space", "write_feature_derivatives", "file_sha256"]
+
+logger = logging.getLogger(__name__)
+
+#: bump when the way features are computed here changes (invalidates every cache entry)
+FEATURE_CODE_VERSION = 1
+_LISTED = 20
+
+
+def _first(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's content."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _caption_lists(
+    spec: FeatureSpaceSpec, stim_ids: tuple[str, ...], captions: Mapping[str, Sequence[str]] | None
+) -> list[list[str]]:
+    captions = captions or {}
+    lists = []
+    missing = []
+    for stim_id in stim_ids:
+        texts = [str(c).strip() for c in captions.get(stim_id, ()) if str(c).strip()]
+        if not texts:
+            missing.append(stim_id)
+        lists.append(texts)
+    if missing:
+        raise InputMissingError(
+            f"feature space {spec.name!r} embeds captions, but {len(missing)} of {len(stim_ids)} "
+            f"stimuli have none: {_first(missing)}"
+        )
+    return lists
+
+
+def _image_inputs(
+    spec: FeatureSpaceSpec,
+    stim_ids: tuple[str, ...],
+    image_paths: Mapping[str, Path] | None,
+    image_sha256: Mapping[str, str] | None,
+) -> tuple[list[Path], list[str]]:
+    image_paths = image_paths or {}
+    image_sha256 = image_sha256 or {}
+    missing = [s for s in stim_ids if s not in image_paths or not Path(image_paths[s]).is_file()]
+    if missing:
+        raise InputMissingError(
+            f"feature space {spec.name!r} embeds images, but {len(missing)} of {len(stim_ids)} "
+            f"stimuli have no image file: {_first(missing)}"
+        )
+    paths = [Path(image_paths[s]) for s in stim_ids]
+    hashes = [image_sha256.get(s) or file_sha256(p) for s, p in zip(stim_ids, paths, strict=True)]
+    return paths, hashes
+
+
+def _model_description(spec: FeatureSpaceSpec, model_path: Path) -> dict[str, Any]:
+    if spec.family == "openclip":
+        return inspect_openclip(spec, model_path).describe()
+    if spec.family == "sentence":
+        return {"preprocessing": sentence_preprocessing(model_path)}
+    return {}
+
+
+def extract_feature_space(
+    spec: FeatureSpaceSpec,
+    stim_ids: Sequence[str],
+    *,
+    image_paths: Mapping[str, Path] | None = None,
+    image_sha256: Mapping[str, str] | None = None,
+    captions: Mapping[str, Sequence[str]] | None = None,
+    model_dirs: Sequence[Path | str] = (),
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    allow_downloads: bool = False,
+    progress: bool = True,
+) -> FeatureSet:
+    """Compute (or fetch from the cache) one feature space over ``stim_ids``.
+
+    Text spaces embed every caption of a stimulus and take the MEAN over its captions
+    (as Doerig et al. with the five COCO captions per image); image spaces embed the image file.
+
+    Parameters
+    ----------
+    spec : FeatureSpaceSpec
+    stim_ids : sequence of str
+        Unique stimulus ids, the rows of the result (n_stimuli).
+    image_paths : mapping stim_id -> Path, optional
+        Image files (image spaces).
+    image_sha256 : mapping stim_id -> str, optional
+        Content hashes of the images (from the stimulus table); computed when absent.
+    captions : mapping stim_id -> sequence of str, optional
+        Captions of each stimulus (text spaces).
+    model_dirs : sequence of path
+        ``--model-dir`` folders searched for weights.
+    cache_dir : Path, optional
+        Feature cache folder (``WORK_DIR/features``); None disables caching.
+    device, batch_size, num_workers
+        Where and in what batches the encoder runs.
+    allow_downloads : bool
+        Let the Hugging Face libraries download missing weights (default: offline).
+    progress : bool
+        Progress bar while encoding images.
+
+    Returns
+    -------
+    FeatureSet
+        ``values`` of shape (n_stimuli, n_features), float32, rows in ``stim_ids`` order.
+
+    Raises
+    ------
+    InputMissingError
+        Missing captions or images (the stimuli are named) or missing model weights (exit 66).
+    DataError
+        An unreadable image (exit 65).
+    """
+    stim_ids = tuple(str(s) for s in stim_ids)
+    if not stim_ids:
+        raise UsageError(f"feature space {spec.name!r}: no stimuli to embed")
+    duplicated = sorted(s for s, n in Counter(stim_ids).items() if n > 1)
+    if duplicated:
+        raise UsageError(
+            f"feature space {spec.name!r}: duplicated stimulus ids {_first(duplicated)}"
+        )
+
+    if spec.modality == "text":
+        caption_lists = _caption_lists(spec, stim_ids, captions)
+        stimuli_part: Any = [[s, c] for s, c in zip(stim_ids, caption_lists, strict=True)]
+    else:
+        paths, hashes = _image_inputs(spec, stim_ids, image_paths, image_sha256)
+        stimuli_part = [[s, h] for s, h in zip(stim_ids, hashes, strict=True)]
+
+    with offline_mode(allow_downloads):
+        model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
+        weights_hash = weights_sha256(model_path)
+        description = _model_description(spec, model_path)
+        stimuli_hash = cache_key({"stimuli": stimuli_part})
+        key = cache_key(
+            {
+                "code": FEATURE_CODE_VERSION,
+                # the spec without its name: renaming a feature space recomputes nothing
+                "spec": [spec.family, spec.model, spec.weights],
+                "modality": spec.modality,
+                "weights_sha256": weights_hash,
+                "model": description,
+                "versions": numeric_versions(spec.family),
+                "stimuli": stimuli_hash,
+            }
+        )
+        cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None and cached.stim_ids == stim_ids:
+            logger.info(
+                "feature space %s: %d stimuli, %d dims, from cache",
+                spec.name,
+                len(stim_ids),
+                cached.n_features,
+            )
+            return replace(cached, name=spec.name, spec=spec.text)
+
+        metadata: dict[str, Any] = {
+            "spec": spec.text,
+            "family": spec.family,
+            "model": spec.model,
+            "weights": spec.weights,
+            "model_path": str(model_path),
+            "weights_sha256": weights_hash,
+            **description,
+            "versions": library_versions(),
+            "stimuli_sha256": stimuli_hash,
+        }
+        if spec.modality == "text":
+            counts = [len(c) for c in caption_lists]
+            flat = [c for texts in caption_lists for c in texts]
+            embeddings = text_encoders.encode_texts(
+                spec, flat, model_path=model_path, device=device, batch_size=batch_size
+            )
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            values = np.add.reduceat(embeddings.astype(np.float64), starts, axis=0)
+            values = (values / np.asarray(counts)[:, None]).astype(np.float32)
+            metadata["n_captions"] = counts
+            metadata["aggregation"] = "mean over each stimulus's caption embeddings"
+        else:
+            values = image_encoders.encode_images(
+                spec,
+                paths,
+                model_path=model_path,
+                device=device,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                progress=progress,
+            )
+        feature_set = FeatureSet(
+            name=spec.name,
+            spec=spec.text,
+            modality=spec.modality,
+            stim_ids=stim_ids,
+            values=values,
+            metadata=metadata,
+        )
+        if cache is not None:
+            cache.put(key, feature_set)
+            feature_set = replace(feature_set, metadata={**metadata, "cache_key": key})
+    logger.info(
+        "feature space %s: %d stimuli, %d dims, computed",
+        spec.name,
+        len(stim_ids),
+        feature_set.n_features,
+    )
+    return feature_set
+
+
+def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list[Path]:
+    """Write ``OUTPUT_DIR/features/desc-<name>_features.{npy,tsv,json}`` atomically.
+
+    The ``.npy`` holds the float32 matrix (n_stimuli, n_features); the ``.tsv`` its stimulus
+    index (``row``, 0-based, and ``stim_id``); the ``.json`` sidecar describes the model,
+    weights hash, preprocessing and sources.
+
+    Returns
+    -------
+    list of Path
+        The three files, in the order npy, tsv, json.
+
+    Raises
+    ------
+    UsageError
+        The feature-space name is not BIDS-safe (letters and digits).
+    OutputError
+        A file cannot be written (exit 73).
+    """
+    name = feature_set.name
+    if not re.fullmatch(r"[A-Za-z0-9]+", name):
+        raise UsageError(f"feature space name {name!r} must be letters and digits only")
+    bad = [s for s in feature_set.stim_ids if "\t" in s or "\n" in s or "\r" in s]
+    if bad:
+        raise UsageError(
+            f"feature space {name!r}: stimulus ids with tabs or newlines: {_first(bad)}"
+        )
+    folder = Path(output_dir) / "features"
+    stem = folder / f"desc-{name}_features"
+    npy, tsv, sidecar = (stem.with_suffix(s) for s in (".npy", ".tsv", ".json"))
+    meta = feature_set.metadata
+    description = {
+        "Description": (
+            f"Features of the {feature_set.modality} feature space '{name}': one row per "
+            f"stimulus (rows listed in {tsv.name}), from model spec '{feature_set.spec}'."
+            + (
+                " Each row is the mean of the embeddings of the stimulus's captions."
+                if feature_set.modality == "text"
+                else ""
+            )
+        ),
+        "FeatureSpace": name,
+        "ModelSpec": feature_set.spec,
+        "Modality": feature_set.modality,
+        "ModelFamily": meta.get("family"),
+        "ModelPath": meta.get("model_path"),
+        "WeightsSHA256": meta.get("weights_sha256"),
+        "Architecture": meta.get("architecture"),
+        "QuickGELU": meta.get("quick_gelu"),
+        "ConfigSource": meta.get("config_source"),
+        "Preprocessing": meta.get("preprocessing"),
+        "NStimuli": len(feature_set.stim_ids),
+        "NFeatures": feature_set.n_features,
+        "CaptionsPerStimulus": meta.get("n_captions"),
+        "SoftwareVersions": meta.get("versions"),
+        "Sources": [f"bids::stimuli/{s}" for s in feature_set.stim_ids],
+    }
+    description = {k: v for k, v in description.items() if v is not None}
+    rows = "".join(f"{i}\t{s}\n" for i, s in enumerate(feature_set.stim_ids))
+    try:
+        with atomic_path(npy) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(feature_set.values, dtype=np.float32))
+        write_text_atomic(tsv, "row\tstim_id\n" + rows)
+        write_text_atomic(sidecar, json.dumps(description, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write feature files under {folder}: {exc}") from exc
+    return [npy, tsv, sidecar]
