@@ -1,0 +1,571 @@
+"""Dataset-level files of OUTPUT_DIR: description, .bidsignore, README, descriptions, citation, config.
+
+Each writer is idempotent (the same call gives the same bytes) and owns only its part of a
+file: keys, lines or rows others added are kept. Everything is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from bids_vem.errors import OutputError, UsageError
+from bids_vem.outputs.atomic import write_text_atomic
+from bids_vem.outputs.jsonfile import write_json_atomic
+
+__all__ = [
+    "PIPELINE_NAME",
+    "CODE_URL",
+    "BIDS_VERSION",
+    "BIDSIGNORE_ENTRIES",
+    "REFERENCES",
+    "container_from_environment",
+    "source_dataset_entry",
+    "write_dataset_description",
+    "write_bidsignore",
+    "write_readme",
+    "write_descriptions",
+    "methods_text",
+    "write_citation",
+    "new_run_id",
+    "write_run_config",
+]
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_NAME = "bids_vem"
+CODE_URL = "https://github.com/bids-vem/bids_vem"
+#: BIDS release the outputs follow (``desc`` last: 1.11.0; logs/ folder: 1.10.1)
+BIDS_VERSION = "1.10.1"
+
+#: what the validator does not know; no trailing slash (``figures/`` would leave the folder itself flagged)
+BIDSIGNORE_ENTRIES: tuple[str, ...] = (
+    "work",
+    "figures",
+    "features",
+    "models",
+    "group",
+    "log",
+    "*.html",
+    "*_statmap.*",
+    "*_summary.tsv",
+    "*_summary.json",
+    "*.func.gii",
+    "*.dscalar.nii",
+)
+
+_ACKNOWLEDGE = (
+    "Please cite bids_vem (see logs/CITATION.md and logs/CITATION.bib in this dataset) "
+    "and the source datasets listed in SourceDatasets."
+)
+
+
+def container_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """``GeneratedBy.Container`` from the variables the container images set, or None.
+
+    ``BIDS_VEM_DOCKER_TAG`` gives ``{"Type": "docker", "Tag": ...}``;
+    ``BIDS_VEM_APPTAINER_URI`` (or ``BIDS_VEM_SINGULARITY_URI``) gives
+    ``{"Type": "apptainer", "URI": ...}`` (fMRIPrep habit).
+    """
+    env = os.environ if environ is None else environ
+    if env.get("BIDS_VEM_DOCKER_TAG"):
+        return {"Type": "docker", "Tag": env["BIDS_VEM_DOCKER_TAG"]}
+    for key, kind in (
+        ("BIDS_VEM_APPTAINER_URI", "apptainer"),
+        ("BIDS_VEM_SINGULARITY_URI", "singularity"),
+    ):
+        if env.get(key):
+            return {"Type": kind, "URI": env[key]}
+    return None
+
+
+def _is_uri(text: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", text)) and not re.match(
+        r"^[a-zA-Z]:\\", text
+    )
+
+
+def _location_uri(location: str | Path) -> str:
+    text = str(location)
+    return text if _is_uri(text) else Path(text).resolve().as_uri()
+
+
+def source_dataset_entry(source: str | Path) -> dict[str, str]:
+    """One ``SourceDatasets`` item: ``URL``, and ``DOI``/``Version`` from its description.
+
+    A local dataset gives a ``file://`` URL plus ``DatasetDOI`` of its
+    ``dataset_description.json`` (``doi:`` form); an OpenNeuro DOI
+    ``10.18112/openneuro.ds001499.v1.3.1`` also gives the version ``1.3.1``.
+    """
+    text = str(source)
+    if _is_uri(text):
+        if text.lower().startswith("doi:"):
+            return {"DOI": text}
+        return {"URL": text}
+    entry: dict[str, str] = {"URL": _location_uri(text)}
+    description = Path(text) / "dataset_description.json"
+    try:
+        raw = json.loads(description.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return entry
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s (%s); SourceDatasets gets its URL only", description, exc)
+        return entry
+    doi = str(raw.get("DatasetDOI") or "").strip()
+    if doi:
+        doi = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE)
+        entry["DOI"] = f"doi:{doi}"
+        match = re.search(r"\.v(\d+(?:\.\d+)*)$", doi)
+        if match:
+            entry["Version"] = match.group(1)
+    return entry
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise OutputError(
+            f"{path}: cannot read the existing file ({exc}); remove or fix it"
+        ) from exc
+    if not isinstance(data, dict):
+        raise OutputError(f"{path}: expected a JSON object; remove or fix it")
+    return data
+
+
+def write_dataset_description(
+    output_dir: Path | str,
+    *,
+    source_datasets: Sequence[str | Path],
+    version: str,
+    container: Mapping[str, str] | None = None,
+    dataset_links: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """Write ``OUTPUT_DIR/dataset_description.json`` of the derivative dataset.
+
+    Parameters
+    ----------
+    output_dir : path
+        The derivative dataset root.
+    source_datasets : sequence of str or path
+        Raw dataset first, then derivative inputs (fMRIPrep...): local folders or URLs/DOIs.
+    version : str
+        bids_vem version (``GeneratedBy[0].Version``).
+    container : mapping, optional
+        ``{"Type": "docker", "Tag": ...}``; see :func:`container_from_environment`.
+    dataset_links : mapping, optional
+        Names used in BIDS URIs (``bids:raw:...``) to locations. Default: ``raw`` is the
+        first source dataset.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Notes
+    -----
+    Keys bids_vem does not own (``Authors``, ``License``... added by a user) and other
+    ``GeneratedBy`` entries are kept; ours comes first, as BIDS requires of a dataset
+    nested in ``<raw>/derivatives/<name>``, whose ``<name>`` must contain ``bids_vem``.
+
+    Raises
+    ------
+    OutputError
+        The existing file is unreadable or describes a raw dataset.
+    """
+    output_dir = Path(output_dir)
+    path = output_dir / "dataset_description.json"
+    existing = _read_json(path)
+    if existing.get("DatasetType", "derivative") != "derivative":
+        raise OutputError(
+            f"{path} describes a {existing['DatasetType']!r} dataset, not bids_vem outputs; "
+            "choose another output directory"
+        )
+    if dataset_links is None:
+        dataset_links = {"raw": source_datasets[0]} if source_datasets else {}
+    generated_by: dict[str, Any] = {
+        "Name": PIPELINE_NAME,
+        "Version": str(version),
+        "CodeURL": CODE_URL,
+    }
+    if container:
+        generated_by["Container"] = dict(container)
+    others = [
+        g
+        for g in existing.get("GeneratedBy", [])
+        if isinstance(g, dict) and g.get("Name") != PIPELINE_NAME
+    ]
+    description = dict(existing)
+    description.update(
+        {
+            "Name": existing.get("Name") or "bids_vem: voxelwise encoding models",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [generated_by, *others],
+            "SourceDatasets": [source_dataset_entry(s) for s in source_datasets],
+            "HowToAcknowledge": _ACKNOWLEDGE,
+        }
+    )
+    if dataset_links:
+        links = dict(existing.get("DatasetLinks", {}))
+        links.update({name: _location_uri(loc) for name, loc in dataset_links.items()})
+        description["DatasetLinks"] = links
+    if output_dir.parent.name == "derivatives" and PIPELINE_NAME not in output_dir.name:
+        # BIDS: the first GeneratedBy.Name must be part of the folder name under derivatives/
+        logger.warning(
+            "%s is nested under derivatives/ but its name lacks %r; BIDS expects "
+            "derivatives/%s[-<variant>]",
+            output_dir,
+            PIPELINE_NAME,
+            PIPELINE_NAME,
+        )
+    return write_json_atomic(path, description)
+
+
+def write_bidsignore(output_dir: Path | str, extra: Sequence[str] = ()) -> Path:
+    """Write ``OUTPUT_DIR/.bidsignore``: :data:`BIDSIGNORE_ENTRIES` + ``extra``, keeping other lines."""
+    path = Path(output_dir) / ".bidsignore"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    for entry in (*BIDSIGNORE_ENTRIES, *extra):
+        entry = entry.rstrip("/")  # a trailing slash leaves the folder itself flagged
+        if entry not in lines:
+            lines.append(entry)
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_readme(output_dir: Path | str) -> Path:
+    """Write ``OUTPUT_DIR/README.md`` unless a README is already there (a user's edits win)."""
+    output_dir = Path(output_dir)
+    for existing in sorted(output_dir.glob("README*")):
+        return existing
+    text = (
+        "# bids_vem outputs\n\n"
+        "Voxelwise encoding models of fMRI from vision and language model features of the stimuli,\n"
+        f"written by bids_vem ({CODE_URL}).\n\n"
+        "- `sub-<label>/func/*_stat-<r|r2|alpha>_statmap.nii.gz`: per-voxel maps, with JSON sidecars\n"
+        "- `sub-<label>.html`: participant reports (figures in `sub-<label>/figures/`)\n"
+        "- `group/`: group maps, `summary.tsv` and `group.html`\n"
+        "- `descriptions.tsv`: what each `desc-<label>` (feature space) is\n"
+        "- `logs/CITATION.md`: methods text and references; `logs/config-<run id>.toml`: run settings\n"
+    )
+    return write_text_atomic(output_dir / "README.md", text)
+
+
+def write_descriptions(output_dir: Path | str, descriptions: Mapping[str, str]) -> Path:
+    """Write ``OUTPUT_DIR/descriptions.tsv`` (+ .json) documenting ``desc-<label>`` values.
+
+    Parameters
+    ----------
+    descriptions : mapping
+        ``desc`` label (the feature space, without ``desc-``) to a one-line description.
+        Rows already in the file for other labels are kept.
+    """
+    output_dir = Path(output_dir)
+    path = output_dir / "descriptions.tsv"
+    rows: dict[str, str] = {}
+    if path.exists():
+        with path.open(encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                rows[row["desc_id"]] = row["description"]
+    for label, text in descriptions.items():
+        if not re.match(r"^[0-9a-zA-Z]+$", label):
+            raise UsageError(
+                f"feature space name {label!r} must be alphanumeric (it is a desc- label)"
+            )
+        rows[f"desc-{label}"] = " ".join(str(text).split())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(["desc_id", "description"])
+    for desc_id in sorted(rows):
+        writer.writerow([desc_id, rows[desc_id]])
+    write_json_atomic(
+        output_dir / "descriptions.json",
+        {
+            "Description": "The desc- labels of this dataset: one per feature space.",
+            "desc_id": {"Description": "A desc-<label> used in this dataset."},
+            "description": {"Description": "What the label stands for (feature space and model)."},
+        },
+    )
+    return write_text_atomic(path, buffer.getvalue())
+
+
+#: references as (key, markdown text, BibTeX entry)
+REFERENCES: tuple[tuple[str, str, str], ...] = (
+    (
+        "ma2024llmvem",
+        "Ma S, Wang L, Hou S, Yan B (2024). Aligned with LLM: a new multi-modal training paradigm "
+        "for encoding fMRI activity in visual cortex. arXiv:2401.03851.",
+        "@misc{ma2024llmvem,\n  author = {Ma, Shuxiao and Wang, Linyuan and Hou, Senbao and Yan, Bin},\n"
+        "  title = {Aligned with {LLM}: a new multi-modal training paradigm for encoding {fMRI} "
+        "activity in visual cortex},\n  year = {2024},\n  eprint = {2401.03851},\n"
+        "  archivePrefix = {arXiv}\n}",
+    ),
+    (
+        "doerig2025llm",
+        "Doerig A, Kietzmann TC, Allen E, Wu Y, Naselaris T, Kay K, Charest I (2025). High-level "
+        "visual representations in the human brain are aligned with large language models. "
+        "Nature Machine Intelligence. doi:10.1038/s42256-025-01072-0.",
+        "@article{doerig2025llm,\n  author = {Doerig, Adrien and Kietzmann, Tim C. and Allen, Emily "
+        "and Wu, Yihan and Naselaris, Thomas and Kay, Kendrick and Charest, Ian},\n"
+        "  title = {High-level visual representations in the human brain are aligned with large "
+        "language models},\n  journal = {Nature Machine Intelligence},\n  year = {2025},\n"
+        "  doi = {10.1038/s42256-025-01072-0}\n}",
+    ),
+    (
+        "tang2023bridgetower",
+        "Tang J, Du M, Vo VA, Lal V, Huth AG (2023). Brain encoding models based on multimodal "
+        "transformers can transfer across language and vision. Advances in Neural Information "
+        "Processing Systems 36 (NeurIPS 2023).",
+        "@inproceedings{tang2023bridgetower,\n  author = {Tang, Jerry and Du, Meng and Vo, Vy A. and "
+        "Lal, Vasudev and Huth, Alexander G.},\n  title = {Brain encoding models based on multimodal "
+        "transformers can transfer across language and vision},\n  booktitle = {Advances in Neural "
+        "Information Processing Systems},\n  volume = {36},\n  year = {2023}\n}",
+    ),
+    (
+        "dupre2022himalaya",
+        "Dupré la Tour T, Eickenberg M, Nunez-Elizalde AO, Gallant JL (2022). Feature-space "
+        "selection with banded ridge regression. NeuroImage 264:119728. "
+        "doi:10.1016/j.neuroimage.2022.119728.",
+        "@article{dupre2022himalaya,\n  author = {Dupr{\\'e} la Tour, Tom and Eickenberg, Michael and "
+        "Nunez-Elizalde, Anwar O. and Gallant, Jack L.},\n  title = {Feature-space selection with "
+        "banded ridge regression},\n  journal = {NeuroImage},\n  volume = {264},\n"
+        "  pages = {119728},\n  year = {2022},\n  doi = {10.1016/j.neuroimage.2022.119728}\n}",
+    ),
+    (
+        "abraham2014nilearn",
+        "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "
+        "with scikit-learn. Frontiers in Neuroinformatics 8:14. doi:10.3389/fninf.2014.00014.",
+        "@article{abraham2014nilearn,\n  author = {Abraham, Alexandre and Pedregosa, Fabian and "
+        "Eickenberg, Michael and others},\n  title = {Machine learning for neuroimaging with "
+        "scikit-learn},\n  journal = {Frontiers in Neuroinformatics},\n  volume = {8},\n"
+        "  pages = {14},\n  year = {2014},\n  doi = {10.3389/fninf.2014.00014}\n}",
+    ),
+    (
+        "yarkoni2019pybids",
+        "Yarkoni T, Markiewicz CJ, de la Vega A, et al. (2019). PyBIDS: Python tools for BIDS "
+        "datasets. Journal of Open Source Software 4(40):1294. doi:10.21105/joss.01294.",
+        "@article{yarkoni2019pybids,\n  author = {Yarkoni, Tal and Markiewicz, Christopher J. and "
+        "de la Vega, Alejandro and others},\n  title = {{PyBIDS}: Python tools for {BIDS} "
+        "datasets},\n  journal = {Journal of Open Source Software},\n  volume = {4},\n"
+        "  number = {40},\n  pages = {1294},\n  year = {2019},\n  doi = {10.21105/joss.01294}\n}",
+    ),
+    (
+        "gorgolewski2011nipype",
+        "Gorgolewski K, Burns CD, Madison C, et al. (2011). Nipype: a flexible, lightweight and "
+        "extensible neuroimaging data processing framework in Python. Frontiers in "
+        "Neuroinformatics 5:13. doi:10.3389/fninf.2011.00013.",
+        "@article{gorgolewski2011nipype,\n  author = {Gorgolewski, Krzysztof and Burns, Christopher "
+        "D. and Madison, Cindee and others},\n  title = {Nipype: a flexible, lightweight and "
+        "extensible neuroimaging data processing framework in {Python}},\n  journal = {Frontiers in "
+        "Neuroinformatics},\n  volume = {5},\n  pages = {13},\n  year = {2011},\n"
+        "  doi = {10.3389/fninf.2011.00013}\n}",
+    ),
+    (
+        "ilharco2021openclip",
+        "Ilharco G, Wortsman M, Wightman R, et al. (2021). OpenCLIP. Zenodo. "
+        "doi:10.5281/zenodo.5143773.",
+        "@software{ilharco2021openclip,\n  author = {Ilharco, Gabriel and Wortsman, Mitchell and "
+        "Wightman, Ross and others},\n  title = {{OpenCLIP}},\n  year = {2021},\n"
+        "  publisher = {Zenodo},\n  doi = {10.5281/zenodo.5143773}\n}",
+    ),
+    (
+        "reimers2019sbert",
+        "Reimers N, Gurevych I (2019). Sentence-BERT: sentence embeddings using Siamese "
+        "BERT-networks. Proceedings of EMNLP-IJCNLP 2019. doi:10.18653/v1/D19-1410.",
+        "@inproceedings{reimers2019sbert,\n  author = {Reimers, Nils and Gurevych, Iryna},\n"
+        "  title = {Sentence-{BERT}: Sentence Embeddings using {Siamese} {BERT}-Networks},\n"
+        "  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language "
+        "Processing},\n  year = {2019},\n  doi = {10.18653/v1/D19-1410}\n}",
+    ),
+    (
+        "gorgolewski2016bids",
+        "Gorgolewski KJ, Auer T, Calhoun VD, et al. (2016). The brain imaging data structure, a "
+        "format for organizing and describing outputs of neuroimaging experiments. Scientific "
+        "Data 3:160044. doi:10.1038/sdata.2016.44.",
+        "@article{gorgolewski2016bids,\n  author = {Gorgolewski, Krzysztof J. and Auer, Tibor and "
+        "Calhoun, Vince D. and others},\n  title = {The brain imaging data structure, a format for "
+        "organizing and describing outputs of neuroimaging experiments},\n  journal = {Scientific "
+        "Data},\n  volume = {3},\n  pages = {160044},\n  year = {2016},\n"
+        "  doi = {10.1038/sdata.2016.44}\n}",
+    ),
+)
+
+#: packages whose versions the methods text reports (distribution name, display name)
+_SOFTWARE = (
+    ("numpy", "NumPy"),
+    ("torch", "PyTorch"),
+    ("nibabel", "NiBabel"),
+    ("nilearn", "Nilearn"),
+    ("pybids", "PyBIDS"),
+    ("nipype", "Nipype"),
+    ("open_clip_torch", "OpenCLIP"),
+    ("transformers", "Transformers"),
+    ("sentence-transformers", "Sentence-Transformers"),
+)
+
+
+def _software_versions() -> list[str]:
+    found = []
+    for dist, label in _SOFTWARE:
+        try:
+            found.append(f"{label} {package_version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _fmt_number(value: float) -> str:
+    return f"{value:g}"
+
+
+def methods_text(
+    *,
+    feature_spaces: Sequence[Mapping[str, Any]],
+    n_runs: int,
+    params: Mapping[str, Any],
+    version: str,
+    n_subjects: int | None = None,
+) -> str:
+    """Methods boilerplate (Markdown) describing what this run did.
+
+    Parameters
+    ----------
+    feature_spaces : sequence of mappings
+        ``name``, ``spec``, and optionally ``modality`` and ``n_features`` per feature space.
+    n_runs : int
+        BOLD runs used.
+    params : mapping
+        ``delays`` (TRs), ``alphas``, ``cv`` (e.g. "leave-one-run-out"), ``score``
+        ("correlation" or "r2"), ``tr`` (s); missing keys are left out of the text.
+    version : str
+        bids_vem version.
+    n_subjects : int, optional
+        Participants analysed.
+    """
+    who = f"{n_subjects} participant{'s' if n_subjects != 1 else ''}, " if n_subjects else ""
+    lines = [
+        f"Voxelwise encoding models were fitted with bids_vem {version} ({CODE_URL}), a BIDS App "
+        "[@gorgolewski2016bids] that reads its inputs with PyBIDS [@yarkoni2019pybids] and runs its "
+        f"workflows with Nipype [@gorgolewski2011nipype]. The analysis used {who}{n_runs} BOLD "
+        f"run{'s' if n_runs != 1 else ''}.",
+        "",
+    ]
+    if feature_spaces:
+        lines.append(
+            f"The stimuli were described by {len(feature_spaces)} feature "
+            f"space{'s' if len(feature_spaces) != 1 else ''}:"
+        )
+        for fs in feature_spaces:
+            extra = [str(fs[k]) for k in ("modality",) if fs.get(k)]
+            if fs.get("n_features"):
+                extra.append(f"{int(fs['n_features'])} features")
+            detail = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(f"- `{fs.get('name', '?')}`: `{fs.get('spec', '?')}`{detail}")
+        lines += [
+            "",
+            "Image features came from OpenCLIP models [@ilharco2021openclip] and caption features "
+            "from sentence encoders [@reimers2019sbert], following work showing that language-model "
+            "embeddings of scene captions predict visual cortex [@doerig2025llm], that aligning an "
+            "image encoder with language-model descriptions improves visual encoding models "
+            "[@ma2024llmvem], and that multimodal transformer features transfer between "
+            "modalities [@tang2023bridgetower].",
+            "",
+        ]
+    design = "Features were placed on the acquisition time grid"
+    if params.get("tr"):
+        design += f" (TR = {_fmt_number(float(params['tr']))} s)"
+    delays = params.get("delays")
+    if delays:
+        design += f" and delayed by {', '.join(str(int(d)) for d in delays)} TRs (finite impulse response model)"
+    ridge = design + ". Ridge regression fitted one model per voxel"
+    alphas = params.get("alphas")
+    if alphas:
+        ridge += (
+            f", with a penalty chosen per voxel among {len(alphas)} values from "
+            f"{_fmt_number(min(alphas))} to {_fmt_number(max(alphas))}"
+        )
+    cv = params.get("cv", "cross-validation whose folds are whole runs")
+    ridge += f" by {cv} [@dupre2022himalaya]."
+    score = params.get("score")
+    if score:
+        ridge += (
+            f" Prediction accuracy on held-out runs was scored by {score}; maps of the correlation "
+            "(r), the coefficient of determination (R²) and the selected penalty were written per "
+            "voxel."
+        )
+    lines.append(ridge)
+    software = _software_versions()
+    if software:
+        lines += [
+            "",
+            f"Software: {', '.join(software)}; figures with Nilearn [@abraham2014nilearn].",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_citation(
+    output_dir: Path | str,
+    *,
+    feature_spaces: Sequence[Mapping[str, Any]],
+    n_runs: int,
+    params: Mapping[str, Any],
+    version: str,
+    n_subjects: int | None = None,
+) -> Path:
+    """Write ``logs/CITATION.md`` (methods text + references) and ``logs/CITATION.bib``.
+
+    Parameters are those of :func:`methods_text`. Returns the path of ``CITATION.md``.
+    The text is released under CC0, as fMRIPrep's boilerplate, so it may be copied into papers.
+    """
+    logs = Path(output_dir) / "logs"
+    body = methods_text(
+        feature_spaces=feature_spaces,
+        n_runs=n_runs,
+        params=params,
+        version=version,
+        n_subjects=n_subjects,
+    )
+    refs = "\n".join(f"- [@{key}] {text}" for key, text, _ in REFERENCES)
+    markdown = (
+        "# Methods\n\n"
+        "The following text was written by bids_vem and may be copied into a manuscript "
+        "(released under CC0).\n\n"
+        f"{body}\n## References\n\n{refs}\n"
+    )
+    write_text_atomic(logs / "CITATION.bib", "\n\n".join(bib for _, _, bib in REFERENCES) + "\n")
+    return write_text_atomic(logs / "CITATION.md", markdown)
+
+
+def new_run_id() -> str:
+    """A run identifier ``YYYYMMDD-HHMMSS_<8 hex>`` (fMRIPrep style, UTC)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}_{uuid.uuid4().hex[:8]}"
+
+
+def write_run_config(output_dir: Path | str, toml_text: str, run_id: str) -> Path:
+    """Write the run's settings to ``logs/config-<run_id>.toml``; returns the path.
+
+    Raises
+    ------
+    UsageError
+        ``run_id`` has characters other than letters, digits, ``-`` and ``_``.
+    """
+    if not re.match(r"^[0-9A-Za-z_-]+$", run_id or ""):
+        raise UsageError(f"run id must use letters, digits, '-' and '_' only, got {run_id!r}")
+    return write_text_atomic(Path(output_dir) / "logs" / f"config-{run_id}.toml", toml_text)

@@ -1,0 +1,147 @@
+"""Report figures: stat maps of r on a brain and histograms of r (nilearn + matplotlib, offline)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+import nibabel as nib
+import numpy as np
+
+from bids_vem.outputs.atomic import atomic_path
+
+__all__ = ["plot_r_map", "plot_r_histogram", "cut_coords_of_peak"]
+
+
+def _use_agg() -> None:
+    # reports are written on headless machines: never open a window
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg", force=True)
+
+
+def cut_coords_of_peak(image: nib.spatialimages.SpatialImage) -> tuple[float, float, float]:
+    """World coordinates (mm) of the voxel of largest |value|, or of the volume centre if none.
+
+    Always inside the volume, unlike nilearn's default cuts on small or cropped volumes.
+    """
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    magnitude = np.where(np.isfinite(data), np.abs(data), 0.0)
+    if magnitude.max() > 0:
+        index = np.unravel_index(int(np.argmax(magnitude)), data.shape)
+    else:
+        index = tuple((n - 1) / 2 for n in data.shape[:3])
+    x, y, z = nib.affines.apply_affine(image.affine, np.asarray(index[:3], dtype=np.float64))
+    return float(x), float(y), float(z)
+
+
+def _background(stat_map_path: Path, bg_img):
+    if bg_img != "auto":
+        return bg_img
+    # the MNI template is bundled with nilearn (no download); only right for MNI-space maps
+    if "space-MNI152" in stat_map_path.name:
+        from nilearn.datasets import load_mni152_template
+
+        return load_mni152_template(resolution=2)
+    return None
+
+
+def plot_r_map(
+    stat_map_path: Path | str,
+    out_file: Path | str,
+    *,
+    title: str,
+    threshold: float = 0.1,
+    vmax: float | None = None,
+    bg_img="auto",
+) -> Path:
+    """Plot a correlation map in three orthogonal cuts through its peak; returns ``out_file``.
+
+    Parameters
+    ----------
+    stat_map_path : path
+        A 3D ``stat-r`` NIfTI map.
+    out_file : path
+        ``.png`` or ``.svg``; written atomically.
+    title : str
+        Figure title.
+    threshold : float
+        |r| below this is not drawn.
+    vmax : float, optional
+        Colour scale limit (default: the map's largest |r|, at least ``threshold``).
+    bg_img : "auto", image, path or None
+        Background; "auto" uses nilearn's bundled MNI152 template for ``space-MNI152*`` maps
+        and none otherwise.
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    stat_map_path = Path(stat_map_path)
+    out_file = Path(out_file)
+    image = nib.load(str(stat_map_path))
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    peak = float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 0.0
+    if vmax is None:
+        vmax = max(peak, threshold, 1e-6)
+    figure = plt.figure(figsize=(9, 3))
+    try:
+        with warnings.catch_warnings():
+            # a map with nothing above threshold is a result, not a problem
+            warnings.filterwarnings("ignore", message="empty mask", category=UserWarning)
+            plotting.plot_stat_map(
+                image,
+                bg_img=_background(stat_map_path, bg_img),
+                cut_coords=cut_coords_of_peak(image),
+                display_mode="ortho",
+                threshold=threshold,
+                vmax=vmax,
+                cmap="cold_hot",
+                title=title,
+                figure=figure,
+                colorbar=True,
+                draw_cross=False,
+            )
+        with atomic_path(out_file) as tmp:
+            figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
+    return out_file
+
+
+def plot_r_histogram(
+    r: np.ndarray,
+    out_file: Path | str,
+    *,
+    title: str,
+    threshold: float = 0.1,
+) -> Path:
+    """Histogram of per-voxel correlations with the threshold marked; returns ``out_file``.
+
+    Parameters
+    ----------
+    r : ndarray, shape (n_voxels,)
+        Correlations (NaN ignored).
+    out_file : path
+        ``.png`` or ``.svg``; written atomically.
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    out_file = Path(out_file)
+    values = np.asarray(r, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    figure, axes = plt.subplots(figsize=(5, 3))
+    try:
+        axes.hist(values, bins=50, color="#4c72b0")
+        axes.axvline(threshold, color="#c44e52", linestyle="--", label=f"r = {threshold:g}")
+        axes.set_xlabel("r (held-out runs)")
+        axes.set_ylabel("voxels")
+        axes.set_title(title)
+        axes.legend(frameon=False)
+        figure.tight_layout()
+        with atomic_path(out_file) as tmp:
+            figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
+    return out_file

@@ -1,0 +1,72 @@
+"""The group report ``OUTPUT_DIR/group/group.html``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bids_vem.outputs.atomic import write_text_atomic
+from bids_vem.outputs.group import GROUP_DIR
+from bids_vem.reports.html import figure, page, relative_link, table
+from bids_vem.reports.participant import about_html, errors_html, methods_html
+
+__all__ = ["write_group_report"]
+
+
+def write_group_report(
+    output_dir: Path | str,
+    rows: Sequence[Mapping[str, Any]],
+    figures: Sequence[tuple[str, Path | str]] | Mapping[str, Path | str] = (),
+    *,
+    errors: Sequence[str] = (),
+    methods: str | None = None,
+    command_line: str | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write ``OUTPUT_DIR/group/group.html``; returns its path.
+
+    Parameters
+    ----------
+    output_dir : path
+        The derivative dataset root.
+    rows : sequence of mappings
+        Summary rows (as in ``group/summary.tsv``); columns are the union of their keys.
+    figures : sequence of (caption, path) or mapping caption -> path
+        Images already written (e.g. under ``group/figures/``), linked relatively.
+    errors, methods, command_line, version
+        As in :func:`bids_vem.reports.participant.write_participant_report`.
+    """
+    output_dir = Path(output_dir)
+    group_dir = output_dir / GROUP_DIR
+    items = list(figures.items()) if isinstance(figures, Mapping) else list(figures)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    numeric = [
+        all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows) for c in columns
+    ]
+    subjects = sorted({str(r["subject"]) for r in rows if r.get("subject") is not None})
+    summary = table(
+        ["", ""],
+        [
+            ("participants", len(subjects) or "n/a"),
+            ("rows", len(rows)),
+            ("figures", len(items)),
+            ("errors", len(errors)),
+        ],
+    )
+    results = (
+        table(columns, ([r.get(c) for c in columns] for r in rows), numeric)
+        if rows
+        else "<p>No results.</p>"
+    )
+    results += "".join(figure(relative_link(path, group_dir), caption) for caption, path in items)
+    sections = [
+        ("summary", "Summary", summary),
+        ("results", "Group results", results),
+        ("errors", "Errors", errors_html(list(errors))),
+        ("methods", "Methods", methods_html(output_dir, methods)),
+        ("about", "About", about_html(version, command_line)),
+    ]
+    return write_text_atomic(group_dir / "group.html", page("bids_vem group report", sections))

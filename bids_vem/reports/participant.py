@@ -1,0 +1,262 @@
+"""The participant report ``OUTPUT_DIR/sub-XX.html`` with figures in ``sub-XX/figures/``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from bids_vem.outputs.atomic import write_text_atomic
+from bids_vem.outputs.names import derivative_name
+from bids_vem.reports.figures import plot_r_histogram, plot_r_map
+from bids_vem.reports.html import esc, figure, page, relative_link, table
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "write_participant_report",
+    "about_html",
+    "errors_html",
+    "methods_html",
+]
+
+logger = logging.getLogger(__name__)
+
+#: (summary key, column title, numeric) of the encoding-results table
+RESULT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("n_voxels", "voxels", True),
+    ("mean_r", "mean r", True),
+    ("median_r", "median r", True),
+    ("max_r", "max r", True),
+    ("percent_r_above_threshold", "% voxels r > threshold", True),
+    ("mean_r2", "mean R²", True),
+    ("percent_alpha_at_min", "% alpha at grid min", True),
+    ("percent_alpha_at_max", "% alpha at grid max", True),
+)
+
+
+def _as_dict(item: Any) -> dict:
+    if isinstance(item, Mapping):
+        return dict(item)
+    to_dict = getattr(item, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    raise TypeError(f"expected a mapping, got {type(item).__name__}")
+
+
+def errors_html(errors: Sequence[str]) -> str:
+    """The Errors section body: a list of escaped messages or a no-error line."""
+    if not errors:
+        return '<p class="ok">No errors were reported.</p>'
+    items = "".join(f"<li>{esc(e)}</li>" for e in errors)
+    return f'<p class="error">{len(errors)} error(s):</p><ul class="error">{items}</ul>'
+
+
+def methods_html(output_dir: Path, methods: str | None) -> str:
+    """The Methods section body: ``methods`` or ``logs/CITATION.md``, shown as text."""
+    if methods is None:
+        citation = output_dir / "logs" / "CITATION.md"
+        methods = citation.read_text(encoding="utf-8") if citation.exists() else None
+    if not methods:
+        return "<p>No methods text was written (see logs/CITATION.md after a complete run).</p>"
+    return f"<pre>{esc(methods.strip())}</pre>"
+
+
+def about_html(version: str | None, command_line: str | None) -> str:
+    """The About section body: version, command line and date (UTC)."""
+    if version is None:
+        from bids_vem import __version__ as version
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    rows = [("bids_vem version", version), ("command line", command_line or "n/a"), ("date", date)]
+    return table(["", ""], rows)
+
+
+def _r_values(result: Mapping[str, Any], r_path: Path) -> np.ndarray:
+    if result.get("r") is not None:
+        return np.asarray(result["r"], dtype=np.float64)
+    data = np.asarray(nib.load(str(r_path)).dataobj, dtype=np.float64)
+    return data[data != 0]  # the map is 0 outside the mask
+
+
+def write_participant_report(
+    output_dir: Path | str,
+    subject: str,
+    *,
+    runs: Sequence[Mapping[str, Any]],
+    feature_spaces: Sequence[Mapping[str, Any]],
+    results: Sequence[Mapping[str, Any]],
+    errors: Sequence[str] = (),
+    methods: str | None = None,
+    command_line: str | None = None,
+    version: str | None = None,
+    r_threshold: float = 0.1,
+) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` and its figures; returns the HTML path.
+
+    Parameters
+    ----------
+    output_dir : path
+        The derivative dataset root.
+    subject : str
+        Participant label without ``sub-``.
+    runs : sequence of mappings
+        Per run: ``name``, ``bold``, ``tr`` (or ``TR``), ``n_volumes``, ``events``
+        (:meth:`bids_vem.inputs.runs.Run.to_dict` works).
+    feature_spaces : sequence of mappings
+        Per feature space: ``name``, ``spec``, ``modality``, ``n_features``.
+    results : sequence of mappings
+        Per fit: ``task``, ``space``, ``feature_space``, ``summary`` (keys of
+        :data:`RESULT_COLUMNS`), ``paths`` (stat name to map path; ``r`` gives the figures),
+        optionally ``session`` and ``r`` (values, shape (n_voxels,), for the histogram).
+    errors : sequence of str
+        Messages of what failed for this participant (the report is written anyway).
+    methods : str, optional
+        Methods text; default: ``logs/CITATION.md`` if present.
+    command_line, version : str, optional
+        Shown in About.
+    r_threshold : float
+        Threshold of the r maps and histograms.
+
+    Notes
+    -----
+    A figure that cannot be drawn adds a line to Errors instead of failing the report.
+    Every string from the inputs is HTML-escaped.
+    """
+    output_dir = Path(output_dir)
+    html_path = output_dir / f"sub-{subject}.html"
+    figures_dir = output_dir / f"sub-{subject}" / "figures"
+    errors = list(errors)
+    runs = [_as_dict(r) for r in runs]
+    feature_spaces = [_as_dict(f) for f in feature_spaces]
+    results = [_as_dict(r) for r in results]
+
+    # Encoding results: one table, then a figure pair per fit
+    result_rows = []
+    figure_blocks = []
+    for result in results:
+        summary = dict(result.get("summary") or {})
+        label = f"task {result.get('task')}, space {result.get('space')}, feature space {result.get('feature_space')}"
+        result_rows.append(
+            [result.get("task"), result.get("space"), result.get("feature_space")]
+            + [summary.get(key) for key, _, _ in RESULT_COLUMNS]
+        )
+        r_path = (result.get("paths") or {}).get("r")
+        if r_path is None:
+            continue
+        entities = {
+            "sub": subject,
+            "ses": result.get("session"),
+            "task": result.get("task"),
+            "space": result.get("space"),
+            "desc": result.get("feature_space"),
+        }
+        try:
+            map_png = plot_r_map(
+                r_path,
+                figures_dir / derivative_name(entities, "rmap", ".png"),
+                title=f"r, {result.get('feature_space')}",
+                threshold=r_threshold,
+            )
+            hist_png = plot_r_histogram(
+                _r_values(result, Path(r_path)),
+                figures_dir / derivative_name(entities, "rhist", ".png"),
+                title=f"r, {result.get('feature_space')}",
+                threshold=r_threshold,
+            )
+        except Exception as exc:  # a figure must not cost the whole report
+            logger.exception("figure for %s failed", r_path)
+            errors.append(f"figure for {r_path} failed: {exc}")
+            continue
+        figure_blocks.append(
+            f"<h3>{esc(label)}</h3>"
+            + figure(
+                relative_link(map_png, output_dir),
+                f"Correlation map ({label}), |r| > {r_threshold:g}",
+            )
+            + figure(
+                relative_link(hist_png, output_dir), f"Distribution of r over voxels ({label})"
+            )
+        )
+
+    tasks = sorted(
+        {str(r.get("task")) for r in runs if r.get("task")} | {str(r.get("task")) for r in results}
+    )
+    best = [
+        r
+        for r in results
+        if isinstance((r.get("summary") or {}).get("mean_r"), (int, float, np.floating))
+    ]
+    summary_rows = [
+        ("participant", f"sub-{subject}"),
+        ("runs", len(runs)),
+        ("tasks", ", ".join(tasks) or "n/a"),
+        ("feature spaces", ", ".join(str(f.get("name")) for f in feature_spaces) or "n/a"),
+        ("encoding fits", len(results)),
+        ("errors", len(errors)),
+    ]
+    if best:
+        top = max(best, key=lambda r: float(r["summary"]["mean_r"]))
+        summary_rows.append(
+            (
+                "highest mean r",
+                f"{top.get('feature_space')} ({float(top['summary']['mean_r']):.3f}, task {top.get('task')})",
+            )
+        )
+
+    inputs_body = (
+        table(
+            ["run", "TR (s)", "volumes", "BOLD", "events"],
+            (
+                [
+                    r.get("name"),
+                    r.get("tr", r.get("TR")),
+                    r.get("n_volumes"),
+                    r.get("bold"),
+                    r.get("events"),
+                ]
+                for r in runs
+            ),
+            numeric=[False, True, True, False, False],
+        )
+        if runs
+        else "<p>No runs were found.</p>"
+    )
+    spaces_body = (
+        table(
+            ["feature space", "model spec", "modality", "features"],
+            (
+                [f.get("name"), f.get("spec"), f.get("modality"), f.get("n_features")]
+                for f in feature_spaces
+            ),
+            numeric=[False, False, False, True],
+        )
+        if feature_spaces
+        else "<p>No feature spaces.</p>"
+    )
+    if results:
+        results_body = (
+            f"<p>Threshold for the percentages and figures: r &gt; {r_threshold:g}.</p>"
+            + table(
+                ["task", "space", "feature space"] + [title for _, title, _ in RESULT_COLUMNS],
+                result_rows,
+                numeric=[False, False, False] + [num for _, _, num in RESULT_COLUMNS],
+            )
+            + "".join(figure_blocks)
+        )
+    else:
+        results_body = "<p>No encoding results.</p>"
+
+    sections = [
+        ("summary", "Summary", table(["", ""], summary_rows)),
+        ("inputs", "Inputs", inputs_body),
+        ("feature-spaces", "Feature spaces", spaces_body),
+        ("results", "Encoding results", results_body),
+        ("errors", "Errors", errors_html(errors)),
+        ("methods", "Methods", methods_html(output_dir, methods)),
+        ("about", "About", about_html(version, command_line)),
+    ]
+    return write_text_atomic(html_path, page(f"bids_vem report: sub-{subject}", sections))

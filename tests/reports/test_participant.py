@@ -1,0 +1,187 @@
+"""The participant report: sections, relative figure links, escaping, errors, a real render."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from bids_vem.outputs.dataset import write_citation
+from bids_vem.outputs.statmaps import encoding_summary_row
+from bids_vem.reports.participant import write_participant_report
+
+SECTIONS = ["summary", "inputs", "feature-spaces", "results", "errors", "methods", "about"]
+EVIL = '<script>alert("x")</script>'
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _parse(path: Path) -> list[tuple[str, dict]]:
+    collector = _Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    return collector.tags
+
+
+@pytest.fixture
+def report(tmp_path, r_map, encoding_result) -> Path:
+    out = tmp_path
+    write_citation(
+        out,
+        feature_spaces=[{"name": "clip", "spec": "openclip:ViT-B-32"}],
+        n_runs=2,
+        params={},
+        version="0.1.0",
+    )
+    row = encoding_summary_row(
+        encoding_result,
+        subject="01",
+        session=None,
+        task="scenes",
+        space="MNI152NLin2009cAsym",
+        feature_space="clip",
+        alphas=[1.0, 1e3],
+    )
+    return write_participant_report(
+        out,
+        "01",
+        runs=[
+            {
+                "name": "sub-01_task-scenes_run-1",
+                "bold": "/data/sub-01_run-1_bold.nii.gz",
+                "tr": 2.0,
+                "n_volumes": 194,
+                "events": "e1.tsv",
+            },
+            {
+                "name": "sub-01_task-scenes_run-2",
+                "bold": "/data/sub-01_run-2_bold.nii.gz",
+                "TR": 2.0,
+                "n_volumes": 194,
+                "events": "e2.tsv",
+            },
+        ],
+        feature_spaces=[
+            {"name": "clip", "spec": f"openclip:{EVIL}", "modality": "image", "n_features": 512}
+        ],
+        results=[
+            {
+                "task": "scenes",
+                "space": "MNI152NLin2009cAsym",
+                "feature_space": "clip",
+                "summary": row,
+                "paths": {"r": r_map},
+            }
+        ],
+        errors=[f"sbert failed: {EVIL}"],
+        command_line="bids_vem /data /out participant --participant-label 01",
+        version="0.1.0",
+    )
+
+
+def test_sections_and_content(report):
+    assert report.name == "sub-01.html"
+    tags = _parse(report)
+    ids = [attrs.get("id") for tag, attrs in tags if tag == "section"]
+    assert ids == SECTIONS
+    text = report.read_text()
+    for expected in (
+        "sub-01_task-scenes_run-2",
+        "194",
+        "openclip:",
+        "512",
+        "bids_vem 0.1.0",
+        "--participant-label 01",
+        "# Methods",
+    ):
+        assert expected in text, expected
+
+
+def test_figures_exist_and_are_linked_relatively(report):
+    sources = [attrs["src"] for tag, attrs in _parse(report) if tag == "img"]
+    assert len(sources) == 2
+    for src in sources:
+        assert not src.startswith(("/", "http", "file:"))
+        assert src.startswith("sub-01/figures/")
+        figure = report.parent / src
+        assert figure.is_file()
+        assert imread(figure)[..., :3].std() > 0.05
+
+
+def test_strings_are_escaped(report):
+    tags = _parse(report)
+    assert "script" not in [tag for tag, _ in tags]
+    text = report.read_text()
+    assert EVIL not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    assert "http://" not in text and "https://" not in text.split("<pre>")[0]  # self-contained
+
+
+def test_summary_numbers_in_the_table(report, encoding_result):
+    text = report.read_text()
+    assert f"{np.mean(encoding_result.r):.3f}" in text
+    assert f"{np.max(encoding_result.r):.3f}" in text
+
+
+def test_a_failed_figure_is_an_error_not_a_crash(tmp_path):
+    path = write_participant_report(
+        tmp_path,
+        "02",
+        runs=[],
+        feature_spaces=[],
+        results=[
+            {
+                "task": "x",
+                "space": "T1w",
+                "feature_space": "clip",
+                "summary": {},
+                "paths": {"r": tmp_path / "missing.nii.gz"},
+            }
+        ],
+        errors=[],
+    )
+    text = path.read_text()
+    assert "1 error(s)" in text
+    assert "missing.nii.gz" in text
+    assert "No runs were found." in text
+
+
+def test_chromium_renders_the_report(report, tmp_path):
+    chromium = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    shot = tmp_path / "shot.png"
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,1600",
+        f"--screenshot={shot}",
+        report.resolve().as_uri(),
+    ]
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    pixels = imread(shot)[..., :3]
+    assert pixels.std() > 0.05
+    # the header bar (#1f3a5f) is drawn: CSS was applied
+    header = pixels[5:40, 5:400].reshape(-1, 3)
+    assert np.any(np.all(np.abs(header - np.array([0x1F, 0x3A, 0x5F]) / 255) < 0.05, axis=1))
