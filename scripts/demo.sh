@@ -12,7 +12,7 @@ start=$(date +%s)
     -w "$demo/work" --nprocs 2 \
     --captions "$demo/ds/stimuli/captions.tsv" \
     --text-encoder minilm=sentence:all-MiniLM-L6-v2 \
-    --image-encoder randclip=openclip:"$demo/models/demo-openclip"
+    --image-encoder randomclip=openclip:"$demo/models/randomclip-vit-tiny"
 .venv/bin/bids_vem "$demo/ds" "$demo/ds/derivatives/bids_vem" group -w "$demo/work"
 echo "bids_vem demo finished in $(( $(date +%s) - start )) s"
 echo "participant report: $demo/ds/derivatives/bids_vem/sub-01.html"

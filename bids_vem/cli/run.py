@@ -34,9 +34,18 @@ def setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("bids_vem").setLevel(level)
-    # nipype speaks in its own words; only with -v
+    # nipype speaks in its own words (node names, hashes): only with -v, through our handler
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    nipype_level = "INFO" if verbosity >= 1 else "WARNING"
+    for key in ("workflow_level", "interface_level", "utils_level"):
+        nipype_config.set("logging", key, nipype_level)
+    nipype_logging.update_logging(nipype_config)
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(name).setLevel(logging.INFO if verbosity >= 1 else logging.WARNING)
+        nipype_logger = logging.getLogger(name)
+        nipype_logger.handlers[:] = []
+        nipype_logger.propagate = True
 
 
 def _fail(message: str, code: int) -> int:

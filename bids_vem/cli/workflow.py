@@ -13,7 +13,13 @@ from pathlib import Path
 
 from bids_vem import __version__, errors
 from bids_vem.config import RunConfig
-from bids_vem.errors import BIDSValidationError, BidsVemError, InputMissingError, OutputError, UsageError
+from bids_vem.errors import (
+    BIDSValidationError,
+    BidsVemError,
+    InputMissingError,
+    OutputError,
+    UsageError,
+)
 
 __all__ = ["run", "check_paths", "validate_bids_dir"]
 
@@ -51,15 +57,15 @@ def check_paths(config: RunConfig) -> None:
 
 def validate_bids_dir(bids_dir: Path) -> None:
     """Run bids-validator-deno on BIDS_DIR; raise BIDSValidationError (exit 16) on errors."""
-    from bids_vem.outputs.validator import find_validator, run_validator
+    from bids_vem.outputs.validator import find_validator, validate_raw
 
-    if find_validator() is None:
-        log.warning(
-            "bids-validator-deno is not installed: BIDS_DIR is not validated (pip install bids-validator-deno)"
-        )
+    try:
+        find_validator()
+    except InputMissingError as err:
+        log.warning("BIDS_DIR is not validated: %s", err)
         return
     log.info("validating %s with bids-validator-deno (skip with --skip-bids-validation)", bids_dir)
-    errors = run_validator(bids_dir)
+    errors = validate_raw(bids_dir)
     if errors:
         shown = "; ".join(errors[:5])
         raise BIDSValidationError(
@@ -96,7 +102,7 @@ def run(config: RunConfig) -> int:
         from bids_vem.workflows.group import run_group_level
 
         run_group_level(config)
-        log.info("group level done in %.0f s: %s", time.time() - started, config.output_dir / "group.html")
+        log.info("group level done in %.0f s: %s", time.time() - started, config.output_dir / "group" / "group.html")
         return 0
 
     if not config.skip_bids_validation:

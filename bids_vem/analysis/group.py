@@ -1,0 +1,94 @@
+"""Group level: participants' encoding-accuracy maps in a common space, tested across participants.
+
+Reads only OUTPUT_DIR (the participant-level stat maps), as the BIDS-Apps model asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_vem.errors import DataError, NoMatchError
+from bids_vem.outputs.group import find_statmaps
+
+__all__ = ["ParticipantMaps", "find_participant_r_maps", "stack_maps"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParticipantMaps:
+    """The r maps of one (task, space, feature space) across participants."""
+
+    task: str
+    space: str
+    feature_space: str
+    paths: dict[str, Path]  # subject -> r map
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted(self.paths)
+
+
+def find_participant_r_maps(
+    output_dir: Path, participant_label: tuple[str, ...] = (), task: tuple[str, ...] = ()
+) -> list[ParticipantMaps]:
+    """Group the participants' ``stat-r`` maps by task, space and feature space.
+
+    Raises
+    ------
+    NoMatchError
+        No participant-level r map under ``output_dir`` (run the participant level first).
+    """
+    groups: dict[tuple[str, str, str], dict[str, Path]] = defaultdict(dict)
+    for entities, path in find_statmaps(output_dir, stat="r"):
+        subject = entities.get("sub")
+        if (participant_label and subject not in participant_label) or (task and entities.get("task") not in task):
+            continue
+        key = (entities.get("task", ""), entities.get("space", ""), entities.get("desc", ""))
+        if subject in groups[key]:
+            log.warning("sub-%s has several r maps for %s; using %s", subject, key, path.name)
+        groups[key][subject] = path
+    if not groups:
+        filters = f" (participants {list(participant_label)}, tasks {list(task)})" if participant_label or task else ""
+        raise NoMatchError(
+            f"no participant-level r maps (*_stat-r_statmap.nii.gz) under {output_dir}{filters}: "
+            "run the participant level first"
+        )
+    return [
+        ParticipantMaps(task=t, space=s, feature_space=fs, paths=paths)
+        for (t, s, fs), paths in sorted(groups.items())
+    ]
+
+
+def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Stack maps that share one grid into (n_subjects, n_voxels) over their common mask.
+
+    A voxel enters the group mask when it is finite and non-zero in every participant
+    (participant maps are zero outside that participant's brain mask).
+
+    Returns
+    -------
+    values : ndarray of shape (n_subjects, n_voxels_in_group_mask)
+    mask_img : Nifti1Image
+        The group mask on the participants' grid.
+    """
+    images = [nib.load(str(p)) for p in paths]
+    reference = images[0]
+    for path, img in zip(paths, images, strict=True):
+        if img.shape[:3] != reference.shape[:3] or not np.allclose(img.affine, reference.affine, atol=1e-3):
+            raise DataError(
+                f"{path}: its grid {img.shape[:3]} differs from {paths[0]} {reference.shape[:3]}; "
+                "group analysis needs maps in one common space (use --space MNI152NLin2009cAsym)"
+            )
+    data = np.stack([np.asarray(img.dataobj, dtype=np.float32) for img in images])
+    mask = np.all(np.isfinite(data) & (data != 0), axis=0)
+    if not mask.any():
+        raise DataError(f"the participants' r maps share no voxel ({', '.join(p.name for p in paths)})")
+    mask_img = nib.Nifti1Image(mask.astype(np.uint8), reference.affine)
+    return data[:, mask], mask_img

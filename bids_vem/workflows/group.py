@@ -1,0 +1,101 @@
+"""The group level: one-sample t-test of the participants' r maps, BH-FDR, maps and report.
+
+The group level reads only OUTPUT_DIR and is light (a few maps per participant), so it
+runs in-process rather than as a nipype graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bids_vem import __version__
+from bids_vem.analysis.group import find_participant_r_maps, stack_maps
+from bids_vem.config import RunConfig
+from bids_vem.encoding.stats import group_ttest
+from bids_vem.errors import DataError
+from bids_vem.outputs.group import write_group_maps, write_group_summary
+from bids_vem.outputs.statmaps import bids_uri
+from bids_vem.reports.figures import plot_r_map
+from bids_vem.reports.group import write_group_report
+
+__all__ = ["run_group_level"]
+
+log = logging.getLogger("bids_vem.group")
+
+#: false discovery rate of the group maps (Doerig et al. 2025: q = 0.05)
+FDR_Q = 0.05
+
+
+def run_group_level(config: RunConfig) -> Path:
+    """Test encoding accuracy across participants for every (task, space, feature space).
+
+    Returns
+    -------
+    Path
+        The group report (``OUTPUT_DIR/group/group.html``).
+
+    Raises
+    ------
+    NoMatchError
+        No participant-level r maps in OUTPUT_DIR (exit 18).
+    DataError
+        Fewer than two participants for every map, or maps on different grids (exit 65).
+    """
+    output_dir = config.output_dir
+    rows, figures, errors = [], [], []
+    tested = 0
+    for maps in find_participant_r_maps(output_dir, config.participant_label, config.task):
+        label = f"task-{maps.task} space-{maps.space} {maps.feature_space}"
+        if len(maps.paths) < 2:
+            errors.append(f"{label}: only sub-{maps.subjects[0]} has an r map; a group test needs 2 or more")
+            log.warning("%s", errors[-1])
+            continue
+        paths = [maps.paths[s] for s in maps.subjects]
+        values, mask_img = stack_maps(paths)
+        stats = group_ttest(values, alternative="greater")
+        out = write_group_maps(
+            output_dir,
+            {"meanr": stats["mean_r"], "t": stats["t"], "p": stats["p"], "q": stats["q"]},
+            mask_img,
+            task=maps.task,
+            space=maps.space,
+            feature_space=maps.feature_space,
+            n_subjects=len(paths),
+            sources=[bids_uri("", p.relative_to(output_dir)) for p in paths],
+            parameters={
+                "Test": "one-sample t-test of Fisher-z(r) across participants, one-sided (r > 0)",
+                "Correction": "Benjamini-Hochberg FDR over the voxels of the group mask",
+                "Participants": [f"sub-{s}" for s in maps.subjects],
+            },
+        )
+        n_significant = int(np.sum(stats["q"] < FDR_Q))
+        rows.append(
+            {
+                "task": maps.task, "space": maps.space, "feature_space": maps.feature_space,
+                "n_subjects": len(paths), "n_voxels": int(values.shape[1]),
+                "mean_r": float(np.mean(stats["mean_r"])), "max_mean_r": float(np.max(stats["mean_r"])),
+                f"n_voxels_q_below_{FDR_Q}": n_significant,
+            }
+        )
+        log.info(
+            "%s: %d participants, %d voxels, mean r %.3f; %d voxel(s) significant at FDR q < %.2f",
+            label, len(paths), values.shape[1], rows[-1]["mean_r"], n_significant, FDR_Q,
+        )
+        figure = output_dir / "group" / "figures" / f"task-{maps.task}_desc-{maps.feature_space}_meanr.png"
+        try:
+            plot_r_map(out["meanr"], figure, title=f"mean r, {maps.feature_space} ({len(paths)} participants)")
+            figures.append((f"Mean held-out r across participants: {label}", figure))
+        except Exception as err:  # noqa: BLE001 - a figure must not sink the group results
+            errors.append(f"figure of {label} failed: {err}")
+        tested += 1
+    if not tested:
+        raise DataError(f"group level: no map has 2 or more participants in {output_dir}; " + "; ".join(errors))
+    write_group_summary(output_dir, rows)
+    return write_group_report(
+        output_dir, rows, figures, errors=errors,
+        command_line=" ".join(["bids_vem", *sys.argv[1:]]), version=__version__,
+    )

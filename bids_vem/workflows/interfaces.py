@@ -1,0 +1,203 @@
+"""nipype interfaces: each calls one core function and passes files between steps.
+
+Inputs that decide a result are traits nipype hashes (small files by content, see
+``hash_method = content`` in the workflow config), so a rerun with the same inputs is
+served from the work directory. Interfaces that write into OUTPUT_DIR always run: the
+outputs are cheap to write and must reappear if a user deletes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+log = logging.getLogger("bids_vem.workflows")
+
+__all__ = ["ExtractFeatures", "FitEncoding", "WriteParticipantOutputs", "WriteDatasetOutputs"]
+
+
+def _set_threads(n_threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n_threads)))
+
+
+# --------------------------------------------------------------------------- features
+class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
+    spec = traits.Str(mandatory=True, desc="feature-space spec as the user gave it")
+    modality = traits.Enum("text", "image", mandatory=True)
+    stimulus_table = File(exists=True, mandatory=True, desc="stimulus table TSV (content hashes)")
+    captions = File(exists=True, desc="captions JSON {stim_id: [captions]}")
+    model_dirs = traits.List(traits.Str, desc="folders searched for weights")
+    cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
+    device = traits.Str("cpu", usedefault=True)
+    batch_size = traits.Int(32, usedefault=True)
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _ExtractFeaturesOutputSpec(TraitedSpec):
+    feature_set = File(exists=True, desc="FeatureSet .npz")
+    computed_at = traits.Float(desc="when this step last computed (epoch seconds)")
+
+
+class ExtractFeatures(SimpleInterface):
+    """Features of one feature space for every stimulus (``features.extract_feature_space``)."""
+
+    input_spec = _ExtractFeaturesInputSpec
+    output_spec = _ExtractFeaturesOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.encoding.device import resolve_device
+        from bids_vem.features.extract import extract_feature_space
+        from bids_vem.features.feature_set import save_feature_set
+        from bids_vem.features.specs import parse_feature_space
+        from bids_vem.inputs.stimuli import StimulusTable
+
+        _set_threads(self.inputs.omp_nthreads)
+        spec = parse_feature_space(self.inputs.spec, self.inputs.modality)
+        table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
+        captions = None
+        if self.inputs.captions:
+            captions = json.loads(Path(self.inputs.captions).read_text())
+        feature_set = extract_feature_space(
+            spec,
+            table.stim_ids,
+            image_paths={s.stim_id: s.path for s in table},
+            image_sha256={s.stim_id: s.sha256 for s in table},
+            captions=captions,
+            model_dirs=[Path(p) for p in self.inputs.model_dirs],
+            cache_dir=Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
+            device=str(resolve_device(self.inputs.device)),
+            batch_size=self.inputs.batch_size,
+        )
+        out = Path(runtime.cwd) / f"features_{spec.name}.npz"
+        save_feature_set(feature_set, out)
+        self._results["feature_set"] = str(out)
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
+# --------------------------------------------------------------------------- encoding
+class _FitEncodingInputSpec(BaseInterfaceInputSpec):
+    runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
+    feature_set = File(exists=True, mandatory=True)
+    stim_column = traits.Str("stim_file", usedefault=True)
+    delays = traits.List(traits.Int, mandatory=True)
+    alphas = traits.List(traits.Float, mandatory=True)
+    confounds = traits.List(traits.Str)
+    device = traits.Str("cpu", usedefault=True)
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _FitEncodingOutputSpec(TraitedSpec):
+    result = File(exists=True, desc="EncodingResult .npz")
+    computed_at = traits.Float()
+
+
+class FitEncoding(SimpleInterface):
+    """Voxelwise ridge encoding model of one run group on one feature space (``encoding.model``)."""
+
+    input_spec = _FitEncodingInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.encoding.device import resolve_device
+        from bids_vem.encoding.model import encode_runs
+        from bids_vem.features.feature_set import load_feature_set
+        from bids_vem.inputs.runs import Run
+
+        _set_threads(self.inputs.omp_nthreads)
+        runs = [Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())]
+        feature_set = load_feature_set(Path(self.inputs.feature_set))
+        result = encode_runs(
+            runs,
+            feature_set,
+            stim_column=self.inputs.stim_column,
+            delays=tuple(self.inputs.delays),
+            alphas=tuple(self.inputs.alphas),
+            confounds=tuple(self.inputs.confounds),
+            device=str(resolve_device(self.inputs.device)),
+        )
+        out = Path(runtime.cwd) / "encoding_result.npz"
+        result.save(out)
+        self._results["result"] = str(out)
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
+# --------------------------------------------------------------------------- outputs
+class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    subject = traits.Str(mandatory=True)
+    plan = File(exists=True, mandatory=True, desc="JSON: run groups, runs, feature spaces, parameters")
+    results = traits.List(File(exists=True), desc="EncodingResult files, in plan order")
+    feature_sets = traits.List(File(exists=True))
+    after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
+
+
+class _WriteParticipantOutputsOutputSpec(TraitedSpec):
+    report = File(desc="sub-XX.html")
+    statmaps = traits.List(traits.Str)
+
+
+class WriteParticipantOutputs(SimpleInterface):
+    """Stat maps, summary table and HTML report of one participant."""
+
+    input_spec = _WriteParticipantOutputsInputSpec
+    output_spec = _WriteParticipantOutputsOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        from bids_vem.workflows.participant_outputs import write_participant_outputs
+
+        report, statmaps = write_participant_outputs(
+            Path(self.inputs.output_dir),
+            self.inputs.subject,
+            plan=json.loads(Path(self.inputs.plan).read_text()),
+            result_files=[Path(p) for p in self.inputs.results],
+            feature_set_files=[Path(p) for p in self.inputs.feature_sets],
+        )
+        self._results["report"] = str(report)
+        self._results["statmaps"] = [str(p) for p in statmaps]
+        return runtime
+
+
+class _WriteDatasetOutputsInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    bids_dir = traits.Str(mandatory=True)
+    feature_sets = traits.List(File(exists=True))
+    plan = File(exists=True, mandatory=True)
+
+
+class _WriteDatasetOutputsOutputSpec(TraitedSpec):
+    files = traits.List(traits.Str)
+
+
+class WriteDatasetOutputs(SimpleInterface):
+    """dataset_description.json, .bidsignore, features/ and logs/CITATION.md."""
+
+    input_spec = _WriteDatasetOutputsInputSpec
+    output_spec = _WriteDatasetOutputsOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        from bids_vem.workflows.participant_outputs import write_dataset_outputs
+
+        files = write_dataset_outputs(
+            Path(self.inputs.output_dir),
+            Path(self.inputs.bids_dir),
+            plan=json.loads(Path(self.inputs.plan).read_text()),
+            feature_set_files=[Path(p) for p in self.inputs.feature_sets],
+        )
+        self._results["files"] = [str(p) for p in files]
+        return runtime

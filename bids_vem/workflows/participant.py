@@ -1,0 +1,172 @@
+"""The participant-level nipype workflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from bids_vem.config import RunConfig
+from bids_vem.outputs.atomic import write_text_atomic
+from bids_vem.workflows.interfaces import (
+    ExtractFeatures,
+    FitEncoding,
+    WriteDatasetOutputs,
+    WriteParticipantOutputs,
+)
+from bids_vem.workflows.plan import ParticipantPlan, RunGroup
+
+__all__ = ["init_participant_wf", "plan_to_dict"]
+
+
+def _fingerprint(path: Path | None) -> list | None:
+    """(size, mtime) of an input file: the cache key of big files we do not hash by content."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _runs_json(group: RunGroup, path: Path) -> Path:
+    items = [
+        {
+            "run": run.to_dict(),
+            "fingerprint": {k: _fingerprint(getattr(run, k)) for k in ("bold", "mask", "events", "confounds")},
+        }
+        for run in group.runs
+    ]
+    write_text_atomic(path, json.dumps(items, indent=1, sort_keys=True))
+    return path
+
+
+def plan_to_dict(config: RunConfig, plan: ParticipantPlan) -> dict:
+    """What the output steps need to know, as JSON-ready data."""
+    return {
+        "bids_dir": str(config.bids_dir),
+        "space": config.space,
+        "parameters": {
+            "StimulusColumn": config.stim_column,
+            "Delays": list(config.delays),
+            "Alphas": list(config.alphas),
+            "Confounds": list(config.confounds),
+            "CrossValidation": "nested leave-one-run-out (penalty per voxel by inner leave-one-run-out CV)",
+            "Scoring": "Pearson correlation",
+            "RandomSeed": config.random_seed,
+        },
+        "feature_spaces": [
+            {"name": fs.name, "spec": fs.text, "modality": fs.modality, "family": fs.family}
+            for fs in plan.feature_spaces
+        ],
+        "run_groups": [
+            {
+                "subject": group.subject,
+                "session": group.session,
+                "task": group.task,
+                "space": group.space,
+                "runs": [run.to_dict() | {"name": run.name} for run in group.runs],
+            }
+            for group in plan.run_groups
+        ],
+        "skipped_runs": list(plan.skipped_runs),
+        "n_stimuli": len(plan.stimuli),
+        "captions": None if config.captions is None else str(config.captions),
+        "derivatives": [str(p) for p in plan.derivatives],
+    }
+
+
+def init_participant_wf(config: RunConfig, plan: ParticipantPlan, *, name: str = "bids_vem_wf") -> pe.Workflow:
+    """Build the participant-level workflow.
+
+    One ``features_<space>`` node per feature space (shared by all participants), one
+    ``encode_<group>_<space>`` node per run group and feature space, then per participant a
+    node that writes the stat maps and the report, and one node for the dataset files.
+
+    Parameters
+    ----------
+    config : RunConfig
+    plan : ParticipantPlan
+        From :func:`bids_vem.workflows.plan.plan_participant_level`.
+    name : str
+        Workflow name (its folder in the work directory).
+
+    Returns
+    -------
+    nipype.pipeline.engine.Workflow
+        Not yet run; its ``base_dir`` is the work directory.
+    """
+    work_dir = config.resolved_work_dir
+    wf = pe.Workflow(name=name, base_dir=str(work_dir))
+    wf.config["execution"] = {
+        "hash_method": "content",
+        "crashdump_dir": str(config.output_dir / "logs" / "crash"),
+        "crashfile_format": "txt",
+        "stop_on_first_crash": config.stop_on_first_crash,
+        "remove_unnecessary_outputs": False,
+        "use_relative_paths": False,
+    }
+    specs_dir = work_dir / "specs"
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    plan_json = write_text_atomic(specs_dir / "plan.json", json.dumps(plan_to_dict(config, plan), indent=1))
+    cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
+
+    feature_nodes = {}
+    for fs in plan.feature_spaces:
+        node = pe.Node(ExtractFeatures(), name=f"features_{fs.name}")
+        node.inputs.spec = fs.text
+        node.inputs.modality = fs.modality
+        node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
+        if plan.captions_tsv is not None and fs.modality == "text":
+            node.inputs.captions = str(plan.captions_tsv)
+        node.inputs.model_dirs = [str(p) for p in config.model_dirs]
+        node.inputs.cache_dir = cache_dir
+        node.inputs.device = config.device
+        node.inputs.omp_nthreads = config.omp_nthreads
+        node.n_procs = config.omp_nthreads
+        feature_nodes[fs.name] = node
+        wf.add_nodes([node])
+
+    dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
+    dataset_node.inputs.output_dir = str(config.output_dir)
+    dataset_node.inputs.bids_dir = str(config.bids_dir)
+    dataset_node.inputs.plan = str(plan_json)
+    merge_features = pe.Node(_merge(len(feature_nodes)), name="merge_features")
+    for i, node in enumerate(feature_nodes.values(), start=1):
+        wf.connect(node, "feature_set", merge_features, f"in{i}")
+    wf.connect(merge_features, "out", dataset_node, "feature_sets")
+
+    for subject in plan.subjects:
+        groups = [g for g in plan.run_groups if g.subject == subject]
+        encode_nodes = []
+        for group in groups:
+            runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
+            for fs in plan.feature_spaces:
+                node = pe.Node(FitEncoding(), name=f"encode_{group.name.replace('-', '')}_{fs.name}")
+                node.inputs.runs = str(runs_json)
+                node.inputs.stim_column = config.stim_column
+                node.inputs.delays = list(config.delays)
+                node.inputs.alphas = list(config.alphas)
+                node.inputs.confounds = list(config.confounds)
+                node.inputs.device = config.device
+                node.inputs.omp_nthreads = config.omp_nthreads
+                node.n_procs = config.omp_nthreads
+                wf.connect(feature_nodes[fs.name], "feature_set", node, "feature_set")
+                encode_nodes.append(node)
+        outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
+        outputs.inputs.output_dir = str(config.output_dir)
+        outputs.inputs.subject = subject
+        outputs.inputs.plan = str(plan_json)
+        merge_results = pe.Node(_merge(len(encode_nodes)), name=f"merge_results_sub{subject}")
+        for i, node in enumerate(encode_nodes, start=1):
+            wf.connect(node, "result", merge_results, f"in{i}")
+        wf.connect(merge_results, "out", outputs, "results")
+        wf.connect(merge_features, "out", outputs, "feature_sets")
+        # outputs wait for the dataset files (dataset_description before any map)
+        wf.connect(dataset_node, "files", outputs, "after")
+    return wf
+
+
+def _merge(n_inputs: int):
+    from nipype.interfaces.utility import Merge
+
+    return Merge(max(1, n_inputs))

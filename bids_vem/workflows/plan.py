@@ -1,0 +1,170 @@
+"""What a participant-level run will do, worked out before any node runs.
+
+Everything that can fail because of the user's input (missing runs, missing stimuli, a bad
+model spec, captions that do not cover the stimuli) fails here, at once and with one line,
+before hours of work start. The plan then drives the nipype graph.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from bids_vem.config import RunConfig
+from bids_vem.errors import DataError, UsageError
+from bids_vem.features.models import resolve_model_path
+from bids_vem.features.specs import FeatureSpaceSpec, check_unique_names, parse_feature_space
+from bids_vem.inputs.captions import read_captions
+from bids_vem.inputs.layout import collect_runs_report, find_derivatives
+from bids_vem.inputs.runs import Run
+from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
+from bids_vem.outputs.atomic import write_text_atomic
+
+__all__ = ["ParticipantPlan", "RunGroup", "plan_participant_level"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """The runs one encoding model is fitted on: one participant, one task (sessions pooled)."""
+
+    subject: str
+    task: str
+    space: str
+    runs: tuple[Run, ...]
+
+    @property
+    def session(self) -> str | None:
+        """The session label when every run shares one, else None (the maps then carry no ses-)."""
+        sessions = {run.session for run in self.runs}
+        return sessions.pop() if len(sessions) == 1 else None
+
+    @property
+    def name(self) -> str:
+        ses = f"_ses-{self.session}" if self.session else ""
+        return f"sub-{self.subject}{ses}_task-{self.task}"
+
+
+@dataclass(frozen=True)
+class ParticipantPlan:
+    """Inputs found and work to do at the participant level."""
+
+    runs: tuple[Run, ...]
+    skipped_runs: tuple[str, ...]
+    run_groups: tuple[RunGroup, ...]
+    stimuli: StimulusTable
+    stimulus_table_tsv: Path
+    captions_tsv: Path | None
+    feature_spaces: tuple[FeatureSpaceSpec, ...]
+    derivatives: tuple[Path, ...]
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted({run.subject for run in self.runs})
+
+
+def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
+    specs = [parse_feature_space(text, "text") for text in config.text_encoders]
+    specs += [parse_feature_space(text, "image") for text in config.image_encoders]
+    if not specs:
+        raise UsageError(
+            "no feature space to fit: give --text-encoder and/or --image-encoder "
+            "(e.g. --text-encoder sentence:all-MiniLM-L6-v2)"
+        )
+    check_unique_names(specs)
+    if any(spec.modality == "text" for spec in specs) and config.captions is None:
+        raise UsageError(
+            "text feature spaces embed the stimulus captions: give --captions CAPTIONS.tsv "
+            "(columns stim_file, caption)"
+        )
+    return tuple(specs)
+
+
+def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan:
+    """Collect runs, stimuli, captions and feature spaces for the participant level.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run's settings.
+    work_dir : Path
+        Work directory; the stimulus table and the captions used are written there.
+
+    Returns
+    -------
+    ParticipantPlan
+
+    Raises
+    ------
+    BidsVemError
+        Any input problem, with its exit code (missing runs 18/66, missing stimuli 66, ...).
+    """
+    feature_spaces = _parse_feature_spaces(config)
+    for spec in feature_spaces:  # a missing model fails now (exit 66), not after hours of work
+        path = resolve_model_path(spec, config.model_dirs)
+        log.info("feature space %s (%s): weights at %s", spec.name, spec.text, path)
+    derivatives = tuple(path for _, path in config.derivatives) or tuple(find_derivatives(config.bids_dir))
+    runs, skipped = collect_runs_report(
+        config.bids_dir,
+        derivatives=derivatives,
+        participant_label=config.participant_label,
+        session_label=config.session_label,
+        task=config.task,
+        space=config.space,
+        bids_filters=config.bids_filters,
+        stim_column=config.stim_column,
+    )
+    for sentence in skipped:
+        log.warning("skipping %s", sentence)
+
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.subject, run.task, run.space)].append(run)
+    run_groups = tuple(
+        RunGroup(subject=s, task=t, space=sp, runs=tuple(group)) for (s, t, sp), group in sorted(groups.items())
+    )
+    for group in run_groups:
+        log.info(
+            "%s: %d run(s) in %s (%s)", group.name, len(group.runs), group.space,
+            ", ".join(run.name for run in group.runs),
+        )
+
+    stimuli = build_stimulus_table(config.bids_dir, [run.events for run in runs], config.stim_column)
+    log.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
+    if any(spec.modality == "image" for spec in feature_spaces):
+        not_images = [stim.stim_id for stim in stimuli if stim.kind != "image"]
+        if not_images:
+            raise DataError(
+                f"image feature spaces need image stimuli; {len(not_images)} stimuli are not images "
+                f"(first: {', '.join(not_images[:5])}); video and text stimuli come in a later version"
+            )
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    table_tsv = work_dir / "stimuli" / "stimulus_table.tsv"
+    table_tsv.parent.mkdir(parents=True, exist_ok=True)
+    stimuli.to_tsv(table_tsv)
+
+    captions_tsv = None
+    if config.captions is not None:
+        captions = read_captions(config.captions, stimuli.stim_ids)
+        n_captions = sum(len(v) for v in captions.values())
+        log.info("captions: %d human captions for %d stimuli from %s", n_captions, len(captions), config.captions)
+        # a normalised copy (only our stimuli, sorted) so that the cache keys on content, not on the file
+        captions_tsv = work_dir / "stimuli" / "captions.json"
+        write_text_atomic(
+            captions_tsv, json.dumps({s: list(captions[s]) for s in stimuli.stim_ids}, indent=0, sort_keys=True)
+        )
+    return ParticipantPlan(
+        runs=tuple(runs),
+        skipped_runs=tuple(skipped),
+        run_groups=run_groups,
+        stimuli=stimuli,
+        stimulus_table_tsv=table_tsv,
+        captions_tsv=captions_tsv,
+        feature_spaces=feature_spaces,
+        derivatives=derivatives,
+    )
