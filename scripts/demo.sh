@@ -7,10 +7,11 @@ bash scripts/setup.sh test,demo
 demo=${1:-demo_run}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 start=$(date +%s)
-.venv/bin/python -m bids_vem.demo "$demo"
+.venv/bin/python -m bids_vem.demo "$demo" --subjects 4 --runs 4 --overwrite
 .venv/bin/bids_vem "$demo/ds" "$demo/ds/derivatives/bids_vem" participant \
     -w "$demo/work" --nprocs 2 \
     --captions "$demo/ds/stimuli/captions.tsv" \
+    --confounds trans_x trans_y trans_z rot_x rot_y rot_z csf white_matter \
     --text-encoder minilm=sentence:all-MiniLM-L6-v2 \
     --image-encoder randomclip=openclip:"$demo/models/randomclip-vit-tiny"
 .venv/bin/bids_vem "$demo/ds" "$demo/ds/derivatives/bids_vem" group -w "$demo/work"

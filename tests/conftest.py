@@ -21,3 +21,11 @@ def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {SHARED_FIXTURES}")
     return SHARED_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory):
+    """The demo dataset with 3 participants x 4 runs (generated once per test session)."""
+    from bids_vem.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo_e2e"), n_subjects=3, n_runs=4)

@@ -25,11 +25,26 @@ def _verbosity(argv: list[str]) -> int:
     return count
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; always stderr
+        pass
+
+
 def setup_logging(verbosity: int) -> None:
     """Log lines ``HH:MM:SS | level | message`` to stderr; -v adds detail, -vv debug."""
     level = logging.INFO if verbosity <= 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S"))
+    if verbosity < 2:
+        # nipype logs failed steps with their traceback; we report one line (crash files keep it)
+        handler.addFilter(lambda record: not (record.name.startswith("nipype") and record.levelno >= logging.ERROR))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
