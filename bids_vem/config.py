@@ -79,7 +79,6 @@ class RunConfig:
     plugin: dict = field(default_factory=dict)
     skip_bids_validation: bool = False
     feature_cache: bool = True
-    reports_only: bool = False
     stop_on_first_crash: bool = False
     clean_workdir: bool = False
     random_seed: int = 0
@@ -97,8 +96,8 @@ class RunConfig:
 
     @property
     def resolved_work_dir(self) -> Path:
-        """The work directory (default: ``OUTPUT_DIR/../work`` is avoided; we use OUTPUT_DIR/.work)."""
-        return self.work_dir if self.work_dir is not None else self.output_dir / "work"
+        """The work directory (default ``./work``, as fMRIPrep)."""
+        return self.work_dir if self.work_dir is not None else Path.cwd() / "work"
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)

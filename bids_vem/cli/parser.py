@@ -207,7 +207,6 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "plugin": _read_plugin(params["use_plugin"]),
         "skip_bids_validation": params["skip_bids_validation"],
         "feature_cache": params["feature_cache"],
-        "reports_only": params["reports_only"],
         "stop_on_first_crash": params["stop_on_first_crash"],
         "clean_workdir": params["clean_workdir"],
         "random_seed": params["random_seed"],
@@ -295,8 +294,6 @@ def _floats(ctx, param, values):
               help="Do not validate BIDS_DIR with bids-validator-deno.")
 @click.option("--feature-cache/--no-feature-cache", "feature_cache", default=True, show_default=True,
               help="Reuse features cached in the work directory.")
-@click.option("--reports-only", "--reports_only", "reports_only", is_flag=True,
-              help="Only rewrite the reports from existing outputs.")
 @click.option("--stop-on-first-crash", "stop_on_first_crash", is_flag=True, help="Stop at the first failed step.")
 @click.option("--clean-workdir", "clean_workdir", is_flag=True, help="Empty the work directory before running.")
 @click.option("--random-seed", "--random_seed", "random_seed", type=int, default=0, show_default=True,

@@ -57,7 +57,8 @@ def setup_logging(verbosity: int) -> None:
     for key in ("workflow_level", "interface_level", "utils_level"):
         nipype_config.set("logging", key, nipype_level)
     nipype_logging.update_logging(nipype_config)
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+    # nipype's own handler (on "nipype", bound to the sys.stdout of import time) is replaced by ours
+    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
         nipype_logger = logging.getLogger(name)
         nipype_logger.handlers[:] = []
         nipype_logger.propagate = True

@@ -26,10 +26,15 @@ log = logging.getLogger("bids_vem.workflows")
 __all__ = ["ExtractFeatures", "FitEncoding", "WriteParticipantOutputs", "WriteDatasetOutputs"]
 
 
-def _set_threads(n_threads: int) -> None:
+def _set_threads_and_seed(n_threads: int, seed: int) -> None:
+    """Each step runs in its own process under MultiProc: set threads and torch's seed there.
+
+    (bids_vem never draws from numpy's global generator; core functions take seeds.)
+    """
     import torch
 
     torch.set_num_threads(max(1, int(n_threads)))
+    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- features
@@ -42,6 +47,7 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
     device = traits.Str("cpu", usedefault=True)
     batch_size = traits.Int(32, usedefault=True)
+    random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
 
 
@@ -63,7 +69,7 @@ class ExtractFeatures(SimpleInterface):
         from bids_vem.features.specs import parse_feature_space
         from bids_vem.inputs.stimuli import StimulusTable
 
-        _set_threads(self.inputs.omp_nthreads)
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
         spec = parse_feature_space(self.inputs.spec, self.inputs.modality)
         table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
         captions = None
@@ -96,6 +102,7 @@ class _FitEncodingInputSpec(BaseInterfaceInputSpec):
     alphas = traits.List(traits.Float, mandatory=True)
     confounds = traits.List(traits.Str)
     device = traits.Str("cpu", usedefault=True)
+    random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
 
 
@@ -116,7 +123,7 @@ class FitEncoding(SimpleInterface):
         from bids_vem.features.feature_set import load_feature_set
         from bids_vem.inputs.runs import Run
 
-        _set_threads(self.inputs.omp_nthreads)
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
         runs = [Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())]
         feature_set = load_feature_set(Path(self.inputs.feature_set))
         result = encode_runs(

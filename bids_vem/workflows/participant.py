@@ -122,6 +122,7 @@ def init_participant_wf(config: RunConfig, plan: ParticipantPlan, *, name: str =
         node.inputs.cache_dir = cache_dir
         node.inputs.device = config.device
         node.inputs.omp_nthreads = config.omp_nthreads
+        node.inputs.random_seed = config.random_seed
         node.n_procs = config.omp_nthreads
         feature_nodes[fs.name] = node
         wf.add_nodes([node])
@@ -149,6 +150,7 @@ def init_participant_wf(config: RunConfig, plan: ParticipantPlan, *, name: str =
                 node.inputs.confounds = list(config.confounds)
                 node.inputs.device = config.device
                 node.inputs.omp_nthreads = config.omp_nthreads
+                node.inputs.random_seed = config.random_seed
                 node.n_procs = config.omp_nthreads
                 wf.connect(feature_nodes[fs.name], "feature_set", node, "feature_set")
                 encode_nodes.append(node)

@@ -107,7 +107,10 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     for spec in feature_spaces:  # a missing model fails now (exit 66), not after hours of work
         path = resolve_model_path(spec, config.model_dirs)
         log.info("feature space %s (%s): weights at %s", spec.name, spec.text, path)
-    derivatives = tuple(path for _, path in config.derivatives) or tuple(find_derivatives(config.bids_dir))
+    derivatives = tuple(path for _, path in config.derivatives) or tuple(
+        # our own outputs (BIDS_DIR/derivatives/bids_vem) hold no preprocessed BOLD
+        path for path in find_derivatives(config.bids_dir) if path.resolve() != config.output_dir.resolve()
+    )
     runs, skipped = collect_runs_report(
         config.bids_dir,
         derivatives=derivatives,

@@ -23,7 +23,7 @@ def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("bids_vem: error:")]
     assert len(errors) == 1, err
-    assert "Traceback" not in "\n".join(err)
+    assert "Traceback" not in "\n".join(err), "\n".join(err)
     return errors[0]
 
 
@@ -94,6 +94,20 @@ def test_config_file_is_read_and_command_line_wins(tmp_path):
     assert config.confounds == ("csf",)
     assert config.space == "MNI152NLin6Asym"  # given on the command line
     assert config.bids_dir == Path("/data/ds")
+
+
+def test_use_plugin_reads_nipype_plugin_yaml(tmp_path):
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: MultiProc\nplugin_args:\n  n_procs: 3\n  memory_gb: 8\n")
+    config = parse(["/data/ds", "/data/out", "participant", "--use-plugin", str(plugin)])
+    assert config.plugin == {"plugin": "MultiProc", "plugin_args": {"n_procs": 3, "memory_gb": 8}}
+
+
+def test_use_plugin_without_plugin_key_is_64(tmp_path, capsys):
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("n_procs: 3\n")
+    assert main([str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(plugin)]) == 64
+    assert "plugin.yml" in error_line(capsys)
 
 
 # ------------------------------------------------------------------ exit codes

@@ -30,8 +30,15 @@ def participant_run(demo_dataset, tmp_path_factory):
         "--image-encoder", demo_dataset.image_model_spec,
         "--confounds", *CONFOUND_COLUMNS,
     ]  # fmt: skip
+    before = snapshot(demo_dataset.bids_dir)
     assert main(argv) == 0
+    # BIDS_DIR is read-only for a BIDS App: not one file added, removed or touched
+    assert snapshot(demo_dataset.bids_dir) == before
     return demo_dataset, out, work, argv
+
+
+def snapshot(folder):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
 def r_map(out, subject, feature_space):
