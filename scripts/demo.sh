@@ -17,5 +17,5 @@ start=$(date +%s)
 .venv/bin/bids_vem "$demo/ds" "$demo/ds/derivatives/bids_vem" group -w "$demo/work"
 echo "bids_vem demo finished in $(( $(date +%s) - start )) s"
 echo "participant report: $demo/ds/derivatives/bids_vem/sub-01.html"
-echo "group report:       $demo/ds/derivatives/bids_vem/group.html"
+echo "group report:       $demo/ds/derivatives/bids_vem/group/group.html"
 echo "ground truth:       $demo/ground_truth"

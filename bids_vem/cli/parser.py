@@ -16,7 +16,7 @@ from bids_vem import __version__
 from bids_vem.config import DEFAULT_ALPHAS, DEFAULT_SPACE, RunConfig, load_config_file
 from bids_vem.errors import InputMissingError, UnknownLevelError, UsageError
 
-__all__ = ["cli", "config_from_click", "expand_list_options", "parse_mem"]
+__all__ = ["absolute_spec", "cli", "config_from_click", "expand_list_options", "parse_mem"]
 
 #: options that take one or more values after a single flag (``--delays 1 2 3 4``)
 LIST_OPTIONS = {
@@ -109,6 +109,29 @@ def _labels(values: tuple[str, ...], prefix: str, option: str) -> tuple[str, ...
     return tuple(labels)
 
 
+def absolute_spec(text: str) -> str:
+    """A model spec whose relative paths (to folders or files that exist) are made absolute.
+
+    Steps of the workflow run in their own folders, so ``openclip:models/my-clip`` given
+    relative to the user's working directory must be pinned down while parsing.
+    """
+    name, eq, rest = text.partition("=")
+    if not eq or ":" in name:
+        name, eq, rest = "", "", text
+    family, colon, model = rest.partition(":")
+    if not colon:
+        return text
+    model, at, weights = model.partition("@")
+
+    def pin(part: str) -> str:
+        path = Path(part).expanduser()
+        if part and not path.is_absolute() and ("/" in part or part.startswith(".")) and path.exists():
+            return str(path.absolute())
+        return part
+
+    return f"{name}{eq}{family}:{pin(model)}{at}{pin(weights) if at else ''}"
+
+
 def parse_mem(text: str | None) -> int | None:
     """Memory in MB from ``16000``, ``16000MB``, ``16G``, ``16GB`` (fMRIPrep spelling)."""
     if text is None:
@@ -193,8 +216,8 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "bids_filters": _read_filter_file(params["bids_filter_file"]),
         "stim_column": params["stim_column"],
         "captions": None if params["captions"] is None else Path(params["captions"]).absolute(),
-        "text_encoders": tuple(params["text_encoder"]),
-        "image_encoders": tuple(params["image_encoder"]),
+        "text_encoders": tuple(absolute_spec(t) for t in params["text_encoder"]),
+        "image_encoders": tuple(absolute_spec(t) for t in params["image_encoder"]),
         "delays": tuple(params["delays"]),
         "alphas": tuple(params["alphas"]) or DEFAULT_ALPHAS,
         "confounds": tuple(params["confounds"]),

@@ -266,9 +266,9 @@ def _resolve_openclip(spec: FeatureSpaceSpec, dirs: Sequence[Path], allow_downlo
                 [path],
                 "open_clip folder (open_clip_config.json + open_clip_model.safetensors)",
             )
-        for directory in dirs:
-            candidate = directory / spec.model
-            tried.append(candidate)
+        # a relative folder ("models/my-clip"), then a name inside each model folder
+        for candidate in [Path(spec.model), *(directory / spec.model for directory in dirs)]:
+            tried.append(candidate.absolute())
             if _is_openclip_dir(candidate):
                 return candidate.resolve()
         raise _not_found(

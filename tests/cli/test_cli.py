@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bids_vem import __version__
-from bids_vem.cli.parser import cli, expand_list_options, parse_mem
+from bids_vem.cli.parser import absolute_spec, cli, expand_list_options, parse_mem
 from bids_vem.cli.run import main
 from bids_vem.config import DEFAULT_ALPHAS, RunConfig
 
@@ -77,6 +77,18 @@ def test_defaults():
     assert max(config.alphas) / min(config.alphas) >= 1e12
     assert config.stim_column == "stim_file"
     assert config.device == "auto"
+
+
+def test_relative_model_paths_are_pinned_to_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "models" / "clip").mkdir(parents=True)
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec("c=openclip:models/clip") == f"c=openclip:{tmp_path}/models/clip"
+    assert absolute_spec("openclip:ViT-B-32@./w.safetensors") == f"openclip:ViT-B-32@{tmp_path}/w.safetensors"
+    # names, tags and hub ids stay as they are
+    assert absolute_spec("sentence:all-MiniLM-L6-v2") == "sentence:all-MiniLM-L6-v2"
+    assert absolute_spec("openclip:ViT-B-32@laion2b_s34b_b79k") == "openclip:ViT-B-32@laion2b_s34b_b79k"
+    assert absolute_spec("sentence:org/not-here") == "sentence:org/not-here"
 
 
 @pytest.mark.parametrize(("text", "mb"), [("16000", 16000), ("16GB", 16384), ("2g", 2048), ("512MB", 512)])
