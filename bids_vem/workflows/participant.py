@@ -51,7 +51,10 @@ def plan_to_dict(config: RunConfig, plan: ParticipantPlan) -> dict:
             "Alphas": list(config.alphas),
             "Confounds": list(config.confounds),
             "CrossValidation": "nested leave-one-run-out (penalty per voxel by inner leave-one-run-out CV)",
-            "Scoring": "Pearson correlation",
+            "Scoring": (
+                "Pearson r between measured and predicted BOLD over all held-out runs, each run's "
+                "measured and predicted time series z-scored (the run-length-weighted mean of per-run r)"
+            ),
             "RandomSeed": config.random_seed,
         },
         "feature_spaces": [

@@ -1,0 +1,233 @@
+"""BOLD data for the encoding model: masked, confounds and trends removed, z-scored per run."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn import masking, signal
+
+from bids_vem.errors import DataError, InputMissingError
+
+__all__ = ["read_confounds", "load_bold", "load_mask", "intersect_masks"]
+
+# what reading a truncated/damaged (gzipped) NIfTI raises
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def read_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | None:
+    """Read confound regressors from an fMRIPrep ``desc-confounds_timeseries.tsv``.
+
+    Parameters
+    ----------
+    path : Path or None
+        The TSV (``n/a`` marks missing values).
+    columns : sequence of str
+        Columns to read, in this order. Empty: no confounds (returns None).
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, len(columns)), float64, or None
+        Missing values (the first row of derivative and framewise-displacement columns)
+        are filled with the column mean.
+
+    Raises
+    ------
+    InputMissingError
+        Columns are requested but ``path`` is None or cannot be read.
+    DataError
+        A requested column is absent or has no value at all.
+    """
+    columns = list(columns)
+    if not columns:
+        return None
+    if path is None:
+        raise InputMissingError(
+            f"confounds {', '.join(columns)} requested but the run has no confounds file"
+        )
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""])
+    except FileNotFoundError as err:
+        raise InputMissingError(f"{path}: confounds file not found") from err
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputMissingError(f"{path}: cannot read confounds ({_first_line(err)})") from err
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        available = list(table.columns)
+        shown = ", ".join(available[:8]) + (", ..." if len(available) > 8 else "")
+        raise DataError(
+            f"{path}: no confound column(s) {', '.join(absent)} "
+            f"({len(available)} available: {shown})"
+        )
+    try:
+        values = table[columns].to_numpy(dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"{path}: confound columns are not numeric ({_first_line(err)})") from err
+    empty = [c for c, ok in zip(columns, np.isfinite(values).any(axis=0), strict=True) if not ok]
+    if empty:
+        raise DataError(f"{path}: confound column(s) {', '.join(empty)} have no values")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        means = np.nanmean(np.where(bad, np.nan, values), axis=0)
+        values = np.where(bad, means[None, :], values)
+    return values
+
+
+def _load_image(path: Path | nib.spatialimages.SpatialImage, what: str):
+    if isinstance(path, nib.spatialimages.SpatialImage):
+        return path, what
+    path = Path(path)
+    if not path.exists():
+        raise InputMissingError(f"{path}: {what} not found")
+    try:
+        return nib.load(path), str(path)
+    except Exception as err:  # nibabel raises several types for non-images
+        raise InputMissingError(f"{path}: cannot read {what} ({_first_line(err)})") from err
+
+
+def _read_data(img, name: str, what: str, dtype=np.float32) -> np.ndarray:
+    try:
+        return np.asarray(img.get_fdata(dtype=dtype))
+    except _READ_ERRORS as err:
+        raise InputMissingError(
+            f"{name}: cannot read {what} voxel data, the file looks truncated ({_first_line(err)})"
+        ) from err
+
+
+def load_mask(mask: Path | nib.Nifti1Image) -> nib.Nifti1Image:
+    """Read a brain mask as a binary (int8) image; nonzero voxels are in.
+
+    Raises
+    ------
+    InputMissingError
+        Missing or unreadable file.
+    DataError
+        Not 3-D, or empty.
+    """
+    img, name = _load_image(mask, "brain mask")
+    data = _read_data(img, name, "brain mask")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{name}: brain mask must be 3-D, got shape {data.shape}")
+    inside = np.nan_to_num(data) > 0
+    if not inside.any():
+        raise DataError(f"{name}: brain mask is empty")
+    return nib.Nifti1Image(inside.astype(np.int8), img.affine)
+
+
+def _same_grid(a, b) -> bool:
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
+
+
+def intersect_masks(masks: Sequence[Path | nib.Nifti1Image]) -> nib.Nifti1Image:
+    """Voxels inside every mask (one voxel set for all runs of a participant).
+
+    Raises
+    ------
+    DataError
+        The masks are on different grids, or have no voxel in common.
+    """
+    images = [load_mask(m) for m in masks]
+    names = [str(m) if not isinstance(m, nib.spatialimages.SpatialImage) else "mask" for m in masks]
+    first = images[0]
+    inside = np.asarray(first.dataobj) > 0
+    for img, name in zip(images[1:], names[1:], strict=True):
+        if not _same_grid(first, img):
+            raise DataError(
+                f"{name}: brain mask grid {img.shape[:3]} differs from {names[0]} "
+                f"{first.shape[:3]} (shape or affine); all runs must share one space"
+            )
+        inside &= np.asarray(img.dataobj) > 0
+    if not inside.any():
+        raise DataError(f"brain masks {', '.join(names)} have no voxel in common")
+    return nib.Nifti1Image(inside.astype(np.int8), first.affine)
+
+
+def load_bold(
+    bold: Path | nib.Nifti1Image,
+    mask: Path | nib.Nifti1Image,
+    confounds: np.ndarray | None,
+    tr: float,
+) -> np.ndarray:
+    """Masked, cleaned BOLD of one run.
+
+    The voxels of ``mask`` are extracted (``nilearn.masking.apply_mask``), then
+    ``nilearn.signal.clean`` removes linear trends and the confounds and z-scores each voxel
+    (``standardize="zscore_sample"``). Voxels constant over time (outside the brain but inside
+    the mask) and voxels with any non-finite value are 0, not NaN.
+
+    Parameters
+    ----------
+    bold : Path or Nifti1Image
+        4-D preprocessed BOLD.
+    mask : Path or Nifti1Image
+        3-D brain mask on the grid of ``bold``.
+    confounds : ndarray of shape (n_volumes, n_confounds) or None
+    tr : float
+        Repetition time in seconds.
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_voxels), float32
+
+    Raises
+    ------
+    InputMissingError
+        A file is missing or unreadable (e.g. a header-only NIfTI).
+    DataError
+        BOLD not 4-D, mask and BOLD on different grids, confounds of the wrong length,
+        or no voxel with a varying, finite signal.
+    """
+    mask_img = load_mask(mask)
+    img, name = _load_image(bold, "BOLD")
+    if len(img.shape) != 4:
+        raise DataError(f"{name}: BOLD must be 4-D, got shape {img.shape}")
+    if not _same_grid(img, mask_img):
+        mask_name = mask if not isinstance(mask, nib.spatialimages.SpatialImage) else "mask"
+        raise DataError(
+            f"{name}: BOLD grid {img.shape[:3]} does not match brain mask {mask_name} "
+            f"{mask_img.shape} (shape or affine)"
+        )
+    n_volumes = img.shape[3]
+    if n_volumes < 3:
+        raise DataError(f"{name}: BOLD has {n_volumes} volume(s); need at least 3")
+    data = _read_data(img, name, "BOLD")
+    if confounds is not None:
+        confounds = np.asarray(confounds, dtype=np.float64)
+        if confounds.ndim == 1:
+            confounds = confounds[:, None]
+        if confounds.shape[0] != n_volumes:
+            raise DataError(
+                f"{name}: confounds have {confounds.shape[0]} rows but the BOLD has "
+                f"{n_volumes} volumes"
+            )
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise DataError(f"{name}: BOLD contains no finite value")
+    # a voxel with any NaN/inf is dropped whole (set to 0) rather than patched
+    data[~finite.all(axis=3)] = 0.0
+    del finite
+    signals = masking.apply_mask(nib.Nifti1Image(data, img.affine, img.header), mask_img)
+    del data
+    # exactly constant voxels stay 0: detrending leaves rounding noise that z-scoring would inflate
+    constant = np.ptp(signals, axis=0) == 0
+    if constant.all():
+        raise DataError(f"{name}: BOLD is constant (or not finite) in every voxel of the mask")
+    cleaned = signal.clean(
+        signals, detrend=True, standardize="zscore_sample", confounds=confounds, t_r=tr
+    )
+    cleaned[:, constant] = 0.0
+    if not np.all(np.isfinite(cleaned)):
+        raise DataError(f"{name}: cleaning produced non-finite values (check the confounds)")
+    return cleaned.astype(np.float32, copy=False)

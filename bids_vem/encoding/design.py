@@ -1,0 +1,210 @@
+"""Continuous design matrices: stimulus features placed in time, sampled to TRs, FIR delays.
+
+Each event's feature vector is held over ``[onset, onset + duration)`` on a fine time grid
+(``tr / oversampling``), averaged within each TR ``[k * tr, (k + 1) * tr)``, z-scored per run,
+then stacked at several delays (finite impulse response, Huth/Gallant practice: 1-4 TRs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from bids_vem.errors import DataError
+from bids_vem.features.feature_set import FeatureSet
+
+__all__ = ["feature_timecourse", "zscore", "add_delays", "build_run_design"]
+
+# grid positions closer than this (in grid steps) to a boundary count as on it:
+# onsets such as 0.1 s on a 0.2 s grid must not fall one step late through rounding
+_GRID_TOLERANCE = 1e-6
+
+
+def _stimulus_ids(events: pd.DataFrame) -> list[str | None]:
+    return [
+        None if (s is None or (isinstance(s, float) and math.isnan(s))) else str(s)
+        for s in events["stim_id"]
+    ]
+
+
+def feature_timecourse(
+    events: pd.DataFrame,
+    features: FeatureSet,
+    n_volumes: int,
+    tr: float,
+    oversampling: int = 10,
+    *,
+    source: str | None = None,
+) -> np.ndarray:
+    """Place each event's features on a fine time grid and average them within each TR.
+
+    Parameters
+    ----------
+    events : DataFrame
+        Columns ``onset`` and ``duration`` (seconds) and ``stim_id`` (None or NaN: no stimulus).
+    features : FeatureSet
+        Feature rows indexed by stimulus id.
+    n_volumes : int
+        Number of TRs of the run.
+    tr : float
+        Repetition time in seconds.
+    oversampling : int
+        Grid steps per TR. Events with zero duration last one grid step (``tr / oversampling``).
+    source : str, optional
+        Name of the events file, used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_features), float64
+        Row ``k`` is the mean over the grid points of ``[k * tr, (k + 1) * tr)`` of the features
+        presented at that time; overlapping events add up, parts of events after the end of
+        the run (or before 0 s) are dropped.
+
+    Raises
+    ------
+    DataError
+        A stimulus id is not in ``features``, or onsets/durations are not finite and
+        non-negative.
+    """
+    where = f"{source}: " if source else ""
+    missing = {"onset", "duration", "stim_id"} - set(events.columns)
+    if missing:
+        raise DataError(f"{where}events lack column(s) {', '.join(sorted(missing))}")
+    if n_volumes < 1 or tr <= 0 or oversampling < 1:
+        raise DataError(f"{where}need n_volumes >= 1, tr > 0, oversampling >= 1")
+    stim_ids = _stimulus_ids(events)
+    keep = [i for i, s in enumerate(stim_ids) if s is not None]
+    out = np.zeros((n_volumes, features.n_features))
+    if not keep:
+        return out
+
+    known = set(features.stim_ids)
+    absent = sorted({stim_ids[i] for i in keep} - known)
+    if absent:
+        shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
+        raise DataError(
+            f"{where}{len(absent)} stimulus id(s) not in feature space {features.name!r}: {shown}"
+        )
+
+    onset = events["onset"].to_numpy(dtype=float)[keep]
+    duration = events["duration"].to_numpy(dtype=float)[keep]
+    bad = ~np.isfinite(onset) | ~np.isfinite(duration) | (duration < 0)
+    if bad.any():
+        row = keep[int(np.flatnonzero(bad)[0])]
+        raise DataError(
+            f"{where}event {row} has onset {events['onset'].iloc[row]!r} and duration "
+            f"{events['duration'].iloc[row]!r}; expected finite numbers, duration >= 0"
+        )
+
+    # grid point j covers [j * step, (j + 1) * step); an event covers points start..stop-1
+    step = tr / oversampling
+    n_grid = n_volumes * oversampling
+    start = np.ceil(onset / step - _GRID_TOLERANCE).astype(np.int64)
+    stop = np.ceil((onset + duration) / step - _GRID_TOLERANCE).astype(np.int64)
+    stop = np.maximum(stop, start + 1)  # zero (or sub-step) duration: one grid step
+    start = np.clip(start, 0, n_grid)
+    stop = np.clip(stop, 0, n_grid)
+
+    # sparse (n_volumes, n_events) weights: fraction of each TR's grid points the event covers
+    rows, cols, weights = [], [], []
+    for event, (first, last) in enumerate(zip(start, stop, strict=True)):
+        if last <= first:
+            continue
+        for volume in range(first // oversampling, (last - 1) // oversampling + 1):
+            lo = max(first, volume * oversampling)
+            hi = min(last, (volume + 1) * oversampling)
+            rows.append(volume)
+            cols.append(event)
+            weights.append((hi - lo) / oversampling)
+    if not rows:
+        return out
+    occupancy = sparse.coo_matrix((weights, (rows, cols)), shape=(n_volumes, len(keep))).tocsr()
+    event_features = features.rows([stim_ids[i] for i in keep]).astype(np.float64)
+    out[:] = occupancy @ event_features
+    return out
+
+
+def zscore(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Centre and scale to unit standard deviation (ddof 0) along ``axis``.
+
+    Constant columns become 0, not NaN. Floating inputs keep their dtype; others become float64.
+    """
+    x = np.asarray(x)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    x64 = x.astype(np.float64, copy=False)
+    centred = x64 - x64.mean(axis=axis, keepdims=True)
+    std = np.sqrt((centred**2).mean(axis=axis, keepdims=True))
+    # relative threshold: a column constant up to rounding is constant
+    scale = np.abs(x64).max(axis=axis, keepdims=True) if x64.size else 0.0
+    constant = std <= 1e-12 * np.maximum(scale, 1e-300)
+    std = np.where(constant, 1.0, std)
+    out = np.where(constant, 0.0, centred / std)
+    return out.astype(dtype, copy=False)
+
+
+def add_delays(X: np.ndarray, delays: Sequence[int]) -> np.ndarray:
+    """Stack copies of ``X`` shifted in time (FIR model).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    delays : sequence of int
+        Shifts in samples (TRs). A delay ``d > 0`` moves the signal ``d`` rows down (the
+        response at time ``t`` sees the stimulus at ``t - d``); ``d < 0`` moves it up.
+        Rows shifted in are zeros.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features * len(delays))
+        Column block ``i`` is ``X`` shifted by ``delays[i]``.
+    """
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    delays = [int(d) for d in delays]
+    if not delays:
+        raise ValueError("at least one delay is needed")
+    n_samples, n_features = X.shape
+    out = np.zeros((n_samples, n_features * len(delays)), dtype=X.dtype)
+    for i, d in enumerate(delays):
+        block = out[:, i * n_features : (i + 1) * n_features]
+        if abs(d) >= n_samples:
+            continue
+        if d >= 0:
+            block[d:] = X[: n_samples - d]
+        else:
+            block[:d] = X[-d:]
+    return out
+
+
+def build_run_design(
+    events: pd.DataFrame,
+    features: FeatureSet,
+    n_volumes: int,
+    tr: float,
+    delays: Sequence[int],
+    *,
+    oversampling: int = 10,
+    source: str | None = None,
+) -> np.ndarray:
+    """Design matrix of one run: feature time course, z-scored within the run, FIR delays.
+
+    Parameters
+    ----------
+    events, features, n_volumes, tr, oversampling, source
+        As in :func:`feature_timecourse`.
+    delays : sequence of int
+        FIR delays in TRs, as in :func:`add_delays`.
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_features * len(delays)), float32
+    """
+    timecourse = feature_timecourse(
+        events, features, n_volumes, tr, oversampling=oversampling, source=source
+    )
+    return add_delays(zscore(timecourse, axis=0), delays).astype(np.float32)
