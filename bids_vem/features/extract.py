@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -29,9 +28,10 @@ from bids_vem.features.models import (
     weights_sha256,
 )
 from bids_vem.features.specs import FeatureSpaceSpec
+from bids_vem.inputs.stimuli import file_sha256
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 
-__all__ = ["extract_feature_space", "write_feature_derivatives", "file_sha256"]
+__all__ = ["extract_feature_space", "write_feature_derivatives"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +43,6 @@ _LISTED = 20
 def _first(items: Sequence[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's content."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _caption_lists(

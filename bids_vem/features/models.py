@@ -34,6 +34,7 @@ from typing import Any
 
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.specs import FeatureSpaceSpec, is_path_like
+from bids_vem.inputs.stimuli import file_sha256
 
 __all__ = [
     "OpenClipInfo",
@@ -378,11 +379,7 @@ def _file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _FILE_HASHES[key] = digest.hexdigest()
+        _FILE_HASHES[key] = file_sha256(path)
     return _FILE_HASHES[key]
 
 

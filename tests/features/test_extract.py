@@ -15,6 +15,7 @@ from bids_vem.features.extract import extract_feature_space, write_feature_deriv
 from bids_vem.features.feature_set import FeatureSet, load_feature_set
 from bids_vem.features.specs import parse_feature_space
 from bids_vem.features.text import encode_texts
+from bids_vem.inputs.stimuli import file_sha256
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_second_call_is_served_from_the_cache(tiny_clip, tmp_path, make_image, c
     assert not np.allclose(changed.values[1], first.values[1])
 
     # given content hashes are used as they are (no re-reading of the files)
-    hashes = {s: extract.file_sha256(p) for s, p in images.items()}
+    hashes = {s: file_sha256(p) for s, p in images.items()}
     extract_feature_space(spec, list(images), image_sha256=hashes, **kwargs)
     assert count_calls["image"] == 2
 
