@@ -89,11 +89,6 @@ def run(config: RunConfig) -> int:
     run_id = f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}"
     check_paths(config)
     _make_dir(config.output_dir, "output directory")
-    work_dir = config.resolved_work_dir
-    if config.clean_workdir and work_dir.exists():
-        log.info("emptying the work directory %s (--clean-workdir)", work_dir)
-        shutil.rmtree(work_dir)
-    _make_dir(work_dir, "work directory")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     log.info("bids_vem %s, run %s, %s level", __version__, run_id, config.analysis_level)
@@ -107,6 +102,11 @@ def run(config: RunConfig) -> int:
 
     if not config.skip_bids_validation:
         validate_bids_dir(config.bids_dir)
+    work_dir = config.resolved_work_dir
+    if config.clean_workdir and work_dir.exists():
+        log.info("emptying the work directory %s (--clean-workdir)", work_dir)
+        shutil.rmtree(work_dir)
+    _make_dir(work_dir, "work directory")
     return _run_participant_level(config, run_id, started)
 
 
