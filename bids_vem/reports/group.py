@@ -50,7 +50,8 @@ def write_group_report(
     summary = table(
         ["", ""],
         [
-            ("participants", len(subjects) or "n/a"),
+            # per-participant rows name a subject; group-map rows count them
+            ("participants", len(subjects) or max((int(r.get("n_subjects") or 0) for r in rows), default=0) or "n/a"),
             ("rows", len(rows)),
             ("figures", len(items)),
             ("errors", len(errors)),
