@@ -71,7 +71,9 @@ class RunConfig:
     model_dirs: tuple[Path, ...] = ()
     #: work directory (nipype cache, feature cache)
     work_dir: Path | None = None
+    #: CPUs for the whole run (the CLI defaults to all available)
     nprocs: int = 1
+    #: threads of one step (the CLI defaults to min(nprocs - 1, 8))
     omp_nthreads: int = 1
     #: memory budget in MB (None: no limit)
     mem_mb: int | None = None

@@ -7,6 +7,7 @@ fMRIPrep (``--participant-label 01 02``, underscore aliases, ``@file`` lists).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -245,7 +246,22 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
             values[key] = value
     if values["work_dir"] is None:
         values["work_dir"] = Path.cwd() / "work"
+    # fMRIPrep's defaults: every CPU we may use, steps of up to 8 threads
+    if values["nprocs"] is None:
+        values["nprocs"] = available_cpus()
+    if values["omp_nthreads"] is None:
+        values["omp_nthreads"] = max(1, min(values["nprocs"] - 1, 8))
+    if values["omp_nthreads"] > values["nprocs"]:
+        raise UsageError(f"--omp-nthreads {values['omp_nthreads']} exceeds --nprocs {values['nprocs']}")
     return RunConfig(**values)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (honours taskset, cgroups cpusets and SLURM allocations)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 _HELP = """bids_vem: language-aligned vision models as voxelwise encoding models of fMRI.
@@ -303,10 +319,10 @@ def _floats(ctx, param, values):
               help="Folder(s) searched for model weights before the Hugging Face cache.")
 @click.option("-w", "--work-dir", "--work_dir", "work_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Work directory (cache; rerun reuses it). Default: ./work")
-@click.option("--nprocs", "--n-cpus", "--n_cpus", "nprocs", type=click.IntRange(min=1), default=1,
-              show_default=True, help="Processes run at once (nipype MultiProc).")
-@click.option("--omp-nthreads", "--omp_nthreads", "omp_nthreads", type=click.IntRange(min=1), default=1,
-              show_default=True, help="Threads per process (torch, BLAS).")
+@click.option("--nprocs", "--n-cpus", "--n_cpus", "nprocs", type=click.IntRange(min=1),
+              help="CPUs for the whole run (nipype MultiProc). Default: all available.")
+@click.option("--omp-nthreads", "--omp_nthreads", "omp_nthreads", type=click.IntRange(min=1),
+              help="Threads of one step (torch, BLAS). Default: min(nprocs - 1, 8), at least 1.")
 @click.option("--mem", "--mem-mb", "--mem_mb", "mem", metavar="SIZE",
               help="Memory budget in MB, or with a unit: 16GB.")
 @click.option("--use-plugin", "--use_plugin", "use_plugin", type=click.Path(path_type=Path, dir_okay=False),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bids_vem import __version__
-from bids_vem.cli.parser import absolute_spec, cli, expand_list_options, parse_mem
+from bids_vem.cli.parser import absolute_spec, available_cpus, cli, expand_list_options, parse_mem
 from bids_vem.cli.run import main
 from bids_vem.config import DEFAULT_ALPHAS, RunConfig
 
@@ -77,6 +77,14 @@ def test_defaults():
     assert max(config.alphas) / min(config.alphas) >= 1e12
     assert config.stim_column == "stim_file"
     assert config.device == "auto"
+    # as fMRIPrep: every available CPU, steps of up to 8 threads
+    assert config.nprocs == available_cpus()
+    assert config.omp_nthreads == max(1, min(config.nprocs - 1, 8))
+
+
+def test_omp_nthreads_above_nprocs_is_64(tmp_path, capsys):
+    assert main([str(tmp_path), str(tmp_path / "o"), "participant", "--nprocs", "2", "--omp-nthreads", "4"]) == 64
+    assert "--omp-nthreads 4 exceeds --nprocs 2" in error_line(capsys)
 
 
 def test_relative_model_paths_are_pinned_to_the_working_directory(tmp_path, monkeypatch):
