@@ -26,14 +26,18 @@ from bids_vem.demo.simulate import CONFOUND_COLUMNS, IMAGE_MODEL_DIRNAME
 
 def _timed(label: str, command: list[str], env: dict) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     seconds = time.perf_counter() - started
     print(f"{label:<40s} {seconds:8.1f} s", flush=True)
     return seconds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     args = parser.parse_args()
@@ -48,16 +52,29 @@ def main() -> None:
         "--image-encoder", f"randomclip=openclip:{root / 'models' / IMAGE_MODEL_DIRNAME}",
         "--confounds", *CONFOUND_COLUMNS,
     ]  # fmt: skip
-    print(f"bids_vem demo benchmark, {args.subjects} participants x 4 runs, {os.cpu_count()} CPU(s), "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(
+        f"bids_vem demo benchmark, {args.subjects} participants x 4 runs, {os.cpu_count()} CPU(s), "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
     total = _timed(
         "generate the demo dataset",
-        [sys.executable, "-m", "bids_vem.demo", str(root), "--subjects", str(args.subjects), "--overwrite", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "bids_vem.demo",
+            str(root),
+            "--subjects",
+            str(args.subjects),
+            "--overwrite",
+            "-q",
+        ],
         env,
     )
     total += _timed("participant level (cold work directory)", participant, env)
     rerun = _timed("participant level again (cached)", participant, env)
-    total += _timed("group level", [str(bin_dir / "bids_vem"), str(root / "ds"), str(out), "group"], env)
+    total += _timed(
+        "group level", [str(bin_dir / "bids_vem"), str(root / "ds"), str(out), "group"], env
+    )
     print(f"{'demo total (generate + participant + group)':<40s} {total:8.1f} s  (target < 600 s)")
     print(f"{'rerun / cold participant level':<40s} {rerun:8.1f} s")
     if args.keep is None:

@@ -88,9 +88,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.analysis_level not in ("participant", "group"):
-            raise UsageError(f"analysis level must be participant or group, got {self.analysis_level!r}")
+            raise UsageError(
+                f"analysis level must be participant or group, got {self.analysis_level!r}"
+            )
         if not self.delays or any(int(d) < 0 for d in self.delays):
-            raise UsageError(f"--delays must be non-negative integers (TRs), got {list(self.delays)}")
+            raise UsageError(
+                f"--delays must be non-negative integers (TRs), got {list(self.delays)}"
+            )
         if not self.alphas or any(not np.isfinite(a) or a <= 0 for a in self.alphas):
             raise UsageError(f"--alphas must be positive and finite, got {list(self.alphas)}")
         if self.nprocs < 1 or self.omp_nthreads < 1:

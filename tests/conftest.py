@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 #: real data written by others, beside the project (absent in a user's own clone)
-SHARED_FIXTURES = Path(os.environ.get("BIDS_VEM_SHARED_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+SHARED_FIXTURES = Path(
+    os.environ.get(
+        "BIDS_VEM_SHARED_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    )
+)
 
 # never reach a model hub from the tests
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -48,14 +48,20 @@ def find_participant_r_maps(
     groups: dict[tuple[str, str, str], dict[str, Path]] = defaultdict(dict)
     for entities, path in find_statmaps(output_dir, stat="r"):
         subject = entities.get("sub")
-        if (participant_label and subject not in participant_label) or (task and entities.get("task") not in task):
+        if (participant_label and subject not in participant_label) or (
+            task and entities.get("task") not in task
+        ):
             continue
         key = (entities.get("task", ""), entities.get("space", ""), entities.get("desc", ""))
         if subject in groups[key]:
             log.warning("sub-%s has several r maps for %s; using %s", subject, key, path.name)
         groups[key][subject] = path
     if not groups:
-        filters = f" (participants {list(participant_label)}, tasks {list(task)})" if participant_label or task else ""
+        filters = (
+            f" (participants {list(participant_label)}, tasks {list(task)})"
+            if participant_label or task
+            else ""
+        )
         raise NoMatchError(
             f"no participant-level r maps (*_stat-r_statmap.nii.gz) under {output_dir}{filters}: "
             "run the participant level first"
@@ -81,7 +87,9 @@ def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
     images = [nib.load(str(p)) for p in paths]
     reference = images[0]
     for path, img in zip(paths, images, strict=True):
-        if img.shape[:3] != reference.shape[:3] or not np.allclose(img.affine, reference.affine, atol=1e-3):
+        if img.shape[:3] != reference.shape[:3] or not np.allclose(
+            img.affine, reference.affine, atol=1e-3
+        ):
             raise DataError(
                 f"{path}: its grid {img.shape[:3]} differs from {paths[0]} {reference.shape[:3]}; "
                 "group analysis needs maps in one common space (use --space MNI152NLin2009cAsym)"
@@ -89,6 +97,8 @@ def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
     data = np.stack([np.asarray(img.dataobj, dtype=np.float32) for img in images])
     mask = np.all(np.isfinite(data) & (data != 0), axis=0)
     if not mask.any():
-        raise DataError(f"the participants' r maps share no voxel ({', '.join(p.name for p in paths)})")
+        raise DataError(
+            f"the participants' r maps share no voxel ({', '.join(p.name for p in paths)})"
+        )
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), reference.affine)
     return data[:, mask], mask_img

@@ -91,7 +91,9 @@ def _read_label_file(value: str, option: str) -> list[str]:
     try:
         lines = path.read_text().split()
     except OSError as err:
-        raise UsageError(f"{option} {value}: cannot read the label file {path} ({err.strerror})") from err
+        raise UsageError(
+            f"{option} {value}: cannot read the label file {path} ({err.strerror})"
+        ) from err
     return lines
 
 
@@ -104,7 +106,9 @@ def _labels(values: tuple[str, ...], prefix: str, option: str) -> tuple[str, ...
             if item.startswith(f"{prefix}-"):
                 item = item[len(prefix) + 1 :]
             if not _LABEL.match(item):
-                raise UsageError(f"{option}: {item!r} is not a valid BIDS label (letters and digits only)")
+                raise UsageError(
+                    f"{option}: {item!r} is not a valid BIDS label (letters and digits only)"
+                )
             if item not in labels:
                 labels.append(item)
     return tuple(labels)
@@ -126,7 +130,12 @@ def absolute_spec(text: str) -> str:
 
     def pin(part: str) -> str:
         path = Path(part).expanduser()
-        if part and not path.is_absolute() and ("/" in part or part.startswith(".")) and path.exists():
+        if (
+            part
+            and not path.is_absolute()
+            and ("/" in part or part.startswith("."))
+            and path.exists()
+        ):
             return str(path.absolute())
         return part
 
@@ -163,7 +172,9 @@ def _read_filter_file(path: Path | None) -> dict:
     except FileNotFoundError as err:
         raise InputMissingError(f"--bids-filter-file {path}: no such file") from err
     except json.JSONDecodeError as err:
-        raise UsageError(f"--bids-filter-file {path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+        raise UsageError(
+            f"--bids-filter-file {path}: not valid JSON ({err.msg} at line {err.lineno})"
+        ) from err
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise UsageError(
             f"--bids-filter-file {path}: expected an object of queries, e.g. "
@@ -184,7 +195,9 @@ def _read_plugin(path: Path | None) -> dict:
     except yaml.YAMLError as err:
         raise UsageError(f"--use-plugin {path}: not valid YAML ({err})") from err
     if not isinstance(data, dict) or "plugin" not in data:
-        raise UsageError(f"--use-plugin {path}: expected a 'plugin:' key (and optional 'plugin_args:')")
+        raise UsageError(
+            f"--use-plugin {path}: expected a 'plugin:' key (and optional 'plugin_args:')"
+        )
     return {"plugin": str(data["plugin"]), "plugin_args": dict(data.get("plugin_args") or {})}
 
 
@@ -236,9 +249,15 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "random_seed": params["random_seed"],
         "verbosity": params["verbose"],
     }
-    param_of = {"bids_filters": "bids_filter_file", "plugin": "use_plugin", "mem_mb": "mem",
-                "text_encoders": "text_encoder", "image_encoders": "image_encoder",
-                "model_dirs": "model_dir", "verbosity": "verbose"}
+    param_of = {
+        "bids_filters": "bids_filter_file",
+        "plugin": "use_plugin",
+        "mem_mb": "mem",
+        "text_encoders": "text_encoder",
+        "image_encoders": "image_encoder",
+        "model_dirs": "model_dir",
+        "verbosity": "verbose",
+    }
     for key, value in cli_values.items():
         if key in from_file and not given(param_of.get(key, key)):
             values[key] = from_file[key]
@@ -252,7 +271,9 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
     if values["omp_nthreads"] is None:
         values["omp_nthreads"] = max(1, min(values["nprocs"] - 1, 8))
     if values["omp_nthreads"] > values["nprocs"]:
-        raise UsageError(f"--omp-nthreads {values['omp_nthreads']} exceeds --nprocs {values['nprocs']}")
+        raise UsageError(
+            f"--omp-nthreads {values['omp_nthreads']} exceeds --nprocs {values['nprocs']}"
+        )
     return RunConfig(**values)
 
 
@@ -285,60 +306,199 @@ def _floats(ctx, param, values):
     return tuple(float(v) for v in values)
 
 
-@click.command(help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.argument("bids_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("output_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("analysis_level")
-@click.option("--participant-label", "--participant_label", "participant_label", multiple=True,
-              help="Participant label(s), with or without 'sub-', or @FILE with one label per line. Default: all.")
-@click.option("--session-label", "--session_label", "--session-id", "session_label", multiple=True,
-              help="Session label(s) to analyse. Default: all sessions, pooled.")
-@click.option("--task", "--task-id", "task", multiple=True, help="Task label(s). Default: every task with stimuli.")
-@click.option("--space", default=DEFAULT_SPACE, show_default=True,
-              help="Output space of the preprocessed BOLD (fMRIPrep's space- entity).")
-@click.option("-d", "--derivatives", "derivatives", multiple=True, metavar="[NAME=]PATH",
-              help="Preprocessed derivatives (fMRIPrep). Default: every dataset under BIDS_DIR/derivatives.")
-@click.option("--bids-filter-file", "--bids_filter_file", type=click.Path(path_type=Path, dir_okay=False),
-              help='JSON of entity filters per query, as fMRIPrep: {"bold": {"session": "1"}}.')
-@click.option("--stim-column", "--stim_column", default="stim_file", show_default=True,
-              help="events.tsv column naming the stimulus file, relative to BIDS_DIR/stimuli.")
-@click.option("--captions", type=click.Path(path_type=Path, dir_okay=False),
-              help="TSV of human captions: columns stim_file and caption; several rows per stimulus are averaged.")
-@click.option("--text-encoder", "--text_encoder", "text_encoder", multiple=True, metavar="[NAME=]SPEC",
-              help="Text feature space from the captions, e.g. sentence:/models/all-MiniLM-L6-v2 (repeatable).")
-@click.option("--image-encoder", "--image_encoder", "image_encoder", multiple=True, metavar="[NAME=]SPEC",
-              help="Image feature space, e.g. openclip:ViT-B-32@/models/vit-b-32.safetensors (repeatable).")
-@click.option("--delays", multiple=True, type=int, default=(1, 2, 3, 4), show_default=True,
-              help="FIR delays in TRs.")
-@click.option("--alphas", multiple=True, type=float, callback=_floats,
-              help="Ridge penalties. Default: 29 values from 1e-2 to 1e12 (half decades).")
-@click.option("--confounds", multiple=True,
-              help="Confound columns of fMRIPrep's confounds TSV to regress out (e.g. trans_x ... rot_z).")
-@click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:N.")
-@click.option("--model-dir", "--model_dir", "model_dir", multiple=True, type=click.Path(path_type=Path),
-              help="Folder(s) searched for model weights before the Hugging Face cache.")
-@click.option("-w", "--work-dir", "--work_dir", "work_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Work directory (cache; rerun reuses it). Default: ./work")
-@click.option("--nprocs", "--n-cpus", "--n_cpus", "nprocs", type=click.IntRange(min=1),
-              help="CPUs for the whole run (nipype MultiProc). Default: all available.")
-@click.option("--omp-nthreads", "--omp_nthreads", "omp_nthreads", type=click.IntRange(min=1),
-              help="Threads of one step (torch, BLAS). Default: min(nprocs - 1, 8), at least 1.")
-@click.option("--mem", "--mem-mb", "--mem_mb", "mem", metavar="SIZE",
-              help="Memory budget in MB, or with a unit: 16GB.")
-@click.option("--use-plugin", "--use_plugin", "use_plugin", type=click.Path(path_type=Path, dir_okay=False),
-              help="nipype plugin YAML (plugin: + plugin_args:), e.g. for SLURM.")
-@click.option("--config-file", "--config_file", "config_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="TOML file of options (as saved in OUTPUT_DIR/logs); the command line overrides it.")
-@click.option("--skip-bids-validation", "--skip_bids_validation", "skip_bids_validation", is_flag=True,
-              help="Do not validate BIDS_DIR with bids-validator-deno.")
-@click.option("--feature-cache/--no-feature-cache", "feature_cache", default=True, show_default=True,
-              help="Reuse features cached in the work directory.")
-@click.option("--stop-on-first-crash", "stop_on_first_crash", is_flag=True, help="Stop at the first failed step.")
-@click.option("--clean-workdir", "clean_workdir", is_flag=True, help="Empty the work directory before running.")
-@click.option("--random-seed", "--random_seed", "random_seed", type=int, default=0, show_default=True,
-              help="Seed of every random step.")
-@click.option("-v", "--verbose", "verbose", count=True, help="More log output (-vv: tracebacks too).")
-@click.version_option(__version__, "--version", prog_name="bids_vem", message="%(prog)s %(version)s")
+@click.option(
+    "--participant-label",
+    "--participant_label",
+    "participant_label",
+    multiple=True,
+    help="Participant label(s), with or without 'sub-', or @FILE with one label per line. Default: all.",
+)
+@click.option(
+    "--session-label",
+    "--session_label",
+    "--session-id",
+    "session_label",
+    multiple=True,
+    help="Session label(s) to analyse. Default: all sessions, pooled.",
+)
+@click.option(
+    "--task",
+    "--task-id",
+    "task",
+    multiple=True,
+    help="Task label(s). Default: every task with stimuli.",
+)
+@click.option(
+    "--space",
+    default=DEFAULT_SPACE,
+    show_default=True,
+    help="Output space of the preprocessed BOLD (fMRIPrep's space- entity).",
+)
+@click.option(
+    "-d",
+    "--derivatives",
+    "derivatives",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Preprocessed derivatives (fMRIPrep). Default: every dataset under BIDS_DIR/derivatives.",
+)
+@click.option(
+    "--bids-filter-file",
+    "--bids_filter_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON of entity filters per query, as fMRIPrep: {"bold": {"session": "1"}}.',
+)
+@click.option(
+    "--stim-column",
+    "--stim_column",
+    default="stim_file",
+    show_default=True,
+    help="events.tsv column naming the stimulus file, relative to BIDS_DIR/stimuli.",
+)
+@click.option(
+    "--captions",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TSV of human captions: columns stim_file and caption; several rows per stimulus are averaged.",
+)
+@click.option(
+    "--text-encoder",
+    "--text_encoder",
+    "text_encoder",
+    multiple=True,
+    metavar="[NAME=]SPEC",
+    help="Text feature space from the captions, e.g. sentence:/models/all-MiniLM-L6-v2 (repeatable).",
+)
+@click.option(
+    "--image-encoder",
+    "--image_encoder",
+    "image_encoder",
+    multiple=True,
+    metavar="[NAME=]SPEC",
+    help="Image feature space, e.g. openclip:ViT-B-32@/models/vit-b-32.safetensors (repeatable).",
+)
+@click.option(
+    "--delays",
+    multiple=True,
+    type=int,
+    default=(1, 2, 3, 4),
+    show_default=True,
+    help="FIR delays in TRs.",
+)
+@click.option(
+    "--alphas",
+    multiple=True,
+    type=float,
+    callback=_floats,
+    help="Ridge penalties. Default: 29 values from 1e-2 to 1e12 (half decades).",
+)
+@click.option(
+    "--confounds",
+    multiple=True,
+    help="Confound columns of fMRIPrep's confounds TSV to regress out (e.g. trans_x ... rot_z).",
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:N."
+)
+@click.option(
+    "--model-dir",
+    "--model_dir",
+    "model_dir",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Folder(s) searched for model weights before the Hugging Face cache.",
+)
+@click.option(
+    "-w",
+    "--work-dir",
+    "--work_dir",
+    "work_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Work directory (cache; rerun reuses it). Default: ./work",
+)
+@click.option(
+    "--nprocs",
+    "--n-cpus",
+    "--n_cpus",
+    "nprocs",
+    type=click.IntRange(min=1),
+    help="CPUs for the whole run (nipype MultiProc). Default: all available.",
+)
+@click.option(
+    "--omp-nthreads",
+    "--omp_nthreads",
+    "omp_nthreads",
+    type=click.IntRange(min=1),
+    help="Threads of one step (torch, BLAS). Default: min(nprocs - 1, 8), at least 1.",
+)
+@click.option(
+    "--mem",
+    "--mem-mb",
+    "--mem_mb",
+    "mem",
+    metavar="SIZE",
+    help="Memory budget in MB, or with a unit: 16GB.",
+)
+@click.option(
+    "--use-plugin",
+    "--use_plugin",
+    "use_plugin",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="nipype plugin YAML (plugin: + plugin_args:), e.g. for SLURM.",
+)
+@click.option(
+    "--config-file",
+    "--config_file",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file of options (as saved in OUTPUT_DIR/logs); the command line overrides it.",
+)
+@click.option(
+    "--skip-bids-validation",
+    "--skip_bids_validation",
+    "skip_bids_validation",
+    is_flag=True,
+    help="Do not validate BIDS_DIR with bids-validator-deno.",
+)
+@click.option(
+    "--feature-cache/--no-feature-cache",
+    "feature_cache",
+    default=True,
+    show_default=True,
+    help="Reuse features cached in the work directory.",
+)
+@click.option(
+    "--stop-on-first-crash",
+    "stop_on_first_crash",
+    is_flag=True,
+    help="Stop at the first failed step.",
+)
+@click.option(
+    "--clean-workdir",
+    "clean_workdir",
+    is_flag=True,
+    help="Empty the work directory before running.",
+)
+@click.option(
+    "--random-seed",
+    "--random_seed",
+    "random_seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of every random step.",
+)
+@click.option(
+    "-v", "--verbose", "verbose", count=True, help="More log output (-vv: tracebacks too)."
+)
+@click.version_option(
+    __version__, "--version", prog_name="bids_vem", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(ctx: click.Context, **params) -> RunConfig:
     """Parse the command line; returns the RunConfig (the entry point runs it)."""

@@ -41,10 +41,16 @@ def setup_logging(verbosity: int) -> None:
     """Log lines ``HH:MM:SS | level | message`` to stderr; -v adds detail, -vv debug."""
     level = logging.INFO if verbosity <= 1 else logging.DEBUG
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S")
+    )
     if verbosity < 2:
         # nipype logs failed steps with their traceback; we report one line (crash files keep it)
-        handler.addFilter(lambda record: not (record.name.startswith("nipype") and record.levelno >= logging.ERROR))
+        handler.addFilter(
+            lambda record: (
+                not (record.name.startswith("nipype") and record.levelno >= logging.ERROR)
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -58,7 +64,13 @@ def setup_logging(verbosity: int) -> None:
         nipype_config.set("logging", key, nipype_level)
     nipype_logging.update_logging(nipype_config)
     # nipype's own handler (on "nipype", bound to the sys.stdout of import time) is replaced by ours
-    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+    for name in (
+        "nipype",
+        "nipype.workflow",
+        "nipype.interface",
+        "nipype.utils",
+        "nipype.filemanip",
+    ):
         nipype_logger = logging.getLogger(name)
         nipype_logger.handlers[:] = []
         nipype_logger.propagate = True
@@ -77,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     verbosity = _verbosity(argv)
     try:
         try:
-            config = cli.main(args=expand_list_options(argv), prog_name="bids_vem", standalone_mode=False)
+            config = cli.main(
+                args=expand_list_options(argv), prog_name="bids_vem", standalone_mode=False
+            )
         except click.exceptions.Exit as exit_:
             return int(exit_.exit_code)
         except click.exceptions.Abort:
@@ -105,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         if verbosity >= 2:
             traceback.print_exc()
         return _fail(
-            f"unexpected {type(err).__name__}: {err} (rerun with -vv for the traceback and report it)", 1
+            f"unexpected {type(err).__name__}: {err} (rerun with -vv for the traceback and report it)",
+            1,
         )
 
 

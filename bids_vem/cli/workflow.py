@@ -42,7 +42,9 @@ def check_paths(config: RunConfig) -> None:
             f"BIDS_DIR {bids_dir} does not exist or is not a folder (in a container, check the bind mounts)"
         )
     if output_dir.resolve() == bids_dir.resolve():
-        raise UsageError(f"OUTPUT_DIR must differ from BIDS_DIR ({bids_dir}): e.g. {bids_dir}/derivatives/bids_vem")
+        raise UsageError(
+            f"OUTPUT_DIR must differ from BIDS_DIR ({bids_dir}): e.g. {bids_dir}/derivatives/bids_vem"
+        )
     derivatives = bids_dir / "derivatives"
     if _inside(output_dir, bids_dir) and not _inside(output_dir, derivatives):
         raise UsageError(
@@ -50,7 +52,9 @@ def check_paths(config: RunConfig) -> None:
             f"use {derivatives}/bids_vem or a folder outside it"
         )
     if _inside(work_dir, bids_dir):
-        raise UsageError(f"the work directory {work_dir} is inside BIDS_DIR {bids_dir}: give -w outside it")
+        raise UsageError(
+            f"the work directory {work_dir} is inside BIDS_DIR {bids_dir}: give -w outside it"
+        )
     if config.captions is not None and not config.captions.is_file():
         raise InputMissingError(f"--captions {config.captions}: no such file")
 
@@ -97,7 +101,11 @@ def run(config: RunConfig) -> int:
         from bids_vem.workflows.group import run_group_level
 
         run_group_level(config)
-        log.info("group level done in %.0f s: %s", time.time() - started, config.output_dir / "group" / "group.html")
+        log.info(
+            "group level done in %.0f s: %s",
+            time.time() - started,
+            config.output_dir / "group" / "group.html",
+        )
         return 0
 
     if not config.skip_bids_validation:
@@ -118,7 +126,9 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
     plan = plan_participant_level(config, config.resolved_work_dir)
     log.info(
         "participant level: %d participant(s), %d run group(s), %d feature space(s): %s",
-        len(plan.subjects), len(plan.run_groups), len(plan.feature_spaces),
+        len(plan.subjects),
+        len(plan.run_groups),
+        len(plan.feature_spaces),
         ", ".join(fs.name for fs in plan.feature_spaces),
     )
     write_run_config(config.output_dir, config.to_toml(), run_id)
@@ -139,7 +149,12 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         raise _error_from_crashes(crash_dir, err) from err
     n_nodes, n_reused = _count_reused(graph, started)
     if n_reused:
-        log.info("reused %d of %d steps from the work directory %s", n_reused, n_nodes, config.resolved_work_dir)
+        log.info(
+            "reused %d of %d steps from the work directory %s",
+            n_reused,
+            n_nodes,
+            config.resolved_work_dir,
+        )
     for subject in plan.subjects:
         log.info("report: %s", config.output_dir / f"sub-{subject}.html")
     log.info("participant level done in %.0f s", time.time() - started)
@@ -166,10 +181,16 @@ def _error_from_crashes(crash_dir: Path, err: Exception) -> BidsVemError:
 
     Steps run in other processes; their exceptions reach us only as nipype crash files.
     """
-    crashes = sorted(crash_dir.glob("crash-*.txt"), key=lambda p: p.stat().st_mtime) if crash_dir.is_dir() else []
+    crashes = (
+        sorted(crash_dir.glob("crash-*.txt"), key=lambda p: p.stat().st_mtime)
+        if crash_dir.is_dir()
+        else []
+    )
     where = f" (crash file: {crashes[0]})" if crashes else ""
     for crash in crashes:
-        lines = [line.strip() for line in crash.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [
+            line.strip() for line in crash.read_text(errors="replace").splitlines() if line.strip()
+        ]
         for line in reversed(lines):
             match = _ERROR_LINE.search(line)
             if match and hasattr(errors, match.group(1)):

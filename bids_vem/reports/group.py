@@ -51,7 +51,12 @@ def write_group_report(
         ["", ""],
         [
             # per-participant rows name a subject; group-map rows count them
-            ("participants", len(subjects) or max((int(r.get("n_subjects") or 0) for r in rows), default=0) or "n/a"),
+            (
+                "participants",
+                len(subjects)
+                or max((int(r.get("n_subjects") or 0) for r in rows), default=0)
+                or "n/a",
+            ),
             ("rows", len(rows)),
             ("figures", len(items)),
             ("errors", len(errors)),

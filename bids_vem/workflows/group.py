@@ -51,7 +51,9 @@ def run_group_level(config: RunConfig) -> Path:
     for maps in find_participant_r_maps(output_dir, config.participant_label, config.task):
         label = f"task-{maps.task} space-{maps.space} {maps.feature_space}"
         if len(maps.paths) < 2:
-            errors.append(f"{label}: only sub-{maps.subjects[0]} has an r map; a group test needs 2 or more")
+            errors.append(
+                f"{label}: only sub-{maps.subjects[0]} has an r map; a group test needs 2 or more"
+            )
             log.warning("%s", errors[-1])
             continue
         paths = [maps.paths[s] for s in maps.subjects]
@@ -75,27 +77,51 @@ def run_group_level(config: RunConfig) -> Path:
         n_significant = int(np.sum(stats["q"] < FDR_Q))
         rows.append(
             {
-                "task": maps.task, "space": maps.space, "feature_space": maps.feature_space,
-                "n_subjects": len(paths), "n_voxels": int(values.shape[1]),
-                "mean_r": float(np.mean(stats["mean_r"])), "max_mean_r": float(np.max(stats["mean_r"])),
+                "task": maps.task,
+                "space": maps.space,
+                "feature_space": maps.feature_space,
+                "n_subjects": len(paths),
+                "n_voxels": int(values.shape[1]),
+                "mean_r": float(np.mean(stats["mean_r"])),
+                "max_mean_r": float(np.max(stats["mean_r"])),
                 f"n_voxels_q_below_{FDR_Q}": n_significant,
             }
         )
         log.info(
             "%s: %d participants, %d voxels, mean r %.3f; %d voxel(s) significant at FDR q < %.2f",
-            label, len(paths), values.shape[1], rows[-1]["mean_r"], n_significant, FDR_Q,
+            label,
+            len(paths),
+            values.shape[1],
+            rows[-1]["mean_r"],
+            n_significant,
+            FDR_Q,
         )
-        figure = output_dir / "group" / "figures" / f"task-{maps.task}_desc-{maps.feature_space}_meanr.png"
+        figure = (
+            output_dir
+            / "group"
+            / "figures"
+            / f"task-{maps.task}_desc-{maps.feature_space}_meanr.png"
+        )
         try:
-            plot_r_map(out["meanr"], figure, title=f"mean r, {maps.feature_space} ({len(paths)} participants)")
+            plot_r_map(
+                out["meanr"],
+                figure,
+                title=f"mean r, {maps.feature_space} ({len(paths)} participants)",
+            )
             figures.append((f"Mean held-out r across participants: {label}", figure))
         except Exception as err:  # noqa: BLE001 - a figure must not sink the group results
             errors.append(f"figure of {label} failed: {err}")
         tested += 1
     if not tested:
-        raise DataError(f"group level: no map has 2 or more participants in {output_dir}; " + "; ".join(errors))
+        raise DataError(
+            f"group level: no map has 2 or more participants in {output_dir}; " + "; ".join(errors)
+        )
     write_group_summary(output_dir, rows)
     return write_group_report(
-        output_dir, rows, figures, errors=errors,
-        command_line=" ".join(["bids_vem", *sys.argv[1:]]), version=__version__,
+        output_dir,
+        rows,
+        figures,
+        errors=errors,
+        command_line=" ".join(["bids_vem", *sys.argv[1:]]),
+        version=__version__,
     )

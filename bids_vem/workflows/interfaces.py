@@ -124,7 +124,9 @@ class FitEncoding(SimpleInterface):
         from bids_vem.inputs.runs import Run
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
-        runs = [Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())]
+        runs = [
+            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
+        ]
         feature_set = load_feature_set(Path(self.inputs.feature_set))
         result = encode_runs(
             runs,
@@ -146,7 +148,9 @@ class FitEncoding(SimpleInterface):
 class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
     subject = traits.Str(mandatory=True)
-    plan = File(exists=True, mandatory=True, desc="JSON: run groups, runs, feature spaces, parameters")
+    plan = File(
+        exists=True, mandatory=True, desc="JSON: run groups, runs, feature spaces, parameters"
+    )
     results = traits.List(File(exists=True), desc="EncodingResult files, in plan order")
     feature_sets = traits.List(File(exists=True))
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)

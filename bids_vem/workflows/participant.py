@@ -32,7 +32,9 @@ def _runs_json(group: RunGroup, path: Path) -> Path:
     items = [
         {
             "run": run.to_dict(),
-            "fingerprint": {k: _fingerprint(getattr(run, k)) for k in ("bold", "mask", "events", "confounds")},
+            "fingerprint": {
+                k: _fingerprint(getattr(run, k)) for k in ("bold", "mask", "events", "confounds")
+            },
         }
         for run in group.runs
     ]
@@ -78,7 +80,9 @@ def plan_to_dict(config: RunConfig, plan: ParticipantPlan) -> dict:
     }
 
 
-def init_participant_wf(config: RunConfig, plan: ParticipantPlan, *, name: str = "bids_vem_wf") -> pe.Workflow:
+def init_participant_wf(
+    config: RunConfig, plan: ParticipantPlan, *, name: str = "bids_vem_wf"
+) -> pe.Workflow:
     """Build the participant-level workflow.
 
     One ``features_<space>`` node per feature space (shared by all participants), one
@@ -110,7 +114,9 @@ def init_participant_wf(config: RunConfig, plan: ParticipantPlan, *, name: str =
     }
     specs_dir = work_dir / "specs"
     specs_dir.mkdir(parents=True, exist_ok=True)
-    plan_json = write_text_atomic(specs_dir / "plan.json", json.dumps(plan_to_dict(config, plan), indent=1))
+    plan_json = write_text_atomic(
+        specs_dir / "plan.json", json.dumps(plan_to_dict(config, plan), indent=1)
+    )
     cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
 
     feature_nodes = {}
@@ -145,7 +151,9 @@ def init_participant_wf(config: RunConfig, plan: ParticipantPlan, *, name: str =
         for group in groups:
             runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
             for fs in plan.feature_spaces:
-                node = pe.Node(FitEncoding(), name=f"encode_{group.name.replace('-', '')}_{fs.name}")
+                node = pe.Node(
+                    FitEncoding(), name=f"encode_{group.name.replace('-', '')}_{fs.name}"
+                )
                 node.inputs.runs = str(runs_json)
                 node.inputs.stim_column = config.stim_column
                 node.inputs.delays = list(config.delays)

@@ -54,7 +54,9 @@ def citation_params(plan: dict) -> dict[str, Any]:
     }
 
 
-def write_dataset_outputs(output_dir: Path, bids_dir: Path, *, plan: dict, feature_set_files: list[Path]) -> list[Path]:
+def write_dataset_outputs(
+    output_dir: Path, bids_dir: Path, *, plan: dict, feature_set_files: list[Path]
+) -> list[Path]:
     """dataset_description.json, .bidsignore, README, descriptions.tsv, features/ and logs/CITATION.md."""
     files = [
         write_dataset_description(
@@ -77,8 +79,12 @@ def write_dataset_outputs(output_dir: Path, bids_dir: Path, *, plan: dict, featu
             f"{feature_set.n_features} features"
         )
         feature_spaces.append(
-            {"name": feature_set.name, "spec": feature_set.spec, "modality": feature_set.modality,
-             "n_features": feature_set.n_features}
+            {
+                "name": feature_set.name,
+                "spec": feature_set.spec,
+                "modality": feature_set.modality,
+                "n_features": feature_set.n_features,
+            }
         )
     files.append(write_descriptions(output_dir, descriptions))
     files.append(
@@ -146,7 +152,11 @@ def write_participant_outputs(
     links = dataset_links(plan)
     statmaps: list[Path] = []
     rows, results = [], []
-    errors = [f"skipped: {sentence}" for sentence in plan.get("skipped_runs", []) if f"sub-{subject}" in sentence]
+    errors = [
+        f"skipped: {sentence}"
+        for sentence in plan.get("skipped_runs", [])
+        if f"sub-{subject}" in sentence
+    ]
     files = iter(result_files)
     for group in groups:
         for fs in feature_spaces:
@@ -160,26 +170,52 @@ def write_participant_outputs(
                 "NestedCV": bool(result.nested),
             }
             paths = write_encoding_maps(
-                output_dir, result, mask_img,
-                subject=subject, session=group["session"], task=group["task"], space=group["space"],
-                feature_space=fs["name"], sources=_sources(group, fs["name"], links), parameters=parameters,
+                output_dir,
+                result,
+                mask_img,
+                subject=subject,
+                session=group["session"],
+                task=group["task"],
+                space=group["space"],
+                feature_space=fs["name"],
+                sources=_sources(group, fs["name"], links),
+                parameters=parameters,
             )
             statmaps += list(paths.values())
             row = encoding_summary_row(
-                result, subject=subject, session=group["session"], task=group["task"],
-                space=group["space"], feature_space=fs["name"], alphas=list(result.alphas),
+                result,
+                subject=subject,
+                session=group["session"],
+                task=group["task"],
+                space=group["space"],
+                feature_space=fs["name"],
+                alphas=list(result.alphas),
             )
             rows.append(row)
             results.append(
-                {"task": group["task"], "session": group["session"], "space": group["space"],
-                 "feature_space": fs["name"], "summary": row, "paths": paths, "r": result.r}
+                {
+                    "task": group["task"],
+                    "session": group["session"],
+                    "space": group["space"],
+                    "feature_space": fs["name"],
+                    "summary": row,
+                    "paths": paths,
+                    "r": result.r,
+                }
             )
             n_edge = int(result.n_alpha_low + result.n_alpha_high)
             log.info(
                 "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels; %d voxel(s) chose a penalty "
                 "at an edge of the grid (%d low, %d high)",
-                subject, group["task"], fs["name"], float(np.mean(result.r)), float(np.max(result.r)),
-                result.n_voxels, n_edge, result.n_alpha_low, result.n_alpha_high,
+                subject,
+                group["task"],
+                fs["name"],
+                float(np.mean(result.r)),
+                float(np.max(result.r)),
+                result.n_voxels,
+                n_edge,
+                result.n_alpha_low,
+                result.n_alpha_high,
             )
     write_summary_tsv(summary_tsv_path(output_dir, subject), rows)
     runs = [run for group in groups for run in group["runs"]]

@@ -109,7 +109,9 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         log.info("feature space %s (%s): weights at %s", spec.name, spec.text, path)
     derivatives = tuple(path for _, path in config.derivatives) or tuple(
         # our own outputs (BIDS_DIR/derivatives/bids_vem) hold no preprocessed BOLD
-        path for path in find_derivatives(config.bids_dir) if path.resolve() != config.output_dir.resolve()
+        path
+        for path in find_derivatives(config.bids_dir)
+        if path.resolve() != config.output_dir.resolve()
     )
     runs, skipped = collect_runs_report(
         config.bids_dir,
@@ -128,15 +130,21 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     for run in runs:
         groups[(run.subject, run.task, run.space)].append(run)
     run_groups = tuple(
-        RunGroup(subject=s, task=t, space=sp, runs=tuple(group)) for (s, t, sp), group in sorted(groups.items())
+        RunGroup(subject=s, task=t, space=sp, runs=tuple(group))
+        for (s, t, sp), group in sorted(groups.items())
     )
     for group in run_groups:
         log.info(
-            "%s: %d run(s) in %s (%s)", group.name, len(group.runs), group.space,
+            "%s: %d run(s) in %s (%s)",
+            group.name,
+            len(group.runs),
+            group.space,
             ", ".join(run.name for run in group.runs),
         )
 
-    stimuli = build_stimulus_table(config.bids_dir, [run.events for run in runs], config.stim_column)
+    stimuli = build_stimulus_table(
+        config.bids_dir, [run.events for run in runs], config.stim_column
+    )
     log.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
     if any(spec.modality == "image" for spec in feature_spaces):
         not_images = [stim.stim_id for stim in stimuli if stim.kind != "image"]
@@ -155,11 +163,17 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     if config.captions is not None:
         captions = read_captions(config.captions, stimuli.stim_ids)
         n_captions = sum(len(v) for v in captions.values())
-        log.info("captions: %d human captions for %d stimuli from %s", n_captions, len(captions), config.captions)
+        log.info(
+            "captions: %d human captions for %d stimuli from %s",
+            n_captions,
+            len(captions),
+            config.captions,
+        )
         # a normalised copy (only our stimuli, sorted) so that the cache keys on content, not on the file
         captions_tsv = work_dir / "stimuli" / "captions.json"
         write_text_atomic(
-            captions_tsv, json.dumps({s: list(captions[s]) for s in stimuli.stim_ids}, indent=0, sort_keys=True)
+            captions_tsv,
+            json.dumps({s: list(captions[s]) for s in stimuli.stim_ids}, indent=0, sort_keys=True),
         )
     return ParticipantPlan(
         runs=tuple(runs),

@@ -83,7 +83,20 @@ def test_defaults():
 
 
 def test_omp_nthreads_above_nprocs_is_64(tmp_path, capsys):
-    assert main([str(tmp_path), str(tmp_path / "o"), "participant", "--nprocs", "2", "--omp-nthreads", "4"]) == 64
+    assert (
+        main(
+            [
+                str(tmp_path),
+                str(tmp_path / "o"),
+                "participant",
+                "--nprocs",
+                "2",
+                "--omp-nthreads",
+                "4",
+            ]
+        )
+        == 64
+    )
     assert "--omp-nthreads 4 exceeds --nprocs 2" in error_line(capsys)
 
 
@@ -92,14 +105,22 @@ def test_relative_model_paths_are_pinned_to_the_working_directory(tmp_path, monk
     (tmp_path / "w.safetensors").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     assert absolute_spec("c=openclip:models/clip") == f"c=openclip:{tmp_path}/models/clip"
-    assert absolute_spec("openclip:ViT-B-32@./w.safetensors") == f"openclip:ViT-B-32@{tmp_path}/w.safetensors"
+    assert (
+        absolute_spec("openclip:ViT-B-32@./w.safetensors")
+        == f"openclip:ViT-B-32@{tmp_path}/w.safetensors"
+    )
     # names, tags and hub ids stay as they are
     assert absolute_spec("sentence:all-MiniLM-L6-v2") == "sentence:all-MiniLM-L6-v2"
-    assert absolute_spec("openclip:ViT-B-32@laion2b_s34b_b79k") == "openclip:ViT-B-32@laion2b_s34b_b79k"
+    assert (
+        absolute_spec("openclip:ViT-B-32@laion2b_s34b_b79k")
+        == "openclip:ViT-B-32@laion2b_s34b_b79k"
+    )
     assert absolute_spec("sentence:org/not-here") == "sentence:org/not-here"
 
 
-@pytest.mark.parametrize(("text", "mb"), [("16000", 16000), ("16GB", 16384), ("2g", 2048), ("512MB", 512)])
+@pytest.mark.parametrize(
+    ("text", "mb"), [("16000", 16000), ("16GB", 16384), ("2g", 2048), ("512MB", 512)]
+)
 def test_parse_mem(text, mb):
     assert parse_mem(text) == mb
 
@@ -109,7 +130,17 @@ def test_config_file_is_read_and_command_line_wins(tmp_path):
                       delays=(2, 3), confounds=("csf",), space="T1w")  # fmt: skip
     toml = tmp_path / "config.toml"
     toml.write_text(saved.to_toml())
-    config = parse(["/data/ds", "/data/out", "participant", "--config-file", str(toml), "--space", "MNI152NLin6Asym"])
+    config = parse(
+        [
+            "/data/ds",
+            "/data/out",
+            "participant",
+            "--config-file",
+            str(toml),
+            "--space",
+            "MNI152NLin6Asym",
+        ]
+    )
     assert config.delays == (2, 3)
     assert config.confounds == ("csf",)
     assert config.space == "MNI152NLin6Asym"  # given on the command line
@@ -126,7 +157,10 @@ def test_use_plugin_reads_nipype_plugin_yaml(tmp_path):
 def test_use_plugin_without_plugin_key_is_64(tmp_path, capsys):
     plugin = tmp_path / "plugin.yml"
     plugin.write_text("n_procs: 3\n")
-    assert main([str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(plugin)]) == 64
+    assert (
+        main([str(tmp_path), str(tmp_path / "out"), "participant", "--use-plugin", str(plugin)])
+        == 64
+    )
     assert "plugin.yml" in error_line(capsys)
 
 
@@ -147,7 +181,10 @@ def test_bad_option_value_is_64(tmp_path, capsys):
 
 
 def test_bad_label_is_64(tmp_path, capsys):
-    assert main([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "01_a"]) == 64
+    assert (
+        main([str(tmp_path), str(tmp_path / "o"), "participant", "--participant-label", "01_a"])
+        == 64
+    )
     assert "01_a" in error_line(capsys)
 
 
@@ -185,7 +222,9 @@ def test_filters_selecting_nothing_is_18(demo_dataset, tmp_path, capsys):
 def test_bids_filter_file_selecting_nothing_is_18(demo_dataset, tmp_path, capsys):
     filters = tmp_path / "filters.json"
     filters.write_text(json.dumps({"bold": {"run": "9"}}))
-    code = main(participant_args(demo_dataset, tmp_path / "out", "--bids-filter-file", str(filters)))
+    code = main(
+        participant_args(demo_dataset, tmp_path / "out", "--bids-filter-file", str(filters))
+    )
     assert code == 18
     error_line(capsys)
 
@@ -233,7 +272,12 @@ def test_invalid_bids_dataset_is_16(demo_dataset, tmp_path, capsys):
 
 
 def test_group_without_participant_outputs_is_18(demo_dataset, tmp_path, capsys):
-    assert main([str(demo_dataset.bids_dir), str(tmp_path / "out"), "group", "-w", str(tmp_path / "w")]) == 18
+    assert (
+        main(
+            [str(demo_dataset.bids_dir), str(tmp_path / "out"), "group", "-w", str(tmp_path / "w")]
+        )
+        == 18
+    )
     assert "run the participant level first" in error_line(capsys)
 
 
@@ -245,10 +289,17 @@ def test_header_only_bold_is_a_clear_error_naming_the_file(shared_fixtures, tmp_
         path.chmod(0o755 if path.is_dir() else 0o644)
     images = ["images/word-red_color-blue.jpg", "images/word-red_color-red.jpg"]
     for events in (bids / "sub-01").rglob("*task-nback*_bold.nii*"):
-        rows = ["onset\tduration\tstim_file"] + [f"{2 + 4 * i}\t2\t{images[i % 2]}" for i in range(10)]
-        (events.parent / events.name.split("_bold")[0].__add__("_events.tsv")).write_text("\n".join(rows) + "\n")
+        rows = ["onset\tduration\tstim_file"] + [
+            f"{2 + 4 * i}\t2\t{images[i % 2]}" for i in range(10)
+        ]
+        (events.parent / events.name.split("_bold")[0].__add__("_events.tsv")).write_text(
+            "\n".join(rows) + "\n"
+        )
     captions = tmp_path / "captions.tsv"
-    captions.write_text("stim_file\tcaption\n" + "".join(f"{im}\tthe word red in {im.split('-')[-1][:-4]}\n" for im in images))
+    captions.write_text(
+        "stim_file\tcaption\n"
+        + "".join(f"{im}\tthe word red in {im.split('-')[-1][:-4]}\n" for im in images)
+    )
     argv = [str(bids), str(tmp_path / "out"), "participant", "--skip-bids-validation",
             "--participant-label", "01", "--task", "nback", "--captions", str(captions),
             "--text-encoder", "sentence:all-MiniLM-L6-v2", "-w", str(tmp_path / "work")]  # fmt: skip

@@ -42,8 +42,13 @@ def snapshot(folder):
 
 
 def r_map(out, subject, feature_space):
-    path = out / f"sub-{subject}" / "func" / (
-        f"sub-{subject}_task-{'shapes'}_space-{SPACE}_desc-{feature_space}_stat-r_statmap.nii.gz"
+    path = (
+        out
+        / f"sub-{subject}"
+        / "func"
+        / (
+            f"sub-{subject}_task-{'shapes'}_space-{SPACE}_desc-{feature_space}_stat-r_statmap.nii.gz"
+        )
     )
     return np.asarray(nib.load(str(path)).dataobj)
 
@@ -83,9 +88,15 @@ def test_r_maps_recover_the_simulated_semantic_voxels(participant_run):
     demo, out, _, _ = participant_run
     truth = demo.ground_truth_dir
     for subject in ("01", "02", "03"):
-        classes = np.asarray(nib.load(str(truth / f"sub-{subject}_space-{SPACE}_desc-voxelclass_dseg.nii.gz")).dataobj)
+        classes = np.asarray(
+            nib.load(
+                str(truth / f"sub-{subject}_space-{SPACE}_desc-voxelclass_dseg.nii.gz")
+            ).dataobj
+        )
         amplitude = np.asarray(
-            nib.load(str(truth / f"sub-{subject}_space-{SPACE}_desc-semantic_amplitude.nii.gz")).dataobj
+            nib.load(
+                str(truth / f"sub-{subject}_space-{SPACE}_desc-semantic_amplitude.nii.gz")
+            ).dataobj
         )
         r = r_map(out, subject, "minilm")
         brain = classes > 0
@@ -99,7 +110,12 @@ def test_r_maps_recover_the_simulated_semantic_voxels(participant_run):
 
 def test_rerun_reuses_the_work_directory(participant_run, capsys):
     _, out, _, argv = participant_run
-    r_before = out / "sub-01" / "func" / f"sub-01_task-shapes_space-{SPACE}_desc-minilm_stat-r_statmap.nii.gz"
+    r_before = (
+        out
+        / "sub-01"
+        / "func"
+        / f"sub-01_task-shapes_space-{SPACE}_desc-minilm_stat-r_statmap.nii.gz"
+    )
     before = np.asarray(nib.load(str(r_before)).dataobj)
     capsys.readouterr()
     assert main(argv) == 0
@@ -114,15 +130,23 @@ def test_group_level(participant_run):
     group = out / "group"
     for fs in ("minilm", "randomclip"):
         for stat in ("meanr", "t", "p", "q"):
-            assert (group / f"task-shapes_space-{SPACE}_desc-{fs}_stat-{stat}_statmap.nii.gz").is_file()
+            assert (
+                group / f"task-shapes_space-{SPACE}_desc-{fs}_stat-{stat}_statmap.nii.gz"
+            ).is_file()
     assert (group / "group.html").is_file()
     assert validate_derivatives(out) == []
     # the semantic voxels (shared across participants up to a small jitter) have the largest t.
     # FDR significance needs more than 3 participants (df = 2); group_ttest's p and q are
     # checked against scipy in tests/encoding.
-    t = np.asarray(nib.load(str(group / f"task-shapes_space-{SPACE}_desc-minilm_stat-t_statmap.nii.gz")).dataobj)
+    t = np.asarray(
+        nib.load(
+            str(group / f"task-shapes_space-{SPACE}_desc-minilm_stat-t_statmap.nii.gz")
+        ).dataobj
+    )
     classes = np.asarray(
-        nib.load(str(demo.ground_truth_dir / f"sub-01_space-{SPACE}_desc-voxelclass_dseg.nii.gz")).dataobj
+        nib.load(
+            str(demo.ground_truth_dir / f"sub-01_space-{SPACE}_desc-voxelclass_dseg.nii.gz")
+        ).dataobj
     )
     top = np.argsort(np.nan_to_num(t, nan=-np.inf).ravel())[::-1][:50]
     # 3 % of the brain is semantic: a random choice of 50 voxels holds about 2 of them
