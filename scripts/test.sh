@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test,demo
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check bids_vem tests benchmarks
+.venv/bin/ruff format --check bids_vem tests benchmarks
 exec .venv/bin/python -m pytest "$@"
