@@ -155,7 +155,8 @@ def write_participant_outputs(
     errors = [
         f"skipped: {sentence}"
         for sentence in plan.get("skipped_runs", [])
-        if f"sub-{subject}" in sentence
+        # sentences start with the run name: "sub-01_task-x_run-1: no events.tsv ..."
+        if sentence.startswith(f"sub-{subject}_")
     ]
     files = iter(result_files)
     for group in groups:
