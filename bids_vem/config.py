@@ -59,6 +59,20 @@ class RunConfig:
     text_encoders: tuple[str, ...] = ()
     #: image feature spaces (model specs, optionally ``name=spec``)
     image_encoders: tuple[str, ...] = ()
+    #: vision-language model that captions the stimulus images (model spec, optionally ``name=spec``)
+    captioner: str | None = None
+    #: instruction given to chat VLMs (None: ask for a detailed description of the scene)
+    caption_prompt: str | None = None
+    #: captions generated per image (averaged in embedding space, as human captions)
+    captions_per_image: int = 1
+    #: longest generated caption, in tokens
+    caption_max_tokens: int = 60
+    #: caption every stimulus even when --captions has human captions for it
+    recaption: bool = False
+    #: frames per second sampled from video stimuli
+    frame_rate: float = 15.0
+    #: let model weights be downloaded from the Hugging Face hub (default: offline)
+    allow_downloads: bool = False
     #: FIR delays in TRs
     delays: tuple[int, ...] = (1, 2, 3, 4)
     #: ridge penalty grid
@@ -97,6 +111,10 @@ class RunConfig:
             )
         if not self.alphas or any(not np.isfinite(a) or a <= 0 for a in self.alphas):
             raise UsageError(f"--alphas must be positive and finite, got {list(self.alphas)}")
+        if self.captions_per_image < 1 or self.caption_max_tokens < 1:
+            raise UsageError("--captions-per-image and --caption-max-tokens must be at least 1")
+        if not self.frame_rate > 0:
+            raise UsageError(f"--frame-rate must be positive, got {self.frame_rate}")
         if self.nprocs < 1 or self.omp_nthreads < 1:
             raise UsageError("--nprocs and --omp-nthreads must be at least 1")
 

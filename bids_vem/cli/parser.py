@@ -232,6 +232,13 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "captions": None if params["captions"] is None else Path(params["captions"]).absolute(),
         "text_encoders": tuple(absolute_spec(t) for t in params["text_encoder"]),
         "image_encoders": tuple(absolute_spec(t) for t in params["image_encoder"]),
+        "captioner": None if params["captioner"] is None else absolute_spec(params["captioner"]),
+        "caption_prompt": params["caption_prompt"],
+        "captions_per_image": params["captions_per_image"],
+        "caption_max_tokens": params["caption_max_tokens"],
+        "recaption": params["recaption"],
+        "frame_rate": params["frame_rate"],
+        "allow_downloads": params["allow_downloads"],
         "delays": tuple(params["delays"]),
         "alphas": tuple(params["alphas"]) or DEFAULT_ALPHAS,
         "confounds": tuple(params["confounds"]),
@@ -381,6 +388,56 @@ def _floats(ctx, param, values):
     multiple=True,
     metavar="[NAME=]SPEC",
     help="Image feature space, e.g. openclip:ViT-B-32@/models/vit-b-32.safetensors (repeatable).",
+)
+@click.option(
+    "--captioner",
+    metavar="[NAME=]SPEC",
+    help="Vision-language model that captions the images, e.g. hf:/models/blip-large "
+    "(human captions from --captions win unless --recaption).",
+)
+@click.option(
+    "--caption-prompt",
+    "--caption_prompt",
+    "caption_prompt",
+    metavar="TEXT",
+    help="Instruction for chat VLMs. Default: a request for a detailed description of the scene.",
+)
+@click.option(
+    "--captions-per-image",
+    "--captions_per_image",
+    "captions_per_image",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Captions generated per image (averaged in embedding space).",
+)
+@click.option(
+    "--caption-max-tokens",
+    "caption_max_tokens",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Longest generated caption, in tokens.",
+)
+@click.option(
+    "--recaption",
+    is_flag=True,
+    help="Caption every image with --captioner, even those with human captions.",
+)
+@click.option(
+    "--frame-rate",
+    "--frame_rate",
+    "frame_rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Frames per second sampled from video stimuli.",
+)
+@click.option(
+    "--allow-downloads",
+    "allow_downloads",
+    is_flag=True,
+    help="Let missing model weights be downloaded from the Hugging Face hub (default: offline).",
 )
 @click.option(
     "--delays",

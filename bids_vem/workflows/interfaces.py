@@ -23,7 +23,13 @@ from nipype.interfaces.base import (
 
 log = logging.getLogger("bids_vem.workflows")
 
-__all__ = ["ExtractFeatures", "FitEncoding", "WriteParticipantOutputs", "WriteDatasetOutputs"]
+__all__ = [
+    "CaptionImages",
+    "ExtractFeatures",
+    "FitEncoding",
+    "WriteParticipantOutputs",
+    "WriteDatasetOutputs",
+]
 
 
 def _set_threads_and_seed(n_threads: int, seed: int) -> None:
@@ -42,7 +48,10 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     spec = traits.Str(mandatory=True, desc="feature-space spec as the user gave it")
     modality = traits.Enum("text", "image", mandatory=True)
     stimulus_table = File(exists=True, mandatory=True, desc="stimulus table TSV (content hashes)")
-    captions = File(exists=True, desc="captions JSON {stim_id: [captions]}")
+    captions = traits.List(
+        File(exists=True),
+        desc="captions JSON files {stim_id: [captions]}; for each stimulus the first file that has it wins",
+    )
     model_dirs = traits.List(traits.Str, desc="folders searched for weights")
     cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
     device = traits.Str("cpu", usedefault=True)
@@ -74,7 +83,10 @@ class ExtractFeatures(SimpleInterface):
         table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
         captions = None
         if self.inputs.captions:
-            captions = json.loads(Path(self.inputs.captions).read_text())
+            captions = {}
+            for path in self.inputs.captions:
+                for stim_id, texts in json.loads(Path(path).read_text()).items():
+                    captions.setdefault(stim_id, texts)
         feature_set = extract_feature_space(
             spec,
             table.stim_ids,
@@ -89,6 +101,74 @@ class ExtractFeatures(SimpleInterface):
         out = Path(runtime.cwd) / f"features_{spec.name}.npz"
         save_feature_set(feature_set, out)
         self._results["feature_set"] = str(out)
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
+# --------------------------------------------------------------------------- captioning
+class _CaptionImagesInputSpec(BaseInterfaceInputSpec):
+    name = traits.Str(mandatory=True, desc="captioner name (desc- of the captions file)")
+    spec = traits.Str(mandatory=True, desc="captioner spec as the user gave it")
+    model_path = traits.Str(mandatory=True, desc="resolved transformers folder")
+    stimulus_table = File(exists=True, mandatory=True)
+    stim_ids = traits.List(traits.Str, mandatory=True, desc="stimuli to caption")
+    prompt = traits.Either(None, traits.Str, usedefault=True)
+    max_new_tokens = traits.Int(60, usedefault=True)
+    captions_per_image = traits.Int(1, usedefault=True)
+    batch_size = traits.Int(8, usedefault=True)
+    device = traits.Str("cpu", usedefault=True)
+    random_seed = traits.Int(0, usedefault=True)
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _CaptionImagesOutputSpec(TraitedSpec):
+    captions = File(exists=True, desc="captions JSON {stim_id: [captions]}")
+    captions_tsv = File(exists=True, desc="desc-<name>_captions.tsv (+ .json sidecar beside it)")
+    computed_at = traits.Float()
+
+
+class CaptionImages(SimpleInterface):
+    """Caption stimulus images with a vision-language model (``features.captioning``)."""
+
+    input_spec = _CaptionImagesInputSpec
+    output_spec = _CaptionImagesOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.encoding.device import resolve_device
+        from bids_vem.features.captioning import (
+            DEFAULT_PROMPT,
+            Captioner,
+            CaptionSettings,
+            write_captions_tsv,
+        )
+        from bids_vem.inputs.stimuli import StimulusTable
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
+        settings = CaptionSettings(
+            prompt=self.inputs.prompt or DEFAULT_PROMPT,
+            max_new_tokens=self.inputs.max_new_tokens,
+            captions_per_image=self.inputs.captions_per_image,
+            batch_size=self.inputs.batch_size,
+            seed=self.inputs.random_seed,
+        )
+        device = str(resolve_device(self.inputs.device))
+        captioner = Captioner.from_pretrained(Path(self.inputs.model_path), device=device)
+        stim_ids = list(self.inputs.stim_ids)
+        log.info("captioning %d images with %s", len(stim_ids), self.inputs.spec)
+        texts = captioner.caption_files([table[s].path for s in stim_ids], settings)
+        captions = dict(zip(stim_ids, texts, strict=True))
+        out = Path(runtime.cwd) / "captions.json"
+        out.write_text(json.dumps(captions, indent=0, sort_keys=True))
+        tsv = write_captions_tsv(
+            Path(runtime.cwd) / f"desc-{self.inputs.name}_captions.tsv",
+            captions,
+            model_spec=self.inputs.spec,
+            settings=settings,
+            captioner=captioner,
+        )
+        self._results["captions"] = str(out)
+        self._results["captions_tsv"] = str(tsv)
         self._results["computed_at"] = time.time()
         return runtime
 
@@ -188,6 +268,7 @@ class _WriteDatasetOutputsInputSpec(BaseInterfaceInputSpec):
     bids_dir = traits.Str(mandatory=True)
     feature_sets = traits.List(File(exists=True))
     plan = File(exists=True, mandatory=True)
+    captions_tsv = File(exists=True, desc="generated captions, copied to OUTPUT_DIR/stimuli/")
 
 
 class _WriteDatasetOutputsOutputSpec(TraitedSpec):
@@ -209,6 +290,7 @@ class WriteDatasetOutputs(SimpleInterface):
             Path(self.inputs.bids_dir),
             plan=json.loads(Path(self.inputs.plan).read_text()),
             feature_set_files=[Path(p) for p in self.inputs.feature_sets],
+            captions_tsv=Path(self.inputs.captions_tsv) if self.inputs.captions_tsv else None,
         )
         self._results["files"] = [str(p) for p in files]
         return runtime

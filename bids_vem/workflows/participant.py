@@ -10,6 +10,7 @@ from nipype.pipeline import engine as pe
 from bids_vem.config import RunConfig
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.workflows.interfaces import (
+    CaptionImages,
     ExtractFeatures,
     FitEncoding,
     WriteDatasetOutputs,
@@ -119,14 +120,38 @@ def init_participant_wf(
     )
     cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
 
+    caption_node = None
+    if plan.captioner is not None and plan.to_caption:
+        caption_node = pe.Node(CaptionImages(), name=f"caption_{plan.captioner.name}")
+        caption_node.inputs.name = plan.captioner.name
+        caption_node.inputs.spec = plan.captioner.text
+        caption_node.inputs.model_path = str(plan.captioner.path)
+        caption_node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
+        caption_node.inputs.stim_ids = list(plan.to_caption)
+        caption_node.inputs.prompt = config.caption_prompt
+        caption_node.inputs.max_new_tokens = config.caption_max_tokens
+        caption_node.inputs.captions_per_image = config.captions_per_image
+        caption_node.inputs.device = config.device
+        caption_node.inputs.random_seed = config.random_seed
+        caption_node.inputs.omp_nthreads = config.omp_nthreads
+        caption_node.n_procs = config.omp_nthreads
+        wf.add_nodes([caption_node])
+    human_captions = [str(plan.captions_tsv)] if plan.captions_tsv is not None else []
+
     feature_nodes = {}
     for fs in plan.feature_spaces:
         node = pe.Node(ExtractFeatures(), name=f"features_{fs.name}")
         node.inputs.spec = fs.text
         node.inputs.modality = fs.modality
         node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
-        if plan.captions_tsv is not None and fs.modality == "text":
-            node.inputs.captions = str(plan.captions_tsv)
+        if fs.modality == "text" and caption_node is None:
+            node.inputs.captions = human_captions
+        elif fs.modality == "text":
+            # human captions win for the stimuli they cover, unless --recaption
+            merge = pe.Node(_merge(2), name=f"captions_for_{fs.name}")
+            merge.inputs.in1 = [] if config.recaption else human_captions
+            wf.connect(caption_node, "captions", merge, "in2")
+            wf.connect(merge, "out", node, "captions")
         node.inputs.model_dirs = [str(p) for p in config.model_dirs]
         node.inputs.cache_dir = cache_dir
         node.inputs.device = config.device
@@ -144,6 +169,8 @@ def init_participant_wf(
     for i, node in enumerate(feature_nodes.values(), start=1):
         wf.connect(node, "feature_set", merge_features, f"in{i}")
     wf.connect(merge_features, "out", dataset_node, "feature_sets")
+    if caption_node is not None:
+        wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
 
     for subject in plan.subjects:
         groups = [g for g in plan.run_groups if g.subject == subject]

@@ -7,6 +7,7 @@ writers of :mod:`bids_vem.outputs` and :mod:`bids_vem.reports`.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from bids_vem import __version__
 from bids_vem.encoding.model import EncodingResult
 from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import load_feature_set
+from bids_vem.outputs.atomic import atomic_path
 from bids_vem.outputs.dataset import (
     container_from_environment,
     write_bidsignore,
@@ -55,7 +57,12 @@ def citation_params(plan: dict) -> dict[str, Any]:
 
 
 def write_dataset_outputs(
-    output_dir: Path, bids_dir: Path, *, plan: dict, feature_set_files: list[Path]
+    output_dir: Path,
+    bids_dir: Path,
+    *,
+    plan: dict,
+    feature_set_files: list[Path],
+    captions_tsv: Path | None = None,
 ) -> list[Path]:
     """dataset_description.json, .bidsignore, README, descriptions.tsv, features/ and logs/CITATION.md."""
     files = [
@@ -69,6 +76,12 @@ def write_dataset_outputs(
         write_bidsignore(output_dir),
         write_readme(output_dir),
     ]
+    if captions_tsv is not None:  # generated captions and their sidecar, as derivatives
+        for source in (captions_tsv, captions_tsv.with_suffix(".json")):
+            target = output_dir / "stimuli" / source.name
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+            files.append(target)
     descriptions = {}
     feature_spaces = []
     for path in feature_set_files:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from bids_vem.config import RunConfig
 from bids_vem.errors import DataError, UsageError
+from bids_vem.features.hf_models import resolve_hf_model
 from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec, check_unique_names, parse_feature_space
 from bids_vem.inputs.captions import read_captions
@@ -61,10 +63,43 @@ class ParticipantPlan:
     captions_tsv: Path | None
     feature_spaces: tuple[FeatureSpaceSpec, ...]
     derivatives: tuple[Path, ...]
+    #: the captioner's (name, model path), when images are to be captioned
+    captioner: CaptionerSpec | None = None
+    #: stimuli the captioner captions (all images with --recaption, else those without human captions)
+    to_caption: tuple[str, ...] = ()
 
     @property
     def subjects(self) -> list[str]:
         return sorted({run.subject for run in self.runs})
+
+
+@dataclass(frozen=True)
+class CaptionerSpec:
+    """A vision-language model that captions the stimulus images (``[name=]hf:MODEL``)."""
+
+    name: str
+    text: str
+    model: str
+    path: Path
+
+
+def parse_captioner(text: str, model_dirs: tuple[Path, ...]) -> CaptionerSpec:
+    """Parse ``--captioner`` and find its weights (exit 64 on bad syntax, 66 when missing)."""
+    name, eq, rest = text.partition("=")
+    if not eq or ":" in name:
+        name, rest = "", text
+    family, colon, model = rest.partition(":")
+    if not colon or family != "hf" or not model:
+        raise UsageError(
+            f"--captioner {text!r}: expected hf:MODEL, a transformers folder or a hub id "
+            "(e.g. hf:/models/blip-image-captioning-large or hf:Salesforce/blip-image-captioning-large)"
+        )
+    name = name or re.sub(r"[^0-9A-Za-z]", "", Path(model.rstrip("/")).name)
+    if not re.fullmatch(r"[0-9A-Za-z]+", name or ""):
+        raise UsageError(f"--captioner {text!r}: the name must be letters and digits, got {name!r}")
+    return CaptionerSpec(
+        name=name, text=text, model=model, path=resolve_hf_model(model, model_dirs)
+    )
 
 
 def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
@@ -76,10 +111,14 @@ def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
             "(e.g. --text-encoder sentence:all-MiniLM-L6-v2)"
         )
     check_unique_names(specs)
-    if any(spec.modality == "text" for spec in specs) and config.captions is None:
+    if (
+        any(spec.modality == "text" for spec in specs)
+        and config.captions is None
+        and not config.captioner
+    ):
         raise UsageError(
             "text feature spaces embed the stimulus captions: give --captions CAPTIONS.tsv "
-            "(columns stim_file, caption)"
+            "(columns stim_file, caption) or a --captioner"
         )
     return tuple(specs)
 
@@ -104,6 +143,12 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         Any input problem, with its exit code (missing runs 18/66, missing stimuli 66, ...).
     """
     feature_spaces = _parse_feature_spaces(config)
+    captioner = None
+    if config.captioner and any(spec.modality == "text" for spec in feature_spaces):
+        captioner = parse_captioner(config.captioner, config.model_dirs)
+        log.info("captioner %s (%s): weights at %s", captioner.name, captioner.text, captioner.path)
+    elif config.captioner:
+        log.warning("--captioner is not used: no text feature space embeds captions")
     for spec in feature_spaces:  # a missing model fails now (exit 66), not after hours of work
         path = resolve_model_path(spec, config.model_dirs)
         log.info("feature space %s (%s): weights at %s", spec.name, spec.text, path)
@@ -159,21 +204,35 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     table_tsv.parent.mkdir(parents=True, exist_ok=True)
     stimuli.to_tsv(table_tsv)
 
-    captions_tsv = None
+    captions_tsv, human = None, {}
     if config.captions is not None:
-        captions = read_captions(config.captions, stimuli.stim_ids)
-        n_captions = sum(len(v) for v in captions.values())
+        # with a captioner, human captions may cover only some stimuli: it captions the rest
+        human = read_captions(config.captions, None if captioner else stimuli.stim_ids)
+        human = {stim_id: human[stim_id] for stim_id in stimuli.stim_ids if stim_id in human}
         log.info(
             "captions: %d human captions for %d stimuli from %s",
-            n_captions,
-            len(captions),
+            sum(len(v) for v in human.values()),
+            len(human),
             config.captions,
         )
         # a normalised copy (only our stimuli, sorted) so that the cache keys on content, not on the file
         captions_tsv = work_dir / "stimuli" / "captions.json"
-        write_text_atomic(
-            captions_tsv,
-            json.dumps({s: list(captions[s]) for s in stimuli.stim_ids}, indent=0, sort_keys=True),
+        write_text_atomic(captions_tsv, json.dumps(human, indent=0, sort_keys=True))
+    to_caption: tuple[str, ...] = ()
+    if captioner is not None:
+        to_caption = tuple(s for s in stimuli.stim_ids if config.recaption or s not in human)
+        not_images = [s for s in to_caption if stimuli[s].kind != "image"]
+        if not_images:
+            raise DataError(
+                f"the captioner captions images; {len(not_images)} stimuli without human captions are not "
+                f"images (first: {', '.join(not_images[:5])})"
+            )
+        log.info(
+            "captioner %s will caption %d of %d stimuli%s",
+            captioner.name,
+            len(to_caption),
+            len(stimuli),
+            " (--recaption)" if config.recaption else "",
         )
     return ParticipantPlan(
         runs=tuple(runs),
@@ -184,4 +243,6 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         captions_tsv=captions_tsv,
         feature_spaces=feature_spaces,
         derivatives=derivatives,
+        captioner=captioner,
+        to_caption=to_caption,
     )
