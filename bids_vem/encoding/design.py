@@ -3,21 +3,34 @@
 Each event's feature vector is held over ``[onset, onset + duration)`` on a fine time grid
 (``tr / oversampling``), averaged within each TR ``[k * tr, (k + 1) * tr)``, z-scored per run,
 then stacked at several delays (finite impulse response, Huth/Gallant practice: 1-4 TRs).
+
+Stimuli that carry their own time course (movie frames, story words) come as per-TR features:
+:func:`video_timecourse` places each video's frame features at event onset + frame time and
+averages them within each TR; :func:`build_run_design_from_timecourse` z-scores and delays any
+per-TR time course.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from bids_vem.encoding.resample import average_in_bins
 from bids_vem.errors import DataError
 from bids_vem.features.feature_set import FeatureSet
 
-__all__ = ["feature_timecourse", "zscore", "add_delays", "build_run_design"]
+__all__ = [
+    "feature_timecourse",
+    "zscore",
+    "add_delays",
+    "build_run_design",
+    "build_run_design_from_timecourse",
+    "video_timecourse",
+]
 
 # grid positions closer than this (in grid steps) to a boundary count as on it:
 # onsets such as 0.1 s on a 0.2 s grid must not fall one step late through rounding
@@ -208,3 +221,124 @@ def build_run_design(
         events, features, n_volumes, tr, oversampling=oversampling, source=source
     )
     return add_delays(zscore(timecourse, axis=0), delays).astype(np.float32)
+
+
+def build_run_design_from_timecourse(
+    timecourse: np.ndarray, delays: Sequence[int], *, source: str | None = None
+) -> np.ndarray:
+    """Design matrix of one run from per-TR features: z-scored within the run, FIR delays.
+
+    Parameters
+    ----------
+    timecourse : ndarray of shape (n_volumes, n_features)
+        Features of each TR (e.g. from :func:`video_timecourse` or a story's Lanczos resampling).
+    delays : sequence of int
+        FIR delays in TRs, as in :func:`add_delays`.
+    source : str, optional
+        Name of what the time course comes from, used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_features * len(delays)), float32
+
+    Raises
+    ------
+    DataError
+        The time course is not 2-D or holds NaN or infinite values.
+    """
+    where = f"{source}: " if source else ""
+    timecourse = np.asarray(timecourse)
+    if timecourse.ndim != 2:
+        raise DataError(
+            f"{where}per-TR features must be 2-D (n_volumes, n_features), "
+            f"got shape {timecourse.shape}"
+        )
+    if not np.all(np.isfinite(timecourse)):
+        row = int(np.flatnonzero(~np.isfinite(timecourse).all(axis=1))[0])
+        raise DataError(f"{where}per-TR features hold NaN or infinite values (first at TR {row})")
+    return add_delays(zscore(timecourse, axis=0), delays).astype(np.float32)
+
+
+def video_timecourse(
+    events: pd.DataFrame,
+    frame_features: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    n_volumes: int,
+    tr: float,
+    *,
+    source: str | None = None,
+) -> np.ndarray:
+    """Per-TR features of the videos a run shows: frame features averaged within each TR.
+
+    Each frame of an event's video is placed at ``onset + frame timestamp``; frames at or after
+    ``onset + duration`` were not shown and are dropped (a duration of 0 keeps the whole
+    video). All frames that fall in a TR ``[k * tr, (k + 1) * tr)`` are averaged, across
+    events too (Tang et al. 2023: 15-fps frame features averaged per 2-s TR).
+
+    Parameters
+    ----------
+    events : DataFrame
+        Columns ``onset`` and ``duration`` (seconds) and ``stim_id`` (None or NaN: no stimulus).
+    frame_features : mapping of str to (ndarray, ndarray)
+        For each video's stimulus id, its frame features of shape (n_frames, n_features) and the
+        frame timestamps of shape (n_frames,) in seconds from the start of the video (as
+        returned by ``bids_vem.features.video.video_features``).
+    n_volumes : int
+        Number of TRs of the run.
+    tr : float
+        Repetition time in seconds.
+    source : str, optional
+        Name of the events file, used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_features), float64
+        TRs in which no frame is shown are 0 (and all rows when no event shows a video; the
+        width is then that of any entry of ``frame_features``).
+
+    Raises
+    ------
+    DataError
+        A stimulus id has no frame features, the videos disagree on the number of features,
+        or onsets/durations are not finite and non-negative.
+    """
+    where = f"{source}: " if source else ""
+    missing = {"onset", "duration", "stim_id"} - set(events.columns)
+    if missing:
+        raise DataError(f"{where}events lack column(s) {', '.join(sorted(missing))}")
+    if n_volumes < 1 or tr <= 0:
+        raise DataError(f"{where}need n_volumes >= 1 and tr > 0")
+    stim_ids = _stimulus_ids(events)
+    keep = [i for i, s in enumerate(stim_ids) if s is not None]
+    absent = sorted({stim_ids[i] for i in keep} - set(frame_features))
+    if absent:
+        shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
+        raise DataError(f"{where}{len(absent)} video(s) without frame features: {shown}")
+    widths = {np.asarray(frame_features[stim_ids[i]][0]).shape[1] for i in keep}
+    if len(widths) > 1:
+        raise DataError(
+            f"{where}frame features of the videos differ in width: {sorted(widths)} features"
+        )
+
+    times, values = [], []
+    for i in keep:
+        onset, duration = events["onset"].iloc[i], events["duration"].iloc[i]
+        if not (np.isfinite(onset) and np.isfinite(duration) and duration >= 0):
+            raise DataError(
+                f"{where}event {i} has onset {onset!r} and duration {duration!r}; "
+                "expected finite numbers, duration >= 0"
+            )
+        features, stamps = frame_features[stim_ids[i]]
+        features, stamps = np.asarray(features), np.asarray(stamps, dtype=np.float64)
+        if features.ndim != 2 or stamps.shape != (features.shape[0],):
+            raise DataError(
+                f"{where}frame features of {stim_ids[i]!r} have shape {features.shape} "
+                f"but {stamps.shape} timestamps"
+            )
+        shown = stamps < duration if duration > 0 else np.ones(len(stamps), dtype=bool)
+        times.append(float(onset) + stamps[shown])
+        values.append(features[shown])
+    if not keep:
+        # no video in this run: zeros as wide as the features of any video
+        width = next((np.asarray(f).shape[1] for f, _ in frame_features.values()), 0)
+        return np.zeros((n_volumes, width))
+    return average_in_bins(np.concatenate(times), np.concatenate(values), n_volumes, tr)

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bids_vem.encoding.design import add_delays, build_run_design, feature_timecourse, zscore
+from bids_vem.encoding.design import (
+    add_delays,
+    build_run_design,
+    build_run_design_from_timecourse,
+    feature_timecourse,
+    video_timecourse,
+    zscore,
+)
 from bids_vem.errors import DataError
 from bids_vem.features.feature_set import FeatureSet
 
@@ -131,3 +138,60 @@ def test_build_run_design_is_zscored_time_course_with_delays():
     np.testing.assert_allclose(X[1:, :2], z[:-1], atol=1e-6)
     np.testing.assert_allclose(X[2:, 2:], z[:-2], atol=1e-6)
     assert np.all(X[0] == 0)
+
+
+def test_design_from_a_timecourse_equals_the_event_design():
+    features = _features({"a": [1.0, 0.0], "b": [0.5, 2.0]})
+    events = _events([(0.0, 3.0, "a"), (5.0, 2.0, "b"), (11.0, 4.0, "a")])
+    timecourse = feature_timecourse(events, features, 10, 2.0)
+    expected = build_run_design(events, features, 10, 2.0, delays=[1, 2, 3])
+    out = build_run_design_from_timecourse(timecourse, delays=[1, 2, 3])
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(DataError, match=r"story\.txt: per-TR features must be 2-D"):
+        build_run_design_from_timecourse(np.zeros(10), [1], source="story.txt")
+
+
+def test_video_timecourse_places_frames_at_onset_plus_timestamp():
+    # two clips of 1-d features whose value is the frame time; TR 1 s
+    stamps = np.arange(0, 3, 0.25)
+    clips = {
+        "a.mp4": (stamps[:, None] + 100.0, stamps),
+        "b.mp4": (stamps[:, None] + 200.0, stamps),
+    }
+    events = pd.DataFrame(
+        {
+            "onset": [1.0, 6.5, 9.0],
+            "duration": [2.0, 0.0, 1.0],  # a.mp4 shown 2 s of 3; b.mp4 whole; a.mp4 again 1 s
+            "stim_id": ["a.mp4", "b.mp4", None],
+        }
+    )
+    out = video_timecourse(events, clips, n_volumes=12, tr=1.0)
+    expected = np.zeros((12, 1))
+    for onset, duration, base in [(1.0, 2.0, 100.0), (6.5, 3.0, 200.0)]:
+        times = onset + stamps[stamps < duration]
+        values = stamps[stamps < duration] + base
+        for k in range(12):
+            inside = (times >= k) & (times < k + 1)
+            if inside.any():
+                expected[k, 0] = values[inside].mean()
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    assert np.all(out[[0, 3, 4, 5, 10, 11]] == 0)
+    # TR 6 sees b's first two frames (6.5, 6.75 s), TR 9 its last two (9.0, 9.25 s)
+    np.testing.assert_allclose(out[[6, 9], 0], [200.125, 202.625])
+
+
+def test_video_timecourse_errors_name_the_events_file():
+    clip = {"a.mp4": (np.zeros((4, 2)), np.arange(4) / 15)}
+    events = pd.DataFrame({"onset": [0.0], "duration": [1.0], "stim_id": ["gone.mkv"]})
+    with pytest.raises(DataError, match=r"run-1_events\.tsv: 1 video.*gone\.mkv"):
+        video_timecourse(events, clip, 5, 2.0, source="run-1_events.tsv")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        build_run_design_from_timecourse(np.array([[0.0], [np.nan]]), [1], source="x")
+
+
+def test_video_timecourse_of_a_run_without_video_is_zeros_of_the_feature_width():
+    clips = {"a.mp4": (np.ones((4, 3)), np.arange(4) / 15)}
+    events = pd.DataFrame({"onset": [0.0], "duration": [1.0], "stim_id": [None]})
+    out = video_timecourse(events, clips, n_volumes=5, tr=2.0)
+    np.testing.assert_array_equal(out, np.zeros((5, 3)))
