@@ -27,11 +27,16 @@ from bids_vem.features.models import (
     sentence_preprocessing,
     weights_sha256,
 )
-from bids_vem.features.specs import FeatureSpaceSpec
+from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
 from bids_vem.inputs.stimuli import file_sha256
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 
-__all__ = ["extract_feature_space", "write_feature_derivatives"]
+__all__ = [
+    "expand_feature_space",
+    "extract_feature_space",
+    "extract_feature_spaces",
+    "write_feature_derivatives",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +93,50 @@ def _model_description(spec: FeatureSpaceSpec, model_path: Path) -> dict[str, An
         return inspect_openclip(spec, model_path).describe()
     if spec.family == "sentence":
         return {"preprocessing": sentence_preprocessing(model_path)}
+    if spec.family in ("hf", "bridgetower"):
+        from bids_vem.features.transformers_encoders import inspect_transformers
+
+        return inspect_transformers(spec, model_path).describe()
     return {}
+
+
+def _expand(spec: FeatureSpaceSpec, model_path: Path) -> list[FeatureSpaceSpec]:
+    if spec.layers is None:
+        return [spec]
+    from bids_vem.features.transformers_encoders import model_layers
+
+    n_layers, has_pooler = model_layers(spec, model_path)
+    return expand_layers(spec, n_layers, has_pooler=has_pooler)
+
+
+def expand_feature_space(
+    spec: FeatureSpaceSpec,
+    model_dirs: Sequence[Path | str] = (),
+    *,
+    allow_downloads: bool = False,
+) -> list[FeatureSpaceSpec]:
+    """The feature spaces one spec stands for: itself, or one per ``#layers`` layer.
+
+    ``#layers=all`` needs the model's depth, read from its ``config.json`` (no weights are
+    loaded), so the model is resolved first.
+
+    Returns
+    -------
+    list of FeatureSpaceSpec
+        Named ``<name>L<k>`` / ``<name>Pooler`` for layer requests (``layer`` set).
+
+    Raises
+    ------
+    InputMissingError
+        The model is not found (66).
+    UsageError
+        A layer the model does not have (64).
+    """
+    if spec.layers is None:
+        return [spec]
+    with offline_mode(allow_downloads):
+        model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
+        return _expand(spec, model_path)
 
 
 def extract_feature_space(
@@ -105,11 +153,14 @@ def extract_feature_space(
     num_workers: int = 0,
     allow_downloads: bool = False,
     progress: bool = True,
+    precision: str = "auto",
 ) -> FeatureSet:
     """Compute (or fetch from the cache) one feature space over ``stim_ids``.
 
     Text spaces embed every caption of a stimulus and take the MEAN over its captions
     (as Doerig et al. with the five COCO captions per image); image spaces embed the image file.
+    A spec with ``#layers`` stands for several spaces: use :func:`extract_feature_spaces`
+    (this function accepts it only when it names exactly one layer).
 
     Parameters
     ----------
@@ -127,11 +178,13 @@ def extract_feature_space(
     cache_dir : Path, optional
         Feature cache folder (``WORK_DIR/features``); None disables caching.
     device, batch_size, num_workers
-        Where and in what batches the encoder runs.
+        Where and in what batches the encoder runs (``num_workers`` image-decoding processes).
     allow_downloads : bool
         Let the Hugging Face libraries download missing weights (default: offline).
     progress : bool
         Progress bar while encoding images.
+    precision : str
+        ``"auto"``: bf16 (else fp16) autocast on CUDA, float32 on CPU; ``"float32"``: never.
 
     Returns
     -------
@@ -144,6 +197,60 @@ def extract_feature_space(
         Missing captions or images (the stimuli are named) or missing model weights (exit 66).
     DataError
         An unreadable image (exit 65).
+    UsageError
+        A spec that expands to several layer spaces (exit 64).
+    """
+    feature_sets = extract_feature_spaces(
+        spec,
+        stim_ids,
+        image_paths=image_paths,
+        image_sha256=image_sha256,
+        captions=captions,
+        model_dirs=model_dirs,
+        cache_dir=cache_dir,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        allow_downloads=allow_downloads,
+        progress=progress,
+        precision=precision,
+    )
+    if len(feature_sets) != 1:
+        raise UsageError(
+            f"feature space {spec.text!r} stands for {len(feature_sets)} layer spaces; "
+            f"extract them with extract_feature_spaces"
+        )
+    return feature_sets[0]
+
+
+def extract_feature_spaces(
+    spec: FeatureSpaceSpec,
+    stim_ids: Sequence[str],
+    *,
+    image_paths: Mapping[str, Path] | None = None,
+    image_sha256: Mapping[str, str] | None = None,
+    captions: Mapping[str, Sequence[str]] | None = None,
+    model_dirs: Sequence[Path | str] = (),
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    allow_downloads: bool = False,
+    progress: bool = True,
+    precision: str = "auto",
+) -> list[FeatureSet]:
+    """Every feature space of one spec (one per ``#layers`` layer) from ONE model load.
+
+    Each layer space is cached on its own (its key includes the layer and pooling); the model
+    is loaded only when some layer is missing from the cache, and then every missing layer
+    comes from the same forward pass per batch. Parameters and errors as
+    :func:`extract_feature_space`.
+
+    Returns
+    -------
+    list of FeatureSet
+        In the order of :func:`expand_feature_space` (``<name>L<k>``...), each
+        (n_stimuli, n_features) float32.
     """
     stim_ids = tuple(str(s) for s in stim_ids)
     if not stim_ids:
@@ -164,81 +271,102 @@ def extract_feature_space(
     with offline_mode(allow_downloads):
         model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
         weights_hash = weights_sha256(model_path)
-        description = _model_description(spec, model_path)
+        layer_specs = _expand(spec, model_path)
         stimuli_hash = cache_key({"stimuli": stimuli_part})
-        key = cache_key(
-            {
+        _, computed_precision = image_encoders.autocast_context(device, precision)
+        cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        results: dict[int, FeatureSet] = {}
+        todo: list[tuple[int, FeatureSpaceSpec, str, dict[str, Any]]] = []
+        for index, layer_spec in enumerate(layer_specs):
+            description = _model_description(layer_spec, model_path)
+            parts: dict[str, Any] = {
                 "code": FEATURE_CODE_VERSION,
                 # the spec without its name: renaming a feature space recomputes nothing
-                "spec": [spec.family, spec.model, spec.weights],
-                "modality": spec.modality,
+                "spec": [layer_spec.family, layer_spec.model, layer_spec.weights],
+                "modality": layer_spec.modality,
                 "weights_sha256": weights_hash,
                 "model": description,
-                "versions": numeric_versions(spec.family),
+                "versions": numeric_versions(layer_spec.family),
                 "stimuli": stimuli_hash,
             }
-        )
-        cache = FeatureCache(cache_dir) if cache_dir is not None else None
-        cached = cache.get(key) if cache is not None else None
-        if cached is not None and cached.stim_ids == stim_ids:
-            logger.info(
-                "feature space %s: %d stimuli, %d dims, from cache",
-                spec.name,
-                len(stim_ids),
-                cached.n_features,
-            )
-            return replace(cached, name=spec.name, spec=spec.text)
+            options = {k: v for k, v in layer_spec.options.items() if k != "layers"}
+            if options:  # only when set, so that keys of plain specs stay as they were
+                parts["options"] = options
+            if computed_precision != "float32":
+                parts["precision"] = computed_precision
+            key = cache_key(parts)
+            cached = cache.get(key) if cache is not None else None
+            if cached is not None and cached.stim_ids == stim_ids:
+                logger.info(
+                    "feature space %s: %d stimuli, %d dims, from cache",
+                    layer_spec.name,
+                    len(stim_ids),
+                    cached.n_features,
+                )
+                results[index] = replace(cached, name=layer_spec.name, spec=layer_spec.text)
+            else:
+                todo.append((index, layer_spec, key, description))
 
-        metadata: dict[str, Any] = {
-            "spec": spec.text,
-            "family": spec.family,
-            "model": spec.model,
-            "weights": spec.weights,
-            "model_path": str(model_path),
-            "weights_sha256": weights_hash,
-            **description,
-            "versions": library_versions(),
-            "stimuli_sha256": stimuli_hash,
-        }
-        if spec.modality == "text":
-            counts = [len(c) for c in caption_lists]
-            flat = [c for texts in caption_lists for c in texts]
-            embeddings = text_encoders.encode_texts(
-                spec, flat, model_path=model_path, device=device, batch_size=batch_size
-            )
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            values = np.add.reduceat(embeddings.astype(np.float64), starts, axis=0)
-            values = (values / np.asarray(counts)[:, None]).astype(np.float32)
-            metadata["n_captions"] = counts
-            metadata["aggregation"] = "mean over each stimulus's caption embeddings"
-        else:
-            values = image_encoders.encode_images(
-                spec,
-                paths,
-                model_path=model_path,
-                device=device,
-                batch_size=batch_size,
-                num_workers=num_workers,
-                progress=progress,
-            )
-        feature_set = FeatureSet(
-            name=spec.name,
-            spec=spec.text,
-            modality=spec.modality,
-            stim_ids=stim_ids,
-            values=values,
-            metadata=metadata,
-        )
-        if cache is not None:
-            cache.put(key, feature_set)
-            feature_set = replace(feature_set, metadata={**metadata, "cache_key": key})
-    logger.info(
-        "feature space %s: %d stimuli, %d dims, computed",
-        spec.name,
-        len(stim_ids),
-        feature_set.n_features,
-    )
-    return feature_set
+        if todo:
+            layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
+            common = {"device": device, "batch_size": batch_size, "precision": precision}
+            if spec.modality == "text":
+                counts = [len(c) for c in caption_lists]
+                flat = [c for texts in caption_lists for c in texts]
+                per_layer = text_encoders.encode_text_layers(
+                    spec, flat, model_path=model_path, layers=layers, **common
+                )
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+                for layer, embeddings in per_layer.items():
+                    summed = np.add.reduceat(embeddings.astype(np.float64), starts, axis=0)
+                    per_layer[layer] = (summed / np.asarray(counts)[:, None]).astype(np.float32)
+            else:
+                per_layer = image_encoders.encode_image_layers(
+                    spec,
+                    paths,
+                    model_path=model_path,
+                    layers=layers,
+                    num_workers=num_workers,
+                    progress=progress,
+                    **common,
+                )
+            for index, layer_spec, key, description in todo:
+                metadata: dict[str, Any] = {
+                    "spec": layer_spec.text,
+                    "family": layer_spec.family,
+                    "model": layer_spec.model,
+                    "weights": layer_spec.weights,
+                    "model_path": str(model_path),
+                    "weights_sha256": weights_hash,
+                    **description,
+                    "versions": library_versions(),
+                    "stimuli_sha256": stimuli_hash,
+                    "precision": computed_precision,
+                }
+                if layer_spec.layer is not None:
+                    metadata["layer"] = layer_spec.layer
+                if spec.modality == "text":
+                    metadata["n_captions"] = counts
+                    metadata["aggregation"] = "mean over each stimulus's caption embeddings"
+                feature_set = FeatureSet(
+                    name=layer_spec.name,
+                    spec=layer_spec.text,
+                    modality=layer_spec.modality,
+                    stim_ids=stim_ids,
+                    values=per_layer[layer_spec.layer],
+                    metadata=metadata,
+                )
+                if cache is not None:
+                    cache.put(key, feature_set)
+                    feature_set = replace(feature_set, metadata={**metadata, "cache_key": key})
+                results[index] = feature_set
+                logger.info(
+                    "feature space %s: %d stimuli, %d dims, computed",
+                    layer_spec.name,
+                    len(stim_ids),
+                    feature_set.n_features,
+                )
+    return [results[i] for i in range(len(layer_specs))]
 
 
 def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list[Path]:
@@ -295,6 +423,9 @@ def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list
         "NStimuli": len(feature_set.stim_ids),
         "NFeatures": feature_set.n_features,
         "CaptionsPerStimulus": meta.get("n_captions"),
+        "Layer": meta.get("layer"),
+        "TokenPooling": meta.get("pool"),
+        "Precision": meta.get("precision"),
         "SoftwareVersions": meta.get("versions"),
         "Sources": [f"bids::stimuli/{s}" for s in feature_set.stim_ids],
     }

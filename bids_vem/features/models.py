@@ -48,6 +48,7 @@ __all__ = [
     "load_openclip",
     "load_sentence_model",
     "sentence_preprocessing",
+    "describe_specs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -326,11 +327,34 @@ def _resolve_openclip(spec: FeatureSpaceSpec, dirs: Sequence[Path], allow_downlo
     raise _not_found(spec, tried, f"open_clip pretrained weights {spec.model}@{spec.weights}")
 
 
+# --- transformers (hf, bridgetower) -------------------------------------------------------
+
+
+def _resolve_transformers(
+    spec: FeatureSpaceSpec, model_dirs: Sequence[Path | str], allow_downloads: bool
+) -> Path:
+    """A ``save_pretrained`` folder, found by :func:`bids_vem.features.hf_models.resolve_hf_model`.
+
+    With ``allow_downloads`` a hub id not found locally is downloaded into the hub cache.
+    """
+    from bids_vem.features.hf_models import resolve_hf_model
+
+    try:
+        return Path(resolve_hf_model(spec.model, model_dirs))
+    except InputMissingError as exc:
+        if allow_downloads and not is_path_like(spec.model) and "/" in spec.model:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(spec.model))
+        raise InputMissingError(f"feature space {spec.text!r}: {exc}") from exc
+
+
 #: family -> resolver(spec, search dirs, allow_downloads) -> local path
 _RESOLVERS: dict[str, Callable[[FeatureSpaceSpec, Sequence[Path], bool], Path]] = {
     "sentence": _resolve_sentence,
     "openclip": _resolve_openclip,
 }
+_TRANSFORMERS_FAMILIES = ("hf", "bridgetower")
 
 
 def resolve_model_path(
@@ -352,7 +376,8 @@ def resolve_model_path(
     Returns
     -------
     Path
-        A sentence-transformers folder, an open_clip local-dir folder or an open_clip weights file.
+        A sentence-transformers folder, an open_clip local-dir folder or weights file, or a
+        transformers ``save_pretrained`` folder (``hf``, ``bridgetower``).
 
     Raises
     ------
@@ -361,6 +386,9 @@ def resolve_model_path(
     UsageError
         An open_clip pretrained tag that open_clip does not know (exit 64).
     """
+    if spec.family in _TRANSFORMERS_FAMILIES:
+        # hf_models searches --model-dir and $BIDS_VEM_MODEL_DIR itself
+        return _resolve_transformers(spec, model_dirs, allow_downloads)
     try:
         resolver = _RESOLVERS[spec.family]
     except KeyError:
@@ -431,6 +459,8 @@ def numeric_versions(family: str) -> dict[str, str | None]:
     names = {
         "openclip": ("open_clip", "torch"),
         "sentence": ("sentence_transformers", "transformers", "torch"),
+        "hf": ("transformers", "torch"),
+        "bridgetower": ("transformers", "torch"),
     }.get(family, tuple(versions))
     return {n: (versions[n] or "none").split(".")[0] for n in names}
 
@@ -637,3 +667,68 @@ def sentence_preprocessing(model_path: Path) -> dict[str, Any]:
             with contextlib.suppress(OSError, ValueError):
                 out[name] = json.loads(path.read_text(encoding="utf-8"))
     return out
+
+
+# --- which specs resolve here (bids_vem models list|verify) --------------------------------
+
+
+def describe_specs(
+    specs: Sequence[FeatureSpaceSpec],
+    model_dirs: Sequence[Path | str] = (),
+    *,
+    verify: bool = False,
+) -> list[dict[str, Any]]:
+    """Where the weights of each spec are on this machine, for ``bids_vem models list|verify``.
+
+    Nothing is downloaded and no model is loaded. ``list`` (``verify=False``) only resolves
+    paths; ``verify`` also hashes the weights and reads the model's configuration (open_clip
+    config and QuickGELU setting, transformers ``config.json``), so a folder that would fail
+    at extraction fails here.
+
+    Parameters
+    ----------
+    specs : sequence of FeatureSpaceSpec
+    model_dirs : sequence of path
+        The ``--model-dir`` folders.
+    verify : bool
+        Hash the weights and check the configuration.
+
+    Returns
+    -------
+    list of dict
+        One per spec: ``spec``, ``name``, ``family``, ``modality``, ``found`` (bool),
+        ``path`` (str or None), ``error`` (the one-line message or None), ``exit_code``
+        (0, or the code the error would exit with) and, with ``verify``, ``weights_sha256``.
+    """
+    from bids_vem.errors import BidsVemError
+
+    rows = []
+    with offline_mode(False):
+        for spec in specs:
+            row: dict[str, Any] = {
+                "spec": spec.text,
+                "name": spec.name,
+                "family": spec.family,
+                "modality": spec.modality,
+                "found": False,
+                "path": None,
+                "error": None,
+                "exit_code": 0,
+            }
+            try:
+                path = resolve_model_path(spec, model_dirs)
+                row["path"] = str(path)
+                if verify:
+                    row["weights_sha256"] = weights_sha256(path)
+                    if spec.family == "openclip":
+                        row["quick_gelu"] = inspect_openclip(spec, path).quick_gelu
+                    elif spec.family in _TRANSFORMERS_FAMILIES:
+                        from bids_vem.features.transformers_encoders import inspect_transformers
+
+                        row["model_type"] = inspect_transformers(spec, path).model_type
+                row["found"] = True
+            except BidsVemError as exc:
+                row["error"] = str(exc)
+                row["exit_code"] = exc.exit_code
+            rows.append(row)
+    return rows

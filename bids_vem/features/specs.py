@@ -1,6 +1,6 @@
 """Feature-space specs: one string names a model family, a model and where its weights come from.
 
-Syntax: ``[name=]family:model[@weights]``, for example::
+Syntax: ``[name=]family:model[@weights][#option=value...]``, for example::
 
     sentence:/models/all-MiniLM-L6-v2            a sentence-transformers folder
     sentence:all-MiniLM-L6-v2                    a name, resolved in the model directories
@@ -9,6 +9,29 @@ Syntax: ``[name=]family:model[@weights]``, for example::
     openclip:/models/my-clip                     an open_clip local-dir folder
                                                  (open_clip_config.json + open_clip_model.safetensors)
     minilm=sentence:all-MiniLM-L6-v2             the same with an explicit feature-space name
+    hf:/models/roberta-base#pool=mean            any transformers text model (encoder or decoder
+                                                 LM), token states pooled: mean | cls | last
+    hf:/models/clip-vit-b-32                     a CLIP / SigLIP vision tower (transformers) for
+                                                 images: embeds | pooled | mean | cls
+    bridgetower:/models/bt-base#layers=all       BridgeTower, one feature space per layer
+    bridgetower:/models/bt-base#layers=4,8#pool=cls
+
+Options follow the model as ``#key=value`` (several: ``#layers=4,8#pool=cls``):
+
+``pool``
+    How token states become one vector. ``hf`` text: ``mean`` (masked mean over tokens, the
+    default), ``cls`` (first token) or ``last`` (last non-padding token, for decoder LMs).
+    ``hf`` images: ``embeds`` (CLIP ``image_embeds``, after the projection), ``pooled``
+    (the tower's ``pooler_output``), ``mean`` or ``cls`` over patch tokens; the default is
+    ``embeds`` for CLIP checkpoints with a projection, else ``pooled``. ``bridgetower``:
+    ``mean`` (default) or ``cls``. Layer spaces always pool with ``mean`` or ``cls``.
+``layers``
+    Intermediate layers, each its own feature space named ``<name>L<k>``: ``all``, or a
+    comma list of layer numbers and ``pooler``. Layer 0 is the embedding layer, layer k the
+    output of the k-th block. For ``bridgetower`` the blocks are the modality's uni-modal
+    encoder layers (1..n) followed by the cross-modal layers (n+1..n+c) of the same stream;
+    ``pooler`` is the cross-modal pooler (images; ``all`` includes it for images), named
+    ``<name>Pooler``. ``all`` is every block, 1..n_layers. Families: ``hf``, ``bridgetower``.
 
 Default names are the model's base name with every non-alphanumeric character removed
 (``all-MiniLM-L6-v2`` -> ``allMiniLML6v2``, ``ViT-B-32`` -> ``ViTB32``). Families that embed
@@ -20,7 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 
 from bids_vem.errors import UsageError
@@ -29,7 +52,10 @@ __all__ = [
     "FAMILIES",
     "MODALITIES",
     "FeatureSpaceSpec",
+    "POOLINGS",
     "parse_feature_space",
+    "expand_layers",
+    "layer_suffix",
     "check_unique_names",
     "is_path_like",
 ]
@@ -40,7 +66,21 @@ __all__ = [
 FAMILIES: dict[str, frozenset[str]] = {
     "openclip": frozenset({"text", "image"}),
     "sentence": frozenset({"text"}),
+    "hf": frozenset({"text", "image"}),
+    "bridgetower": frozenset({"text", "image"}),
 }
+
+#: (family, modality) -> the ``#pool=`` values it accepts
+POOLINGS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("hf", "text"): ("mean", "cls", "last"),
+    ("hf", "image"): ("embeds", "pooled", "mean", "cls"),
+    ("bridgetower", "text"): ("mean", "cls"),
+    ("bridgetower", "image"): ("mean", "cls"),
+}
+#: token poolings that apply to intermediate layers
+LAYER_POOLINGS = ("mean", "cls", "last")
+_LAYER_FAMILIES = ("hf", "bridgetower")
+_OPTIONS = ("pool", "layers")
 
 MODALITIES = ("text", "image")
 
@@ -67,6 +107,14 @@ class FeatureSpaceSpec:
         The part after ``@``: a weights file or a pretrained tag (open_clip only).
     text : str
         The original spec string.
+    pool : str or None
+        ``#pool=`` option (see :data:`POOLINGS`); None: the family's default.
+    layers : tuple or None
+        ``#layers=`` request: ``("all",)`` or layer numbers and ``"pooler"``; None: the final
+        output only. Cleared by :func:`expand_layers`, which sets ``layer`` instead.
+    layer : int, str or None
+        The one layer this spec is (after :func:`expand_layers`): a layer number or
+        ``"pooler"``; None: the model's final output.
     """
 
     name: str
@@ -75,6 +123,21 @@ class FeatureSpaceSpec:
     model: str
     weights: str | None
     text: str
+    pool: str | None = None
+    layers: tuple[int | str, ...] | None = None
+    layer: int | str | None = None
+
+    @property
+    def options(self) -> dict[str, object]:
+        """The options that change the numbers (for cache keys and metadata); empty by default."""
+        out: dict[str, object] = {}
+        if self.pool is not None:
+            out["pool"] = self.pool
+        if self.layer is not None:
+            out["layer"] = self.layer
+        if self.layers is not None:
+            out["layers"] = list(self.layers)
+        return out
 
 
 def is_path_like(value: str) -> bool:
@@ -130,7 +193,7 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
     match = _SPEC_RE.match(spec_text)
     if match is None:
         raise UsageError(
-            f"feature space {spec_text!r}: expected [name=]family:model[@weights], "
+            f"feature space {spec_text!r}: expected [name=]family:model[@weights][#option=value], "
             f"e.g. 'sentence:/models/all-MiniLM-L6-v2' or 'openclip:ViT-B-32@/models/w.safetensors'"
         )
     family = match["family"].lower()
@@ -144,7 +207,8 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
             f"feature space {spec_text!r}: family {family!r} cannot embed {modality} "
             f"(it embeds: {', '.join(sorted(FAMILIES[family]))})"
         )
-    rest = match["rest"]
+    rest, _, option_text = match["rest"].partition("#")
+    pool, layers = _parse_options(spec_text, family, modality, option_text)
     model, sep, weights = rest.partition("@")
     model = model.strip()
     weights_value: str | None = weights.strip() if sep else None
@@ -152,10 +216,10 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
         raise UsageError(f"feature space {spec_text!r}: the model part after {family}: is empty")
     if sep and not weights_value:
         raise UsageError(f"feature space {spec_text!r}: nothing after '@' (weights file or tag)")
-    if family == "sentence" and weights_value is not None:
+    if family in ("sentence", "hf", "bridgetower") and weights_value is not None:
         raise UsageError(
-            f"feature space {spec_text!r}: sentence models take no @weights; "
-            f"give the model folder, e.g. 'sentence:/models/all-MiniLM-L6-v2'"
+            f"feature space {spec_text!r}: {family} models take no @weights; "
+            f"give the model folder, e.g. '{family}:/models/<model folder>'"
         )
     if match["name"] is not None:
         name = match["name"].strip()
@@ -178,7 +242,123 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
         model=model,
         weights=weights_value,
         text=spec_text,
+        pool=pool,
+        layers=layers,
     )
+
+
+def _parse_options(
+    spec_text: str, family: str, modality: str, option_text: str
+) -> tuple[str | None, tuple[int | str, ...] | None]:
+    pool: str | None = None
+    layers: tuple[int | str, ...] | None = None
+    if not option_text:
+        return pool, layers
+    for item in option_text.split("#"):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        key = key.lower()
+        if key not in _OPTIONS or not sep or not value:
+            raise UsageError(
+                f"feature space {spec_text!r}: bad option {item!r}; options are "
+                f"#pool=<pooling> and #layers=all|<k>,<k>... (e.g. '#layers=4,8#pool=mean')"
+            )
+        if key == "pool":
+            allowed = POOLINGS.get((family, modality), ())
+            if value.lower() not in allowed:
+                what = f"one of {', '.join(allowed)}" if allowed else "not an option"
+                raise UsageError(
+                    f"feature space {spec_text!r}: #pool={value} is not supported for "
+                    f"{family} {modality} spaces ({what})"
+                )
+            pool = value.lower()
+        else:
+            if family not in _LAYER_FAMILIES:
+                raise UsageError(
+                    f"feature space {spec_text!r}: #layers is supported for the families "
+                    f"{', '.join(_LAYER_FAMILIES)}, not {family!r}"
+                )
+            layers = _parse_layers(spec_text, value)
+    if layers is not None and pool is not None and pool not in LAYER_POOLINGS:
+        raise UsageError(
+            f"feature space {spec_text!r}: #pool={pool} gives one vector per image, not per "
+            f"layer; layer spaces pool with {' or '.join(LAYER_POOLINGS)}"
+        )
+    return pool, layers
+
+
+def _parse_layers(spec_text: str, value: str) -> tuple[int | str, ...]:
+    if value.lower() == "all":
+        return ("all",)
+    out: list[int | str] = []
+    for token in value.split(","):
+        token = token.strip().lower()
+        if token == "pooler":
+            out.append("pooler")
+        elif token.isdigit():
+            out.append(int(token))
+        else:
+            raise UsageError(
+                f"feature space {spec_text!r}: #layers={value}: {token!r} is not a layer number "
+                f"(give all, or numbers and 'pooler' separated by commas)"
+            )
+    if len(set(out)) != len(out):
+        raise UsageError(f"feature space {spec_text!r}: #layers={value} repeats a layer")
+    return tuple(out)
+
+
+def layer_suffix(layer: int | str) -> str:
+    """The name suffix of one layer space: ``L4`` for layer 4, ``Pooler`` for the pooler."""
+    return "Pooler" if layer == "pooler" else f"L{int(layer)}"
+
+
+def expand_layers(
+    spec: FeatureSpaceSpec, n_layers: int, *, has_pooler: bool = False
+) -> list[FeatureSpaceSpec]:
+    """One spec per requested layer, named ``<name>L<k>`` (``<name>Pooler``).
+
+    Parameters
+    ----------
+    spec : FeatureSpaceSpec
+        A parsed spec; without ``#layers`` it is returned alone, unchanged.
+    n_layers : int
+        Blocks of the model for this modality (from its config, see
+        :func:`bids_vem.features.layers.model_layers`): layers 0..n_layers exist.
+    has_pooler : bool
+        Whether the model has a ``pooler`` output for this modality (``all`` includes it).
+
+    Returns
+    -------
+    list of FeatureSpaceSpec
+        Each with ``layers=None`` and ``layer`` set, in the requested order.
+
+    Raises
+    ------
+    UsageError
+        A layer number above ``n_layers`` or ``pooler`` where the model has none (exit 64).
+    """
+    if spec.layers is None:
+        return [spec]
+    if spec.layers == ("all",):
+        wanted: list[int | str] = list(range(1, n_layers + 1))
+        if has_pooler:
+            wanted.append("pooler")
+    else:
+        wanted = list(spec.layers)
+    for layer in wanted:
+        if layer == "pooler" and not has_pooler:
+            raise UsageError(
+                f"feature space {spec.text!r}: this model has no pooler layer for "
+                f"{spec.modality} (layers 0..{n_layers} exist)"
+            )
+        if layer != "pooler" and int(layer) > n_layers:
+            raise UsageError(
+                f"feature space {spec.text!r}: layer {layer} does not exist "
+                f"(layers 0..{n_layers}: 0 is the embedding layer)"
+            )
+    return [
+        replace(spec, name=spec.name + layer_suffix(layer), layers=None, layer=layer)
+        for layer in wanted
+    ]
 
 
 def check_unique_names(specs: Iterable[FeatureSpaceSpec]) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bids_vem.features.extract import extract_feature_space
+from bids_vem.features.extract import extract_feature_space, extract_feature_spaces
 from bids_vem.features.specs import parse_feature_space
 from bids_vem.features.text import encode_texts
 
@@ -78,3 +78,44 @@ def test_tiny_clip_on_real_coco_jpegs(coco_val, tiny_clip):
     np.testing.assert_allclose(np.linalg.norm(feature_set.values, axis=1), 1.0, atol=1e-5)
     # different images give different features
     assert len(np.unique(feature_set.values.round(5), axis=0)) == len(paths)
+
+
+def test_coco_batch_size_does_not_change_features_and_cache_is_byte_exact(
+    coco_val, tiny_clip, tmp_path
+):
+    folder, _ = coco_val
+    paths = sorted(folder.glob("*.jpg"))
+    stim_ids = [p.name for p in paths]
+    spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "image")
+    kwargs = dict(image_paths={p.name: p for p in paths}, progress=False)
+    first = extract_feature_space(spec, stim_ids, batch_size=64, cache_dir=tmp_path, **kwargs)
+    # odd batch size, images decoded in two worker processes: the same rows
+    other = extract_feature_space(spec, stim_ids, batch_size=7, num_workers=2, **kwargs)
+    np.testing.assert_allclose(other.values, first.values, atol=1e-5)
+    cached = extract_feature_space(spec, stim_ids, batch_size=3, cache_dir=tmp_path, **kwargs)
+    assert cached.values.tobytes() == first.values.tobytes()
+    assert cached.metadata["cache_key"] == first.metadata["cache_key"]
+
+
+def test_coco_hf_layer_spaces_batch_invariant(coco_val, tmp_path):
+    """A tiny transformers CLIP tower, two layer spaces from one pass, on 40 real images."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    model_dir = tmp_path / "tiny-vit"
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, image_size=32, patch_size=8)  # fmt: skip
+    CLIPVisionModel(config).eval().save_pretrained(model_dir)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(model_dir)
+    folder, _ = coco_val
+    paths = sorted(folder.glob("*.jpg"))[:40]
+    spec = parse_feature_space(f"v=hf:{model_dir}#layers=1,2", "image")
+    kwargs = dict(image_paths={p.name: p for p in paths}, progress=False)
+    big = extract_feature_spaces(spec, [p.name for p in paths], batch_size=40, **kwargs)
+    small = extract_feature_spaces(spec, [p.name for p in paths], batch_size=3, **kwargs)
+    assert [fs.name for fs in big] == ["vL1", "vL2"]
+    for a, b in zip(big, small, strict=True):
+        assert a.values.shape == (40, 32) and a.values.dtype == np.float32
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+    assert not np.allclose(big[0].values, big[1].values)

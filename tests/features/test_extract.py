@@ -20,9 +20,10 @@ from bids_vem.inputs.stimuli import file_sha256
 
 @pytest.fixture
 def count_calls(monkeypatch):
-    """Wrap the text and image encoders used by extract.py and count their calls."""
+    """Wrap the text and image encoders used by extract.py and count their calls (model loads)."""
     calls = {"text": 0, "image": 0}
-    real_text, real_image = extract.text_encoders.encode_texts, extract.image_encoders.encode_images
+    real_text = extract.text_encoders.encode_text_layers
+    real_image = extract.image_encoders.encode_image_layers
 
     def text(*args, **kwargs):
         calls["text"] += 1
@@ -32,8 +33,8 @@ def count_calls(monkeypatch):
         calls["image"] += 1
         return real_image(*args, **kwargs)
 
-    monkeypatch.setattr(extract.text_encoders, "encode_texts", text)
-    monkeypatch.setattr(extract.image_encoders, "encode_images", image)
+    monkeypatch.setattr(extract.text_encoders, "encode_text_layers", text)
+    monkeypatch.setattr(extract.image_encoders, "encode_image_layers", image)
     return calls
 
 

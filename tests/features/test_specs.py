@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bids_vem.errors import UsageError
-from bids_vem.features.specs import check_unique_names, parse_feature_space
+from bids_vem.features.specs import check_unique_names, expand_layers, parse_feature_space
 
 
 @pytest.mark.parametrize(
@@ -98,3 +98,46 @@ def test_duplicate_names_are_a_usage_error():
     with pytest.raises(UsageError, match="share the name 'allMiniLML6v2'") as info:
         check_unique_names([first, second])
     assert info.value.exit_code == 64
+
+
+def test_options_pool_and_layers():
+    spec = parse_feature_space("hf:/models/roberta-base#pool=cls", "text")
+    assert (spec.name, spec.family, spec.model, spec.pool) == (
+        "robertabaseText",
+        "hf",
+        "/models/roberta-base",
+        "cls",
+    )
+    spec = parse_feature_space("bt=bridgetower:/m/bt-base#layers=4,8,pooler#pool=mean", "image")
+    assert spec.layers == (4, 8, "pooler") and spec.pool == "mean" and spec.model == "/m/bt-base"
+    assert parse_feature_space("bridgetower:/m/bt#layers=all", "text").layers == ("all",)
+    expanded = expand_layers(spec, n_layers=18, has_pooler=True)
+    assert [(s.name, s.layer, s.layers) for s in expanded] == [
+        ("btL4", 4, None),
+        ("btL8", 8, None),
+        ("btPooler", "pooler", None),
+    ]
+    everything = expand_layers(parse_feature_space("x=hf:/m/vit#layers=all", "image"), 3)
+    assert [s.name for s in everything] == ["xL1", "xL2", "xL3"]
+    with pytest.raises(UsageError, match="layer 19 does not exist"):
+        expand_layers(parse_feature_space("bridgetower:/m/bt#layers=19", "text"), 18)
+
+
+@pytest.mark.parametrize(
+    ("text", "modality", "message"),
+    [
+        ("hf:/m/x#pool=max", "text", "#pool=max is not supported"),
+        ("hf:/m/x#pool=embeds", "text", "not supported for hf text"),
+        ("hf:/m/x#layers=1,x", "text", "'x' is not a layer number"),
+        ("hf:/m/x#layers=2,2", "text", "repeats a layer"),
+        ("hf:/m/x#depth=3", "text", "bad option"),
+        ("hf:/m/x#layers=2#pool=embeds", "image", "layer spaces pool with"),
+        ("openclip:/m/clip#layers=2", "image", "#layers is supported for the families"),
+        ("sentence:/m/minilm#pool=mean", "text", "not supported for sentence"),
+        ("hf:bert@w.safetensors", "text", "take no @weights"),
+    ],
+)
+def test_bad_options_are_usage_errors(text, modality, message):
+    with pytest.raises(UsageError, match=message) as info:
+        parse_feature_space(text, modality)
+    assert info.value.exit_code == 64 and "\n" not in str(info.value)
