@@ -32,7 +32,12 @@ import numpy as np
 import torch
 
 from bids_vem.encoding.bold import intersect_masks, load_bold, read_confounds
-from bids_vem.encoding.design import build_run_design, zscore
+from bids_vem.encoding.design import (
+    build_run_design,
+    build_run_design_from_timecourse,
+    video_timecourse,
+    zscore,
+)
 from bids_vem.encoding.ridge import ridge_cv_alphas, ridge_predict, score_correlation, score_r2
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.features.feature_set import FeatureSet
@@ -309,7 +314,8 @@ def encode_runs(
 ) -> EncodingResult:
     """Encoding model of one participant's runs from one feature space.
 
-    Reads each run's events and BOLD, builds its design (:func:`build_run_design`), cleans its
+    Reads each run's events and BOLD, builds its design (:func:`build_run_design`; for video
+    frames, :func:`video_timecourse` then :func:`build_run_design_from_timecourse`), cleans its
     BOLD inside the voxels common to all runs' masks (:func:`load_bold`), then calls
     :func:`fit_encoding_model`.
 
@@ -356,6 +362,7 @@ def encode_runs(
     if len(runs) < 2:
         raise DataError(f"leave-one-run-out needs at least 2 runs; found 1: {runs[0].name}")
     mask = intersect_masks([run.mask for run in runs])
+    frames = feature_set.frames() if feature_set.timed else None
 
     Xs, Ys = [], []
     for run in runs:
@@ -366,15 +373,23 @@ def encode_runs(
             )
         Y = load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr)
         events = read_events(run.events, stim_column)
-        X = build_run_design(
-            events,
-            feature_set,
-            Y.shape[0],
-            run.tr,
-            delays,
-            oversampling=oversampling,
-            source=str(run.events),
-        )
+        if feature_set.timed:
+            # video frames: each frame at onset + its time, averaged within each TR
+            X = build_run_design_from_timecourse(
+                video_timecourse(events, frames, Y.shape[0], run.tr, source=str(run.events)),
+                delays,
+                source=str(run.events),
+            )
+        else:
+            X = build_run_design(
+                events,
+                feature_set,
+                Y.shape[0],
+                run.tr,
+                delays,
+                oversampling=oversampling,
+                source=str(run.events),
+            )
         Xs.append(X)
         Ys.append(Y)
     result = fit_encoding_model(

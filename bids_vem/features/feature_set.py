@@ -26,10 +26,14 @@ class FeatureSet:
     modality : str
         ``"text"`` (from captions) or ``"image"`` (from the stimulus files).
     stim_ids : tuple of str
-        Row labels: the stimulus ids (path relative to ``stimuli/``), one per row of ``values``.
-    values : ndarray of shape (n_stimuli, n_features), float32
+        Row labels: the stimulus ids (path relative to ``stimuli/``), one per row of ``values``
+        (with ``times``, one per frame: a video's id repeats over its frames).
+    values : ndarray of shape (n_rows, n_features), float32
     metadata : dict
         Provenance: weights sha256, preprocessing, stimulus-table hash, library versions.
+    times : ndarray of shape (n_rows,), float64, or None
+        For timed stimuli (video frames): each row's time in seconds from the stimulus onset.
+        None for one row per stimulus (images, captions).
     """
 
     name: str
@@ -38,6 +42,7 @@ class FeatureSet:
     stim_ids: tuple[str, ...]
     values: np.ndarray
     metadata: dict = field(default_factory=dict)
+    times: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.values.ndim != 2 or self.values.shape[0] != len(self.stim_ids):
@@ -45,6 +50,27 @@ class FeatureSet:
                 f"feature space {self.name!r}: values of shape {self.values.shape} do not match "
                 f"{len(self.stim_ids)} stimulus ids"
             )
+        if self.times is not None and self.times.shape != (len(self.stim_ids),):
+            raise ValueError(
+                f"feature space {self.name!r}: {self.times.shape} times for {len(self.stim_ids)} rows"
+            )
+
+    @property
+    def timed(self) -> bool:
+        """Whether rows are timed samples (video frames) rather than one row per stimulus."""
+        return self.times is not None
+
+    def frames(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per stimulus, its rows and their times: ``{stim_id: (features, times)}``."""
+        if self.times is None:
+            raise ValueError(
+                f"feature space {self.name!r} has one row per stimulus, not timed rows"
+            )
+        ids = np.asarray(self.stim_ids)
+        return {
+            stim_id: (self.values[ids == stim_id], self.times[ids == stim_id])
+            for stim_id in dict.fromkeys(self.stim_ids)
+        }
 
     @property
     def n_features(self) -> int:
@@ -69,6 +95,11 @@ def _write_npz(handle, feature_set: FeatureSet) -> None:
         handle,
         values=np.ascontiguousarray(feature_set.values, dtype=np.float32),
         stim_ids=np.array(feature_set.stim_ids, dtype=str),
+        **(
+            {}
+            if feature_set.times is None
+            else {"times": np.asarray(feature_set.times, np.float64)}
+        ),
         header=np.array(
             json.dumps(
                 {
@@ -93,4 +124,5 @@ def load_feature_set(path: Path) -> FeatureSet:
             stim_ids=tuple(str(s) for s in data["stim_ids"]),
             values=data["values"].astype(np.float32, copy=False),
             metadata=header.get("metadata", {}),
+            times=data["times"] if "times" in data else None,
         )

@@ -159,7 +159,8 @@ def init_participant_wf(
         node.inputs.random_seed = config.random_seed
         node.n_procs = config.omp_nthreads
         feature_nodes[fs.name] = node
-        wf.add_nodes([node])
+        if node not in wf._graph:  # not yet added by a connection
+            wf.add_nodes([node])
 
     dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
     dataset_node.inputs.output_dir = str(config.output_dir)
