@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     verbosity = _verbosity(argv)
+    # "bids_vem models list|verify"; "bids_vem models OUT participant" is still a BIDS_DIR named models
+    if argv[:1] == ["models"] and (len(argv) == 1 or argv[1] in ("list", "verify", "-h", "--help")):
+        return _run_models(argv[1:], verbosity)
     try:
         try:
             config = cli.main(
@@ -122,6 +125,23 @@ def main(argv: list[str] | None = None) -> int:
             f"unexpected {type(err).__name__}: {err} (rerun with -vv for the traceback and report it)",
             1,
         )
+
+
+def _run_models(argv: list[str], verbosity: int) -> int:
+    """``bids_vem models list|verify ...``: which model specs resolve on this machine."""
+    from bids_vem.cli.models import models_cli
+
+    try:
+        models_cli.main(args=argv, prog_name="bids_vem models", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        return int(exit_.exit_code)
+    except click.UsageError as err:
+        return _fail(f"{err.format_message()} (see bids_vem models --help)", 64)
+    except BidsVemError as err:
+        if verbosity >= 2:
+            traceback.print_exc()
+        return _fail(str(err), err.exit_code)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

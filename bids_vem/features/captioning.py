@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_vem.errors import DataError, InputMissingError, UsageError
-from bids_vem.features.hf_models import is_hf_model_dir
+from bids_vem.features.hf_models import is_hf_model_dir, resolve_hf_model
 from bids_vem.features.image import read_rgb_image
 from bids_vem.features.models import offline_mode, weights_sha256
 from bids_vem.outputs.atomic import write_text_atomic
@@ -45,6 +46,8 @@ __all__ = [
     "Captioner",
     "write_captions_tsv",
     "read_generated_captions",
+    "CaptionerSpec",
+    "parse_captioner",
 ]
 
 logger = logging.getLogger(__name__)
@@ -554,3 +557,40 @@ def read_generated_captions(path: Path | str) -> dict[str, list[str]]:
         caption = cells[caption_column]
         captions.setdefault(cells[stim_column], []).append("" if caption == "n/a" else caption)
     return captions
+
+
+@dataclass(frozen=True)
+class CaptionerSpec:
+    """A vision-language model that captions the stimulus images (``[name=]hf:MODEL``)."""
+
+    name: str
+    text: str
+    model: str
+    path: Path
+
+
+def parse_captioner(text: str, model_dirs: Sequence[Path | str] = ()) -> CaptionerSpec:
+    """Parse ``--captioner`` (``[name=]hf:MODEL``) and find its weights.
+
+    Raises
+    ------
+    UsageError
+        Bad syntax or name (exit 64).
+    InputMissingError
+        The weights are not on this machine (exit 66, listing the paths tried).
+    """
+    name, eq, rest = text.partition("=")
+    if not eq or ":" in name:
+        name, rest = "", text
+    family, colon, model = rest.partition(":")
+    if not colon or family != "hf" or not model:
+        raise UsageError(
+            f"--captioner {text!r}: expected hf:MODEL, a transformers folder or a hub id "
+            "(e.g. hf:/models/blip-image-captioning-large or hf:Salesforce/blip-image-captioning-large)"
+        )
+    name = name or re.sub(r"[^0-9A-Za-z]", "", Path(model.rstrip("/")).name)
+    if not re.fullmatch(r"[0-9A-Za-z]+", name or ""):
+        raise UsageError(f"--captioner {text!r}: the name must be letters and digits, got {name!r}")
+    return CaptionerSpec(
+        name=name, text=text, model=model, path=resolve_hf_model(model, model_dirs)
+    )

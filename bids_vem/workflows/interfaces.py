@@ -56,24 +56,28 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
     device = traits.Str("cpu", usedefault=True)
     batch_size = traits.Int(32, usedefault=True)
+    allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
     random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class _ExtractFeaturesOutputSpec(TraitedSpec):
-    feature_set = File(exists=True, desc="FeatureSet .npz")
+    feature_sets = traits.List(File(exists=True), desc="FeatureSet .npz files, one per layer")
     computed_at = traits.Float(desc="when this step last computed (epoch seconds)")
 
 
 class ExtractFeatures(SimpleInterface):
-    """Features of one feature space for every stimulus (``features.extract_feature_space``)."""
+    """Features of one model spec for every stimulus (``features.extract_feature_spaces``).
+
+    A ``#layers`` spec gives one feature set per layer from one model load.
+    """
 
     input_spec = _ExtractFeaturesInputSpec
     output_spec = _ExtractFeaturesOutputSpec
 
     def _run_interface(self, runtime):
         from bids_vem.encoding.device import resolve_device
-        from bids_vem.features.extract import extract_feature_space
+        from bids_vem.features.extract import extract_feature_spaces
         from bids_vem.features.feature_set import save_feature_set
         from bids_vem.features.specs import parse_feature_space
         from bids_vem.inputs.stimuli import StimulusTable
@@ -86,8 +90,10 @@ class ExtractFeatures(SimpleInterface):
             captions = {}
             for path in self.inputs.captions:
                 for stim_id, texts in json.loads(Path(path).read_text()).items():
-                    captions.setdefault(stim_id, texts)
-        feature_set = extract_feature_space(
+                    texts = [text for text in texts if text.strip()]  # a VLM may say nothing
+                    if texts:
+                        captions.setdefault(stim_id, texts)
+        feature_sets = extract_feature_spaces(
             spec,
             table.stim_ids,
             image_paths={s.stim_id: s.path for s in table},
@@ -97,10 +103,13 @@ class ExtractFeatures(SimpleInterface):
             cache_dir=Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
             device=str(resolve_device(self.inputs.device)),
             batch_size=self.inputs.batch_size,
+            allow_downloads=self.inputs.allow_downloads,
         )
-        out = Path(runtime.cwd) / f"features_{spec.name}.npz"
-        save_feature_set(feature_set, out)
-        self._results["feature_set"] = str(out)
+        paths = []
+        for feature_set in feature_sets:
+            paths.append(Path(runtime.cwd) / f"features_{feature_set.name}.npz")
+            save_feature_set(feature_set, paths[-1])
+        self._results["feature_sets"] = [str(p) for p in paths]
         self._results["computed_at"] = time.time()
         return runtime
 

