@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bids_vem.errors import InputMissingError, OutputError, UsageError
+from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import image as image_encoders
 from bids_vem.features import text as text_encoders
 from bids_vem.features.cache import FeatureCache, cache_key
@@ -28,7 +28,7 @@ from bids_vem.features.models import (
     weights_sha256,
 )
 from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
-from bids_vem.inputs.stimuli import file_sha256
+from bids_vem.inputs.stimuli import file_sha256, stimulus_kind
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 
 __all__ = [
@@ -238,8 +238,12 @@ def extract_feature_spaces(
     allow_downloads: bool = False,
     progress: bool = True,
     precision: str = "auto",
+    frame_rate: float = 15.0,
 ) -> list[FeatureSet]:
     """Every feature space of one spec (one per ``#layers`` layer) from ONE model load.
+
+    Image spaces over video stimuli embed frames sampled at ``frame_rate`` (per second) and
+    return timed feature sets (one row per frame, with its time from the video's start).
 
     Each layer space is cached on its own (its key includes the layer and pooling); the model
     is loaded only when some layer is missing from the cache, and then every missing layer
@@ -267,6 +271,9 @@ def extract_feature_spaces(
     else:
         paths, hashes = _image_inputs(spec, stim_ids, image_paths, image_sha256)
         stimuli_part = [[s, h] for s, h in zip(stim_ids, hashes, strict=True)]
+    videos = spec.modality == "image" and _are_videos(spec, stim_ids)
+    if videos:
+        stimuli_part.append(["frame_rate", float(frame_rate)])
 
     with offline_mode(allow_downloads):
         model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
@@ -296,7 +303,7 @@ def extract_feature_spaces(
                 parts["precision"] = computed_precision
             key = cache_key(parts)
             cached = cache.get(key) if cache is not None else None
-            if cached is not None and cached.stim_ids == stim_ids:
+            if cached is not None and tuple(dict.fromkeys(cached.stim_ids)) == stim_ids:
                 logger.info(
                     "feature space %s: %d stimuli, %d dims, from cache",
                     layer_spec.name,
@@ -320,6 +327,10 @@ def extract_feature_spaces(
                 for layer, embeddings in per_layer.items():
                     summed = np.add.reduceat(embeddings.astype(np.float64), starts, axis=0)
                     per_layer[layer] = (summed / np.asarray(counts)[:, None]).astype(np.float32)
+            elif videos:
+                per_layer, row_ids, times = _encode_video_layers(
+                    spec, stim_ids, paths, model_path, layers, frame_rate, progress, common
+                )
             else:
                 per_layer = image_encoders.encode_image_layers(
                     spec,
@@ -348,13 +359,19 @@ def extract_feature_spaces(
                 if spec.modality == "text":
                     metadata["n_captions"] = counts
                     metadata["aggregation"] = "mean over each stimulus's caption embeddings"
+                if videos:
+                    metadata["frame_rate"] = float(frame_rate)
+                    metadata["aggregation"] = (
+                        "one row per frame; averaged within each TR by the design"
+                    )
                 feature_set = FeatureSet(
                     name=layer_spec.name,
                     spec=layer_spec.text,
                     modality=layer_spec.modality,
-                    stim_ids=stim_ids,
+                    stim_ids=row_ids if videos else stim_ids,
                     values=per_layer[layer_spec.layer],
                     metadata=metadata,
+                    times=times if videos else None,
                 )
                 if cache is not None:
                     cache.put(key, feature_set)
@@ -367,6 +384,67 @@ def extract_feature_spaces(
                     feature_set.n_features,
                 )
     return [results[i] for i in range(len(layer_specs))]
+
+
+def _are_videos(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:
+    """Whether an image space embeds videos (all stimuli) or images (none); both is an error."""
+    kinds = {stim_id: stimulus_kind(stim_id) for stim_id in stim_ids}
+    n_videos = sum(kind == "video" for kind in kinds.values())
+    if 0 < n_videos < len(stim_ids):
+        images = [s for s, kind in kinds.items() if kind != "video"]
+        raise DataError(
+            f"feature space {spec.name!r}: {n_videos} video and {len(images)} other stimuli "
+            f"(first: {_first(images)}); run images and videos as separate tasks"
+        )
+    return n_videos > 0
+
+
+def _encode_video_layers(
+    spec: FeatureSpaceSpec,
+    stim_ids: tuple[str, ...],
+    paths: list[Path],
+    model_path: Path,
+    layers: list[Any],
+    frame_rate: float,
+    progress: bool,
+    common: dict[str, Any],
+) -> tuple[dict[Any, np.ndarray], tuple[str, ...], np.ndarray]:
+    """Frames of every video through the image model, batch by batch (one model load).
+
+    Returns the per-layer features (n_frames_total, d), each row's stimulus id and its time
+    (s) from the start of its video.
+    """
+    from tqdm.auto import tqdm
+
+    from bids_vem.features.video import iter_frames
+
+    per_layer: dict[Any, list[np.ndarray]] = {layer: [] for layer in layers}
+    row_ids: list[str] = []
+    times: list[float] = []
+
+    def flush(frames: list[Any]) -> None:
+        encoded = image_encoders.encode_image_layers(
+            spec, frames, model_path=model_path, layers=layers, progress=False, **common
+        )
+        for layer in layers:
+            per_layer[layer].append(encoded[layer])
+
+    bar = tqdm(total=len(paths), desc=f"{spec.name} (videos)", unit="video", disable=not progress)
+    for stim_id, path in zip(stim_ids, paths, strict=True):
+        frames: list[Any] = []
+        for time_s, frame in iter_frames(path, frame_rate):
+            frames.append(frame)
+            row_ids.append(stim_id)
+            times.append(time_s)
+            if len(frames) == common["batch_size"]:
+                flush(frames)
+                frames = []
+        if frames:
+            flush(frames)
+        bar.update()
+    bar.close()
+    values = {layer: np.concatenate(parts).astype(np.float32) for layer, parts in per_layer.items()}
+    return values, tuple(row_ids), np.asarray(times, dtype=np.float64)
 
 
 def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list[Path]:
@@ -420,21 +498,30 @@ def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list
         "QuickGELU": meta.get("quick_gelu"),
         "ConfigSource": meta.get("config_source"),
         "Preprocessing": meta.get("preprocessing"),
-        "NStimuli": len(feature_set.stim_ids),
+        "NStimuli": len(dict.fromkeys(feature_set.stim_ids)),
+        "FrameRate": meta.get("frame_rate"),
         "NFeatures": feature_set.n_features,
         "CaptionsPerStimulus": meta.get("n_captions"),
         "Layer": meta.get("layer"),
         "TokenPooling": meta.get("pool"),
         "Precision": meta.get("precision"),
         "SoftwareVersions": meta.get("versions"),
-        "Sources": [f"bids::stimuli/{s}" for s in feature_set.stim_ids],
+        "Sources": [f"bids::stimuli/{s}" for s in dict.fromkeys(feature_set.stim_ids)],
     }
     description = {k: v for k, v in description.items() if v is not None}
-    rows = "".join(f"{i}\t{s}\n" for i, s in enumerate(feature_set.stim_ids))
+    if feature_set.timed:  # video frames: each row's time from the start of its video
+        header = "row\tstim_id\ttime\n"
+        rows = "".join(
+            f"{i}\t{s}\t{t:.6f}\n"
+            for i, (s, t) in enumerate(zip(feature_set.stim_ids, feature_set.times, strict=True))
+        )
+    else:
+        header = "row\tstim_id\n"
+        rows = "".join(f"{i}\t{s}\n" for i, s in enumerate(feature_set.stim_ids))
     try:
         with atomic_path(npy) as tmp, open(tmp, "wb") as handle:
             np.save(handle, np.ascontiguousarray(feature_set.values, dtype=np.float32))
-        write_text_atomic(tsv, "row\tstim_id\n" + rows)
+        write_text_atomic(tsv, header + rows)
         write_text_atomic(sidecar, json.dumps(description, indent=2, default=str) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write feature files under {folder}: {exc}") from exc

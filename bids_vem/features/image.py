@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bids_vem.errors import DataError, UsageError
-from bids_vem.features.models import inspect_openclip, load_openclip
+from bids_vem.features.models import cached_load, inspect_openclip, load_openclip, weights_sha256
 from bids_vem.features.specs import FeatureSpaceSpec
 
 __all__ = [
@@ -35,6 +35,8 @@ def read_rgb_image(path: Path) -> Any:
     """
     from PIL import Image
 
+    if isinstance(path, Image.Image):  # a decoded frame (video stimuli)
+        return path.convert("RGB")
     try:
         with Image.open(path) as image:
             image.load()
@@ -188,7 +190,10 @@ def _encode_openclip_images(
     if layers != [None]:
         raise UsageError(f"feature space {spec.text!r}: open_clip spaces have no layer outputs")
     info = inspect_openclip(spec, model_path)
-    model, preprocess, _ = load_openclip(info, device=device)
+    model, preprocess, _ = cached_load(
+        ("openclip", str(model_path), weights_sha256(model_path), device),
+        lambda: load_openclip(info, device=device),
+    )
     return run_image_batches(
         paths,
         preprocess,
@@ -257,7 +262,8 @@ def encode_image_layers(
         Layer -> ndarray of shape (n_images, n_features), float32.
     """
     _check(spec, batch_size)
-    paths = [Path(p) for p in paths]
+    # file paths, or decoded frames (PIL images) of video stimuli
+    paths = [p if hasattr(p, "convert") else Path(p) for p in paths]
     if not paths:
         return {layer: np.zeros((0, 0), dtype=np.float32) for layer in layers}
     values = IMAGE_ENCODERS[spec.family](

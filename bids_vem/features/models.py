@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -396,6 +397,29 @@ def resolve_model_path(
             f"feature space {spec.text!r}: no resolver for family {spec.family!r}"
         ) from None
     return resolver(spec, model_search_dirs(model_dirs), allow_downloads)
+
+
+# --- loaded models, kept while they are used again ----------------------------------------
+
+_LOADED: OrderedDict[tuple, Any] = OrderedDict()
+#: models kept loaded in one process (a video is encoded batch by batch with the same model)
+LOADED_MODELS_KEPT = 2
+
+
+def cached_load(key: tuple, load: Callable[[], Any]) -> Any:
+    """``load()`` once per ``key`` (which must name the weights' content); keeps the last few.
+
+    Encoding a movie frame batch by frame batch, or several feature spaces of one model, must
+    not read the weights again for every call.
+    """
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    value = load()
+    _LOADED[key] = value
+    while len(_LOADED) > LOADED_MODELS_KEPT:
+        _LOADED.popitem(last=False)
+    return value
 
 
 # --- hashing and versions ------------------------------------------------------------------

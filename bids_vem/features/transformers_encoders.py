@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bids_vem.errors import DataError, InputMissingError, UsageError
+from bids_vem.features.models import cached_load, weights_sha256
 from bids_vem.features.specs import FeatureSpaceSpec
 
 __all__ = [
@@ -158,6 +159,19 @@ def model_layers(spec: FeatureSpaceSpec, model_path: Path) -> tuple[int, bool]:
 
 
 def _load(loader: Any, model_path: Path, device: str, **kwargs: Any) -> Any:
+    key = (
+        getattr(loader, "__name__", str(loader)),
+        str(model_path),
+        weights_sha256(model_path),
+        device,
+    )
+    return cached_load(
+        key + tuple((k, repr(v)) for k, v in sorted(kwargs.items())),
+        lambda: _load_now(loader, model_path, device, **kwargs),
+    )
+
+
+def _load_now(loader: Any, model_path: Path, device: str, **kwargs: Any) -> Any:
     try:
         model = loader.from_pretrained(str(model_path), local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - missing/corrupt weights or processor files

@@ -56,6 +56,7 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
     device = traits.Str("cpu", usedefault=True)
     batch_size = traits.Int(32, usedefault=True)
+    frame_rate = traits.Float(15.0, usedefault=True, desc="frames per second sampled from videos")
     allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
     random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
@@ -104,6 +105,7 @@ class ExtractFeatures(SimpleInterface):
             device=str(resolve_device(self.inputs.device)),
             batch_size=self.inputs.batch_size,
             allow_downloads=self.inputs.allow_downloads,
+            frame_rate=self.inputs.frame_rate,
         )
         paths = []
         for feature_set in feature_sets:

@@ -158,6 +158,7 @@ def init_participant_wf(
         node.inputs.cache_dir = cache_dir
         node.inputs.device = config.device
         node.inputs.allow_downloads = config.allow_downloads
+        node.inputs.frame_rate = config.frame_rate
         node.inputs.omp_nthreads = config.omp_nthreads
         node.inputs.random_seed = config.random_seed
         node.n_procs = config.omp_nthreads

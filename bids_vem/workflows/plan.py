@@ -173,11 +173,12 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     )
     log.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
     if any(spec.modality == "image" for spec in feature_spaces):
-        not_images = [stim.stim_id for stim in stimuli if stim.kind != "image"]
-        if not_images:
+        kinds = {stim.kind for stim in stimuli}
+        if not (kinds <= {"image"} or kinds <= {"video"}):
+            others = [stim.stim_id for stim in stimuli if stim.kind != "image"]
             raise DataError(
-                f"image feature spaces need image stimuli; {len(not_images)} stimuli are not images "
-                f"(first: {', '.join(not_images[:5])}); video and text stimuli come in a later version"
+                f"image feature spaces embed images or videos, one kind per run: found {sorted(kinds)} "
+                f"stimuli (first not an image: {', '.join(others[:5])}); select one kind with --task"
             )
 
     work_dir.mkdir(parents=True, exist_ok=True)
