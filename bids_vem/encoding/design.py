@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from bids_vem.encoding.resample import average_in_bins
+from bids_vem.encoding.resample import average_in_bins, lanczos_resample
 from bids_vem.errors import DataError
 from bids_vem.features.feature_set import FeatureSet
 
@@ -266,8 +266,13 @@ def video_timecourse(
     tr: float,
     *,
     source: str | None = None,
+    resample: str = "average",
 ) -> np.ndarray:
     """Per-TR features of the videos a run shows: frame features averaged within each TR.
+
+    The same placement serves any timed samples of a stimulus: with ``resample="lanczos"``
+    the samples (words of a story, at their onsets) are Lanczos-interpolated at the TR
+    centres instead of averaged (Huth lab practice for word features).
 
     Each frame of an event's video is placed at ``onset + frame timestamp``; frames at or after
     ``onset + duration`` were not shown and are dropped (a duration of 0 keeps the whole
@@ -288,6 +293,9 @@ def video_timecourse(
         Repetition time in seconds.
     source : str, optional
         Name of the events file, used in error messages.
+    resample : {"average", "lanczos"}
+        How samples become TRs: :func:`~bids_vem.encoding.resample.average_in_bins` or
+        :func:`~bids_vem.encoding.resample.lanczos_resample`.
 
     Returns
     -------
@@ -341,4 +349,8 @@ def video_timecourse(
         # no video in this run: zeros as wide as the features of any video
         width = next((np.asarray(f).shape[1] for f, _ in frame_features.values()), 0)
         return np.zeros((n_volumes, width))
+    if resample == "lanczos":
+        return lanczos_resample(np.concatenate(times), np.concatenate(values), n_volumes, tr)
+    if resample != "average":
+        raise ValueError(f"resample must be 'average' or 'lanczos', got {resample!r}")
     return average_in_bins(np.concatenate(times), np.concatenate(values), n_volumes, tr)

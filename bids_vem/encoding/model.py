@@ -363,6 +363,8 @@ def encode_runs(
         raise DataError(f"leave-one-run-out needs at least 2 runs; found 1: {runs[0].name}")
     mask = intersect_masks([run.mask for run in runs])
     frames = feature_set.frames() if feature_set.timed else None
+    # video frames are averaged within each TR, words of a story Lanczos-interpolated
+    resample = feature_set.metadata.get("resample", "average")
 
     Xs, Ys = [], []
     for run in runs:
@@ -376,7 +378,9 @@ def encode_runs(
         if feature_set.timed:
             # video frames: each frame at onset + its time, averaged within each TR
             X = build_run_design_from_timecourse(
-                video_timecourse(events, frames, Y.shape[0], run.tr, source=str(run.events)),
+                video_timecourse(
+                    events, frames, Y.shape[0], run.tr, source=str(run.events), resample=resample
+                ),
                 delays,
                 source=str(run.events),
             )

@@ -28,6 +28,7 @@ from bids_vem.features.models import (
     weights_sha256,
 )
 from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
+from bids_vem.features.story import DEFAULT_CONTEXT, read_word_timings, word_contexts
 from bids_vem.inputs.stimuli import file_sha256, stimulus_kind
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 
@@ -265,7 +266,17 @@ def extract_feature_spaces(
             f"feature space {spec.name!r}: duplicated stimulus ids {_first(duplicated)}"
         )
 
-    if spec.modality == "text":
+    stories = spec.modality == "text" and _are_stories(spec, stim_ids)
+    if stories:
+        # transcripts: the words of each story's timings file, each with its context
+        paths, _ = _image_inputs(spec, stim_ids, image_paths, image_sha256)
+        timings = [read_word_timings(path) for path in paths]
+        stimuli_part = [
+            [s, file_sha256(p), file_sha256(p.with_suffix(".tsv"))]
+            for s, p in zip(stim_ids, paths, strict=True)
+        ]
+        stimuli_part.append(["n_context", DEFAULT_CONTEXT])
+    elif spec.modality == "text":
         caption_lists = _caption_lists(spec, stim_ids, captions)
         stimuli_part: Any = [[s, c] for s, c in zip(stim_ids, caption_lists, strict=True)]
     else:
@@ -317,7 +328,16 @@ def extract_feature_spaces(
         if todo:
             layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
             common = {"device": device, "batch_size": batch_size, "precision": precision}
-            if spec.modality == "text":
+            if stories:
+                contexts = [c for words, _, _ in timings for c in word_contexts(words)]
+                per_layer = text_encoders.encode_text_layers(
+                    spec, contexts, model_path=model_path, layers=layers, **common
+                )
+                row_ids = tuple(
+                    s for s, (w, _, _) in zip(stim_ids, timings, strict=True) for _ in w
+                )
+                times = np.concatenate([onsets for _, onsets, _ in timings]).astype(np.float64)
+            elif spec.modality == "text":
                 counts = [len(c) for c in caption_lists]
                 flat = [c for texts in caption_lists for c in texts]
                 per_layer = text_encoders.encode_text_layers(
@@ -356,7 +376,14 @@ def extract_feature_spaces(
                 }
                 if layer_spec.layer is not None:
                     metadata["layer"] = layer_spec.layer
-                if spec.modality == "text":
+                if stories:
+                    metadata["n_context"] = DEFAULT_CONTEXT
+                    metadata["resample"] = "lanczos"
+                    metadata["aggregation"] = (
+                        f"one row per word, embedded with up to {DEFAULT_CONTEXT} words of context on "
+                        "each side; Lanczos-resampled to TRs by the design"
+                    )
+                elif spec.modality == "text":
                     metadata["n_captions"] = counts
                     metadata["aggregation"] = "mean over each stimulus's caption embeddings"
                 if videos:
@@ -368,10 +395,10 @@ def extract_feature_spaces(
                     name=layer_spec.name,
                     spec=layer_spec.text,
                     modality=layer_spec.modality,
-                    stim_ids=row_ids if videos else stim_ids,
+                    stim_ids=row_ids if videos or stories else stim_ids,
                     values=per_layer[layer_spec.layer],
                     metadata=metadata,
-                    times=times if videos else None,
+                    times=times if videos or stories else None,
                 )
                 if cache is not None:
                     cache.put(key, feature_set)
@@ -384,6 +411,17 @@ def extract_feature_spaces(
                     feature_set.n_features,
                 )
     return [results[i] for i in range(len(layer_specs))]
+
+
+def _are_stories(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:
+    """Whether a text space embeds transcripts (all stimuli ``.txt``) or captions (none)."""
+    n_texts = sum(stimulus_kind(stim_id) == "text" for stim_id in stim_ids)
+    if 0 < n_texts < len(stim_ids):
+        raise DataError(
+            f"feature space {spec.name!r}: {n_texts} transcript (.txt) and "
+            f"{len(stim_ids) - n_texts} other stimuli; run stories and other stimuli as separate tasks"
+        )
+    return n_texts > 0
 
 
 def _are_videos(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:

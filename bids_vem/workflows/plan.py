@@ -84,15 +84,6 @@ def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
             "no feature space to fit: give --text-encoder and/or --image-encoder "
             "(e.g. --text-encoder sentence:all-MiniLM-L6-v2)"
         )
-    if (
-        any(spec.modality == "text" for spec in specs)
-        and config.captions is None
-        and not config.captioner
-    ):
-        raise UsageError(
-            "text feature spaces embed the stimulus captions: give --captions CAPTIONS.tsv "
-            "(columns stim_file, caption) or a --captioner"
-        )
     return tuple(specs)
 
 
@@ -180,6 +171,14 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
                 f"image feature spaces embed images or videos, one kind per run: found {sorted(kinds)} "
                 f"stimuli (first not an image: {', '.join(others[:5])}); select one kind with --task"
             )
+
+    stories = bool(len(stimuli)) and all(stim.kind == "text" for stim in stimuli)
+    needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
+    if needs_captions and config.captions is None and not config.captioner:
+        raise UsageError(
+            "text feature spaces embed the stimulus captions: give --captions CAPTIONS.tsv "
+            "(columns stim_file, caption) or a --captioner"
+        )
 
     work_dir.mkdir(parents=True, exist_ok=True)
     table_tsv = work_dir / "stimuli" / "stimulus_table.tsv"
