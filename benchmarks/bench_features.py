@@ -5,8 +5,11 @@ in open_clip local-dir form: the numbers of work are those of the real model):
 
 1. bare loop: open each image with PIL, the model's own preprocess, ``encode_image`` in batches;
 2. encoder: ``features.image.encode_images`` (model load from disk included, DataLoader);
-3. pipeline: ``extract_feature_space`` (stimulus hashing, weights hashing, model load from
-   disk, DataLoader, derivative-ready FeatureSet), cold cache; ``--workers`` decoding processes;
+3. pipeline: ``extract_feature_space`` (stimulus hashing, spec resolution, DataLoader,
+   derivative-ready FeatureSet), cold cache; ``--workers`` decoding processes. The model
+   stays loaded in the process after step 2 (``features.models.cached_load``, as in a
+   pipeline step that encodes several batches or videos), so steps 1 and 3 both time the
+   steady state without the one-off model load;
 4. rerun: ``extract_feature_space`` again, served from the feature cache.
 
 Targets (issue 3): pipeline images/s >= 90% of the bare loop's; rerun >= 20x faster than the

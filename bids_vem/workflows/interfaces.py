@@ -57,6 +57,7 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True)
     batch_size = traits.Int(32, usedefault=True)
     frame_rate = traits.Float(15.0, usedefault=True, desc="frames per second sampled from videos")
+    num_workers = traits.Int(0, usedefault=True, nohash=True, desc="image-decoding processes")
     allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
     random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
@@ -106,6 +107,7 @@ class ExtractFeatures(SimpleInterface):
             batch_size=self.inputs.batch_size,
             allow_downloads=self.inputs.allow_downloads,
             frame_rate=self.inputs.frame_rate,
+            num_workers=self.inputs.num_workers,
         )
         paths = []
         for feature_set in feature_sets:
