@@ -29,6 +29,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import torch
 
 from bids_vem.encoding.bold import intersect_masks, load_bold, read_confounds
@@ -299,6 +300,18 @@ def fit_encoding_model(
     )
 
 
+def _run_events(path: Path, stim_column: str) -> pd.DataFrame:
+    """The run's events; a run whose events carry the words of a story is one event, its story."""
+    from bids_vem.inputs.events import read_events, read_tsv_columns
+    from bids_vem.inputs.stimuli import WORD_COLUMNS, words_stim_id
+
+    columns = read_tsv_columns(path)
+    if stim_column not in columns and any(c in columns for c in WORD_COLUMNS):
+        # words sit at their own onsets (times from the run start): place the story at 0
+        return pd.DataFrame({"onset": [0.0], "duration": [0.0], "stim_id": [words_stim_id(path)]})
+    return read_events(path, stim_column)
+
+
 def encode_runs(
     runs: Sequence[Run],
     feature_set: FeatureSet,
@@ -350,8 +363,6 @@ def encode_runs(
     InputMissingError
         Unreadable files.
     """
-    from bids_vem.inputs.events import read_events
-
     runs = list(runs)
     if not runs:
         raise DataError("no runs to encode")
@@ -374,7 +385,7 @@ def encode_runs(
                 "confounds file"
             )
         Y = load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr)
-        events = read_events(run.events, stim_column)
+        events = _run_events(run.events, stim_column)
         if feature_set.timed:
             # video frames: each frame at onset + its time, averaged within each TR
             X = build_run_design_from_timecourse(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import image as image_encoders
@@ -28,7 +29,12 @@ from bids_vem.features.models import (
     weights_sha256,
 )
 from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
-from bids_vem.features.story import DEFAULT_CONTEXT, read_word_timings, word_contexts
+from bids_vem.features.story import (
+    DEFAULT_CONTEXT,
+    read_word_timings,
+    story_words,
+    word_contexts,
+)
 from bids_vem.inputs.stimuli import file_sha256, stimulus_kind
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 
@@ -270,9 +276,10 @@ def extract_feature_spaces(
     if stories:
         # transcripts: the words of each story's timings file, each with its context
         paths, _ = _image_inputs(spec, stim_ids, image_paths, image_sha256)
-        timings = [read_word_timings(path) for path in paths]
+        timings = [_story_timings(s, p) for s, p in zip(stim_ids, paths, strict=True)]
         stimuli_part = [
-            [s, file_sha256(p), file_sha256(p.with_suffix(".tsv"))]
+            [s, file_sha256(p)]
+            + ([] if stimulus_kind(s) == "words" else [file_sha256(p.with_suffix(".tsv"))])
             for s, p in zip(stim_ids, paths, strict=True)
         ]
         stimuli_part.append(["n_context", DEFAULT_CONTEXT])
@@ -413,9 +420,28 @@ def extract_feature_spaces(
     return [results[i] for i in range(len(layer_specs))]
 
 
+def _story_timings(stim_id: str, path: Path) -> tuple[list[str], np.ndarray, None]:
+    """Words and onsets of a transcript (``.txt`` + timings), or of events that carry words."""
+    if stimulus_kind(stim_id) == "words":
+        words, onsets = story_words(
+            pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str).pipe(_numeric_timing),
+            source_name=str(path),
+        )
+        return words, onsets, None
+    words, onsets, _ = read_word_timings(path)
+    return words, onsets, None
+
+
+def _numeric_timing(events: pd.DataFrame) -> pd.DataFrame:
+    for column in ("onset", "duration"):
+        if column in events:
+            events[column] = pd.to_numeric(events[column].replace({"n/a": None}), errors="coerce")
+    return events
+
+
 def _are_stories(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:
-    """Whether a text space embeds transcripts (all stimuli ``.txt``) or captions (none)."""
-    n_texts = sum(stimulus_kind(stim_id) == "text" for stim_id in stim_ids)
+    """Whether a text space embeds stories (transcripts, words in events) or captions (none)."""
+    n_texts = sum(stimulus_kind(stim_id) in ("text", "words") for stim_id in stim_ids)
     if 0 < n_texts < len(stim_ids):
         raise DataError(
             f"feature space {spec.name!r}: {n_texts} transcript (.txt) and "

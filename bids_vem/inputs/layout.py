@@ -24,6 +24,7 @@ import nibabel as nib
 from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
 from bids_vem.inputs.events import read_events, read_tsv_columns
 from bids_vem.inputs.runs import Run
+from bids_vem.inputs.stimuli import WORD_COLUMNS
 
 __all__ = [
     "PreprocBold",
@@ -694,10 +695,13 @@ def collect_runs_report(
             skipped.append(f"{name}: no brain mask in space {pre.space} beside {pre.bold}")
             continue
         columns = read_tsv_columns(events)
-        if stim_column not in columns:
-            skipped.append(f"{name}: {events.name} has no '{stim_column}' column")
+        tells_story = stim_column not in columns and any(c in columns for c in WORD_COLUMNS)
+        if stim_column not in columns and not tells_story:
+            skipped.append(
+                f"{name}: {events.name} has no '{stim_column}' column (nor a word/text column)"
+            )
             continue
-        if read_events(events, stim_column=stim_column)["stim_id"].isna().all():
+        if not tells_story and read_events(events, stim_column=stim_column)["stim_id"].isna().all():
             skipped.append(f"{name}: {events.name} names no stimulus in '{stim_column}'")
             continue
         try:

@@ -27,7 +27,10 @@ __all__ = [
     "Stimulus",
     "StimulusTable",
     "STIMULUS_KINDS",
+    "WORDS_PREFIX",
+    "WORD_COLUMNS",
     "build_stimulus_table",
+    "words_stim_id",
     "stimulus_kind",
     "file_sha256",
 ]
@@ -39,6 +42,8 @@ STIMULUS_KINDS: dict[str, frozenset[str]] = {
     "image": frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}),
     "video": frozenset({".mp4", ".mkv", ".avi", ".webm", ".mov"}),
     "text": frozenset({".txt"}),
+    # the words of a run's events (a ``word``/``text`` column): the events file is the stimulus
+    "words": frozenset(),
     "audio": frozenset({".wav", ".flac", ".mp3", ".ogg"}),
 }
 _KIND_OF_EXTENSION = {ext: kind for kind, exts in STIMULUS_KINDS.items() for ext in exts}
@@ -156,8 +161,21 @@ class StimulusTable:
             raise DataError(f"{path}: stim_id values are not unique") from err
 
 
+#: stimulus ids of runs whose events carry the words themselves (``events/<events file name>``)
+WORDS_PREFIX = "events/"
+#: events columns that carry words, in order of preference
+WORD_COLUMNS = ("word", "text")
+
+
+def words_stim_id(events_path: Path) -> str:
+    """Stimulus id of the words carried by an events file (``events/<file name>``)."""
+    return WORDS_PREFIX + Path(events_path).name
+
+
 def stimulus_kind(stim_id: str) -> str | None:
     """Kind of a stimulus from its file extension (case-insensitive), None when unknown."""
+    if stim_id.startswith(WORDS_PREFIX):
+        return "words"
     return _KIND_OF_EXTENSION.get(Path(stim_id).suffix.lower())
 
 
@@ -226,7 +244,13 @@ def build_stimulus_table(
     stimuli_root = stimuli_dir.resolve()
 
     first_seen: dict[str, Path] = {}
+    word_events: dict[str, Path] = {}
     for events_path in events_files:
+        columns = read_tsv_columns(Path(events_path))
+        if stim_column not in columns and any(c in columns for c in WORD_COLUMNS):
+            # a story told in the events themselves: one stimulus, the events file
+            word_events[words_stim_id(events_path)] = Path(events_path).absolute()
+            continue
         events = read_events(Path(events_path), stim_column=stim_column)
         for stim_id in events["stim_id"]:
             if stim_id is not None and stim_id not in first_seen:
@@ -264,7 +288,8 @@ def build_stimulus_table(
             f"{stimuli_dir}{hint}: {_listing(missing)}"
         )
 
-    ids = list(resolved)
+    resolved.update(word_events)
+    ids = sorted(resolved)
     n_workers = min(8, (os.cpu_count() or 1) + 4, max(len(ids), 1))
 
     def _hash(stim_id: str) -> str:

@@ -172,7 +172,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
                 f"stimuli (first not an image: {', '.join(others[:5])}); select one kind with --task"
             )
 
-    stories = bool(len(stimuli)) and all(stim.kind == "text" for stim in stimuli)
+    stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
     needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
     if needs_captions and config.captions is None and not config.captioner:
         raise UsageError(

@@ -86,6 +86,40 @@ def story_dataset(tmp_path_factory):
     return bids, signal
 
 
+def run_stories(bids, out):
+    argv = [str(bids), str(out), "participant", "--skip-bids-validation", "-w", str(out.parent / "w"),
+            "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2"]  # fmt: skip
+    assert main(argv) == 0
+    r_map = (
+        out
+        / "sub-01/func/sub-01_task-story_space-MNI152NLin2009cAsym_desc-minilm_stat-r_statmap.nii.gz"
+    )
+    return np.asarray(nib.load(str(r_map)).dataobj).reshape(-1)
+
+
+def test_words_carried_by_the_events_are_the_same_story(story_dataset, tmp_path):
+    """Events with a ``word`` column (one row per word) instead of transcripts: same maps."""
+    import shutil
+
+    bids, signal = story_dataset
+    words_bids = tmp_path / "ds"
+    shutil.copytree(bids, words_bids)
+    for events in sorted(words_bids.glob("sub-01/func/*_events.tsv")):
+        story = events.read_text().splitlines()[1].split("\t")[2]
+        timings = (words_bids / "stimuli" / story).with_suffix(".tsv").read_text()
+        events.write_text(timings)  # onset, duration, word: one row per word
+    r_words = run_stories(words_bids, tmp_path / "words" / "out")
+    r_transcripts = run_stories(bids, tmp_path / "transcripts" / "out")
+    index = (
+        (tmp_path / "words" / "out" / "features" / "desc-minilm_features.tsv")
+        .read_text()
+        .splitlines()
+    )
+    assert index[1].split("\t")[1] == "events/sub-01_task-story_run-1_events.tsv"
+    np.testing.assert_allclose(r_words, r_transcripts, atol=1e-4)
+    assert np.median(r_words[signal]) > 0.3
+
+
 def test_story_words_in_context_find_the_signal_voxels(story_dataset, tmp_path):
     bids, signal = story_dataset
     out = tmp_path / "out"
