@@ -71,6 +71,8 @@ class RunConfig:
     recaption: bool = False
     #: frames per second sampled from video stimuli
     frame_rate: float = 15.0
+    #: words of context on each side of a story word (Tang et al. 2023: 20)
+    context_words: int = 20
     #: let model weights be downloaded from the Hugging Face hub (default: offline)
     allow_downloads: bool = False
     #: FIR delays in TRs
@@ -113,6 +115,8 @@ class RunConfig:
             raise UsageError(f"--alphas must be positive and finite, got {list(self.alphas)}")
         if self.captions_per_image < 1 or self.caption_max_tokens < 1:
             raise UsageError("--captions-per-image and --caption-max-tokens must be at least 1")
+        if self.context_words < 0:
+            raise UsageError(f"--context-words must be 0 or more, got {self.context_words}")
         if not self.frame_rate > 0:
             raise UsageError(f"--frame-rate must be positive, got {self.frame_rate}")
         if self.nprocs < 1 or self.omp_nthreads < 1:

@@ -238,6 +238,7 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "caption_max_tokens": params["caption_max_tokens"],
         "recaption": params["recaption"],
         "frame_rate": params["frame_rate"],
+        "context_words": params["context_words"],
         "allow_downloads": params["allow_downloads"],
         "delays": tuple(params["delays"]),
         "alphas": tuple(params["alphas"]) or DEFAULT_ALPHAS,
@@ -432,6 +433,15 @@ def _floats(ctx, param, values):
     default=15.0,
     show_default=True,
     help="Frames per second sampled from video stimuli.",
+)
+@click.option(
+    "--context-words",
+    "--context_words",
+    "context_words",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Words of context on each side of a story word when it is embedded.",
 )
 @click.option(
     "--allow-downloads",

@@ -246,6 +246,7 @@ def extract_feature_spaces(
     progress: bool = True,
     precision: str = "auto",
     frame_rate: float = 15.0,
+    n_context: int = DEFAULT_CONTEXT,
 ) -> list[FeatureSet]:
     """Every feature space of one spec (one per ``#layers`` layer) from ONE model load.
 
@@ -282,7 +283,7 @@ def extract_feature_spaces(
             + ([] if stimulus_kind(s) == "words" else [file_sha256(p.with_suffix(".tsv"))])
             for s, p in zip(stim_ids, paths, strict=True)
         ]
-        stimuli_part.append(["n_context", DEFAULT_CONTEXT])
+        stimuli_part.append(["n_context", int(n_context)])
     elif spec.modality == "text":
         caption_lists = _caption_lists(spec, stim_ids, captions)
         stimuli_part: Any = [[s, c] for s, c in zip(stim_ids, caption_lists, strict=True)]
@@ -336,7 +337,7 @@ def extract_feature_spaces(
             layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
             common = {"device": device, "batch_size": batch_size, "precision": precision}
             if stories:
-                contexts = [c for words, _, _ in timings for c in word_contexts(words)]
+                contexts = [c for words, _, _ in timings for c in word_contexts(words, n_context)]
                 per_layer = text_encoders.encode_text_layers(
                     spec, contexts, model_path=model_path, layers=layers, **common
                 )
@@ -384,10 +385,10 @@ def extract_feature_spaces(
                 if layer_spec.layer is not None:
                     metadata["layer"] = layer_spec.layer
                 if stories:
-                    metadata["n_context"] = DEFAULT_CONTEXT
+                    metadata["n_context"] = int(n_context)
                     metadata["resample"] = "lanczos"
                     metadata["aggregation"] = (
-                        f"one row per word, embedded with up to {DEFAULT_CONTEXT} words of context on "
+                        f"one row per word, embedded with up to {n_context} words of context on "
                         "each side; Lanczos-resampled to TRs by the design"
                     )
                 elif spec.modality == "text":

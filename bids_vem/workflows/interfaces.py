@@ -58,6 +58,7 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
     batch_size = traits.Int(32, usedefault=True)
     frame_rate = traits.Float(15.0, usedefault=True, desc="frames per second sampled from videos")
     num_workers = traits.Int(0, usedefault=True, nohash=True, desc="image-decoding processes")
+    context_words = traits.Int(20, usedefault=True, desc="words of context around a story word")
     allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
     random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
@@ -108,6 +109,7 @@ class ExtractFeatures(SimpleInterface):
             allow_downloads=self.inputs.allow_downloads,
             frame_rate=self.inputs.frame_rate,
             num_workers=self.inputs.num_workers,
+            n_context=self.inputs.context_words,
         )
         paths = []
         for feature_set in feature_sets:

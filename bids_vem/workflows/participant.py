@@ -159,6 +159,7 @@ def init_participant_wf(
         node.inputs.device = config.device
         node.inputs.allow_downloads = config.allow_downloads
         node.inputs.frame_rate = config.frame_rate
+        node.inputs.context_words = config.context_words
         # images are decoded by the step's other threads while the model runs (at most 4)
         node.inputs.num_workers = min(4, config.omp_nthreads - 1)
         node.inputs.omp_nthreads = config.omp_nthreads
