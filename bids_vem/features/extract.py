@@ -337,14 +337,12 @@ def extract_feature_spaces(
             layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
             common = {"device": device, "batch_size": batch_size, "precision": precision}
             if stories:
-                contexts = [c for words, _, _ in timings for c in word_contexts(words, n_context)]
+                contexts = [c for words, _ in timings for c in word_contexts(words, n_context)]
                 per_layer = text_encoders.encode_text_layers(
                     spec, contexts, model_path=model_path, layers=layers, **common
                 )
-                row_ids = tuple(
-                    s for s, (w, _, _) in zip(stim_ids, timings, strict=True) for _ in w
-                )
-                times = np.concatenate([onsets for _, onsets, _ in timings]).astype(np.float64)
+                row_ids = tuple(s for s, (w, _) in zip(stim_ids, timings, strict=True) for _ in w)
+                times = np.concatenate([onsets for _, onsets in timings]).astype(np.float64)
             elif spec.modality == "text":
                 counts = [len(c) for c in caption_lists]
                 flat = [c for texts in caption_lists for c in texts]
@@ -421,16 +419,16 @@ def extract_feature_spaces(
     return [results[i] for i in range(len(layer_specs))]
 
 
-def _story_timings(stim_id: str, path: Path) -> tuple[list[str], np.ndarray, None]:
+def _story_timings(stim_id: str, path: Path) -> tuple[list[str], np.ndarray]:
     """Words and onsets of a transcript (``.txt`` + timings), or of events that carry words."""
     if stimulus_kind(stim_id) == "words":
         words, onsets = story_words(
             pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str).pipe(_numeric_timing),
             source_name=str(path),
         )
-        return words, onsets, None
+        return words, onsets
     words, onsets, _ = read_word_timings(path)
-    return words, onsets, None
+    return words, onsets
 
 
 def _numeric_timing(events: pd.DataFrame) -> pd.DataFrame:
