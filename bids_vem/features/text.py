@@ -15,7 +15,7 @@ from bids_vem.features.specs import FeatureSpaceSpec
 __all__ = ["encode_texts", "encode_text_layers"]
 
 
-def _length_order(texts: list[str]) -> np.ndarray:
+def length_order(texts: list[str]) -> np.ndarray:
     # batches of similar length waste less padding
     return np.argsort([len(t) for t in texts], kind="stable")
 
@@ -36,7 +36,7 @@ def _encode_sentence(
 ) -> dict[Any, np.ndarray]:
     _no_layers(spec, layers)
     model = load_sentence_model(model_path, device=device)
-    order = _length_order(texts)
+    order = length_order(texts)
     embeddings = model.encode(
         [texts[i] for i in order],
         batch_size=batch_size,
@@ -64,7 +64,7 @@ def _encode_openclip_text(
     _no_layers(spec, layers)
     info = inspect_openclip(spec, model_path)
     model, _, tokenizer = load_openclip(info, device=device)
-    order = _length_order(texts)
+    order = length_order(texts)
     chunks = []
     autocast, _ = autocast_context(device, precision)
     with torch.inference_mode(), autocast:

@@ -33,6 +33,7 @@ import numpy as np
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.models import cached_load, weights_sha256
 from bids_vem.features.specs import FeatureSpaceSpec
+from bids_vem.features.text import length_order
 
 __all__ = [
     "TransformersInfo",
@@ -240,10 +241,6 @@ def _tokenizer(model_path: Path) -> Any:
     return tokenizer
 
 
-def _length_order(texts: list[str]) -> np.ndarray:
-    return np.argsort([len(t) for t in texts], kind="stable")
-
-
 def encode_texts_transformers(
     spec: FeatureSpaceSpec,
     texts: list[str],
@@ -280,7 +277,7 @@ def encode_texts_transformers(
             model = model.get_encoder()
         forward = _hf_text_forward(model, info, layers)
     max_length = _max_length(tokenizer, _text_config(_config(model_path)))
-    order = _length_order(texts)
+    order = length_order(texts)
     chunks: dict[Any, list[np.ndarray]] = {layer: [] for layer in layers}
     autocast, _ = autocast_context(device, precision)
     with torch.inference_mode():
