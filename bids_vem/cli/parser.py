@@ -307,6 +307,10 @@ Example:
       --text-encoder sentence:/models/all-MiniLM-L6-v2 \\
       --image-encoder openclip:ViT-B-32@/models/vit-b-32.safetensors
   bids_vem /data/ds /data/ds/derivatives/bids_vem group
+
+\b
+Which model weights are on this machine (offline):
+  bids_vem models list|verify --text-encoder SPEC --image-encoder SPEC --captioner SPEC
 """
 
 
