@@ -18,12 +18,11 @@ reported as missing rather than failing later inside ``from_pretrained``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from bids_vem.errors import InputMissingError, UsageError
-from bids_vem.features.models import model_search_dirs
+from bids_vem.features.models import hf_cache_dirs, model_search_dirs
 from bids_vem.features.specs import is_path_like
 
 __all__ = ["HF_PREFIX", "hf_cache_dirs", "is_hf_model_dir", "resolve_hf_model"]
@@ -34,25 +33,6 @@ _HOW_TO_PROVIDE = (
     "Provide the weights offline: `huggingface-cli download <repo-id> --local-dir DIR/<repo-id>` "
     "(or save_pretrained into that folder) and pass DIR with --model-dir, or give the folder path."
 )
-
-
-def hf_cache_dirs() -> list[Path]:
-    """The Hugging Face hub caches to search: ``$HF_HUB_CACHE``, ``$HF_HOME/hub``, the default.
-
-    Every one that is set is searched (in that order, without duplicates), so a cache given by
-    either variable is found even when the other one is set too.
-    """
-    dirs: list[Path] = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    dirs.append(Path("~/.cache/huggingface/hub"))
-    unique: dict[str, Path] = {}
-    for directory in dirs:
-        directory = directory.expanduser()
-        unique.setdefault(str(directory.absolute()), directory)
-    return list(unique.values())
 
 
 def is_hf_model_dir(path: Path) -> bool:

@@ -117,15 +117,23 @@ def model_search_dirs(model_dirs: Sequence[Path | str] = ()) -> list[Path]:
     return dirs
 
 
-def _hf_cache_dirs() -> list[Path]:
-    dirs = []
+def hf_cache_dirs() -> list[Path]:
+    """The Hugging Face hub caches to search: ``$HF_HUB_CACHE``, ``$HF_HOME/hub``, the default.
+
+    Every one that is set is searched (in that order, without duplicates), so a cache given by
+    either variable is found even when the other one is set too.
+    """
+    dirs: list[Path] = []
     if os.environ.get("HF_HUB_CACHE"):
         dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    elif os.environ.get("HF_HOME"):
+    if os.environ.get("HF_HOME"):
         dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    else:
-        dirs.append(Path("~/.cache/huggingface/hub"))
-    return [d.expanduser() for d in dirs]
+    dirs.append(Path("~/.cache/huggingface/hub"))
+    unique: dict[str, Path] = {}
+    for directory in dirs:
+        directory = directory.expanduser()
+        unique.setdefault(str(directory.absolute()), directory)
+    return list(unique.values())
 
 
 def _sentence_cache_dir() -> Path:
@@ -191,7 +199,7 @@ def _resolve_sentence(spec: FeatureSpaceSpec, dirs: Sequence[Path], allow_downlo
             if _is_sentence_folder(candidate):
                 return candidate.resolve()
     repo_id = model if "/" in model else f"sentence-transformers/{model}"
-    for cache in _hf_cache_dirs():
+    for cache in hf_cache_dirs():
         tried.append(cache / f"models--{repo_id.replace('/', '--')}")
         snapshot = _hf_snapshot(cache, repo_id)
         if snapshot is not None and _is_sentence_folder(snapshot):
@@ -296,7 +304,7 @@ def _resolve_openclip(spec: FeatureSpaceSpec, dirs: Sequence[Path], allow_downlo
     cfg = _check_openclip_tag(spec)
     hf_hub = cfg.get("hf_hub") or ""
     url = cfg.get("url") or ""
-    caches = list(dirs) + _hf_cache_dirs()
+    caches = list(dirs) + hf_cache_dirs()
     if hf_hub:
         # open_clip writes 'org/repo/' (default file names) or 'org/repo/file'
         if hf_hub.endswith("/"):
