@@ -21,7 +21,7 @@ Objective (no intercept: designs and BOLD are z-scored per run)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -278,16 +278,43 @@ def fit_ridge(
     Y = np.asarray(Y)
     if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
         raise ValueError(f"X {X.shape} and Y {Y.shape} do not pair up")
-    n_voxels = Y.shape[1]
-    alpha = _per_voxel_alphas(alpha_per_voxel, n_voxels)
+    return _solve_by_chunks(
+        X,
+        Y,
+        alpha_per_voxel,
+        lambda dec, device: dec.to_features.to(dtype),
+        device=device,
+        n_voxels_chunk=n_voxels_chunk,
+        dtype=dtype,
+        primal=primal,
+    )
+
+
+def _solve_by_chunks(
+    X: np.ndarray,
+    Y: np.ndarray,
+    alpha_per_voxel: np.ndarray | float,
+    left: Callable[[_Decomposition, torch.device], torch.Tensor],
+    *,
+    device: str | torch.device,
+    n_voxels_chunk: int | None,
+    dtype: torch.dtype,
+    primal: bool | None,
+) -> np.ndarray:
+    """``left(dec) @ coefficients`` for each voxel chunk, from one decomposition of ``X``.
+
+    ``left`` maps the eigen-coefficients to what is wanted: weights (``to_features``) or
+    predictions (``X_test @ to_features``).
+    """
+    alpha = _per_voxel_alphas(alpha_per_voxel, Y.shape[1])
     device = resolve_device(device)
     dec = _decompose(_to_device(X, device, torch.float64), dtype, primal)
-    to_features = dec.to_features.to(dtype)
-    weights = np.empty((X.shape[1], n_voxels), dtype=np.float32)
-    for part in _chunks(n_voxels, n_voxels_chunk or 65536):
+    matrix = left(dec, device)
+    out = np.empty((matrix.shape[0], Y.shape[1]), dtype=np.float32)
+    for part in _chunks(Y.shape[1], n_voxels_chunk or 65536):
         coefs = _eigen_coefficients(dec, _to_device(Y[:, part], device, dtype), alpha[part], dtype)
-        weights[:, part] = (to_features @ coefs).to("cpu", torch.float32).numpy()
-    return weights
+        out[:, part] = (matrix @ coefs).to("cpu", torch.float32).numpy()
+    return out
 
 
 def ridge_predict(
@@ -324,18 +351,16 @@ def ridge_predict(
         raise ValueError(f"X_train {X_train.shape} and Y_train {Y_train.shape} do not pair up")
     if X_test.ndim != 2 or X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test {X_test.shape} does not match X_train {X_train.shape}")
-    n_voxels = Y_train.shape[1]
-    alpha = _per_voxel_alphas(alpha_per_voxel, n_voxels)
-    device = resolve_device(device)
-    dec = _decompose(_to_device(X_train, device, torch.float64), dtype, primal)
-    projected = (_to_device(X_test, device, torch.float64) @ dec.to_features).to(dtype)
-    out = np.empty((len(X_test), n_voxels), dtype=np.float32)
-    for part in _chunks(n_voxels, n_voxels_chunk or 65536):
-        coefs = _eigen_coefficients(
-            dec, _to_device(Y_train[:, part], device, dtype), alpha[part], dtype
-        )
-        out[:, part] = (projected @ coefs).to("cpu", torch.float32).numpy()
-    return out
+    return _solve_by_chunks(
+        X_train,
+        Y_train,
+        alpha_per_voxel,
+        lambda dec, device: (_to_device(X_test, device, torch.float64) @ dec.to_features).to(dtype),
+        device=device,
+        n_voxels_chunk=n_voxels_chunk,
+        dtype=dtype,
+        primal=primal,
+    )
 
 
 def _score_numpy(scorer, Y: np.ndarray, Y_pred: np.ndarray) -> np.ndarray:
