@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import image as image_encoders
@@ -31,8 +30,8 @@ from bids_vem.features.models import (
 from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
 from bids_vem.features.story import (
     DEFAULT_CONTEXT,
+    read_event_words,
     read_word_timings,
-    story_words,
     word_contexts,
 )
 from bids_vem.inputs.stimuli import file_sha256, stimulus_kind
@@ -422,20 +421,9 @@ def extract_feature_spaces(
 def _story_timings(stim_id: str, path: Path) -> tuple[list[str], np.ndarray]:
     """Words and onsets of a transcript (``.txt`` + timings), or of events that carry words."""
     if stimulus_kind(stim_id) == "words":
-        words, onsets = story_words(
-            pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str).pipe(_numeric_timing),
-            source_name=str(path),
-        )
-        return words, onsets
+        return read_event_words(path)
     words, onsets, _ = read_word_timings(path)
     return words, onsets
-
-
-def _numeric_timing(events: pd.DataFrame) -> pd.DataFrame:
-    for column in ("onset", "duration"):
-        if column in events:
-            events[column] = pd.to_numeric(events[column].replace({"n/a": None}), errors="coerce")
-    return events
 
 
 def _are_stories(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:

@@ -16,7 +16,6 @@ resampled to TRs by Lanczos interpolation, as in the Huth lab code.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,12 +24,13 @@ import pandas as pd
 
 from bids_vem.encoding.resample import lanczos_resample
 from bids_vem.errors import DataError, InputMissingError
-from bids_vem.inputs.events import MISSING_VALUES, read_tsv_columns
+from bids_vem.inputs.events import MISSING_VALUES, read_tsv, read_tsv_columns, seconds
 
 __all__ = [
     "DEFAULT_CONTEXT",
     "TIMINGS_COLUMNS",
     "read_word_timings",
+    "read_event_words",
     "story_words",
     "word_contexts",
     "story_features",
@@ -51,21 +51,6 @@ def _is_missing(cell: object) -> bool:
         or (isinstance(cell, float) and np.isnan(cell))
         or str(cell).strip() in MISSING_VALUES
     )
-
-
-def _seconds(cells: pd.Series, column: str, where: str) -> np.ndarray:
-    """One column as float seconds; ``n/a`` is NaN, any other text an error naming the row."""
-    text = cells.astype(str).str.strip()
-    missing = text.isin(MISSING_VALUES)
-    values = pd.to_numeric(text.where(~missing), errors="coerce")
-    bad = values.isna() & ~missing
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(
-            f"{where}: column '{column}' must be numeric (seconds), "
-            f"found {cells.iloc[row]!r} on data row {row + 1}"
-        )
-    return values.to_numpy(dtype=np.float64)
 
 
 def read_word_timings(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -108,22 +93,11 @@ def read_word_timings(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             f"{timings}: word timings lack the column(s) {', '.join(missing)}; "
             f"its columns are {', '.join(columns)}"
         )
-    try:
-        frame = pd.read_csv(
-            timings,
-            sep="\t",
-            dtype=str,
-            keep_default_na=False,  # "null" and "NA" are words
-            quoting=csv.QUOTE_NONE,
-            encoding="utf-8-sig",
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{timings}: not a valid tab-separated file ({err})") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = read_tsv(timings)  # "null" and "NA" are words
     frame = frame[~frame["word"].map(_is_missing)].reset_index(drop=True)
-    onsets = _seconds(frame["onset"], "onset", str(timings))
+    onsets = seconds(frame["onset"], "onset", timings).to_numpy(np.float64)
     durations = (
-        _seconds(frame["duration"], "duration", str(timings))
+        seconds(frame["duration"], "duration", timings).to_numpy(np.float64)
         if "duration" in frame
         else np.full(len(frame), np.nan)
     )
@@ -232,6 +206,18 @@ def story_words(
     onsets_array = np.asarray(onsets, dtype=np.float64)
     order = np.argsort(onsets_array, kind="stable")
     return [words[i] for i in order], onsets_array[order]
+
+
+def read_event_words(path: Path) -> tuple[list[str], np.ndarray]:
+    """The timed words of an events file with a ``word`` or ``text`` column (see :func:`story_words`).
+
+    Onsets are seconds from the start of the run; ``n/a`` durations are NaN.
+    """
+    frame = read_tsv(path)
+    for column in ("onset", "duration"):
+        if column in frame:
+            frame[column] = seconds(frame[column], column, path)
+    return story_words(frame, source_name=str(path))
 
 
 def word_contexts(

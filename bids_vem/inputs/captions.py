@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bids_vem.errors import DataError, InputMissingError
-from bids_vem.inputs.events import normalise_stim_id, read_tsv_columns
+from bids_vem.inputs.events import normalise_stim_id, read_tsv, read_tsv_columns
 from bids_vem.outputs.atomic import write_text_atomic
 
 __all__ = ["read_captions", "coco_captions_to_tsv"]
@@ -63,18 +62,7 @@ def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str
             f"{path}: a captions file needs the columns stim_file (or stim_id) and caption; "
             f"its columns are {', '.join(columns)}"
         )
-    try:
-        frame = pd.read_csv(
-            path,
-            sep="\t",
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,  # captions hold quotes: keep them as written
-            encoding="utf-8-sig",
-            usecols=[id_column, "caption"],
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: not a valid tab-separated file ({err})") from err
+    frame = read_tsv(path, usecols=[id_column, "caption"])
 
     captions: dict[str, list[str]] = {}
     for row, (raw_id, raw_caption) in enumerate(

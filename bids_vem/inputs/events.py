@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import posixpath
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,14 @@ import pandas as pd
 
 from bids_vem.errors import DataError, InputMissingError
 
-__all__ = ["read_events", "read_tsv_columns", "normalise_stim_id", "MISSING_VALUES"]
+__all__ = [
+    "read_events",
+    "read_tsv",
+    "read_tsv_columns",
+    "seconds",
+    "normalise_stim_id",
+    "MISSING_VALUES",
+]
 
 #: cell values that BIDS (and real datasets) use for "no value"
 MISSING_VALUES = frozenset({"", "n/a"})
@@ -72,17 +80,41 @@ def read_tsv_columns(path: Path) -> list[str]:
     return [name.strip() for name in header.rstrip("\r\n").split("\t")]
 
 
-def _numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """Convert one column to float; ``n/a`` becomes NaN, any other text is an error."""
-    raw = frame[column].str.strip()
+def read_tsv(path: Path, usecols: Sequence[str] | None = None) -> pd.DataFrame:
+    """A BIDS TSV as strings: ``n/a``, ``NA`` and quotes kept as written, header names stripped.
+
+    Raises
+    ------
+    DataError
+        Not a valid tab-separated file (exit 65); the message names the file.
+    """
+    try:
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            dtype=str,
+            keep_default_na=False,  # "NA" or "null" may be real stimulus names or words
+            quoting=csv.QUOTE_NONE,  # captions hold quotes: keep them as written
+            encoding="utf-8-sig",
+            usecols=usecols,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: not a valid tab-separated file ({err})") from err
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def seconds(cells: pd.Series, column: str, where: Path | str) -> pd.Series:
+    """One TSV column as float seconds; ``n/a`` is NaN, any other text an error naming the row."""
+    raw = cells.astype(str).str.strip()
     missing = raw.isin(MISSING_VALUES)
     values = pd.to_numeric(raw.where(~missing), errors="coerce")
     bad = values.isna() & ~missing
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"{path}: column '{column}' must be numeric (seconds), "
-            f"found {frame[column].iloc[row]!r} on data row {row + 1}"
+            f"{where}: column '{column}' must be numeric (seconds), "
+            f"found {cells.iloc[row]!r} on data row {row + 1}"
         )
     return values.astype(float)
 
@@ -125,21 +157,9 @@ def read_events(path: Path, stim_column: str = "stim_file") -> pd.DataFrame:
             f"{path}: no stimulus column '{stim_column}' (set it with --stim-column); "
             f"its columns are {', '.join(columns)}"
         )
-    try:
-        frame = pd.read_csv(
-            path,
-            sep="\t",
-            dtype=str,
-            keep_default_na=False,  # "NA" or "null" may be real stimulus names
-            quoting=csv.QUOTE_NONE,
-            encoding="utf-8-sig",
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: not a valid tab-separated file ({err})") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
-
-    onset = _numeric_column(frame, "onset", path)
-    duration = _numeric_column(frame, "duration", path)
+    frame = read_tsv(path)
+    onset = seconds(frame["onset"], "onset", path)
+    duration = seconds(frame["duration"], "duration", path)
     stim_id = frame[stim_column].map(normalise_stim_id).astype(object)
     stim_id = stim_id.where(stim_id.notna(), None)
 
