@@ -66,11 +66,10 @@ class FeatureSet:
             raise ValueError(
                 f"feature space {self.name!r} has one row per stimulus, not timed rows"
             )
-        ids = np.asarray(self.stim_ids)
-        return {
-            stim_id: (self.values[ids == stim_id], self.times[ids == stim_id])
-            for stim_id in dict.fromkeys(self.stim_ids)
-        }
+        rows: dict[str, list[int]] = {}
+        for row, stim_id in enumerate(self.stim_ids):  # one pass: movies have 1e5+ frames
+            rows.setdefault(stim_id, []).append(row)
+        return {stim_id: (self.values[index], self.times[index]) for stim_id, index in rows.items()}
 
     @property
     def n_features(self) -> int:

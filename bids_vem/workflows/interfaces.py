@@ -247,7 +247,6 @@ class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
         exists=True, mandatory=True, desc="JSON: run groups, runs, feature spaces, parameters"
     )
     results = traits.List(File(exists=True), desc="EncodingResult files, in plan order")
-    feature_sets = traits.List(File(exists=True))
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
 
@@ -271,7 +270,6 @@ class WriteParticipantOutputs(SimpleInterface):
             self.inputs.subject,
             plan=json.loads(Path(self.inputs.plan).read_text()),
             result_files=[Path(p) for p in self.inputs.results],
-            feature_set_files=[Path(p) for p in self.inputs.feature_sets],
         )
         self._results["report"] = str(report)
         self._results["statmaps"] = [str(p) for p in statmaps]

@@ -213,7 +213,6 @@ def init_participant_wf(
         for i, node in enumerate(encode_nodes, start=1):
             wf.connect(node, "result", merge_results, f"in{i}")
         wf.connect(merge_results, "out", outputs, "results")
-        wf.connect(merge_features, "out", outputs, "feature_sets")
         # outputs wait for the dataset files (dataset_description before any map)
         wf.connect(dataset_node, "files", outputs, "after")
     return wf

@@ -145,7 +145,6 @@ def write_participant_outputs(
     *,
     plan: dict,
     result_files: list[Path],
-    feature_set_files: list[Path],
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
@@ -157,10 +156,7 @@ def write_participant_outputs(
     expected = len(groups) * len(feature_spaces)
     if len(result_files) != expected:
         raise RuntimeError(f"sub-{subject}: {len(result_files)} results for {expected} fits")
-    n_features = {}
-    for path in feature_set_files:
-        feature_set = load_feature_set(path)
-        n_features[feature_set.name] = feature_set.n_features
+    n_features: dict[str, int] = {}
 
     links = dataset_links(plan)
     statmaps: list[Path] = []
@@ -175,6 +171,8 @@ def write_participant_outputs(
     for group in groups:
         for fs in feature_spaces:
             result = EncodingResult.load(next(files))
+            # design columns = features x delays: no need to read the feature matrix again
+            n_features[fs["name"]] = result.n_features // max(1, len(result.delays))
             mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
             parameters = dict(plan["parameters"]) | {
                 "FeatureSpace": fs["name"],
