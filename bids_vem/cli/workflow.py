@@ -93,8 +93,9 @@ def run(config: RunConfig) -> int:
     run_id = f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}"
     check_paths(config)
     _make_dir(config.output_dir, "output directory")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not config.allow_downloads:  # offline unless the user allows downloads
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     log.info("bids_vem %s, run %s, %s level", __version__, run_id, config.analysis_level)
 
     if config.analysis_level == "group":
