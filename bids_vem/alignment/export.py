@@ -3,7 +3,8 @@
 The folder holds ``open_clip_config.json`` + ``open_clip_model.safetensors`` (what
 ``open_clip.create_model("local-dir:<folder>")`` reads) and ``alignment.json``. The projection
 head is folded into the tower's own final projection, so ``encode_image`` of the loaded model
-gives the aligned embeddings; the config's ``embed_dim`` becomes the caption width. The text
+gives the aligned embeddings; the config's ``embed_dim`` becomes the caption width. LoRA deltas
+are merged into the weights (plain open_clip keys, no LoRA at load time). The text
 projection gets the same head, which keeps the checkpoint shape-consistent (the text tower
 is not aligned and not meant for use).
 """
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from bids_vem.alignment.lora import merged_state_dict
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.errors import UsageError
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
@@ -35,10 +37,12 @@ def fold_head_into_state(
     """The open_clip state dict of ``clip_model`` with ``encoder``'s tower and head folded in.
 
     ViT: ``visual.proj`` (width, d_img) -> ``proj @ W.T`` (width, d_text); ModifiedResNet:
-    ``attnpool.c_proj`` -> ``W @ c_proj``. ``W`` is the head's (d_text, d_img) weight.
+    ``attnpool.c_proj`` -> ``W @ c_proj``. ``W`` is the head's (d_text, d_img) weight. LoRA
+    deltas of the tower are merged into the weights they adapt.
     """
     state = {k: v for k, v in clip_model.state_dict().items() if not k.startswith("visual.")}
-    state.update({f"visual.{k}": v for k, v in encoder.visual.state_dict().items()})
+    # LoRA deltas merged into their weights: the export has plain open_clip keys
+    state.update({f"visual.{k}": v for k, v in merged_state_dict(encoder.visual).items()})
     if not encoder.has_head:
         return state
     head = encoder.head.weight.detach()

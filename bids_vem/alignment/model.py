@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
+from bids_vem.alignment.lora import add_lora, has_lora
 from bids_vem.errors import UsageError
 
 __all__ = ["AlignedImageEncoder"]
@@ -59,7 +61,13 @@ class AlignedImageEncoder(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n_images, 3, H, W) pixels -> (n_images, text_dim) embeddings, not normalised."""
-        return self.head(self.visual(pixels))
+        checkpointing = getattr(getattr(self.visual, "transformer", None), "grad_checkpointing", 0)
+        if not self.has_lora or checkpointing:
+            # (a block recomputed in the backward pass must read its weights as it did forward)
+            return self.head(self.visual(pixels))
+        # a LoRA weight is read several times per attention call: merge it once per forward
+        with parametrize.cached():
+            return self.head(self.visual(pixels))
 
     def encode(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeddings as open_clip's ``encode_image`` gives them (L2-normalised by default)."""
@@ -106,6 +114,35 @@ class AlignedImageEncoder(torch.nn.Module):
                 self.visual.proj.requires_grad_(True)
         for param in self.head.parameters():
             param.requires_grad_(True)
+
+    def use_lora(self, rank: int = 8, alpha: float = 16.0) -> list[torch.nn.Parameter]:
+        """Freeze the tower and train LoRA deltas on its blocks instead (ViT towers only).
+
+        Every transformer block's attention input/output projections and MLP linears get a
+        rank-``rank`` delta scaled by ``alpha / rank`` (:mod:`bids_vem.alignment.lora`), zero at
+        the start. What trains: the LoRA factors and the head; the tower's own weights,
+        ``ln_post`` and ``proj`` included, stay frozen (the head is the trainable projection
+        when the widths differ; without one, the blocks' deltas alone move the embeddings).
+        Idempotent for the same rank and alpha.
+
+        Returns
+        -------
+        The LoRA factors.
+
+        Raises
+        ------
+        UsageError
+            The tower is not an open_clip VisionTransformer (ModifiedResNet has no LoRA here).
+        """
+        params = add_lora(self.visual, rank, alpha)
+        for param in self.head.parameters():
+            param.requires_grad_(True)
+        return params
+
+    @property
+    def has_lora(self) -> bool:
+        """True when the tower carries LoRA deltas."""
+        return has_lora(self.visual)
 
     def n_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (only those that train with ``trainable_only``)."""
