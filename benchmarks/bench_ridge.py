@@ -1,12 +1,23 @@
 """Benchmark: per-voxel ridge penalty selection by leave-one-run-out CV.
 
 Compares, on the same random data, bids_vem's ``ridge_cv_alphas`` (+ ``fit_ridge`` refit) with
-himalaya's ``RidgeCV`` (numpy and torch backends; same folds, same penalties, correlation
-score; it always refits) and scikit-learn's ``RidgeCV(alpha_per_target=True)`` (which can only
-use generalised cross-validation, i.e. efficient leave-one-*sample*-out, not run folds: its
-penalties answer a different question and are shown for scale only).
+himalaya's ``RidgeCV`` (every backend available here: numpy, torch, torch_cuda, cupy; same
+folds, same penalties, correlation score; it always refits) and scikit-learn's
+``RidgeCV(alpha_per_target=True)`` (which can only use generalised cross-validation, i.e.
+efficient leave-one-*sample*-out, not run folds: its penalties answer a different question and
+are shown for scale only).
 
 Each method runs in its own process so that its peak resident memory (RSS) is its own.
+bids_vem's rate is reported in GFLOP/s against a float32 GEMM measured on the same device:
+
+- model FLOPs (the textbook SVD-reuse algorithm, as himalaya and Huth's ``ridge_corr`` run it):
+  per fold ``2 r v (n_train + k n_test)`` (``C = L^T Y`` and one prediction per penalty),
+  refit ``2 r v (n + p)``, with ``r = min(n_train, p)``;
+- executed FLOPs (what bids_vem runs): per fold ``2 r v n_train + 2 m v n_test + 2 k m r v``
+  with ``m = min(n_test, r)`` (``C``, ``Q^T y`` and the predictions in the QR basis of the
+  held-out design), refit as above.
+
+Scoring, data movement and the (float64) decompositions are not counted.
 
 Usage::
 
@@ -28,7 +39,62 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("bids_vem", "himalaya-numpy", "himalaya-torch", "sklearn-gcv")
+METHODS = (
+    "bids_vem",
+    "bids_vem-cuda",
+    "himalaya-numpy",
+    "himalaya-torch",
+    "himalaya-torch_cuda",
+    "himalaya-cupy",
+    "sklearn-gcv",
+)
+
+
+def available_methods() -> list[str]:
+    """The methods this machine can run (CUDA ones only with a GPU, cupy only if installed)."""
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    out = ["bids_vem", "himalaya-numpy", "himalaya-torch", "sklearn-gcv"]
+    if cuda:
+        out.insert(1, "bids_vem-cuda")
+        out.insert(-1, "himalaya-torch_cuda")
+        if importlib.util.find_spec("cupy") is not None:
+            out.insert(-1, "himalaya-cupy")
+    return out
+
+
+def flops(n: int, p: int, v: int, n_alphas: int, n_folds: int) -> dict[str, float]:
+    """Model and executed FLOPs of select + refit (module docstring)."""
+    n_test = n // n_folds
+    n_train = n - n_test
+    r = min(n_train, p)
+    m = min(n_test, r)
+    refit = 2 * min(n, p) * v * (n + p)
+    model = n_folds * 2 * r * v * (n_train + n_alphas * n_test) + refit
+    executed = n_folds * (2 * r * v * n_train + 2 * m * v * n_test + 2 * n_alphas * m * r * v)
+    return {"model": model, "executed": executed + refit}
+
+
+def gemm_rate(device: str, threads: int, size: int = 4096, repeat: int = 5) -> float:
+    """Best float32 GEMM rate (GFLOP/s) of ``size`` x ``size`` products on ``device``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = np.inf
+    for _ in range(repeat + 1):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def make_data(n: int, p: int, v: int, n_runs: int, seed: int = 0):
@@ -79,20 +145,21 @@ def worker(method: str, args) -> dict:
     ]
     timings, extra = {}, {}
     # imports first, so that the libraries' own memory is not counted as the method's
-    if method == "bids_vem":
+    if method.startswith("bids_vem"):
         import torch
 
         from bids_vem.encoding.ridge import fit_ridge, ridge_cv_alphas
 
         torch.set_num_threads(args.threads)
+        device = "cuda" if method.endswith("cuda") else "cpu"
 
         def fit():
             start = time.perf_counter()
             best, extra["scores"] = ridge_cv_alphas(
-                [X[r] for r in runs], [Y[r] for r in runs], alphas
+                [X[r] for r in runs], [Y[r] for r in runs], alphas, device=device
             )
             timings["select_s"] = time.perf_counter() - start
-            fit_ridge(X, Y, best)
+            fit_ridge(X, Y, best, device)
             return best
 
     elif method.startswith("himalaya"):
@@ -100,8 +167,8 @@ def worker(method: str, args) -> dict:
         from himalaya.ridge import RidgeCV
         from himalaya.scoring import correlation_score
 
-        backend = set_backend("torch" if method.endswith("torch") else "numpy")
-        if method.endswith("torch"):
+        backend = set_backend(method.removeprefix("himalaya-"))
+        if "torch" in method:
             import torch
 
             torch.set_num_threads(args.threads)
@@ -113,6 +180,8 @@ def worker(method: str, args) -> dict:
                 solver_params=dict(score_func=correlation_score, local_alpha=True),
             )
             model.fit(backend.asarray(X), backend.asarray(Y))
+            # mean CV score of the chosen penalty (+ 1e-10 log alpha, as its argmax)
+            extra["scores"] = np.asarray(backend.to_numpy(model.cv_scores_)).ravel()
             return np.asarray(backend.to_numpy(model.best_alphas_))
 
     elif method == "sklearn-gcv":
@@ -159,7 +228,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="runs (leave-one-run-out folds)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=1, help="time the best of N fits")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, help="default: every one available here"
+    )
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--alphas-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,6 +243,8 @@ def main() -> None:
 
     import torch
 
+    args.methods = args.methods or available_methods()
+
     print(
         f"# bench_ridge: n={args.n} p={args.p} v={args.v} alphas={args.n_alphas} "
         f"folds={args.folds} threads={args.threads} repeat={args.repeat}"
@@ -180,7 +253,7 @@ def main() -> None:
         f"# {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, python {platform.python_version()}, torch {torch.__version__}"
     )
-    results, selected, scores = [], {}, None
+    results, selected, method_scores = [], {}, {}
     alphas = np.logspace(-2, 10, args.n_alphas)
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
@@ -219,16 +292,18 @@ def main() -> None:
                 continue
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             selected[method] = np.load(out)
-            if method == "bids_vem":
-                scores = np.load(str(out).replace(".npy", "_scores.npy"))
+            if Path(str(out).replace(".npy", "_scores.npy")).exists():
+                method_scores[method] = np.load(str(out).replace(".npy", "_scores.npy"))
 
     reference = selected.get("bids_vem")
+    scores = method_scores.get("bids_vem")
     print(
-        f"{'method':<16} {'select (s)':>10} {'select+refit (s)':>17} {'peak RSS (MB)':>14} "
-        f"{'before (MB)':>12} {'fit adds (MB)':>14} {'same alpha':>11} {'same or tied':>13}"
+        f"{'method':<20} {'select (s)':>10} {'select+refit (s)':>17} {'peak RSS (MB)':>14} "
+        f"{'before (MB)':>12} {'fit adds (MB)':>14} {'same alpha':>11} {'same or tied':>13} "
+        f"{'max |CV diff|':>14}"
     )
     for row in results:
-        agree = tied = ""
+        agree = tied = cv_diff = ""
         if reference is not None and row["method"] != "bids_vem":
             theirs = selected[row["method"]]
             same = np.isclose(theirs, reference, rtol=1e-5)
@@ -239,14 +314,47 @@ def main() -> None:
             voxels = np.arange(len(reference))
             gap = np.abs(scores[other, voxels] - scores[mine, voxels])
             tied = f"{np.mean(same | (gap < 1e-6)):.2%}"
+            if row["method"].startswith("himalaya") and row["method"] in method_scores:
+                # their CV score of their penalty vs ours of the same penalty
+                theirs_cv = method_scores[row["method"]] - 1e-10 * np.log(theirs)
+                cv_diff = f"{np.abs(theirs_cv - scores[other, voxels]).max():.1e}"
         select = f"{row['select_s']:.2f}" if "select_s" in row else "-"
         print(
-            f"{row['method']:<16} {select:>10} {row['select_refit_s']:>17.2f} "
+            f"{row['method']:<20} {select:>10} {row['select_refit_s']:>17.2f} "
             f"{row['peak_rss_mb']:>14.0f} {row['rss_data_mb']:>12.0f} {row['extra_mb']:>14.0f} "
-            f"{agree:>11} {tied:>13}"
+            f"{agree:>11} {tied:>13} {cv_diff:>14}"
+        )
+    times = {row["method"]: row["select_refit_s"] for row in results}
+    for ours, theirs in (
+        ("bids_vem", ("himalaya-numpy", "himalaya-torch")),
+        ("bids_vem-cuda", ("himalaya-torch_cuda", "himalaya-cupy")),
+    ):
+        others = {m: times[m] for m in theirs if m in times}
+        if ours in times and others:
+            fastest = min(others, key=others.get)
+            print(
+                f"# {ours}: {others[fastest] / times[ours]:.2f}x faster than the fastest "
+                f"himalaya backend here ({fastest}, {others[fastest]:.2f} s)"
+            )
+    counts = flops(args.n, args.p, args.v, args.n_alphas, args.folds)
+    for method in ("bids_vem", "bids_vem-cuda"):
+        if method not in times:
+            continue
+        device = "cuda" if method.endswith("cuda") else "cpu"
+        peak = gemm_rate(device, args.threads)
+        model = counts["model"] / times[method] / 1e9
+        executed = counts["executed"] / times[method] / 1e9
+        print(
+            f"# {method}: {model:.1f} GFLOP/s by the model FLOP count ({counts['model'] / 1e12:.2f}"
+            f" TFLOP), {executed:.1f} GFLOP/s executed ({counts['executed'] / 1e12:.2f} TFLOP); "
+            f"float32 GEMM 4096^2 on {device} with {args.threads} threads: {peak:.1f} GFLOP/s "
+            f"-> {model / peak:.0%} (model) / {executed / peak:.0%} (executed) of it"
         )
     print("# same alpha / same or tied: agreement with bids_vem's penalties; tied = a different")
     print("#   penalty whose mean CV score is within 1e-6 of bids_vem's (equal up to float32)")
+    print(
+        "# max |CV diff|: himalaya's mean CV score of its penalty minus bids_vem's of that penalty"
+    )
     print("# before: resident memory with data and libraries loaded; fit adds: peak minus before")
     print("# himalaya always refits weights: compare its time with bids_vem's select+refit")
     print(

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 from nilearn import masking, signal
 
+from bids_vem.encoding.voxel_data import VoxelStore, write_voxel_store
 from bids_vem.errors import DataError, InputMissingError
+from bids_vem.inputs.runs import Run
 
-__all__ = ["read_confounds", "load_bold", "load_mask", "intersect_masks"]
+__all__ = ["read_confounds", "load_bold", "load_mask", "intersect_masks", "write_bold_store"]
 
 # what reading a truncated/damaged (gzipped) NIfTI raises
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError)
@@ -231,3 +233,60 @@ def load_bold(
     if not np.all(np.isfinite(cleaned)):
         raise DataError(f"{name}: cleaning produced non-finite values (check the confounds)")
     return cleaned.astype(np.float32, copy=False)
+
+
+def write_bold_store(
+    runs: Sequence[Run], confounds: Sequence[str], header_path: Path | str
+) -> VoxelStore:
+    """Clean every run's BOLD and write it once to a float32 voxel store (one run in memory).
+
+    The voxels are those inside every run's mask (:func:`intersect_masks`), saved beside the
+    store as ``<name>_mask.nii.gz``; each run is cleaned by :func:`load_bold` and written
+    before the next is read.
+
+    Parameters
+    ----------
+    runs : sequence of Run
+        The runs of one encoding model, in fold order.
+    confounds : sequence of str
+        Confound columns regressed out of each run.
+    header_path : Path
+        The store's JSON header (its data go beside it, ``.npy``).
+
+    Returns
+    -------
+    VoxelStore
+
+    Raises
+    ------
+    InputMissingError, DataError
+        As :func:`load_bold` and :func:`read_confounds`.
+    """
+    from bids_vem.outputs.atomic import atomic_path
+
+    runs = list(runs)
+    header_path = Path(header_path)
+    mask = intersect_masks([run.mask for run in runs])
+    mask_path = header_path.with_name(header_path.name.split(".")[0] + "_mask.nii.gz")
+    with atomic_path(mask_path) as tmp:
+        mask.to_filename(tmp)
+    for run in runs:
+        if confounds and run.confounds is None:
+            raise InputMissingError(
+                f"{run.name}: confounds {', '.join(confounds)} requested but the run has no "
+                "confounds file"
+            )
+
+    def cleaned():
+        for run in runs:
+            table = read_confounds(run.confounds, confounds)
+            yield run.name, load_bold(run.bold, mask, table, run.tr)
+
+    n_voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
+    return write_voxel_store(
+        header_path,
+        cleaned(),
+        n_voxels,
+        [run.n_volumes for run in runs],
+        metadata={"mask": mask_path.name, "confounds": list(confounds)},
+    )

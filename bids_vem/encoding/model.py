@@ -18,12 +18,19 @@ would leak between training and test):
 With only 2 runs no inner CV is possible: each run is predicted from the other with the
 penalties of the 2-fold CV over both runs (so the held-out run took part in choosing the
 penalty, a small optimistic bias; ``nested`` is False in the result).
+
+Other evaluations (:mod:`bids_vem.encoding.evaluation`): explicit test runs (penalty map by
+leave-one-run-out CV on the other runs, one model fitted on them, scores on the test runs only),
+optionally with repeated test runs averaged; folds of whole sessions instead of runs
+(``cv_groups``). Voxel data are read in voxel chunks (from memory or from a
+:class:`~bids_vem.encoding.voxel_data.VoxelStore` on disk) and held-out scores accumulated
+chunk by chunk: memory is set by the chunk (``mem_mb``), not by the number of voxels.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -33,19 +40,28 @@ import pandas as pd
 import torch
 
 from bids_vem.encoding.bold import intersect_masks, load_bold, read_confounds
+from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
     build_run_design,
     build_run_design_from_timecourse,
     video_timecourse,
-    zscore,
 )
-from bids_vem.encoding.ridge import ridge_cv_alphas, ridge_predict, score_correlation, score_r2
-from bids_vem.errors import DataError, InputMissingError
+from bids_vem.encoding.device import resolve_device
+from bids_vem.encoding.evaluation import HeldOutScores, repeated_sequences, select_test_runs
+from bids_vem.encoding.ridge import leave_one_group_out, ridge_cv_alphas, solve_chunks
+from bids_vem.encoding.voxel_data import (
+    InMemoryVoxelData,
+    RunSubset,
+    VoxelData,
+    VoxelStore,
+    as_voxel_data,
+)
+from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.feature_set import FeatureSet
 from bids_vem.inputs.runs import Run
 from bids_vem.outputs.atomic import atomic_path
 
-__all__ = ["EncodingResult", "fit_encoding_model", "encode_runs"]
+__all__ = ["EncodingResult", "fit_encoding_model", "encode_runs", "write_weights"]
 
 #: voxels with a held-out r above this count as "predicted" in summaries
 R_THRESHOLD = 0.1
@@ -86,6 +102,17 @@ class EncodingResult:
         Names of the runs, in fold order.
     score : str
         What the CV maximised to choose penalties (``"correlation"`` or ``"r2"``).
+    evaluation : str
+        ``"loro"`` (nested leave-one-out), ``"test-runs"`` or ``"test-runs-averaged"``
+        (:mod:`bids_vem.encoding.evaluation`).
+    test_runs : tuple of str
+        The test runs (explicit test runs only; empty for ``"loro"``).
+    repeats : tuple of tuple of str
+        Test runs averaged together (``"test-runs-averaged"``).
+    cv_groups : str
+        What a CV fold holds out: ``"run"`` or ``"session"``.
+    voxel_chunk : int
+        Voxels per chunk at the end of the fit (after any out-of-memory halving); 0 if unknown.
     """
 
     r: np.ndarray
@@ -105,6 +132,11 @@ class EncodingResult:
     affine: np.ndarray | None = None
     runs: tuple[str, ...] = field(default_factory=tuple)
     score: str = "correlation"
+    evaluation: str = "loro"
+    test_runs: tuple[str, ...] = field(default_factory=tuple)
+    repeats: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
+    cv_groups: str = "run"
+    voxel_chunk: int = 0
 
     @property
     def n_voxels(self) -> int:
@@ -121,6 +153,11 @@ class EncodingResult:
             "n_features": self.n_features,
             "delays": list(self.delays),
             "nested_cv": self.nested,
+            "evaluation": self.evaluation,
+            "cv_folds": self.cv_groups,
+            "n_test_runs": len(self.test_runs) if self.test_runs else self.n_runs,
+            "test_runs": list(self.test_runs),
+            "n_repeat_groups": len(self.repeats),
             "cv_score_kind": self.score,
             "mean_r": float(np.mean(r)) if r.size else float("nan"),
             "median_r": float(np.median(r)) if r.size else float("nan"),
@@ -160,6 +197,8 @@ class EncodingResult:
         }
         header["delays"] = [int(d) for d in self.delays]
         header["runs"] = list(self.runs)
+        header["test_runs"] = list(self.test_runs)
+        header["repeats"] = [list(group) for group in self.repeats]
         arrays["header"] = np.array(json.dumps(header))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:  # a file object: np.savez adds no suffix
@@ -176,6 +215,8 @@ class EncodingResult:
             affine = data["affine"] if "affine" in data else None
         header["delays"] = tuple(header.get("delays", ()))
         header["runs"] = tuple(header.get("runs", ()))
+        header["test_runs"] = tuple(header.get("test_runs", ()))
+        header["repeats"] = tuple(tuple(group) for group in header.get("repeats", ()))
         return cls(**arrays, **header, mask=mask, affine=affine)
 
 
@@ -185,9 +226,110 @@ def _edge_counts(alpha: np.ndarray, alphas: np.ndarray) -> tuple[int, int]:
     return low, high
 
 
+def _resolve_fold_designs(
+    fold: Sequence[int], Xs: Sequence[np.ndarray], test_designs: dict
+) -> Sequence[np.ndarray]:
+    """The designs that predict the runs of one fold (all its runs must agree)."""
+    chosen = {id(test_designs.get(i, Xs)) for i in fold}
+    if len(chosen) > 1:
+        raise ValueError(f"held-out runs {list(fold)} are predicted from different designs")
+    return test_designs.get(fold[0], Xs)
+
+
+def _predict_units(
+    designs: Sequence[np.ndarray],
+    data: VoxelData,
+    train: Sequence[int],
+    alpha: np.ndarray,
+    units: Sequence[Sequence[int]],
+    scores: HeldOutScores,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    chunks: ChunkPlan,
+) -> None:
+    """Fit on ``train`` and score each unit (runs averaged, truncated to the shortest run)."""
+    members = [i for unit in units for i in unit]
+
+    def on_chunk(voxels: slice, predictions: list[torch.Tensor]) -> None:
+        by_run = dict(zip(members, predictions, strict=True))
+        moments = []
+        for unit in units:
+            n = min(data.run_lengths[i] for i in unit)
+            Y = sum(
+                torch.as_tensor(np.asarray(data.read(i, voxels))[:n]).to(device, torch.float64)
+                for i in unit
+            )
+            P = sum(by_run[i][:n].to(torch.float64) for i in unit)
+            moments.append(HeldOutScores.moments(Y / len(unit), P / len(unit)))
+        for moment in moments:  # committed once the whole chunk succeeded
+            scores.commit(voxels, moment)
+
+    solve_chunks(
+        np.concatenate([designs[i] for i in train]),
+        data,
+        train,
+        alpha,
+        [designs[i] for i in members],
+        on_chunk,
+        device=device,
+        dtype=dtype,
+        chunks=chunks,
+    )
+
+
+def write_weights(
+    path: Path | str,
+    X: np.ndarray,
+    data: VoxelData,
+    runs: Sequence[int],
+    alpha: np.ndarray,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    chunks: ChunkPlan | None = None,
+) -> Path:
+    """Ridge weights of a model fitted on ``runs`` as ``.npy``, written voxel chunk by chunk.
+
+    Parameters
+    ----------
+    path : Path
+        Output ``.npy`` file (written atomically).
+    X : ndarray of shape (n_samples, n_features)
+        Designs of ``runs``, stacked.
+    data : VoxelData
+    runs : sequence of int
+        The runs of ``data`` the model is fitted on.
+    alpha : ndarray of shape (n_voxels,)
+        Each voxel's penalty.
+
+    Returns
+    -------
+    Path
+        A float32 array of shape (n_features, n_voxels) (column-major on disk, so that each
+        chunk is appended as it comes; ``np.load`` reads it as usual).
+    """
+    path = Path(path)
+    n_features = np.shape(X)[1]
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle,
+            {"descr": "<f4", "fortran_order": True, "shape": (n_features, data.n_voxels)},
+        )
+
+        def append(voxels: slice, results: list[torch.Tensor]) -> None:
+            block = results[0].to("cpu", torch.float32).numpy()  # (n_features, n_voxels_chunk)
+            handle.write(np.ascontiguousarray(block.T).tobytes())
+
+        solve_chunks(
+            X, data, runs, alpha, [None], append, device=device, dtype=dtype, chunks=chunks
+        )
+    return path
+
+
 def fit_encoding_model(
     Xs: Sequence[np.ndarray],
-    Ys: Sequence[np.ndarray],
+    Ys: Sequence[np.ndarray] | VoxelData,
     alphas: Sequence[float] | np.ndarray,
     *,
     device: str | torch.device = "cpu",
@@ -197,19 +339,31 @@ def fit_encoding_model(
     feature_space: str = "",
     score: str = "correlation",
     dtype: torch.dtype = torch.float32,
+    test_designs: Mapping[int, Sequence[np.ndarray]] | None = None,
+    test_runs: Sequence[int] | None = None,
+    repeats: Sequence[Sequence[int]] | None = None,
+    cv_groups: Sequence[Hashable] | None = None,
+    cv_groups_name: str = "run",
+    mem_mb: float | None = None,
+    weights_path: Path | str | None = None,
 ) -> EncodingResult:
-    """Fit and evaluate a ridge encoding model with leave-one-run-out CV (module docstring).
+    """Fit and evaluate a ridge encoding model with folds of whole runs (module docstring).
+
+    Works with any designs and data paired by run: TR-level designs of continuous runs, or
+    trial-wise designs (one row per trial) with the trial responses of each run.
 
     Parameters
     ----------
     Xs : list of ndarray of shape (n_samples_i, n_features)
         Design of each run (z-scored per run).
-    Ys : list of ndarray of shape (n_samples_i, n_voxels)
-        BOLD of each run (z-scored per run).
+    Ys : list of ndarray of shape (n_samples_i, n_voxels), or VoxelData
+        BOLD of each run (z-scored per run); a
+        :class:`~bids_vem.encoding.voxel_data.VoxelStore` streams it from disk.
     alphas : sequence of float
         Penalty grid (log-spaced over many decades).
     device, n_voxels_chunk, dtype
-        As in :func:`bids_vem.encoding.ridge.ridge_cv_alphas`; results do not depend on the chunk.
+        As in :func:`bids_vem.encoding.ridge.ridge_cv_alphas`; results do not depend on the
+        chunk (a CUDA out-of-memory error halves it and goes on).
     run_names : sequence of str, optional
         Names of the runs, for messages and the result.
     delays, feature_space
@@ -218,6 +372,29 @@ def fit_encoding_model(
         What the CV maximises to choose penalties. Correlation (the field's habit) is blind to
         the scale of the predictions and often picks the largest penalty for weak voxels;
         R^2 is not.
+    test_designs : mapping of int to list of ndarray, optional
+        For some held-out runs (by index), the designs of all runs to use when that run is
+        predicted (inner CV, refit and prediction), e.g. from features of an aligned encoder
+        that never saw the run's stimuli; ``Xs`` still give the penalty map.
+    test_runs : sequence of int, optional
+        Explicit test runs (``evaluation="test-runs"``): penalties by leave-one-run-out CV on
+        the other runs, one model fitted on them, scores on the test runs only. Default:
+        nested leave-one-out over all runs (``evaluation="loro"``).
+    repeats : sequence of sequence of int, optional
+        With ``test_runs``: the test runs grouped by repeated stimulus sequence; each group's
+        data and predictions are averaged (over its shortest run's length) before scoring
+        (``evaluation="test-runs-averaged"``).
+    cv_groups : sequence of hashable, optional
+        A label per run (e.g. its session): folds hold out all runs of one label, in the CV
+        and in the nested evaluation. Default: one run per fold.
+    cv_groups_name : str
+        What the folds are (``"run"``, ``"session"``), recorded in the result.
+    mem_mb : float, optional
+        Memory budget of the fit in MB: sets the voxel chunk
+        (:func:`~bids_vem.encoding.chunks.voxel_chunk_for_memory`) unless ``n_voxels_chunk``.
+    weights_path : Path, optional
+        Write the weights of the final model (all runs; with ``test_runs``, the training
+        runs) there (:func:`write_weights`).
 
     Returns
     -------
@@ -226,77 +403,142 @@ def fit_encoding_model(
     Raises
     ------
     DataError
-        Fewer than 2 runs, or runs that disagree in features or voxels.
+        Fewer than 2 runs (or groups), or runs that disagree in features or voxels.
     """
     alphas = np.asarray(alphas, dtype=np.float64)
+    data = as_voxel_data(Ys)
     names = list(run_names) if run_names is not None else [f"run {i + 1}" for i in range(len(Xs))]
-    if len(Xs) != len(Ys) or len(names) != len(Xs):
-        raise ValueError(f"{len(Xs)} designs, {len(Ys)} data blocks, {len(names)} run names")
+    if len(Xs) != data.n_runs or len(names) != len(Xs):
+        raise ValueError(f"{len(Xs)} designs, {data.n_runs} data blocks, {len(names)} run names")
     if len(Xs) < 2:
         found = f"; found {len(Xs)}" + (f": {names[0]}" if names else "")
         raise DataError(f"leave-one-run-out needs at least 2 runs{found}")
     n_features = {X.shape[1] for X in Xs}
-    n_voxels = {Y.shape[1] for Y in Ys}
-    if len(n_features) != 1 or len(n_voxels) != 1:
-        raise DataError(
-            f"runs {', '.join(names)} disagree in design columns {sorted(n_features)} "
-            f"or voxels {sorted(n_voxels)}"
-        )
-    for name, X, Y in zip(names, Xs, Ys, strict=True):
-        if len(X) != len(Y):
-            raise DataError(f"{name}: design has {len(X)} rows but the BOLD {len(Y)} volumes")
-    options = dict(device=device, n_voxels_chunk=n_voxels_chunk, dtype=dtype)
-    n_runs = len(Xs)
+    if len(n_features) != 1:
+        raise DataError(f"runs {', '.join(names)} disagree in design columns {sorted(n_features)}")
+    for name, X, n in zip(names, Xs, data.run_lengths, strict=True):
+        if len(X) != n:
+            raise DataError(f"{name}: design has {len(X)} rows but the BOLD {n} volumes")
+    n_runs, n_voxels = len(Xs), data.n_voxels
+    device = resolve_device(device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    chunk = n_voxels_chunk or voxel_chunk_for_memory(
+        mem_mb,
+        n_samples=sum(data.run_lengths),
+        n_features=next(iter(n_features)),
+        n_alphas=len(alphas),
+        n_voxels=n_voxels,
+        itemsize=itemsize,
+    )
+    plan = ChunkPlan(chunk)
+    options = dict(device=device, dtype=dtype, chunks=plan)
+    test_designs = dict(test_designs or {})
+    for test, designs in test_designs.items():
+        if len(designs) != n_runs or any(
+            D.shape != X.shape for D, X in zip(designs, Xs, strict=True)
+        ):
+            raise ValueError(f"designs for held-out run {test} do not match the runs' designs")
+    groups = list(cv_groups) if cv_groups is not None else None
+    scores = HeldOutScores(n_voxels)
 
-    # penalties a final model on all runs would use
-    alpha, cv_scores = ridge_cv_alphas(Xs, Ys, alphas, score=score, **options)
+    if test_runs is None:
+        if repeats:
+            raise ValueError("repeats are averaged only among explicit test runs")
+        evaluation = "loro"
+        folds = leave_one_group_out(n_runs, groups)
+        if len(folds) < 2:
+            raise DataError(
+                f"leave-one-{cv_groups_name}-out needs at least 2 {cv_groups_name}s; "
+                f"found 1 ({', '.join(names)})"
+            )
+        # penalties a final model on all runs would use
+        alpha, cv_scores = ridge_cv_alphas(Xs, data, alphas, score=score, groups=groups, **options)
+        nested = len(folds) >= 3
+        # held-out predictions: each fold from a model that never saw it
+        for fold in folds:
+            train = [i for i in range(n_runs) if i not in fold]
+            designs = _resolve_fold_designs(fold, Xs, test_designs)
+            if nested:
+                alpha_fold, _ = ridge_cv_alphas(
+                    [designs[i] for i in train],
+                    RunSubset(data, train),
+                    alphas,
+                    score=score,
+                    groups=None if groups is None else [groups[i] for i in train],
+                    **options,
+                )
+            elif fold[0] in test_designs:
+                alpha_fold, _ = ridge_cv_alphas(
+                    designs, data, alphas, score=score, groups=groups, **options
+                )
+            else:
+                alpha_fold = alpha
+            _predict_units(designs, data, train, alpha_fold, [[i] for i in fold], scores, **options)
+        model_runs, model_designs = list(range(n_runs)), Xs
+    else:
+        test = sorted({int(i) for i in test_runs})
+        if not test or test[0] < 0 or test[-1] >= n_runs:
+            raise ValueError(f"test runs {list(test_runs)} are not run indices 0..{n_runs - 1}")
+        train = [i for i in range(n_runs) if i not in test]
+        units = [sorted(unit) for unit in repeats] if repeats else [[i] for i in test]
+        if sorted(i for unit in units for i in unit) != test:
+            raise ValueError(f"repeat groups {units} do not partition the test runs {test}")
+        evaluation = "test-runs-averaged" if repeats else "test-runs"
+        train_groups = None if groups is None else [groups[i] for i in train]
+        if len(leave_one_group_out(len(train), train_groups)) < 2:
+            listed = ", ".join(names[i] for i in train)
+            raise DataError(
+                f"the training runs ({listed}) form fewer than 2 {cv_groups_name}s: "
+                "no cross-validation of the penalties is possible"
+            )
+        designs = _resolve_fold_designs(test, Xs, test_designs)
+        alpha, cv_scores = ridge_cv_alphas(
+            [designs[i] for i in train],
+            RunSubset(data, train),
+            alphas,
+            score=score,
+            groups=train_groups,
+            **options,
+        )
+        _predict_units(designs, data, train, alpha, units, scores, **options)
+        nested = True
+        model_runs, model_designs = train, designs
+
+    if weights_path is not None:
+        write_weights(
+            weights_path,
+            np.concatenate([model_designs[i] for i in model_runs]),
+            data,
+            model_runs,
+            alpha,
+            **options,
+        )
     chosen = np.argmin(np.abs(np.log(alphas)[:, None] - np.log(alpha)[None, :]), axis=0)
     cv_score = cv_scores[chosen, np.arange(alpha.size)]
-
-    # held-out predictions: each run from a model that never saw it
-    predictions = []
-    for test in range(n_runs):
-        train = [i for i in range(n_runs) if i != test]
-        if n_runs >= 3:
-            alpha_test, _ = ridge_cv_alphas(
-                [Xs[i] for i in train], [Ys[i] for i in train], alphas, score=score, **options
-            )
-        else:
-            alpha_test = alpha
-        predictions.append(
-            ridge_predict(
-                np.concatenate([Xs[i] for i in train]),
-                np.concatenate([Ys[i] for i in train]),
-                Xs[test],
-                alpha_test,
-                **options,
-            )
-        )
-    Y_all = np.concatenate(Ys)
-    Y_pred = np.concatenate(predictions)
-    # r pools runs after standardising each run's data and predictions: each run's model has
-    # its own penalties, hence its own scale (a penalty of 1e8 predicts with a tiny variance but
-    # the same time course), and raw pooling would let that scale, not the fit, set r
-    r = score_correlation(
-        np.concatenate([zscore(Y) for Y in Ys]), np.concatenate([zscore(P) for P in predictions])
-    )
     low, high = _edge_counts(alpha, alphas)
     return EncodingResult(
-        r=r.astype(np.float32),
-        r2=score_r2(Y_all, Y_pred).astype(np.float32),
+        r=scores.r.astype(np.float32),
+        r2=scores.r2.astype(np.float32),
         alpha=alpha.astype(np.float32),
         cv_score=cv_score.astype(np.float32),
         alphas=alphas,
         n_alpha_low=low,
         n_alpha_high=high,
         n_runs=n_runs,
-        n_samples=int(len(Y_all)),
+        n_samples=int(sum(data.run_lengths)),
         n_features=n_features.pop(),
         delays=tuple(int(d) for d in delays),
         feature_space=feature_space,
-        nested=n_runs >= 3,
+        nested=nested,
         runs=tuple(names),
         score=score,
+        evaluation=evaluation,
+        test_runs=tuple(names[i] for i in test) if test_runs is not None else (),
+        repeats=tuple(tuple(names[i] for i in unit) for unit in units if len(unit) > 1)
+        if test_runs is not None
+        else (),
+        cv_groups=cv_groups_name,
+        voxel_chunk=plan.size,
     )
 
 
@@ -324,13 +566,21 @@ def encode_runs(
     n_voxels_chunk: int | None = None,
     oversampling: int = 10,
     score: str = "correlation",
+    fold_feature_sets: Sequence[tuple[Sequence[str], FeatureSet]] = (),
+    bold: VoxelStore | None = None,
+    test_runs: Sequence[str] = (),
+    average_test_repeats: bool = False,
+    cv_groups: str = "run",
+    mem_mb: float | None = None,
+    weights_path: Path | str | None = None,
 ) -> EncodingResult:
     """Encoding model of one participant's runs from one feature space.
 
     Reads each run's events and BOLD, builds its design (:func:`build_run_design`; for video
     frames, :func:`video_timecourse` then :func:`build_run_design_from_timecourse`), cleans its
-    BOLD inside the voxels common to all runs' masks (:func:`load_bold`), then calls
-    :func:`fit_encoding_model`.
+    BOLD inside the voxels common to all runs' masks (:func:`load_bold`; or reads it from a
+    :class:`~bids_vem.encoding.voxel_data.VoxelStore` written by
+    :func:`~bids_vem.encoding.bold.write_bold_store`), then calls :func:`fit_encoding_model`.
 
     Parameters
     ----------
@@ -345,11 +595,24 @@ def encode_runs(
     alphas : sequence of float
         Penalty grid.
     confounds : sequence of str
-        Confound columns to regress out of the BOLD.
-    device, n_voxels_chunk, score
+        Confound columns to regress out of the BOLD (ignored with ``bold``: the store was
+        cleaned when written).
+    device, n_voxels_chunk, score, mem_mb, weights_path
         As in :func:`fit_encoding_model`.
     oversampling : int
         Time-grid steps per TR for the design.
+    fold_feature_sets : sequence of (run names, FeatureSet)
+        Features to use when those runs are held out (the aligned encoder of a fold that never
+        saw their stimuli); ``feature_set`` gives the penalty map and the other runs.
+    bold : VoxelStore, optional
+        The runs' cleaned BOLD on disk (same runs, same order). Default: cleaned here, in memory.
+    test_runs : sequence of str
+        ``--test-runs`` labels (:func:`~bids_vem.encoding.evaluation.select_test_runs`).
+        Default: nested leave-one-out over all runs.
+    average_test_repeats : bool
+        Average test runs that show the same stimulus sequence before scoring.
+    cv_groups : {"run", "session"}
+        What a CV fold holds out.
 
     Returns
     -------
@@ -362,6 +625,8 @@ def encode_runs(
         Runs with different TRs or mask grids, fewer than 2 runs, bad events or BOLD.
     InputMissingError
         Unreadable files.
+    UsageError
+        Test runs or CV groups that do not fit the runs.
     """
     runs = list(runs)
     if not runs:
@@ -372,51 +637,99 @@ def encode_runs(
         raise DataError(f"runs have different repetition times: {listed}")
     if len(runs) < 2:
         raise DataError(f"leave-one-run-out needs at least 2 runs; found 1: {runs[0].name}")
-    mask = intersect_masks([run.mask for run in runs])
-    frames = feature_set.frames() if feature_set.timed else None
-    # video frames are averaged within each TR, words of a story Lanczos-interpolated
-    resample = feature_set.metadata.get("resample", "average")
+    names = [run.name for run in runs]
+    if average_test_repeats and not test_runs:
+        raise UsageError("--average-test-repeats needs --test-runs (the repeated test runs)")
+    if cv_groups not in ("run", "session"):
+        raise UsageError(f"--cv-groups must be run or session, got {cv_groups!r}")
+    groups = None
+    if cv_groups == "session":
+        missing = [run.name for run in runs if run.session is None]
+        if missing:
+            raise UsageError(f"--cv-groups session: run(s) without a session: {', '.join(missing)}")
+        groups = [run.session for run in runs]
+    test = select_test_runs(runs, test_runs) if test_runs else None
 
-    Xs, Ys = [], []
-    for run in runs:
-        if confounds and run.confounds is None:
-            raise InputMissingError(
-                f"{run.name}: confounds {', '.join(confounds)} requested but the run has no "
-                "confounds file"
+    if bold is None:
+        mask = intersect_masks([run.mask for run in runs])
+        Ys = []
+        for run in runs:
+            if confounds and run.confounds is None:
+                raise InputMissingError(
+                    f"{run.name}: confounds {', '.join(confounds)} requested but the run has no "
+                    "confounds file"
+                )
+            Ys.append(load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr))
+        data: VoxelData = InMemoryVoxelData(Ys)
+    else:
+        if list(bold.run_names) != names:
+            raise DataError(
+                f"{bold.header_path}: the voxel store holds runs {list(bold.run_names)}, "
+                f"not {names}"
             )
-        Y = load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr)
-        events = _run_events(run.events, stim_column)
-        if feature_set.timed:
-            # video frames: each frame at onset + its time, averaged within each TR
-            X = build_run_design_from_timecourse(
-                video_timecourse(
-                    events, frames, Y.shape[0], run.tr, source=str(run.events), resample=resample
-                ),
-                delays,
-                source=str(run.events),
-            )
-        else:
-            X = build_run_design(
-                events,
-                feature_set,
-                Y.shape[0],
-                run.tr,
-                delays,
-                oversampling=oversampling,
-                source=str(run.events),
-            )
-        Xs.append(X)
-        Ys.append(Y)
+        mask = nib.load(bold.header_path.parent / bold.metadata["mask"])
+        data = bold
+    events = [_run_events(run.events, stim_column) for run in runs]
+    repeats = repeated_sequences(test, events, names) if average_test_repeats else None
+
+    def designs(features: FeatureSet) -> list[np.ndarray]:
+        frames = features.frames() if features.timed else None
+        # video frames are averaged within each TR, words of a story Lanczos-interpolated
+        resample = features.metadata.get("resample", "average")
+        out = []
+        for run, run_events, n_volumes in zip(runs, events, data.run_lengths, strict=True):
+            if features.timed:
+                # video frames: each frame at onset + its time, averaged within each TR
+                timecourse = video_timecourse(
+                    run_events,
+                    frames,
+                    n_volumes,
+                    run.tr,
+                    source=str(run.events),
+                    resample=resample,
+                )
+                out.append(
+                    build_run_design_from_timecourse(timecourse, delays, source=str(run.events))
+                )
+            else:
+                out.append(
+                    build_run_design(
+                        run_events,
+                        features,
+                        n_volumes,
+                        run.tr,
+                        delays,
+                        oversampling=oversampling,
+                        source=str(run.events),
+                    )
+                )
+        return out
+
+    Xs = designs(feature_set)
+    test_designs: dict[int, list[np.ndarray]] = {}
+    for held_out, features in fold_feature_sets:
+        fold_Xs = designs(features)
+        for run_name in held_out:
+            if run_name not in names:
+                raise DataError(f"fold features name run {run_name}, which is not among {names}")
+            test_designs[names.index(run_name)] = fold_Xs
     result = fit_encoding_model(
         Xs,
-        Ys,
+        data,
         alphas,
         device=device,
         n_voxels_chunk=n_voxels_chunk,
-        run_names=[run.name for run in runs],
+        run_names=names,
         delays=delays,
         feature_space=feature_set.name,
         score=score,
+        test_designs=test_designs,
+        test_runs=test,
+        repeats=repeats,
+        cv_groups=groups,
+        cv_groups_name=cv_groups,
+        mem_mb=mem_mb,
+        weights_path=weights_path,
     )
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)

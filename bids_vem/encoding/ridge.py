@@ -1,6 +1,9 @@
 """Ridge regression with one penalty per voxel, cross-validated over runs (torch, CPU or CUDA).
 
-The solver is a set of pure functions over arrays: numpy in, numpy out, torch inside.
+The solver is a set of pure functions over arrays: numpy in, numpy out, torch inside. Voxel
+data come as per-run arrays or as any :class:`~bids_vem.encoding.voxel_data.VoxelData` (e.g.
+a :class:`~bids_vem.encoding.voxel_data.VoxelStore` on disk): they are read one voxel chunk
+at a time, so memory is set by the chunk, not by the number of voxels.
 
 One eigendecomposition of the training design per fold serves every penalty and every voxel.
 With ``X`` of shape (n_samples, n_features) and ``r = min(n_samples, n_features)``:
@@ -9,10 +12,18 @@ With ``X`` of shape (n_samples, n_features) and ``r = min(n_samples, n_features)
 - dual (``n_samples < n_features``): ``X X^T = U diag(lam) U^T``, ``L = U``, ``F = X^T U``;
 
 and in both cases the ridge weights for penalty ``alpha`` are ``W = F diag(1 / (lam + alpha)) L^T Y``
-(shape (n_features, n_voxels)), so a held-out prediction is ``(X_test F) diag(1 / (lam + alpha)) (L^T Y)``:
-one product ``L^T Y`` per fold (``2 n r v`` flops) and one ``(n_test, r) x (r, v)`` product per
-penalty. The decomposition (size ``r``, independent of the number of voxels) is done in float64;
-the products with voxel data in ``dtype`` (float32 by default).
+(shape (n_features, n_voxels)), so a held-out prediction is ``A diag(s) C`` with
+``A = X_test F`` (n_test, r), ``s = 1 / (lam + alpha)`` and ``C = L^T Y`` (r, n_voxels): one
+product ``C`` per fold (``2 n r v`` flops) and one ``(n_test, r) x (r, v)`` product per penalty.
+
+Scores come from moments, not from stored predictions. With ``A = Q R`` (``Q`` orthonormal,
+(n_test, m), ``m = min(n_test, r)``), the predictions ``A S C = Q (R S C)`` live in the span
+of ``Q``: per penalty, ``R S C`` (m, n_voxels_chunk) is formed (``2 m r v`` flops, fewer than
+``2 n_test r v`` when ``r < n_test``) and reduced to ``sum(p^2)`` and ``sum(y p)`` (with
+``Q^T y``) along contiguous rows, so that a voxel's score does not depend on the chunk it is
+in; ``sum(p)`` is the small product ``(S A^T 1)^T C``. The moments are combined in float64.
+The decomposition (size ``r``, independent of the number
+of voxels) is done in float64; the products with voxel data in ``dtype`` (float32 by default).
 
 Objective (no intercept: designs and BOLD are z-scored per run)::
 
@@ -21,13 +32,15 @@ Objective (no intercept: designs and BOLD are z-scored per run)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
 from bids_vem.encoding.device import resolve_device
+from bids_vem.encoding.voxel_data import VoxelData, as_voxel_data
 
 __all__ = [
     "ridge_cv_alphas",
@@ -36,15 +49,17 @@ __all__ = [
     "score_correlation",
     "score_r2",
     "default_voxel_chunk",
+    "leave_one_group_out",
+    "solve_chunks",
 ]
 
 #: scores are nudged by this times log(alpha) before the argmax, as in himalaya: among penalties
 #: whose mean CV scores tie (to ~1e-10), the largest (simplest model) is chosen
 TIE_SLOPE = 1e-10
 
-#: default budget, in elements, of the (n_alphas, n_test, n_voxels_chunk) block of predictions
-#: (256 MB in float32; scoring adds float64 temporaries of one penalty's slice)
-_PREDICTION_BLOCK = 1 << 26
+#: a prediction whose variance is below this fraction of its mean square is constant up to
+#: rounding (float32 / float64 products): its correlation is 0, as for an exactly constant one
+_CONSTANT_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,28 @@ class _Decomposition:
     primal: bool
 
 
+#: on CPU, matrices with up to this many columns are factorised by one thread
+_SERIAL_EIGH_MAX = 1024
+
+
+def _serial_cpu(function: Callable, matrix: torch.Tensor, max_size: int = _SERIAL_EIGH_MAX):
+    """``function(matrix)``, single-threaded on CPU for matrices up to 1024 columns.
+
+    LAPACK's factorisations (eigh, QR) synchronise their threads at every column: on a CPU
+    shared with other processes, 2 threads took 7 s where 1 thread took 0.03 s (eigh,
+    r = 512, measured on the 2-core development machine), and on a quiet machine threads
+    gain little at this size.
+    """
+    threads = torch.get_num_threads()
+    if matrix.device.type != "cpu" or matrix.shape[-1] > max_size or threads == 1:
+        return function(matrix)
+    torch.set_num_threads(1)
+    try:
+        return function(matrix)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _decompose(X: torch.Tensor, dtype: torch.dtype, primal: bool | None = None) -> _Decomposition:
     """Decompose ``X`` (n_samples, n_features), choosing primal or dual by the smaller dimension."""
     X64 = X.to(torch.float64)
@@ -64,7 +101,7 @@ def _decompose(X: torch.Tensor, dtype: torch.dtype, primal: bool | None = None) 
     if primal is None:
         primal = n_samples >= n_features
     gram = X64.T @ X64 if primal else X64 @ X64.T
-    eigenvalues, vectors = torch.linalg.eigh(gram)
+    eigenvalues, vectors = _serial_cpu(torch.linalg.eigh, gram)
     # rounding can leave tiny negative eigenvalues of a positive semi-definite matrix
     eigenvalues = eigenvalues.clamp_min(0.0)
     if primal:
@@ -83,34 +120,89 @@ def _check_alphas(alphas) -> np.ndarray:
     return alphas
 
 
-def _check_blocks(Xs: Sequence[np.ndarray], Ys: Sequence[np.ndarray]) -> tuple[int, int]:
-    if len(Xs) != len(Ys):
-        raise ValueError(f"{len(Xs)} design blocks but {len(Ys)} data blocks")
+def _check_blocks(Xs: Sequence[np.ndarray], data: VoxelData) -> tuple[int, int]:
+    if len(Xs) != data.n_runs:
+        raise ValueError(f"{len(Xs)} design blocks but {data.n_runs} data blocks")
     if len(Xs) < 2:
         raise ValueError(f"leave-one-block-out needs at least 2 blocks, got {len(Xs)}")
     n_features = {np.shape(X)[1] for X in Xs}
-    n_voxels = {np.shape(Y)[1] for Y in Ys}
-    if len(n_features) != 1 or len(n_voxels) != 1:
-        raise ValueError(
-            f"blocks disagree: n_features {sorted(n_features)}, n_voxels {sorted(n_voxels)}"
-        )
-    for i, (X, Y) in enumerate(zip(Xs, Ys, strict=True)):
-        if np.ndim(X) != 2 or np.ndim(Y) != 2 or len(X) != len(Y):
-            raise ValueError(f"block {i}: X {np.shape(X)} and Y {np.shape(Y)} do not pair up")
-    return n_features.pop(), n_voxels.pop()
+    if len(n_features) != 1:
+        raise ValueError(f"blocks disagree: n_features {sorted(n_features)}")
+    for i, (X, n) in enumerate(zip(Xs, data.run_lengths, strict=True)):
+        if np.ndim(X) != 2 or len(X) != n:
+            raise ValueError(
+                f"block {i}: X {np.shape(X)} and Y ({n}, {data.n_voxels}) do not pair up"
+            )
+    return n_features.pop(), data.n_voxels
+
+
+def leave_one_group_out(n_blocks: int, groups: Sequence[Hashable] | None = None) -> list[list[int]]:
+    """Test blocks of each fold: one block per fold, or all blocks of one group per fold.
+
+    Parameters
+    ----------
+    n_blocks : int
+    groups : sequence of hashable, optional
+        Label of each block (e.g. its session); folds follow the order of first appearance.
+
+    Returns
+    -------
+    list of list of int
+        Indices of the held-out blocks of each fold.
+    """
+    if groups is None:
+        return [[i] for i in range(n_blocks)]
+    groups = list(groups)
+    if len(groups) != n_blocks:
+        raise ValueError(f"{len(groups)} group labels for {n_blocks} blocks")
+    order = list(dict.fromkeys(groups))
+    return [[i for i, g in enumerate(groups) if g == label] for label in order]
 
 
 def default_voxel_chunk(n_alphas: int, n_test: int, n_voxels: int) -> int:
-    """Voxels per chunk so that the block of CV predictions stays ~256 MB in float32."""
-    return int(max(1, min(n_voxels, _PREDICTION_BLOCK // max(1, n_alphas * n_test))))
+    """Voxels per chunk with the default memory budget (about 256 MB of working memory)."""
+    return voxel_chunk_for_memory(
+        None, n_samples=5 * n_test, n_features=n_test, n_alphas=n_alphas, n_voxels=n_voxels
+    )
 
 
-def _chunks(n_voxels: int, size: int) -> list[slice]:
-    return [slice(start, min(start + size, n_voxels)) for start in range(0, n_voxels, size)]
+def _chunk_plan(
+    chunks: ChunkPlan | None,
+    n_voxels_chunk: int | None,
+    *,
+    n_samples: int,
+    n_features: int,
+    n_alphas: int,
+    n_voxels: int,
+    dtype: torch.dtype,
+) -> ChunkPlan:
+    if chunks is not None:
+        return chunks
+    if n_voxels_chunk is not None:
+        return ChunkPlan(n_voxels_chunk)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return ChunkPlan(
+        voxel_chunk_for_memory(
+            None,
+            n_samples=n_samples,
+            n_features=n_features,
+            n_alphas=n_alphas,
+            n_voxels=n_voxels,
+            itemsize=itemsize,
+        )
+    )
 
 
 def _to_device(a: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a)).to(device=device, dtype=dtype)
+
+
+def _read(
+    data: VoxelData, runs: Sequence[int], part: slice, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The chunk ``part`` of the given runs, stacked: (sum of their samples, n_voxels_chunk)."""
+    blocks = [_to_device(data.read(i, part), device, dtype) for i in runs]
+    return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks)
 
 
 def _correlation(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -137,12 +229,94 @@ def _r2(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     return torch.where(sst > 0, 1.0 - sse / torch.where(sst > 0, sst, 1.0), 0.0)
 
 
-_SCORERS = {"correlation": _correlation, "r2": _r2}
+_SCORES = ("correlation", "r2")
+
+
+def _scores_from_moments(
+    score: str,
+    Y_test: torch.Tensor,
+    basis: torch.Tensor,
+    triangle: torch.Tensor,
+    coefs: torch.Tensor,
+    shrink: torch.Tensor,
+    shrink_sum: torch.Tensor,
+) -> torch.Tensor:
+    """Score of every penalty for a chunk of voxels (module docstring).
+
+    In the compute dtype: ``Y_test`` (n_test, c), ``basis = Q`` (n_test, m) and ``triangle = R``
+    (m, r) with ``A = Q R`` (``m = min(n_test, r)``), and ``coefs = C`` (r, c); in float64:
+    ``shrink`` (k, r) = 1 / (lam + alpha) and ``shrink_sum`` = shrink * A.sum(0).
+    Returns (k, c) float64.
+    """
+    n_test = Y_test.shape[0]
+    dtype = coefs.dtype
+    # the predictions A S C = Q (R S C) live in the span of Q: their products with y are those
+    # of R S C with Q^T y. sum(y p) and sum(p^2) come from the same rounded R S C, so that
+    # rounding errors cancel in the correlation (scores of close penalties stay ordered)
+    projected_t = (basis.T @ Y_test).T  # (c, m)
+    coefs_t = coefs.T
+    shrink_dtype = shrink.to(dtype)
+    sum_pp = torch.empty(
+        (shrink.shape[0], coefs.shape[1]), dtype=torch.float64, device=coefs.device
+    )
+    sum_yp = torch.empty_like(sum_pp)
+    for j in range(shrink.shape[0]):
+        predictions_t = coefs_t @ (triangle * shrink_dtype[j]).T  # (c, m), rows = voxels
+        sum_pp[j] = torch.linalg.vector_norm(predictions_t, dim=1).to(torch.float64) ** 2
+        sum_yp[j] = torch.linalg.vecdot(predictions_t, projected_t, dim=1)
+    sum_p = shrink_sum @ coefs.to(torch.float64)
+    y64 = Y_test.to(torch.float64)
+    sum_y = y64.sum(0)
+    var_y = (torch.linalg.vector_norm(y64 - sum_y / n_test, dim=0) ** 2)[None]
+    if score == "r2":
+        sse = (torch.linalg.vector_norm(y64, dim=0) ** 2)[None] - 2.0 * sum_yp + sum_pp
+        return torch.where(var_y > 0, 1.0 - sse / torch.where(var_y > 0, var_y, 1.0), 0.0)
+    cov = sum_yp - sum_y[None] * sum_p / n_test
+    var_p = sum_pp - sum_p**2 / n_test
+    var_p = torch.where(var_p > _CONSTANT_TOLERANCE[dtype] * sum_pp, var_p, 0.0)
+    den = torch.sqrt(var_y * var_p)
+    return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def _add_fold_scores(
+    score_sum: np.ndarray,
+    Xs: Sequence[np.ndarray],
+    data: VoxelData,
+    train: list[int],
+    test: list[int],
+    alphas_t: torch.Tensor,
+    score: str,
+    dtype: torch.dtype,
+    primal: bool | None,
+    plan: ChunkPlan,
+) -> None:
+    """Add one fold's scores of every penalty to ``score_sum`` (n_alphas, n_voxels)."""
+    device = alphas_t.device
+    X_train = torch.cat([_to_device(Xs[i], device, torch.float64) for i in train])
+    X_test = torch.cat([_to_device(Xs[i], device, torch.float64) for i in test])
+    dec = _decompose(X_train, dtype, primal)
+    held64 = X_test @ dec.to_features  # A: (n_test, r)
+    del X_train, X_test
+    shrink = 1.0 / (dec.eigenvalues[None, :] + alphas_t[:, None])  # (n_alphas, r)
+    shrink_sum = shrink * held64.sum(0)[None, :]
+    # ||A S c|| = ||R S c||: products with R (m = min(n_test, r) rows) cost less than with A
+    basis, triangle = _serial_cpu(torch.linalg.qr, held64)
+    basis, triangle = basis.to(dtype), triangle.to(dtype)
+
+    def work(part: slice) -> None:
+        Y_train = _read(data, train, part, device, dtype)
+        Y_test = _read(data, test, part, device, dtype)
+        coefs = dec.left.T @ Y_train  # (r, n_voxels_chunk)
+        del Y_train
+        scores = _scores_from_moments(score, Y_test, basis, triangle, coefs, shrink, shrink_sum)
+        score_sum[:, part] += scores.cpu().numpy()
+
+    plan.run(data.n_voxels, work)
 
 
 def ridge_cv_alphas(
     Xs: Sequence[np.ndarray],
-    Ys: Sequence[np.ndarray],
+    Ys: Sequence[np.ndarray] | VoxelData,
     alphas: Sequence[float] | np.ndarray,
     *,
     score: str = "correlation",
@@ -150,6 +324,8 @@ def ridge_cv_alphas(
     n_voxels_chunk: int | None = None,
     dtype: torch.dtype = torch.float32,
     primal: bool | None = None,
+    groups: Sequence[Hashable] | None = None,
+    chunks: ChunkPlan | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose one ridge penalty per voxel by leave-one-block-out cross-validation.
 
@@ -161,23 +337,29 @@ def ridge_cv_alphas(
     ----------
     Xs : list of ndarray of shape (n_samples_i, n_features)
         Design of each block (z-scored per run; no intercept is fitted).
-    Ys : list of ndarray of shape (n_samples_i, n_voxels)
-        Data of each block.
+    Ys : list of ndarray of shape (n_samples_i, n_voxels), or VoxelData
+        Data of each block (a :class:`~bids_vem.encoding.voxel_data.VoxelStore` streams them
+        from disk).
     alphas : sequence of float
         Candidate penalties, positive.
     score : {"correlation", "r2"}
-        Pearson r or R^2 of the held-out block, per voxel.
+        Pearson r or R^2 of the held-out block(s), per voxel.
     device : str or torch.device
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     n_voxels_chunk : int, optional
-        Voxels processed at once (bounds memory; results do not depend on it). Default: as many
-        as keep the (n_alphas, n_test, n_voxels_chunk) block of predictions under ~256 MB
-        in float32.
+        Voxels processed at once (bounds memory; results do not depend on it). Default: a
+        working memory of about 256 MB (:func:`~bids_vem.encoding.chunks.voxel_chunk_for_memory`).
     dtype : torch.dtype
         Precision of the products with the voxel data (the decomposition is float64).
     primal : bool, optional
         Force the primal (True) or dual (False) form; default: by the smaller dimension of
         each training design.
+    groups : sequence of hashable, optional
+        Label of each block (e.g. its session): each fold holds out all blocks of one label.
+        Default: one block per fold.
+    chunks : ChunkPlan, optional
+        Shared chunk size of a whole fit (overrides ``n_voxels_chunk``); halves on CUDA
+        out-of-memory errors.
 
     Returns
     -------
@@ -189,41 +371,31 @@ def ridge_cv_alphas(
         Score of every penalty averaged over folds, rows in the order of ``alphas``.
     """
     alphas = _check_alphas(alphas)
-    if score not in _SCORERS:
-        raise ValueError(f"score must be one of {sorted(_SCORERS)}, got {score!r}")
-    scorer = _SCORERS[score]
-    _, n_voxels = _check_blocks(Xs, Ys)
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {sorted(_SCORES)}, got {score!r}")
+    data = as_voxel_data(Ys)
+    n_features, n_voxels = _check_blocks(Xs, data)
+    folds = leave_one_group_out(len(Xs), groups)
+    if len(folds) < 2:
+        raise ValueError(f"leave-one-group-out needs at least 2 groups, got {len(folds)}")
     device = resolve_device(device)
-    n_blocks = len(Xs)
-    max_test = max(len(X) for X in Xs)
-    chunk = n_voxels_chunk or default_voxel_chunk(len(alphas), max_test, n_voxels)
+    plan = _chunk_plan(
+        chunks,
+        n_voxels_chunk,
+        n_samples=sum(data.run_lengths),
+        n_features=n_features,
+        n_alphas=len(alphas),
+        n_voxels=n_voxels,
+        dtype=dtype,
+    )
     alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=device)
 
     score_sum = np.zeros((len(alphas), n_voxels))
-    for test in range(n_blocks):
-        train = [i for i in range(n_blocks) if i != test]
-        X_train = torch.cat([_to_device(Xs[i], device, torch.float64) for i in train])
-        X_test = _to_device(Xs[test], device, torch.float64)
-        dec = _decompose(X_train, dtype, primal)
-        # (n_alphas, n_test, r): X_test F diag(1 / (lam + alpha)), one slice per penalty
-        projected = (X_test @ dec.to_features)[None] / (
-            dec.eigenvalues[None, None, :] + alphas_t[:, None, None]
-        )
-        projected = projected.to(dtype)
-        del X_train, X_test
-        for part in _chunks(n_voxels, chunk):
-            Y_train = torch.cat([_to_device(Ys[i][:, part], device, dtype) for i in train])
-            Y_test = _to_device(Ys[test][:, part], device, dtype)
-            coefs = dec.left.T @ Y_train  # (r, n_voxels_chunk)
-            predictions = projected @ coefs  # (n_alphas, n_test, n_voxels_chunk)
-            # scores in float64: float32 reductions round differently with the chunk's layout,
-            # which would flip near-tied penalties between chunkings
-            scores = scorer(Y_test, predictions)
-            score_sum[:, part] += scores.cpu().numpy()
-            del Y_train, Y_test, coefs, predictions, scores
-        del dec, projected
+    for test in folds:
+        train = [i for i in range(len(Xs)) if i not in test]
+        _add_fold_scores(score_sum, Xs, data, train, test, alphas_t, score, dtype, primal, plan)
 
-    cv_scores = score_sum / n_blocks
+    cv_scores = score_sum / len(folds)
     best = np.argmax(cv_scores + TIE_SLOPE * np.log(alphas)[:, None], axis=0)
     return alphas[best], cv_scores
 
@@ -247,6 +419,101 @@ def _eigen_coefficients(
     # each voxel scaled by its own penalty: no need to group voxels by penalty
     shrink = (1.0 / (dec.eigenvalues[:, None] + alpha_t[None, :])).to(dtype)
     return (dec.left.T @ Y) * shrink
+
+
+def solve_chunks(
+    X_train: np.ndarray,
+    data: VoxelData,
+    train_runs: Sequence[int],
+    alpha_per_voxel: np.ndarray | float,
+    outputs: Sequence[np.ndarray | None],
+    on_chunk: Callable[[slice, list[torch.Tensor]], None],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    primal: bool | None = None,
+    chunks: ChunkPlan | None = None,
+) -> None:
+    """Fit ridge on the training runs with a penalty per voxel and apply it, chunk by chunk.
+
+    One decomposition of ``X_train``; for each voxel chunk the eigen-coefficients of the
+    training data are multiplied by each matrix of ``outputs`` mapped to the eigenbasis:
+    a design ``D`` (n_rows, n_features) gives its predictions ``D W`` (n_rows, n_voxels_chunk);
+    None gives the weights ``W`` themselves (n_features, n_voxels_chunk).
+
+    Parameters
+    ----------
+    X_train : ndarray of shape (n_train, n_features)
+        The training runs' designs, stacked in the order of ``train_runs``.
+    data : VoxelData
+    train_runs : sequence of int
+        Runs of ``data`` that are the training data.
+    alpha_per_voxel : ndarray of shape (n_voxels,) or float
+    outputs : sequence of (ndarray of shape (n_rows_i, n_features) or None)
+    on_chunk : callable
+        ``on_chunk(voxels, [D_i W for each output])``, tensors (n_rows_i, n_voxels_chunk) in
+        ``dtype`` on ``device``; called once per chunk after the chunk succeeded.
+    device, dtype, primal, chunks
+        As in :func:`ridge_cv_alphas`.
+    """
+    X_train = np.asarray(X_train)
+    n_train = sum(data.run_lengths[i] for i in train_runs)
+    if X_train.ndim != 2 or len(X_train) != n_train:
+        raise ValueError(f"X_train {X_train.shape} and the training data ({n_train} rows) differ")
+    alpha = _per_voxel_alphas(alpha_per_voxel, data.n_voxels)
+    device = resolve_device(device)
+    plan = chunks or ChunkPlan(65536)
+    dec = _decompose(_to_device(X_train, device, torch.float64), dtype, primal)
+    matrices = []
+    for D in outputs:
+        if D is None:
+            matrices.append(dec.to_features.to(dtype))
+            continue
+        D = np.asarray(D)
+        if D.ndim != 2 or D.shape[1] != X_train.shape[1]:
+            raise ValueError(f"output design {D.shape} does not match X_train {X_train.shape}")
+        matrices.append((_to_device(D, device, torch.float64) @ dec.to_features).to(dtype))
+
+    def work(part: slice) -> None:
+        Y_train = _read(data, train_runs, part, device, dtype)
+        coefs = _eigen_coefficients(dec, Y_train, alpha[part], dtype)
+        results = [matrix @ coefs for matrix in matrices]
+        on_chunk(part, results)
+
+    plan.run(data.n_voxels, work)
+
+
+def _solve_arrays(
+    X: np.ndarray,
+    Y: np.ndarray,
+    alpha_per_voxel,
+    output: np.ndarray | None,
+    *,
+    device,
+    n_voxels_chunk: int | None,
+    dtype: torch.dtype,
+    primal: bool | None,
+) -> np.ndarray:
+    data = as_voxel_data([Y])
+    n_rows = X.shape[1] if output is None else output.shape[0]
+    out = np.empty((n_rows, Y.shape[1]), dtype=np.float32)
+
+    def keep(part: slice, results: list[torch.Tensor]) -> None:
+        out[:, part] = results[0].to("cpu", torch.float32).numpy()
+
+    solve_chunks(
+        X,
+        data,
+        [0],
+        alpha_per_voxel,
+        [output],
+        keep,
+        device=device,
+        dtype=dtype,
+        primal=primal,
+        chunks=ChunkPlan(n_voxels_chunk or 65536),
+    )
+    return out
 
 
 def fit_ridge(
@@ -278,43 +545,16 @@ def fit_ridge(
     Y = np.asarray(Y)
     if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
         raise ValueError(f"X {X.shape} and Y {Y.shape} do not pair up")
-    return _solve_by_chunks(
+    return _solve_arrays(
         X,
         Y,
         alpha_per_voxel,
-        lambda dec, device: dec.to_features.to(dtype),
+        None,
         device=device,
         n_voxels_chunk=n_voxels_chunk,
         dtype=dtype,
         primal=primal,
     )
-
-
-def _solve_by_chunks(
-    X: np.ndarray,
-    Y: np.ndarray,
-    alpha_per_voxel: np.ndarray | float,
-    left: Callable[[_Decomposition, torch.device], torch.Tensor],
-    *,
-    device: str | torch.device,
-    n_voxels_chunk: int | None,
-    dtype: torch.dtype,
-    primal: bool | None,
-) -> np.ndarray:
-    """``left(dec) @ coefficients`` for each voxel chunk, from one decomposition of ``X``.
-
-    ``left`` maps the eigen-coefficients to what is wanted: weights (``to_features``) or
-    predictions (``X_test @ to_features``).
-    """
-    alpha = _per_voxel_alphas(alpha_per_voxel, Y.shape[1])
-    device = resolve_device(device)
-    dec = _decompose(_to_device(X, device, torch.float64), dtype, primal)
-    matrix = left(dec, device)
-    out = np.empty((matrix.shape[0], Y.shape[1]), dtype=np.float32)
-    for part in _chunks(Y.shape[1], n_voxels_chunk or 65536):
-        coefs = _eigen_coefficients(dec, _to_device(Y[:, part], device, dtype), alpha[part], dtype)
-        out[:, part] = (matrix @ coefs).to("cpu", torch.float32).numpy()
-    return out
 
 
 def ridge_predict(
@@ -351,11 +591,11 @@ def ridge_predict(
         raise ValueError(f"X_train {X_train.shape} and Y_train {Y_train.shape} do not pair up")
     if X_test.ndim != 2 or X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test {X_test.shape} does not match X_train {X_train.shape}")
-    return _solve_by_chunks(
+    return _solve_arrays(
         X_train,
         Y_train,
         alpha_per_voxel,
-        lambda dec, device: (_to_device(X_test, device, torch.float64) @ dec.to_features).to(dtype),
+        X_test,
         device=device,
         n_voxels_chunk=n_voxels_chunk,
         dtype=dtype,

@@ -112,6 +112,37 @@ def test_nested_cv_matches_himalaya_run_by_run():
     np.testing.assert_allclose(result.cv_score, all_runs.cv_scores_, atol=1e-5)
 
 
+def test_fold_designs_predict_their_held_out_run_as_himalaya_does():
+    """Aligned features: run 0 is predicted (inner CV, refit, prediction) from the designs of
+    an alignment that held it out; the other runs and the penalty map keep the main designs."""
+    Xs, Ys, _, _ = _simulation(n_runs=3, n_per_run=80, n_signal=10, n_noise=10, seed=2)
+    rng = np.random.default_rng(3)
+    Xs_fold = [X + 0.5 * rng.standard_normal(X.shape) for X in Xs]
+    result = fit_encoding_model(Xs, Ys, ALPHAS, dtype=torch.float64, test_designs={0: Xs_fold})
+    predictions = []
+    for test in range(3):
+        designs = Xs_fold if test == 0 else Xs
+        train = [i for i in range(3) if i != test]
+        X = np.concatenate([designs[i] for i in train])
+        Y = np.concatenate([Ys[i] for i in train])
+        groups = np.repeat([0, 1], [len(designs[i]) for i in train])
+        index = np.arange(len(groups))
+        model = RidgeCV(
+            alphas=ALPHAS,
+            cv=[(index[groups != k], index[groups == k]) for k in (0, 1)],
+            solver_params=dict(score_func=correlation_score, local_alpha=True),
+        ).fit(X, Y)
+        predictions.append(model.predict(designs[test]))
+    Y_pred, Y = np.concatenate(predictions), np.concatenate(Ys)
+    expected = 1 - ((Y - Y_pred) ** 2).sum(0) / ((Y - Y.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(result.r2, expected, atol=1e-5)
+    plain = fit_encoding_model(Xs, Ys, ALPHAS, dtype=torch.float64)
+    np.testing.assert_array_equal(result.alpha, plain.alpha)
+    assert not np.allclose(result.r2, plain.r2)
+    with pytest.raises(ValueError, match="held-out run 1"):
+        fit_encoding_model(Xs, Ys, ALPHAS, test_designs={1: Xs_fold[:2]})
+
+
 def test_two_runs_fall_back_to_two_fold_and_one_run_is_refused():
     Xs, Ys, _, _ = _simulation(n_runs=2, n_signal=5, n_noise=5)
     result = fit_encoding_model(Xs, Ys, ALPHAS, run_names=["run-1", "run-2"])

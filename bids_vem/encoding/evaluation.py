@@ -1,0 +1,217 @@
+"""How an encoding model is evaluated: which runs are test runs, which repeat, held-out scores.
+
+Three modes (``EncodingResult.evaluation``):
+
+- ``"loro"``: nested leave-one-out by run (or by session with ``cv_groups``), every run is
+  predicted by a model that never saw it;
+- ``"test-runs"``: the test runs named by ``--test-runs`` are predicted by one model whose
+  penalties were chosen by leave-one-run-out CV on the other runs;
+- ``"test-runs-averaged"``: as ``"test-runs"``, but test runs that show the same stimulus
+  sequence (same stimuli at the same onsets, Huth/Gallant validation runs) are averaged
+  (BOLD after cleaning and z-scoring) before scoring: the average has less noise, so its
+  r comes closer to the noise ceiling.
+
+Held-out scores are accumulated chunk by chunk (:class:`HeldOutScores`): the predictions of
+all voxels are never in memory at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bids_vem.errors import DataError, UsageError
+from bids_vem.inputs.runs import Run
+
+__all__ = ["HeldOutScores", "select_test_runs", "repeated_sequences", "EVALUATION_MODES"]
+
+EVALUATION_MODES = ("loro", "test-runs", "test-runs-averaged")
+
+
+def _zscore_columns(x: torch.Tensor) -> torch.Tensor:
+    """As :func:`bids_vem.encoding.design.zscore` (ddof 0, constant columns 0), in torch."""
+    centred = x - x.mean(0)
+    std = torch.sqrt((centred * centred).mean(0))
+    scale = x.abs().amax(0) if x.numel() else torch.zeros(x.shape[1:], dtype=x.dtype)
+    constant = std <= 1e-12 * torch.clamp(scale, min=1e-300)
+    return torch.where(constant, 0.0, centred / torch.where(constant, 1.0, std))
+
+
+class HeldOutScores:
+    """Held-out r and R^2 per voxel, accumulated over test units and voxel chunks.
+
+    A test unit is one held-out run (or the average of repeated test runs) with its
+    prediction. ``r`` pools the units after z-scoring each unit's data and prediction (the
+    length-weighted mean of per-unit correlations, blind to the scale differences between
+    the units' models); ``r2`` is ``1 - SSE / SST`` of the raw predictions over all units,
+    ``SST`` around the mean of all units' data. Sums are float64.
+
+    Parameters
+    ----------
+    n_voxels : int
+    """
+
+    def __init__(self, n_voxels: int) -> None:
+        self.n_voxels = int(n_voxels)
+        self._zz = np.zeros(n_voxels)  # sum zy * zp
+        self._yy = np.zeros(n_voxels)  # sum zy^2
+        self._pp = np.zeros(n_voxels)  # sum zp^2
+        self._sse = np.zeros(n_voxels)
+        # running count, mean and sum of squared deviations of the data (Chan et al.)
+        self._n = np.zeros(n_voxels)
+        self._mean = np.zeros(n_voxels)
+        self._m2 = np.zeros(n_voxels)
+
+    @staticmethod
+    def moments(Y: torch.Tensor, prediction: torch.Tensor) -> tuple[np.ndarray, ...]:
+        """One test unit's sums for a chunk: data and prediction (n_samples, n_voxels_chunk)."""
+        y = Y.to(torch.float64)
+        p = prediction.to(torch.float64)
+        zy, zp = _zscore_columns(y), _zscore_columns(p)
+        mean = y.mean(0)
+        sums = [
+            (zy * zp).sum(0),
+            (zy * zy).sum(0),
+            (zp * zp).sum(0),
+            ((y - p) ** 2).sum(0),
+            mean,
+            ((y - mean) ** 2).sum(0),
+        ]
+        return (float(y.shape[0]), *(t.cpu().numpy() for t in sums))
+
+    def commit(self, voxels: slice, moments: tuple[np.ndarray, ...]) -> None:
+        """Add the :meth:`moments` of one unit (numpy only: cannot fail half-way on a GPU)."""
+        n_b, zz, yy, pp, sse, mean_b, m2_b = moments
+        self._zz[voxels] += zz
+        self._yy[voxels] += yy
+        self._pp[voxels] += pp
+        self._sse[voxels] += sse
+        n_a, mean_a = self._n[voxels], self._mean[voxels]
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        self._mean[voxels] = mean_a + delta * n_b / n
+        self._m2[voxels] += m2_b + delta**2 * n_a * n_b / n
+        self._n[voxels] = n
+
+    def add(self, voxels: slice, Y: torch.Tensor, prediction: torch.Tensor) -> None:
+        """Add one test unit's data and prediction (n_samples, n_voxels_chunk) for ``voxels``."""
+        self.commit(voxels, self.moments(Y, prediction))
+
+    @property
+    def r(self) -> np.ndarray:
+        """(n_voxels,) float64; 0 where data or prediction are constant in every unit."""
+        den = np.sqrt(self._yy * self._pp)
+        return np.divide(self._zz, den, out=np.zeros(self.n_voxels), where=den > 0)
+
+    @property
+    def r2(self) -> np.ndarray:
+        """(n_voxels,) float64; 0 where the data are constant."""
+        ratio = np.divide(self._sse, self._m2, out=np.ones(self.n_voxels), where=self._m2 > 0)
+        return 1.0 - ratio
+
+
+def _names_run(label: str, run: Run) -> bool:
+    """Whether ``label`` (``2``, ``02``, ``run-2`` or the run's BIDS name) names ``run``."""
+    if label == run.name:
+        return True
+    if run.run is None:
+        return False
+    label = label.removeprefix("run-")
+    if label.isdigit() and run.run.isdigit():
+        return int(label) == int(run.run)
+    return label == run.run
+
+
+def select_test_runs(runs: Sequence[Run], labels: Sequence[str], group: str = "") -> list[int]:
+    """Indices of the runs that ``--test-runs`` names.
+
+    Parameters
+    ----------
+    runs : sequence of Run
+        One run group (a participant's runs of one task).
+    labels : sequence of str
+        Run labels (``2``, ``run-2``), BIDS run names (``sub-01_ses-2_task-x_run-2``) or
+        whole sessions (``ses-2``).
+    group : str
+        Name of the run group, for messages.
+
+    Returns
+    -------
+    list of int
+        Sorted indices into ``runs``.
+
+    Raises
+    ------
+    UsageError
+        A label that names no run of the group, or test runs that leave fewer than 2 runs to
+        train on.
+    """
+    chosen: set[int] = set()
+    where = f" of {group}" if group else ""
+    for label in labels:
+        label = str(label).strip()
+        if label.startswith("ses-"):
+            matches = {i for i, run in enumerate(runs) if run.session == label[4:]}
+        else:
+            matches = {i for i, run in enumerate(runs) if _names_run(label, run)}
+        if not matches:
+            known = ", ".join(run.name for run in runs)
+            raise UsageError(f"--test-runs {label}: no run{where} matches (runs: {known})")
+        chosen |= matches
+    if len(runs) - len(chosen) < 2:
+        raise UsageError(
+            f"--test-runs {' '.join(labels)}: leaves {len(runs) - len(chosen)} run(s){where} to "
+            "train on; the penalties need at least 2 (leave-one-run-out)"
+        )
+    return sorted(chosen)
+
+
+def _sequence(events: pd.DataFrame) -> tuple:
+    rows = []
+    for onset, stim in zip(events["onset"], events["stim_id"], strict=True):
+        if stim is None or (isinstance(stim, float) and math.isnan(stim)):
+            continue
+        rows.append((round(float(onset), 3), str(stim)))
+    return tuple(sorted(rows))
+
+
+def repeated_sequences(
+    test_runs: Sequence[int], events: Sequence[pd.DataFrame], names: Sequence[str]
+) -> list[list[int]]:
+    """Group test runs whose events show the same stimuli at the same onsets (to the ms).
+
+    Parameters
+    ----------
+    test_runs : sequence of int
+        Indices of the test runs.
+    events : sequence of DataFrame
+        Events of every run (``onset``, ``stim_id``), indexed like ``names``.
+    names : sequence of str
+        Run names, for messages.
+
+    Returns
+    -------
+    list of list of int
+        The test runs grouped, each group in run order, groups in order of their first run;
+        a run without a repeat is a group of one.
+
+    Raises
+    ------
+    DataError
+        No two test runs show the same sequence (nothing to average).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index in test_runs:
+        groups.setdefault(_sequence(events[index]), []).append(index)
+    out = list(groups.values())
+    if all(len(group) == 1 for group in out):
+        listed = ", ".join(names[i] for i in test_runs)
+        raise DataError(
+            f"--average-test-repeats: no two test runs show the same stimuli at the same "
+            f"onsets ({listed}); name repeated runs with --test-runs"
+        )
+    return out
