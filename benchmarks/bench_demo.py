@@ -51,6 +51,9 @@ def main() -> None:
         "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
         "--image-encoder", f"randomclip=openclip:{root / 'models' / IMAGE_MODEL_DIRNAME}",
         "--confounds", *CONFOUND_COLUMNS,
+        # as scripts/demo.sh
+        "--align", "--align-epochs", "5", "--align-lr", "1e-3", "--align-batch-size", "32",
+        "--align-unfreeze-blocks", "-1",
     ]  # fmt: skip
     print(
         f"bids_vem demo benchmark, {args.subjects} participants x 4 runs, {os.cpu_count()} CPU(s), "

@@ -81,6 +81,49 @@ class RunConfig:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     #: confound columns regressed out of the BOLD signal
     confounds: tuple[str, ...] = ()
+    #: test runs (run labels, BIDS run names or ses-<label>): penalties by CV on the other runs,
+    #: scores on these only (empty: nested leave-one-run-out over all runs)
+    test_runs: tuple[str, ...] = ()
+    #: average test runs that show the same stimulus sequence before scoring
+    average_test_repeats: bool = False
+    #: what a cross-validation fold holds out: run or session
+    cv_groups: str = "run"
+    #: write each encoding model's weights (models/, .npy)
+    save_weights: bool = False
+    #: continuous (features on the TR grid, FIR delays) or trialwise (one response per trial, LSS)
+    design: str = "continuous"
+    #: HRF of the single-trial model (trialwise design): glover or spm
+    hrf_model: str = "glover"
+    #: folder of single-trial betas (e.g. GLMsingle): <...>_betas.nii.gz + a .tsv naming each volume's stimulus
+    betas: Path | None = None
+    #: regions of interest as (name, mask image) for the summaries and the report
+    rois: tuple[tuple[str, Path], ...] = ()
+    #: align an open_clip image encoder to the caption embeddings (LLM-VEM) and fit its features
+    align: bool = False
+    #: image feature space whose encoder is aligned (None: the first open_clip image space)
+    align_base: str | None = None
+    #: text feature space whose caption embeddings are the targets (None: the first text space)
+    align_target: str | None = None
+    #: name of the aligned feature space
+    align_name: str = "aligned"
+    #: external image-caption corpus to align on instead of the participants' stimuli
+    align_corpus: Path | None = None
+    #: contiguous groups of runs whose stimuli an alignment holds out (0: one per run)
+    align_folds: int = 0
+    align_epochs: int = 10
+    align_lr: float = 1e-5
+    align_batch_size: int = 256
+    #: last blocks of the image tower that train (-1: all)
+    align_unfreeze_blocks: int = 2
+    #: infonce (CLIP loss) or cosine (regression to the caption embedding)
+    align_loss: str = "infonce"
+    #: weight of the alignment loss against feature preservation (1: alignment only)
+    align_weight: float = 1.0
+    #: partial (unfreeze the last blocks) or lora (low-rank adapters on every block)
+    align_method: str = "partial"
+    align_lora_rank: int = 8
+    #: several captions per image: their mean embedding, or one sampled per step
+    align_captions: str = "mean"
     #: torch device: auto, cpu, cuda, cuda:N
     device: str = "auto"
     #: folders searched for model weights, first match wins
@@ -119,8 +162,61 @@ class RunConfig:
             raise UsageError(f"--context-words must be 0 or more, got {self.context_words}")
         if not self.frame_rate > 0:
             raise UsageError(f"--frame-rate must be positive, got {self.frame_rate}")
+        self._check_align()
+        if self.average_test_repeats and not self.test_runs:
+            raise UsageError("--average-test-repeats needs --test-runs (the repeated test runs)")
+        if self.cv_groups not in ("run", "session"):
+            raise UsageError(f"--cv-groups must be run or session, got {self.cv_groups!r}")
+        self._check_design()
         if self.nprocs < 1 or self.omp_nthreads < 1:
             raise UsageError("--nprocs and --omp-nthreads must be at least 1")
+
+    def _check_design(self) -> None:
+        if self.design not in ("continuous", "trialwise"):
+            raise UsageError(f"--design must be continuous or trialwise, got {self.design!r}")
+        if self.hrf_model not in ("glover", "spm"):
+            raise UsageError(f"--hrf-model must be glover or spm, got {self.hrf_model!r}")
+        if self.design != "trialwise":
+            if self.betas is not None:
+                raise UsageError("--betas gives single-trial responses: use --design trialwise")
+            return
+        if self.test_runs:
+            raise UsageError(
+                "--test-runs is not available with --design trialwise: the trial-wise model is "
+                "cross-validated by run or session (--cv-groups)"
+            )
+        if self.align and self.align_corpus is None:
+            raise UsageError(
+                "--align with --design trialwise needs --align-corpus (the trial-wise model has "
+                "no per-fold aligned features)"
+            )
+
+    def _check_align(self) -> None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9]+", self.align_name):
+            raise UsageError(f"--align-name must be letters and digits, got {self.align_name!r}")
+        checks = [
+            (self.align_epochs >= 1, f"--align-epochs must be >= 1, got {self.align_epochs}"),
+            (self.align_lr > 0, f"--align-lr must be > 0, got {self.align_lr}"),
+            (self.align_batch_size >= 2, f"--align-batch-size must be >= 2, got {self.align_batch_size}"),
+            (
+                self.align_unfreeze_blocks >= -1,
+                f"--align-unfreeze-blocks must be -1 (all) or more, got {self.align_unfreeze_blocks}",
+            ),
+            (self.align_loss in ("infonce", "cosine"), f"--align-loss must be infonce or cosine, got {self.align_loss!r}"),
+            (0 < self.align_weight <= 1, f"--align-weight must be in (0, 1], got {self.align_weight}"),
+            (self.align_method in ("partial", "lora"), f"--align-method must be partial or lora, got {self.align_method!r}"),
+            (self.align_lora_rank >= 1, f"--align-lora-rank must be >= 1, got {self.align_lora_rank}"),
+            (self.align_captions in ("mean", "sample"), f"--align-captions must be mean or sample, got {self.align_captions!r}"),
+            (
+                self.align_folds == 0 or self.align_folds >= 2,
+                f"--align-folds must be 0 (one per run) or at least 2, got {self.align_folds}",
+            ),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
 
     @property
     def resolved_work_dir(self) -> Path:
@@ -139,7 +235,7 @@ class RunConfig:
                 continue
             if isinstance(value, Path):
                 value = str(value)
-            elif f.name == "derivatives":
+            elif f.name in ("derivatives", "rois"):
                 value = {name: str(path) for name, path in value}
             elif f.name == "model_dirs":
                 value = [str(v) for v in value]
@@ -154,7 +250,7 @@ class RunConfig:
         return tomli_w.dumps({"bids_vem": self.to_toml_dict()})
 
 
-_PATH_FIELDS = {"bids_dir", "output_dir", "captions", "work_dir"}
+_PATH_FIELDS = {"bids_dir", "output_dir", "captions", "work_dir", "align_corpus", "betas"}
 
 
 def load_config_file(path: Path) -> dict:
@@ -179,7 +275,7 @@ def load_config_file(path: Path) -> dict:
     for key, value in data.items():
         if key in _PATH_FIELDS:
             value = Path(value)
-        elif key == "derivatives":
+        elif key in ("derivatives", "rois"):
             value = tuple((name, Path(p)) for name, p in dict(value).items())
         elif key == "model_dirs":
             value = _paths(value)

@@ -39,6 +39,9 @@ LIST_OPTIONS = {
     "--confounds": "--confounds",
     "--model-dir": "--model-dir",
     "--model_dir": "--model-dir",
+    "--roi": "--roi",
+    "--test-runs": "--test-runs",
+    "--test_runs": "--test-runs",
     "-d": "--derivatives",
     "--derivatives": "--derivatives",
 }
@@ -164,6 +167,24 @@ def _derivatives(values: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
     return tuple(out)
 
 
+def _rois(values: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    out: list[tuple[str, Path]] = []
+    for value in values:
+        name, eq, path = value.partition("=")
+        if not eq:
+            # a file name such as sub-01_label-FFA_mask.nii.gz names its region
+            path = value
+            stem = Path(value).name.split(".")[0]
+            label = re.search(r"label-([A-Za-z0-9]+)", stem)
+            name = label.group(1) if label else re.sub(r"[^A-Za-z0-9]", "", stem)
+        if not _LABEL.match(name):
+            raise UsageError(f"--roi {value}: the region name {name!r} must be letters and digits")
+        if name in dict(out):
+            raise UsageError(f"--roi {value}: the region name {name!r} is given twice")
+        out.append((name, Path(path).expanduser().absolute()))
+    return tuple(out)
+
+
 def _read_filter_file(path: Path | None) -> dict:
     if path is None:
         return {}
@@ -243,6 +264,31 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "delays": tuple(params["delays"]),
         "alphas": tuple(params["alphas"]) or DEFAULT_ALPHAS,
         "confounds": tuple(params["confounds"]),
+        "rois": _rois(params["roi"]),
+        "test_runs": tuple(params["test_runs"]),
+        "average_test_repeats": params["average_test_repeats"],
+        "cv_groups": params["cv_groups"],
+        "save_weights": params["save_weights"],
+        "design": params["design"] or ("trialwise" if params["betas"] else "continuous"),
+        "hrf_model": params["hrf_model"],
+        "betas": None if params["betas"] is None else Path(params["betas"]).expanduser().absolute(),
+        "align": params["align"],
+        "align_base": params["align_base"],
+        "align_target": params["align_target"],
+        "align_name": params["align_name"],
+        "align_corpus": None
+        if params["align_corpus"] is None
+        else Path(params["align_corpus"]).expanduser().absolute(),
+        "align_folds": params["align_folds"],
+        "align_epochs": params["align_epochs"],
+        "align_lr": params["align_lr"],
+        "align_batch_size": params["align_batch_size"],
+        "align_unfreeze_blocks": params["align_unfreeze_blocks"],
+        "align_loss": params["align_loss"],
+        "align_weight": params["align_weight"],
+        "align_method": params["align_method"],
+        "align_lora_rank": params["align_lora_rank"],
+        "align_captions": params["align_captions"],
         "device": params["device"],
         "model_dirs": tuple(Path(p).expanduser().absolute() for p in params["model_dir"]),
         "work_dir": None if params["work_dir"] is None else Path(params["work_dir"]).absolute(),
@@ -265,6 +311,7 @@ def config_from_click(ctx: click.Context, params: dict) -> RunConfig:
         "image_encoders": "image_encoder",
         "model_dirs": "model_dir",
         "verbosity": "verbose",
+        "rois": "roi",
     }
     for key, value in cli_values.items():
         if key in from_file and not given(param_of.get(key, key)):
@@ -474,6 +521,185 @@ def _floats(ctx, param, values):
     help="Confound columns of fMRIPrep's confounds TSV to regress out (e.g. trans_x ... rot_z).",
 )
 @click.option(
+    "--test-runs",
+    "--test_runs",
+    "test_runs",
+    multiple=True,
+    metavar="LABEL",
+    help="Test runs: run labels (2, run-2), BIDS run names or ses-LABEL for a whole session. "
+    "Penalties are chosen by leave-one-run-out CV on the other runs and scores computed on "
+    "these only. Default: nested leave-one-run-out over all runs.",
+)
+@click.option(
+    "--average-test-repeats",
+    "average_test_repeats",
+    is_flag=True,
+    help="Average the test runs that show the same stimuli at the same onsets (repeated "
+    "validation runs) before scoring.",
+)
+@click.option(
+    "--cv-groups",
+    "cv_groups",
+    type=click.Choice(["run", "session"]),
+    default="run",
+    show_default=True,
+    help="What a cross-validation fold holds out: one run or one session.",
+)
+@click.option(
+    "--design",
+    type=click.Choice(["continuous", "trialwise"]),
+    help="continuous: features on the TR grid with FIR delays (movies, stories, blocks); "
+    "trialwise: one response per trial by least-squares-separate, features regressed on them "
+    "(event-related designs, NSD). Default: continuous, trialwise with --betas.",
+)
+@click.option(
+    "--hrf-model",
+    "hrf_model",
+    type=click.Choice(["glover", "spm"]),
+    default="glover",
+    show_default=True,
+    help="HRF of the single-trial model (--design trialwise; nilearn).",
+)
+@click.option(
+    "--betas",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of single-trial betas (e.g. GLMsingle) to use instead of estimating them: per "
+    "participant and task a sub-<label>[_ses-<label>]_task-<label>[...]_betas.nii.gz with a .tsv "
+    "beside it naming each volume's stimulus (stim_file; optional session, run).",
+)
+@click.option(
+    "--save-weights",
+    "save_weights",
+    is_flag=True,
+    help="Write each encoding model's weights to OUTPUT_DIR/models (.npy, features x voxels).",
+)
+@click.option(
+    "--roi",
+    "roi",
+    multiple=True,
+    metavar="[NAME=]MASK",
+    help="Region-of-interest mask (NIfTI in the BOLD space, or resampled to it): mean r per "
+    "feature space in each region goes into the summaries and the report (repeatable).",
+)
+@click.option(
+    "--align/--no-align",
+    "align",
+    default=False,
+    show_default=True,
+    help="Align an open_clip image encoder to the caption embeddings (LLM-VEM) and fit its "
+    "features as one more feature space.",
+)
+@click.option(
+    "--align-base",
+    "align_base",
+    metavar="NAME",
+    help="Image feature space whose encoder is aligned. Default: the first open_clip one.",
+)
+@click.option(
+    "--align-target",
+    "align_target",
+    metavar="NAME",
+    help="Text feature space whose caption embeddings are the targets. Default: the first one.",
+)
+@click.option(
+    "--align-name",
+    "align_name",
+    default="aligned",
+    show_default=True,
+    help="Name of the aligned feature space (desc- of its maps).",
+)
+@click.option(
+    "--align-corpus",
+    "align_corpus",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Image-caption corpus to align on instead of the participants' stimuli: a folder with "
+    "captions.tsv (stim_file, caption) or COCO annotations/captions_*.json.",
+)
+@click.option(
+    "--align-folds",
+    "align_folds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Groups of runs whose stimuli an alignment holds out, so that no test run's images are "
+    "trained on (0: one per run, as the encoding CV). Fewer folds train fewer alignments.",
+)
+@click.option(
+    "--align-epochs",
+    "align_epochs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Alignment epochs (early stopping on a validation slice).",
+)
+@click.option(
+    "--align-lr",
+    "align_lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-5,
+    show_default=True,
+    help="Alignment learning rate (AdamW, warmup + cosine).",
+)
+@click.option(
+    "--align-batch-size",
+    "align_batch_size",
+    type=click.IntRange(min=2),
+    default=256,
+    show_default=True,
+    help="Images per alignment step (in-batch negatives of InfoNCE).",
+)
+@click.option(
+    "--align-unfreeze-blocks",
+    "align_unfreeze_blocks",
+    type=click.IntRange(min=-1),
+    default=2,
+    show_default=True,
+    help="Last blocks of the image tower that train (-1: all).",
+)
+@click.option(
+    "--align-loss",
+    "align_loss",
+    type=click.Choice(["infonce", "cosine"]),
+    default="infonce",
+    show_default=True,
+    help="infonce: CLIP's symmetric contrastive loss; cosine: regression to "
+    "the caption embedding (Doerig et al.).",
+)
+@click.option(
+    "--align-weight",
+    "align_weight",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Weight of the alignment loss against preserving the "
+    "original image features (LLM-VEM reports a small weight working best, e.g. 0.1).",
+)
+@click.option(
+    "--align-method",
+    "align_method",
+    type=click.Choice(["partial", "lora"]),
+    default="partial",
+    show_default=True,
+    help="partial: unfreeze the last blocks; lora: low-rank adapters on every "
+    "block's attention and MLP.",
+)
+@click.option(
+    "--align-lora-rank",
+    "align_lora_rank",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Rank of the LoRA adapters (--align-method lora).",
+)
+@click.option(
+    "--align-captions",
+    "align_captions",
+    type=click.Choice(["mean", "sample"]),
+    default="mean",
+    show_default=True,
+    help="Several captions per image: target their mean embedding, or sample one per step.",
+)
+@click.option(
     "--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, cuda:N."
 )
 @click.option(
@@ -513,7 +739,8 @@ def _floats(ctx, param, values):
     "--mem_mb",
     "mem",
     metavar="SIZE",
-    help="Memory budget in MB, or with a unit: 16GB.",
+    help="Memory budget in MB, or with a unit: 16GB. Encoding models read the BOLD in voxel "
+    "chunks sized to fit it.",
 )
 @click.option(
     "--use-plugin",

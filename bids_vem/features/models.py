@@ -631,6 +631,10 @@ def inspect_openclip(spec: FeatureSpaceSpec, model_path: Path) -> OpenClipInfo:
     )
 
 
+def _drop_random_init_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No pretrained weights loaded")
+
+
 def load_openclip(info: OpenClipInfo, *, device: str = "cpu") -> tuple[Any, Any, Any]:
     """Build the open_clip model of ``info``, load its weights, return (model, preprocess, tokenizer).
 
@@ -641,15 +645,22 @@ def load_openclip(info: OpenClipInfo, *, device: str = "cpu") -> tuple[Any, Any,
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    model = open_clip.create_model(
-        info.create_name,
-        pretrained=None,
-        load_weights=False,
-        pretrained_image=False,
-        pretrained_text=False,  # never fetch base tower weights from the hub
-        force_quick_gelu=info.quick_gelu and not info.create_name.startswith("local-dir:"),
-        force_preprocess_cfg=info.preprocess_overlay or None,
-    )
+    # open_clip warns "initialized randomly" on the root logger: true here, but the weights
+    # are loaded right below, so the warning would only mislead
+    root = logging.getLogger()
+    root.addFilter(_drop_random_init_warning)
+    try:
+        model = open_clip.create_model(
+            info.create_name,
+            pretrained=None,
+            load_weights=False,
+            pretrained_image=False,
+            pretrained_text=False,  # never fetch base tower weights from the hub
+            force_quick_gelu=info.quick_gelu and not info.create_name.startswith("local-dir:"),
+            force_preprocess_cfg=info.preprocess_overlay or None,
+        )
+    finally:
+        root.removeFilter(_drop_random_init_warning)
     try:
         open_clip.load_checkpoint(model, str(info.checkpoint), strict=True, weights_only=True)
     except RuntimeError as exc:

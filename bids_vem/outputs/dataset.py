@@ -61,6 +61,8 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_statmap.*",
     "*_summary.tsv",
     "*_summary.json",
+    "*_comparison.tsv",
+    "*_comparison.json",
     "*.func.gii",
     "*.dscalar.nii",
 )
@@ -487,12 +489,18 @@ def methods_text(
             "modalities [@tang2023bridgetower].",
             "",
         ]
-    design = "Features were placed on the acquisition time grid"
-    if params.get("tr"):
-        design += f" (TR = {_fmt_number(float(params['tr']))} s)"
-    delays = params.get("delays")
-    if delays:
-        design += f" and delayed by {', '.join(str(int(d)) for d in delays)} TRs (finite impulse response model)"
+    if params.get("trial_responses"):
+        design = (
+            f"One response per trial was obtained ({params['trial_responses']}) and the "
+            "features of each trial's stimulus were regressed on these responses"
+        )
+    else:
+        design = "Features were placed on the acquisition time grid"
+        if params.get("tr"):
+            design += f" (TR = {_fmt_number(float(params['tr']))} s)"
+        delays = params.get("delays")
+        if delays:
+            design += f" and delayed by {', '.join(str(int(d)) for d in delays)} TRs (finite impulse response model)"
     ridge = design + ". Ridge regression fitted one model per voxel"
     alphas = params.get("alphas")
     if alphas:

@@ -13,6 +13,7 @@ import numpy as np
 
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.names import derivative_name
+from bids_vem.reports.comparison import comparison_html
 from bids_vem.reports.figures import plot_r_histogram, plot_r_map
 from bids_vem.reports.html import esc, figure, page, relative_link, table
 
@@ -90,6 +91,7 @@ def write_participant_report(
     feature_spaces: Sequence[Mapping[str, Any]],
     results: Sequence[Mapping[str, Any]],
     errors: Sequence[str] = (),
+    comparisons: Sequence[Mapping[str, Any]] = (),
     methods: str | None = None,
     command_line: str | None = None,
     version: str | None = None,
@@ -114,6 +116,8 @@ def write_participant_report(
         optionally ``session`` and ``r`` (values, shape (n_voxels,), for the histogram).
     errors : sequence of str
         Messages of what failed for this participant (the report is written anyway).
+    comparisons : sequence of mappings, optional
+        Feature spaces side by side per run group (:mod:`bids_vem.reports.comparison`).
     methods : str, optional
         Methods text; default: ``logs/CITATION.md`` if present.
     command_line, version : str, optional
@@ -255,6 +259,19 @@ def write_participant_report(
         ("inputs", "Inputs", inputs_body),
         ("feature-spaces", "Feature spaces", spaces_body),
         ("results", "Encoding results", results_body),
+        *(
+            [
+                (
+                    "comparison",
+                    "Aligned vs unaligned"
+                    if any(c.get("alignment") for c in comparisons)
+                    else "Feature spaces compared",
+                    comparison_html(comparisons, output_dir),
+                )
+            ]
+            if comparisons
+            else []
+        ),
         ("errors", "Errors", errors_html(errors)),
         ("methods", "Methods", methods_html(output_dir, methods)),
         ("about", "About", about_html(version, command_line)),

@@ -24,9 +24,11 @@ from nipype.interfaces.base import (
 log = logging.getLogger("bids_vem.workflows")
 
 __all__ = [
+    "AlignImageEncoder",
     "CaptionImages",
     "ExtractFeatures",
     "FitEncoding",
+    "PrepareBold",
     "WriteParticipantOutputs",
     "WriteDatasetOutputs",
 ]
@@ -88,14 +90,7 @@ class ExtractFeatures(SimpleInterface):
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
         spec = parse_feature_space(self.inputs.spec, self.inputs.modality)
         table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
-        captions = None
-        if self.inputs.captions:
-            captions = {}
-            for path in self.inputs.captions:
-                for stim_id, texts in json.loads(Path(path).read_text()).items():
-                    texts = [text for text in texts if text.strip()]  # a VLM may say nothing
-                    if texts:
-                        captions.setdefault(stim_id, texts)
+        captions = _read_captions(self.inputs.captions) if self.inputs.captions else None
         feature_sets = extract_feature_spaces(
             spec,
             table.stim_ids,
@@ -188,14 +183,165 @@ class CaptionImages(SimpleInterface):
         return runtime
 
 
+# --------------------------------------------------------------------------- alignment
+def _read_captions(files) -> dict[str, list[str]]:
+    """Captions JSON files {stim_id: [captions]}: for each stimulus the first file with it wins."""
+    captions: dict[str, list[str]] = {}
+    for path in files or ():
+        for stim_id, texts in json.loads(Path(path).read_text()).items():
+            texts = [text for text in texts if text.strip()]  # a VLM may say nothing
+            if texts:
+                captions.setdefault(stim_id, texts)
+    return captions
+
+
+class _AlignImageEncoderInputSpec(BaseInterfaceInputSpec):
+    name = traits.Str(mandatory=True, desc="name of the aligned feature space")
+    base_spec = traits.Str(mandatory=True, desc="open_clip image feature space to align")
+    target_spec = traits.Str(mandatory=True, desc="text feature space of the caption targets")
+    stimulus_table = File(exists=True, mandatory=True)
+    captions = traits.List(File(exists=True), desc="captions JSON files, as ExtractFeatures")
+    folds = File(exists=True, mandatory=True, desc="JSON list of AlignmentFold dicts")
+    corpus = traits.Str("", usedefault=True, desc="image-caption corpus folder ('' = stimuli)")
+    align_config = traits.Str(mandatory=True, desc="AlignConfig fields as JSON (no device)")
+    group = traits.Str("", usedefault=True, desc="run group, recorded in the model sidecar")
+    model_dirs = traits.List(traits.Str)
+    cache_root = traits.Str(mandatory=True, desc="work folder of alignments", nohash=True)
+    feature_cache_dir = traits.Str("", usedefault=True, nohash=True)
+    device = traits.Str("cpu", usedefault=True)
+    use_gpu = traits.Bool(
+        False, usedefault=True, nohash=True, desc="MultiProc: takes a GPU slot (n_gpu_procs)"
+    )
+    allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
+    random_seed = traits.Int(0, usedefault=True)
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _AlignImageEncoderOutputSpec(TraitedSpec):
+    model_dir = traits.Str(desc="the final aligned model (open_clip local-dir + sidecar)")
+    summary = File(exists=True, desc="JSON: final model folder and every fold's metrics")
+    feature_set = File(exists=True, desc="features of the final model, every stimulus")
+    fold_feature_sets = traits.List(File(exists=True), desc="features of each fold's model")
+    fold_held_out_runs = traits.List(traits.List(traits.Str), desc="runs each fold predicts")
+    computed_at = traits.Float()
+
+
+class AlignImageEncoder(SimpleInterface):
+    """LLM-VEM alignment of one run group (``alignment.stage.align_run_group``); asks for the GPU."""
+
+    input_spec = _AlignImageEncoderInputSpec
+    output_spec = _AlignImageEncoderOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.alignment.folds import AlignmentFold
+        from bids_vem.alignment.stage import (
+            align_run_group,
+            alignment_summary,
+            read_alignment_corpus,
+        )
+        from bids_vem.alignment.train import AlignConfig
+        from bids_vem.encoding.device import resolve_device
+        from bids_vem.features.feature_set import save_feature_set
+        from bids_vem.features.specs import parse_feature_space
+        from bids_vem.inputs.stimuli import StimulusTable
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        device = str(resolve_device(self.inputs.device))
+        config = AlignConfig(**json.loads(self.inputs.align_config), device=device)
+        folds = [
+            AlignmentFold.from_dict(d) for d in json.loads(Path(self.inputs.folds).read_text())
+        ]
+        corpus = read_alignment_corpus(Path(self.inputs.corpus)) if self.inputs.corpus else None
+        model_dir, fold_sets = align_run_group(
+            parse_feature_space(self.inputs.base_spec, "image"),
+            parse_feature_space(self.inputs.target_spec, "text"),
+            name=self.inputs.name,
+            stimuli=StimulusTable.from_tsv(Path(self.inputs.stimulus_table)),
+            captions=_read_captions(self.inputs.captions),
+            folds=folds,
+            config=config,
+            cache_root=Path(self.inputs.cache_root),
+            corpus=corpus,
+            feature_cache_dir=Path(self.inputs.feature_cache_dir)
+            if self.inputs.feature_cache_dir
+            else None,
+            model_dirs=[Path(p) for p in self.inputs.model_dirs],
+            allow_downloads=self.inputs.allow_downloads,
+            provenance={"RunGroup": self.inputs.group} if self.inputs.group else None,
+        )
+        paths = []
+        for fold, feature_set in fold_sets:
+            paths.append(Path(runtime.cwd) / f"features_{self.inputs.name}_{fold.name}.npz")
+            save_feature_set(feature_set, paths[-1])
+        summary = Path(runtime.cwd) / "alignment_summary.json"
+        summary.write_text(json.dumps(alignment_summary(model_dir, fold_sets), indent=1))
+        self._results["summary"] = str(summary)
+        self._results["model_dir"] = str(model_dir)
+        self._results["feature_set"] = str(paths[-1])
+        self._results["fold_feature_sets"] = [str(p) for p in paths[:-1]]
+        self._results["fold_held_out_runs"] = [list(f.held_out_runs) for f, _ in fold_sets[:-1]]
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
 # --------------------------------------------------------------------------- encoding
+class _PrepareBoldInputSpec(BaseInterfaceInputSpec):
+    runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
+    confounds = traits.List(traits.Str)
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+
+
+class _PrepareBoldOutputSpec(TraitedSpec):
+    store = File(exists=True, desc="voxel store header (JSON; the float32 data lie beside it)")
+    computed_at = traits.Float()
+
+
+class PrepareBold(SimpleInterface):
+    """Clean a run group's BOLD once into a float32 voxel store (``encoding.bold.write_bold_store``).
+
+    Every feature space's encoding model of the group streams voxel chunks from it.
+    """
+
+    input_spec = _PrepareBoldInputSpec
+    output_spec = _PrepareBoldOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.encoding.bold import write_bold_store
+        from bids_vem.encoding.device import limit_threads
+        from bids_vem.inputs.runs import Run
+
+        runs = [
+            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
+        ]
+        with limit_threads(self.inputs.omp_nthreads):
+            store = write_bold_store(
+                runs, tuple(self.inputs.confounds), Path(runtime.cwd) / "bold.json"
+            )
+        self._results["store"] = str(store.header_path)
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
 class _FitEncodingInputSpec(BaseInterfaceInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
     feature_set = File(exists=True, mandatory=True)
+    fold_feature_sets = traits.List(
+        File(exists=True), desc="features that predict some runs (an alignment that held them out)"
+    )
+    fold_held_out_runs = traits.List(traits.List(traits.Str), desc="the runs of each fold")
     stim_column = traits.Str("stim_file", usedefault=True)
     delays = traits.List(traits.Int, mandatory=True)
     alphas = traits.List(traits.Float, mandatory=True)
     confounds = traits.List(traits.Str)
+    bold_store = File(exists=True, desc="voxel store header from PrepareBold (else cleaned here)")
+    test_runs = traits.List(traits.Str, desc="--test-runs labels (empty: nested LORO)")
+    average_test_repeats = traits.Bool(False, usedefault=True)
+    cv_groups = traits.Enum("run", "session", usedefault=True)
+    save_weights = traits.Bool(False, usedefault=True)
+    design = traits.Enum("continuous", "trialwise", usedefault=True)
+    hrf_model = traits.Enum("glover", "spm", usedefault=True, desc="single-trial model HRF")
+    betas = traits.Either(None, File(exists=True), usedefault=True, desc="user's trial betas")
+    mem_mb = traits.Int(0, usedefault=True, nohash=True, desc="memory budget (0: default chunks)")
     device = traits.Str("cpu", usedefault=True)
     random_seed = traits.Int(0, usedefault=True)
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
@@ -203,6 +349,7 @@ class _FitEncodingInputSpec(BaseInterfaceInputSpec):
 
 class _FitEncodingOutputSpec(TraitedSpec):
     result = File(exists=True, desc="EncodingResult .npz")
+    weights = traits.Str(desc="weights .npy (features x voxels), '' unless save_weights")
     computed_at = traits.Float()
 
 
@@ -213,8 +360,9 @@ class FitEncoding(SimpleInterface):
     output_spec = _FitEncodingOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_vem.encoding.device import resolve_device
+        from bids_vem.encoding.device import limit_threads, resolve_device
         from bids_vem.encoding.model import encode_runs
+        from bids_vem.encoding.voxel_data import VoxelStore
         from bids_vem.features.feature_set import load_feature_set
         from bids_vem.inputs.runs import Run
 
@@ -222,19 +370,58 @@ class FitEncoding(SimpleInterface):
         runs = [
             Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
         ]
+        store = VoxelStore(Path(self.inputs.bold_store)) if self.inputs.bold_store else None
+        weights = Path(runtime.cwd) / "weights.npy" if self.inputs.save_weights else None
         feature_set = load_feature_set(Path(self.inputs.feature_set))
-        result = encode_runs(
-            runs,
-            feature_set,
-            stim_column=self.inputs.stim_column,
-            delays=tuple(self.inputs.delays),
-            alphas=tuple(self.inputs.alphas),
-            confounds=tuple(self.inputs.confounds),
-            device=str(resolve_device(self.inputs.device)),
-        )
+        fold_feature_sets = [
+            (tuple(held_out), load_feature_set(Path(path)))
+            for held_out, path in zip(
+                self.inputs.fold_held_out_runs or [],
+                self.inputs.fold_feature_sets or [],
+                strict=True,
+            )
+        ]
+        if self.inputs.design == "trialwise":
+            from bids_vem.encoding.bold import intersect_masks
+            from bids_vem.encoding.trialwise import encode_trials
+
+            betas = self.inputs.betas
+            with limit_threads(self.inputs.omp_nthreads):
+                result = encode_trials(
+                    Path(betas) if betas else runs,
+                    feature_set,
+                    alphas=tuple(self.inputs.alphas),
+                    hrf_model=self.inputs.hrf_model,
+                    confounds=tuple(self.inputs.confounds),
+                    device=str(resolve_device(self.inputs.device)),
+                    stim_column=self.inputs.stim_column,
+                    cv_groups=self.inputs.cv_groups,
+                    mask=intersect_masks([run.mask for run in runs]) if betas else None,
+                    mem_mb=self.inputs.mem_mb or None,
+                    weights_path=weights,
+                )
+        else:
+            with limit_threads(self.inputs.omp_nthreads):
+                result = encode_runs(
+                    runs,
+                    feature_set,
+                    fold_feature_sets=fold_feature_sets,
+                    stim_column=self.inputs.stim_column,
+                    delays=tuple(self.inputs.delays),
+                    alphas=tuple(self.inputs.alphas),
+                    confounds=tuple(self.inputs.confounds),
+                    device=str(resolve_device(self.inputs.device)),
+                    bold=store,
+                    test_runs=tuple(self.inputs.test_runs),
+                    average_test_repeats=self.inputs.average_test_repeats,
+                    cv_groups=self.inputs.cv_groups,
+                    mem_mb=self.inputs.mem_mb or None,
+                    weights_path=weights,
+                )
         out = Path(runtime.cwd) / "encoding_result.npz"
         result.save(out)
         self._results["result"] = str(out)
+        self._results["weights"] = str(weights) if weights is not None else ""
         self._results["computed_at"] = time.time()
         return runtime
 
@@ -247,6 +434,10 @@ class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
         exists=True, mandatory=True, desc="JSON: run groups, runs, feature spaces, parameters"
     )
     results = traits.List(File(exists=True), desc="EncodingResult files, in plan order")
+    weights = traits.List(traits.Str, desc="weights .npy of each result ('' when not saved)")
+    aligned_models = traits.List(
+        File(exists=True), desc="alignment summaries of the run groups, in plan order"
+    )
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
 
@@ -270,6 +461,8 @@ class WriteParticipantOutputs(SimpleInterface):
             self.inputs.subject,
             plan=json.loads(Path(self.inputs.plan).read_text()),
             result_files=[Path(p) for p in self.inputs.results],
+            weight_files=[Path(p) if p else None for p in self.inputs.weights or []],
+            alignment_summaries=[Path(p) for p in self.inputs.aligned_models or []],
         )
         self._results["report"] = str(report)
         self._results["statmaps"] = [str(p) for p in statmaps]

@@ -9,17 +9,20 @@ from nipype.interfaces.utility import Merge, Select
 from nipype.pipeline import engine as pe
 
 from bids_vem.config import RunConfig
+from bids_vem.encoding.device import resolve_device
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.workflows.interfaces import (
+    AlignImageEncoder,
     CaptionImages,
     ExtractFeatures,
     FitEncoding,
+    PrepareBold,
     WriteDatasetOutputs,
     WriteParticipantOutputs,
 )
 from bids_vem.workflows.plan import ParticipantPlan, RunGroup
 
-__all__ = ["init_participant_wf", "plan_to_dict"]
+__all__ = ["init_participant_wf", "plan_to_dict", "cross_validation_text", "evaluation_mode"]
 
 
 def _fingerprint(path: Path | None) -> list | None:
@@ -44,27 +47,97 @@ def _runs_json(group: RunGroup, path: Path) -> Path:
     return path
 
 
+def evaluation_mode(config: RunConfig) -> str:
+    """``loro``, ``test-runs`` or ``test-runs-averaged`` (``EncodingResult.evaluation``)."""
+    if not config.test_runs:
+        return "loro"
+    return "test-runs-averaged" if config.average_test_repeats else "test-runs"
+
+
+def _scored_runs(config: RunConfig) -> str:
+    if not config.test_runs:
+        return "held-out runs"
+    if config.average_test_repeats:
+        return "test runs (repeated test runs averaged first)"
+    return "test runs"
+
+
+def cross_validation_text(config: RunConfig) -> str:
+    """The CrossValidation parameter of the sidecars: how penalties and scores were obtained."""
+    unit = config.cv_groups
+    if not config.test_runs:
+        return (
+            f"nested leave-one-{unit}-out (penalty per voxel by inner leave-one-{unit}-out CV; "
+            f"each {unit} predicted by a model that never saw it)"
+        )
+    text = (
+        f"test runs {' '.join(config.test_runs)}: penalty per voxel by leave-one-{unit}-out CV "
+        "on the other runs, one model fitted on them, scores on the test runs only"
+    )
+    if config.average_test_repeats:
+        text += "; test runs showing the same stimulus sequence averaged before scoring"
+    return text
+
+
+def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
+    """Model and CV parameters written in every stat-map sidecar."""
+    parameters = {
+        "StimulusColumn": config.stim_column,
+        "Design": config.design,
+        "Delays": list(config.delays),
+        "Alphas": list(config.alphas),
+        "Confounds": list(config.confounds),
+        "CrossValidation": cross_validation_text(config),
+        "Evaluation": evaluation_mode(config),
+        "TestRuns": list(config.test_runs),
+        "CVFolds": config.cv_groups,
+        "Scoring": (
+            f"Pearson r between measured and predicted BOLD over all {_scored_runs(config)}, "
+            "each one's measured and predicted time series z-scored (the length-weighted "
+            "mean of their r)"
+        ),
+        "RandomSeed": config.random_seed,
+    }
+    if config.design == "trialwise":
+        parameters["Delays"] = []
+        parameters["TrialResponses"] = (
+            f"single-trial betas from {config.betas} (--betas)"
+            if plan.betas
+            else f"least-squares-separate single-trial betas (nilearn {config.hrf_model} HRF, "
+            "cosine drift 0.01 Hz, confounds), z-scored per session, repeats of a stimulus "
+            f"averaged within each {config.cv_groups}"
+        )
+        parameters["Scoring"] = (
+            f"Pearson r between measured and predicted trial responses over all held-out "
+            f"{config.cv_groups}s"
+        )
+    return parameters
+
+
 def plan_to_dict(config: RunConfig, plan: ParticipantPlan) -> dict:
     """What the output steps need to know, as JSON-ready data."""
     return {
         "bids_dir": str(config.bids_dir),
         "space": config.space,
-        "parameters": {
-            "StimulusColumn": config.stim_column,
-            "Delays": list(config.delays),
-            "Alphas": list(config.alphas),
-            "Confounds": list(config.confounds),
-            "CrossValidation": "nested leave-one-run-out (penalty per voxel by inner leave-one-run-out CV)",
-            "Scoring": (
-                "Pearson r between measured and predicted BOLD over all held-out runs, each run's "
-                "measured and predicted time series z-scored (the run-length-weighted mean of per-run r)"
-            ),
-            "RandomSeed": config.random_seed,
-        },
+        "parameters": _parameters(config, plan),
         "feature_spaces": [
             {"name": fs.name, "spec": fs.text, "modality": fs.modality, "family": fs.family}
             for fs in plan.feature_spaces
-        ],
+        ]
+        + ([plan.alignment.feature_space_entry()] if plan.alignment is not None else []),
+        "alignment": None
+        if plan.alignment is None
+        else {
+            "name": plan.alignment.name,
+            "base": plan.alignment.base.name,
+            "target": plan.alignment.target.name,
+            "corpus": None if plan.alignment.corpus is None else str(plan.alignment.corpus),
+            "settings": json.loads(align_config_json(config)),
+            "folds": {
+                group: [f.name for f in folds] for group, folds in plan.alignment.folds.items()
+            },
+        },
+        "rois": [[name, str(path)] for name, path in plan.rois],
         "run_groups": [
             {
                 "subject": group.subject,
@@ -141,6 +214,7 @@ def init_participant_wf(
 
     model_nodes = []
     feature_sources = {}  # feature-space name -> (node, output) giving its FeatureSet file
+    caption_sources = {}  # text feature-space name -> (node, output) or the human caption files
     for spec, expanded in plan.models:
         node = pe.Node(ExtractFeatures(), name=f"features_{spec.name}")
         node.inputs.spec = spec.text
@@ -148,12 +222,14 @@ def init_participant_wf(
         node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
         if spec.modality == "text" and caption_node is None:
             node.inputs.captions = human_captions
+            caption_sources[spec.name] = human_captions
         elif spec.modality == "text":
             # human captions win for the stimuli they cover, unless --recaption
             merge = pe.Node(_merge(2), name=f"captions_for_{spec.name}")
             merge.inputs.in1 = [] if config.recaption else human_captions
             wf.connect(caption_node, "captions", merge, "in2")
             wf.connect(merge, "out", node, "captions")
+            caption_sources[spec.name] = (merge, "out")
         node.inputs.model_dirs = [str(p) for p in config.model_dirs]
         node.inputs.cache_dir = cache_dir
         node.inputs.device = config.device
@@ -188,34 +264,156 @@ def init_participant_wf(
     for subject in plan.subjects:
         groups = [g for g in plan.run_groups if g.subject == subject]
         encode_nodes = []
+        aligned_models: list[pe.Node] = []
         for group in groups:
             runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
+            bold = None
+            if config.design == "continuous":
+                # the group's cleaned BOLD, written once to the work dir for all feature spaces
+                # (a trial-wise design models the raw BOLD run by run instead)
+                bold = pe.Node(PrepareBold(), name=f"bold_{group.name.replace('-', '')}")
+                bold.inputs.runs = str(runs_json)
+                bold.inputs.confounds = list(config.confounds)
+                bold.inputs.omp_nthreads = config.omp_nthreads
+                bold.n_procs = config.omp_nthreads
+            betas = (plan.betas or {}).get(group.name)
             for fs in plan.feature_spaces:
-                node = pe.Node(
-                    FitEncoding(), name=f"encode_{group.name.replace('-', '')}_{fs.name}"
+                node = _encode_node(
+                    config, runs_json, f"{group.name.replace('-', '')}_{fs.name}", betas
                 )
-                node.inputs.runs = str(runs_json)
-                node.inputs.stim_column = config.stim_column
-                node.inputs.delays = list(config.delays)
-                node.inputs.alphas = list(config.alphas)
-                node.inputs.confounds = list(config.confounds)
-                node.inputs.device = config.device
-                node.inputs.omp_nthreads = config.omp_nthreads
-                node.inputs.random_seed = config.random_seed
-                node.n_procs = config.omp_nthreads
+                if bold is not None:
+                    wf.connect(bold, "store", node, "bold_store")
                 wf.connect(*feature_sources[fs.name], node, "feature_set")
                 encode_nodes.append(node)
+            if plan.alignment is not None:
+                align = _align_node(wf, config, plan, group, specs_dir, caption_sources)
+                node = _encode_node(
+                    config,
+                    runs_json,
+                    f"{group.name.replace('-', '')}_{plan.alignment.name}",
+                    betas,
+                )
+                if bold is not None:
+                    wf.connect(bold, "store", node, "bold_store")
+                for output in ("feature_set", "fold_feature_sets", "fold_held_out_runs"):
+                    wf.connect(align, output, node, output)
+                encode_nodes.append(node)
+                aligned_models.append(align)
         outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
         outputs.inputs.output_dir = str(config.output_dir)
         outputs.inputs.subject = subject
         outputs.inputs.plan = str(plan_json)
         merge_results = pe.Node(_merge(len(encode_nodes)), name=f"merge_results_sub{subject}")
+        merge_weights = pe.Node(_merge(len(encode_nodes)), name=f"merge_weights_sub{subject}")
         for i, node in enumerate(encode_nodes, start=1):
             wf.connect(node, "result", merge_results, f"in{i}")
+            wf.connect(node, "weights", merge_weights, f"in{i}")
         wf.connect(merge_results, "out", outputs, "results")
+        wf.connect(merge_weights, "out", outputs, "weights")
+        if aligned_models:
+            merge_models = pe.Node(_merge(len(aligned_models)), name=f"merge_models_sub{subject}")
+            for i, node in enumerate(aligned_models, start=1):
+                wf.connect(node, "summary", merge_models, f"in{i}")
+            wf.connect(merge_models, "out", outputs, "aligned_models")
         # outputs wait for the dataset files (dataset_description before any map)
         wf.connect(dataset_node, "files", outputs, "after")
     return wf
+
+
+def _encode_node(
+    config: RunConfig, runs_json: Path, name: str, betas: Path | None = None
+) -> pe.Node:
+    """A FitEncoding node with the run-wide settings (feature sets are connected by the caller)."""
+    # MultiProc runs up to nprocs / omp_nthreads steps at once: each fit gets its share of --mem
+    share = (
+        max(1, config.mem_mb // max(1, config.nprocs // config.omp_nthreads))
+        if config.mem_mb
+        else 0
+    )
+    extra = {"mem_gb": share / 1024} if share else {}
+    node = pe.Node(FitEncoding(), name=f"encode_{name}", **extra)
+    node.inputs.runs = str(runs_json)
+    node.inputs.stim_column = config.stim_column
+    node.inputs.delays = list(config.delays)
+    node.inputs.alphas = list(config.alphas)
+    node.inputs.confounds = list(config.confounds)
+    node.inputs.test_runs = list(config.test_runs)
+    node.inputs.average_test_repeats = config.average_test_repeats
+    node.inputs.cv_groups = config.cv_groups
+    node.inputs.save_weights = config.save_weights
+    node.inputs.design = config.design
+    node.inputs.hrf_model = config.hrf_model
+    node.inputs.betas = str(betas) if betas is not None else None
+    node.inputs.device = config.device
+    node.inputs.omp_nthreads = config.omp_nthreads
+    node.inputs.random_seed = config.random_seed
+    node.n_procs = config.omp_nthreads
+    node.inputs.mem_mb = int(share)
+    return node
+
+
+def align_config_json(config: RunConfig) -> str:
+    """The AlignConfig fields the command line sets, as JSON (the device is added by the node)."""
+    return json.dumps(
+        {
+            "epochs": config.align_epochs,
+            "lr": config.align_lr,
+            "batch_size": config.align_batch_size,
+            "unfreeze_blocks": config.align_unfreeze_blocks,
+            "loss": config.align_loss,
+            "alignment_weight": config.align_weight,
+            "method": config.align_method,
+            "lora_rank": config.align_lora_rank,
+            "caption_sampling": config.align_captions,
+            "seed": config.random_seed,
+        },
+        sort_keys=True,
+    )
+
+
+def _align_node(
+    wf: pe.Workflow,
+    config: RunConfig,
+    plan: ParticipantPlan,
+    group: RunGroup,
+    specs_dir: Path,
+    caption_sources: dict,
+) -> pe.Node:
+    """The alignment of one run group (its folds hold out its runs' stimuli)."""
+    alignment = plan.alignment
+    folds_json = write_text_atomic(
+        specs_dir / f"{group.name}_space-{group.space}_alignment_folds.json",
+        json.dumps([f.to_dict() for f in alignment.folds.get(group.name, ())], indent=1),
+    )
+    work_dir = config.resolved_work_dir
+    node = pe.Node(
+        AlignImageEncoder(), name=f"align_{group.name.replace('-', '')}_{alignment.name}"
+    )
+    node.inputs.name = alignment.name
+    node.inputs.base_spec = alignment.base.text
+    node.inputs.target_spec = alignment.target.text
+    node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
+    node.inputs.folds = str(folds_json)
+    node.inputs.corpus = str(alignment.corpus) if alignment.corpus is not None else ""
+    node.inputs.align_config = align_config_json(config)
+    node.inputs.group = group.name
+    node.inputs.model_dirs = [str(p) for p in config.model_dirs]
+    node.inputs.cache_root = str(work_dir / "alignment")
+    node.inputs.feature_cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
+    node.inputs.device = config.device
+    # nipype's MultiProc runs GPU nodes one per GPU slot: alignments queue for the GPU while
+    # CPU steps go on
+    node.inputs.use_gpu = resolve_device(config.device).type == "cuda"
+    node.inputs.allow_downloads = config.allow_downloads
+    node.inputs.random_seed = config.random_seed
+    node.inputs.omp_nthreads = config.omp_nthreads
+    node.n_procs = config.omp_nthreads
+    source = caption_sources.get(alignment.target.name, [])
+    if isinstance(source, tuple):
+        wf.connect(*source, node, "captions")
+    else:
+        node.inputs.captions = list(source)
+    return node
 
 
 def _merge(n_inputs: int) -> Merge:

@@ -6,6 +6,7 @@ writers of :mod:`bids_vem.outputs` and :mod:`bids_vem.reports`.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -19,7 +20,7 @@ from bids_vem import __version__
 from bids_vem.encoding.model import EncodingResult
 from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import load_feature_set
-from bids_vem.outputs.atomic import atomic_path
+from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 from bids_vem.outputs.dataset import (
     container_from_environment,
     write_bidsignore,
@@ -28,16 +29,23 @@ from bids_vem.outputs.dataset import (
     write_descriptions,
     write_readme,
 )
+from bids_vem.outputs.names import derivative_name, derivative_path
 from bids_vem.outputs.statmaps import (
     bids_uri,
     encoding_summary_row,
     summary_tsv_path,
     write_encoding_maps,
+    write_statmap,
     write_summary_tsv,
 )
 from bids_vem.reports.participant import write_participant_report
 
-__all__ = ["write_dataset_outputs", "write_participant_outputs", "citation_params"]
+__all__ = [
+    "write_dataset_outputs",
+    "write_participant_outputs",
+    "write_weights_derivative",
+    "citation_params",
+]
 
 log = logging.getLogger("bids_vem.outputs")
 
@@ -46,10 +54,22 @@ def citation_params(plan: dict) -> dict[str, Any]:
     """The parameters the methods text describes."""
     parameters = plan["parameters"]
     trs = sorted({run["tr"] for group in plan["run_groups"] for run in group["runs"]})
+    unit = parameters.get("CVFolds", "run")
+    test_runs = parameters.get("TestRuns") or []
+    if not test_runs:
+        cv = f"leave-one-{unit}-out (nested: each {unit} predicted by a model that never saw it)"
+    else:
+        cv = (
+            f"leave-one-{unit}-out cross-validation on the training runs, with test runs "
+            f"{', '.join(test_runs)} held out from all fitting"
+        )
+        if parameters.get("Evaluation") == "test-runs-averaged":
+            cv += " (repeated test runs averaged before scoring)"
     return {
-        "delays": parameters["Delays"],
+        "delays": parameters.get("Delays", []),
+        "trial_responses": parameters.get("TrialResponses"),
         "alphas": parameters["Alphas"],
-        "cv": "leave-one-run-out (nested: each run predicted by a model that never saw it)",
+        "cv": cv,
         "score": "correlation",
         "tr": trs[0] if len(trs) == 1 else None,
         "confounds": parameters["Confounds"],
@@ -133,10 +153,37 @@ def _uri(path: str | Path, links: dict[str, Path]) -> str:
     return path.as_uri()
 
 
-def _sources(group: dict, feature_space: str, links: dict[str, Path]) -> list[str]:
+def _sources(
+    group: dict, feature_space: str, links: dict[str, Path], plan: dict | None = None
+) -> list[str]:
     sources = [_uri(run[key], links) for run in group["runs"] for key in ("bold", "mask", "events")]
-    sources.append(bids_uri("", f"features/desc-{feature_space}_features.npy"))
+    alignment = (plan or {}).get("alignment")
+    if alignment and feature_space == alignment["name"]:
+        folder = aligned_model_folder(group, alignment["name"])
+        sources.append(bids_uri("", f"models/{folder}/open_clip_model.safetensors"))
+    else:
+        sources.append(bids_uri("", f"features/desc-{feature_space}_features.npy"))
     return sources
+
+
+def aligned_model_folder(group: dict, name: str) -> str:
+    """``sub-XX[_ses-YY]_task-ZZ_desc-<name>_model``: a run group's model folder in models/."""
+    entities = {"sub": group["subject"], "ses": group["session"], "task": group["task"]}
+    return derivative_name(entities | {"desc": name}, "model", ".json").removesuffix(".json")
+
+
+def _copy_model(summary_file: Path, output_dir: Path, group: dict, name: str) -> Path:
+    """Copy the final aligned model and the run group's fold metrics into OUTPUT_DIR/models."""
+    summary = json.loads(Path(summary_file).read_text())
+    target = output_dir / "models" / aligned_model_folder(group, name)
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(summary["model_dir"], staging)
+    folds = [{k: v for k, v in fold.items() if k != "model"} for fold in summary["folds"]]
+    (staging / "folds.json").write_text(json.dumps(folds, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
 
 
 def write_participant_outputs(
@@ -145,12 +192,20 @@ def write_participant_outputs(
     *,
     plan: dict,
     result_files: list[Path],
+    alignment_summaries: list[Path] = (),
+    weight_files: list[Path | None] = (),
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
     ``result_files`` are in the order of the workflow: for each run group of the
-    participant, for each feature space.
+    participant, for each feature space. ``alignment_summaries`` (with ``--align``) give each
+    run group's aligned model and fold metrics, in the same group order. ``weight_files``
+    (with ``--save-weights``; None where absent) follow ``result_files`` and are copied to
+    ``models/`` (:func:`write_weights_derivative`).
     """
+    alignment = plan.get("alignment")
+    summaries = iter(alignment_summaries)
+    comparisons = []
     groups = [g for g in plan["run_groups"] if g["subject"] == subject]
     feature_spaces = plan["feature_spaces"]
     expected = len(groups) * len(feature_spaces)
@@ -168,9 +223,11 @@ def write_participant_outputs(
         if sentence.startswith(f"sub-{subject}_")
     ]
     files = iter(result_files)
+    weights = iter(list(weight_files) or [None] * len(result_files))
     for group in groups:
         for fs in feature_spaces:
             result = EncodingResult.load(next(files))
+            weight_file = next(weights)
             # design columns = features x delays: no need to read the feature matrix again
             n_features[fs["name"]] = result.n_features // max(1, len(result.delays))
             mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
@@ -180,6 +237,9 @@ def write_participant_outputs(
                 "Modality": fs["modality"],
                 "Runs": list(result.runs),
                 "NestedCV": bool(result.nested),
+                "Evaluation": result.evaluation,
+                "TestRuns": list(result.test_runs),
+                "RepeatedTestRuns": [list(group) for group in result.repeats],
             }
             paths = write_encoding_maps(
                 output_dir,
@@ -190,10 +250,25 @@ def write_participant_outputs(
                 task=group["task"],
                 space=group["space"],
                 feature_space=fs["name"],
-                sources=_sources(group, fs["name"], links),
+                sources=_sources(group, fs["name"], links, plan),
                 parameters=parameters,
             )
             statmaps += list(paths.values())
+            if weight_file is not None:
+                write_weights_derivative(
+                    output_dir,
+                    weight_file,
+                    result,
+                    entities={
+                        "sub": subject,
+                        "ses": group["session"],
+                        "task": group["task"],
+                        "space": group["space"],
+                        "desc": fs["name"],
+                    },
+                    mask_uri=bids_uri("", str(paths["r"].relative_to(output_dir))),
+                    parameters=parameters,
+                )
             row = encoding_summary_row(
                 result,
                 subject=subject,
@@ -213,6 +288,7 @@ def write_participant_outputs(
                     "summary": row,
                     "paths": paths,
                     "r": result.r,
+                    "mask": result.mask,
                 }
             )
             n_edge = int(result.n_alpha_low + result.n_alpha_high)
@@ -229,6 +305,15 @@ def write_participant_outputs(
                 result.n_alpha_low,
                 result.n_alpha_high,
             )
+        group_results = {r["feature_space"]: r for r in results[-len(feature_spaces) :]}
+        comparison = _compare(output_dir, subject, group, plan, group_results, links)
+        if alignment and alignment_summaries:
+            model = _copy_model(next(summaries), output_dir, group, alignment["name"])
+            comparison["alignment"] = json.loads((model / "folds.json").read_text())
+            comparison["model"] = model
+            statmaps += comparison.pop("maps", [])
+        if comparison["rows"]:
+            comparisons.append(comparison)
     write_summary_tsv(summary_tsv_path(output_dir, subject), rows)
     runs = [run for group in groups for run in group["runs"]]
     report = write_participant_report(
@@ -238,7 +323,131 @@ def write_participant_outputs(
         feature_spaces=[fs | {"n_features": n_features.get(fs["name"])} for fs in feature_spaces],
         results=results,
         errors=errors,
+        comparisons=comparisons,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )
     return report, statmaps
+
+
+def write_weights_derivative(
+    output_dir: Path,
+    weight_file: Path,
+    result: EncodingResult,
+    *,
+    entities: dict,
+    mask_uri: str,
+    parameters: dict,
+) -> Path:
+    """Copy a model's weights to ``models/<entities>_weights.npy`` with a JSON sidecar.
+
+    ``.npy`` (float32, (n_design_columns, n_voxels), voxels in the order of the brain mask's
+    nonzero voxels, C order of the grid) rather than one NIfTI volume per design column: the
+    weights hold only the voxels of the mask (a 4-D NIfTI would be dense over the whole grid,
+    several times larger, with thousands of volumes), and they load in one line. ``models/``
+    is in ``.bidsignore``.
+    """
+    name = derivative_name(entities, "weights", ".npy")
+    target = Path(output_dir) / "models" / name
+    with atomic_path(target) as tmp:
+        shutil.copyfile(weight_file, tmp)
+    n_columns, n_voxels = np.load(target, mmap_mode="r").shape
+    delays = list(result.delays)
+    n_features = n_columns // max(1, len(delays)) if delays else n_columns
+    sidecar = {
+        "Description": (
+            f"Ridge weights of the encoding model of {entities['desc']}: float32 array of shape "
+            "(n_design_columns, n_voxels). Rows are design columns, delay-major: row "
+            "d * NumberOfFeatures + f is feature f at Delays[d] TRs. Columns are the voxels of "
+            "the brain mask (MaskMap: the nonzero voxels of the r map's grid, in C order of the "
+            "grid). Predicted z-scored BOLD = z-scored design @ weights."
+        ),
+        "Shape": [int(n_columns), int(n_voxels)],
+        "NumberOfFeatures": int(n_features),
+        "Delays": delays,
+        "MaskMap": mask_uri,
+        "FittedOnRuns": [r for r in result.runs if r not in set(result.test_runs)],
+        "Penalty": "per voxel, as in the alpha map",
+        **{k: v for k, v in parameters.items() if k not in ("Runs",)},
+    }
+    write_text_atomic(target.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    return target
+
+
+def _compare(
+    output_dir: Path,
+    subject: str,
+    group: dict,
+    plan: dict,
+    group_results: dict[str, dict],
+    links: dict[str, Path],
+) -> dict:
+    """The run group's feature spaces side by side (aligned vs unaligned vs caption text, ROIs).
+
+    Writes ``..._space-<s>_comparison.tsv`` and, with an alignment, the map of r(aligned) minus
+    r(unaligned) (``desc-<aligned>_stat-rgain``); returns what the report shows.
+    """
+    from bids_vem.analysis.comparison import (
+        COMPARISON_COLUMNS,
+        compare_feature_spaces,
+        roi_voxels,
+    )
+
+    alignment = plan.get("alignment")
+    rois = plan.get("rois") or []
+    out: dict = {"task": group["task"], "session": group["session"], "space": group["space"]}
+    out["rows"] = []
+    if not alignment and not rois:
+        return out
+    first = next(iter(group_results.values()))
+    affine = nib.load(str(first["paths"]["r"])).affine
+    result_mask = first["mask"]
+    roles, reference = {}, None
+    if alignment:
+        roles = {
+            alignment["name"]: "aligned",
+            alignment["base"]: "unaligned",
+            alignment["target"]: "caption text",
+        }
+        reference = alignment["base"] if alignment["base"] in group_results else None
+    rows = compare_feature_spaces(
+        {name: r["r"] for name, r in group_results.items()},
+        roles=roles,
+        reference=reference,
+        rois=roi_voxels([(n, Path(p)) for n, p in rois], result_mask, affine),
+    )
+    entities = {
+        "sub": subject,
+        "ses": group["session"],
+        "task": group["task"],
+        "space": group["space"],
+    }
+    descriptions = dict(COMPARISON_COLUMNS)
+    descriptions |= {
+        f"mean_r_roi-{name}": f"Mean held-out r in region {name} ({path})" for name, path in rois
+    }
+    out["tsv"] = write_summary_tsv(
+        derivative_path(output_dir, entities, "comparison", ".tsv"), rows, descriptions
+    )
+    out["rows"] = rows
+    out["reference"] = reference
+    if alignment and reference is not None and alignment["name"] in group_results:
+        gain = group_results[alignment["name"]]["r"] - group_results[reference]["r"]
+        out["maps"] = [
+            write_statmap(
+                output_dir,
+                gain,
+                nib.Nifti1Image(result_mask.astype(np.uint8), affine),
+                entities=entities | {"desc": alignment["name"]},
+                stat="rgain",
+                description=(
+                    f"Held-out r of the aligned feature space {alignment['name']} minus that of "
+                    f"the unaligned {reference}"
+                ),
+                sources=[
+                    bids_uri("", str(group_results[name]["paths"]["r"].relative_to(output_dir)))
+                    for name in (alignment["name"], reference)
+                ],
+            )
+        ]
+    return out

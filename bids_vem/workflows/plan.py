@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from bids_vem.alignment.folds import AlignmentFold, plan_alignment_folds
 from bids_vem.config import RunConfig
-from bids_vem.errors import DataError, UsageError
+from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.captioning import CaptionerSpec, parse_captioner
 from bids_vem.features.extract import expand_feature_space
 from bids_vem.features.models import resolve_model_path
@@ -25,7 +26,7 @@ from bids_vem.inputs.runs import Run
 from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
 from bids_vem.outputs.atomic import write_text_atomic
 
-__all__ = ["ParticipantPlan", "RunGroup", "plan_participant_level"]
+__all__ = ["AlignmentPlan", "ParticipantPlan", "RunGroup", "plan_participant_level"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,30 @@ class RunGroup:
 
 
 @dataclass(frozen=True)
+class AlignmentPlan:
+    """The LLM-VEM alignment: which encoder is aligned to which captions, on which images."""
+
+    name: str
+    base: FeatureSpaceSpec
+    target: FeatureSpaceSpec
+    #: an external image-caption corpus folder (None: the run groups' own stimuli, by fold)
+    corpus: Path | None
+    #: per run group name, its alignment folds ending with ``final`` (empty with a corpus)
+    folds: dict[str, tuple[AlignmentFold, ...]]
+
+    def feature_space_entry(self) -> dict:
+        """The aligned feature space as the plan JSON lists feature spaces."""
+        return {
+            "name": self.name,
+            "spec": f"{self.base.text} aligned to {self.target.name} caption embeddings",
+            "modality": "image",
+            "family": "aligned",
+            "base": self.base.name,
+            "target": self.target.name,
+        }
+
+
+@dataclass(frozen=True)
 class ParticipantPlan:
     """Inputs found and work to do at the participant level."""
 
@@ -70,6 +95,12 @@ class ParticipantPlan:
     captioner: CaptionerSpec | None = None
     #: stimuli the captioner captions (all images with --recaption, else those without human captions)
     to_caption: tuple[str, ...] = ()
+    #: the alignment stage (--align), else None
+    alignment: AlignmentPlan | None = None
+    #: regions of interest (name, mask path) for the summaries
+    rois: tuple[tuple[str, Path], ...] = ()
+    #: per run group name, the user's single-trial betas image (--betas)
+    betas: dict[str, Path] | None = None
 
     @property
     def subjects(self) -> list[str]:
@@ -215,7 +246,18 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
             len(stimuli),
             " (--recaption)" if config.recaption else "",
         )
+    for group in run_groups:
+        _check_evaluation(config, group)
+    betas = _check_trialwise(config, run_groups, stimuli)
+    # alignment folds follow the encoding's test runs or session folds (checked above)
+    alignment = _plan_alignment(config, models, run_groups, stimuli) if config.align else None
+    for name, path in config.rois:
+        if not path.is_file():
+            raise InputMissingError(f"--roi {name}={path}: no such file")
     return ParticipantPlan(
+        alignment=alignment,
+        rois=config.rois,
+        betas=betas,
         runs=tuple(runs),
         skipped_runs=tuple(skipped),
         run_groups=run_groups,
@@ -228,3 +270,179 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         to_caption=to_caption,
         models=tuple(models),
     )
+
+
+def _pick(
+    specs: list[FeatureSpaceSpec], wanted: str | None, option: str, what: str
+) -> FeatureSpaceSpec:
+    if not specs:
+        raise UsageError(f"--align needs {what}")
+    if wanted is None:
+        return specs[0]
+    for spec in specs:
+        if spec.name == wanted:
+            return spec
+    names = ", ".join(spec.name for spec in specs)
+    raise UsageError(f"{option} {wanted}: no such feature space; choose one of {names}")
+
+
+def _run_stimulus_ids(run: Run, stim_column: str) -> list[str]:
+    from bids_vem.inputs.events import read_events
+
+    return [str(s) for s in read_events(run.events, stim_column)["stim_id"].dropna().unique()]
+
+
+def _encoding_folds(config: RunConfig, group: RunGroup) -> list[list[int]] | None:
+    """The runs the encoding predicts together, when alignment folds must follow them.
+
+    With --test-runs one alignment holds out all the test runs; with --cv-groups session one
+    alignment per session; else None (--align-folds groups of runs).
+    """
+    from bids_vem.encoding.evaluation import select_test_runs
+
+    if config.test_runs:
+        return [sorted(select_test_runs(group.runs, config.test_runs, group.name))]
+    if config.cv_groups == "session":
+        sessions = list(dict.fromkeys(run.session for run in group.runs))
+        return [[i for i, run in enumerate(group.runs) if run.session == s] for s in sessions]
+    return None
+
+
+def _plan_alignment(
+    config: RunConfig,
+    models: list[tuple[FeatureSpaceSpec, tuple[FeatureSpaceSpec, ...]]],
+    run_groups: tuple[RunGroup, ...],
+    stimuli: StimulusTable,
+) -> AlignmentPlan:
+    """Check what --align needs and plan the folds of every run group (module docstring)."""
+    from bids_vem.alignment.stage import read_alignment_corpus
+
+    specs = [spec for spec, _ in models]
+    base = _pick(
+        [s for s in specs if s.modality == "image" and s.family == "openclip"],
+        config.align_base,
+        "--align-base",
+        "an open_clip image feature space (--image-encoder openclip:...)",
+    )
+    target = _pick(
+        [s for s in specs if s.modality == "text"],
+        config.align_target,
+        "--align-target",
+        "a text feature space of the captions (--text-encoder ...)",
+    )
+    taken = {fs.name for _, expanded in models for fs in expanded}
+    if config.align_name in taken:
+        raise UsageError(
+            f"--align-name {config.align_name}: a feature space of that name exists already"
+        )
+    kinds = {stim.kind for stim in stimuli}
+    if config.align_corpus is not None:
+        corpus = read_alignment_corpus(config.align_corpus)
+        log.info(
+            "alignment: %s aligned to %s on %d corpus images from %s",
+            base.name,
+            target.name,
+            len(corpus.images),
+            corpus.root,
+        )
+        return AlignmentPlan(config.align_name, base, target, corpus.root, {})
+    if kinds != {"image"}:
+        raise DataError(
+            f"--align trains on the stimulus images and their captions, but the stimuli are "
+            f"{', '.join(sorted(kinds))}; give an image-caption corpus with --align-corpus"
+        )
+    folds = {}
+    for group in run_groups:
+        run_stimuli = [(run.name, _run_stimulus_ids(run, config.stim_column)) for run in group.runs]
+        try:
+            folds[group.name] = tuple(
+                plan_alignment_folds(
+                    run_stimuli, config.align_folds, groups=_encoding_folds(config, group)
+                )
+            )
+        except DataError as err:
+            raise DataError(f"{group.name}: {err.message}") from err
+        log.info(
+            "%s: %s aligned to %s caption embeddings in %d fold(s) of held-out runs + a final "
+            "alignment on all %d stimuli",
+            group.name,
+            base.name,
+            target.name,
+            len(folds[group.name]) - 1,
+            len(folds[group.name][-1].train_ids),
+        )
+    return AlignmentPlan(config.align_name, base, target, None, folds)
+
+
+def _check_evaluation(config: RunConfig, group: RunGroup) -> None:
+    """--test-runs and --cv-groups must fit every run group (fail before any work)."""
+    from bids_vem.encoding.evaluation import select_test_runs
+
+    if config.cv_groups == "session":
+        missing = [run.name for run in group.runs if run.session is None]
+        if missing:
+            raise UsageError(
+                f"--cv-groups session: {group.name} has run(s) without a session: "
+                f"{', '.join(missing)}"
+            )
+    test = select_test_runs(group.runs, config.test_runs, group.name) if config.test_runs else []
+    train = [run for i, run in enumerate(group.runs) if i not in test]
+    if config.cv_groups == "session":
+        folds = {run.session for run in (train if test else group.runs)}
+        if len(folds) < 2:
+            which = "training runs" if test else "runs"
+            raise UsageError(
+                f"--cv-groups session: the {which} of {group.name} span {len(folds)} session; "
+                "leave-one-session-out needs at least 2"
+            )
+    if test:
+        log.info(
+            "%s: test runs %s; penalties by leave-one-%s-out CV on the other %d run(s)%s",
+            group.name,
+            ", ".join(group.runs[i].name for i in test),
+            config.cv_groups,
+            len(train),
+            " (repeated test runs averaged)" if config.average_test_repeats else "",
+        )
+
+
+def _check_trialwise(
+    config: RunConfig, run_groups: tuple[RunGroup, ...], stimuli: StimulusTable
+) -> dict[str, Path] | None:
+    """--design trialwise needs trials of images; --betas one betas image per run group."""
+    from bids_vem.encoding.trialwise import betas_table_path
+
+    if config.design != "trialwise":
+        return None
+    kinds = {stim.kind for stim in stimuli}
+    if not kinds <= {"image"}:
+        raise DataError(
+            f"--design trialwise estimates one response per trial of an image; the stimuli are "
+            f"{', '.join(sorted(kinds))}: use --design continuous"
+        )
+    if config.betas is None:
+        return None
+    if not config.betas.is_dir():
+        raise InputMissingError(f"--betas {config.betas}: no such folder")
+    found = {}
+    for group in run_groups:
+        session = f"_ses-{group.session}" if group.session else ""
+        pattern = f"sub-{group.subject}{session}_*task-{group.task}_*betas.nii*"
+        matches = sorted(
+            p for p in config.betas.glob(f"**/{pattern}") if p.name.endswith((".nii", ".nii.gz"))
+        )
+        if group.space:
+            in_space = [p for p in matches if f"_space-{group.space}_" in p.name]
+            matches = in_space or matches
+        if len(matches) != 1:
+            what = "no file" if not matches else f"{len(matches)} files"
+            raise InputMissingError(
+                f"--betas {config.betas}: {what} match {pattern} for {group.name}; give one "
+                "betas image (and its .tsv) per participant and task"
+            )
+        table = betas_table_path(matches[0])
+        if not table.is_file():
+            raise InputMissingError(f"--betas: {matches[0]} has no table {table.name} beside it")
+        found[group.name] = matches[0]
+        log.info("%s: single-trial betas from %s", group.name, matches[0])
+    return found

@@ -336,3 +336,27 @@ def test_a_bids_dir_named_models_is_still_a_bids_dir(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     assert main(["models", "out", "participant"]) == 66  # BIDS_DIR ./models does not exist
     assert "BIDS_DIR" in error_line(capsys)
+
+
+def test_evaluation_options_parse_and_survive_the_config_file(tmp_path):
+    config = parse([
+        "/data/ds", "/data/out", "participant", "--test-runs", "3", "ses-2",
+        "sub-01_task-x_run-5", "--average-test-repeats", "--cv-groups", "session",
+        "--save-weights", "--mem", "4GB",
+    ])  # fmt: skip
+    assert config.test_runs == ("3", "ses-2", "sub-01_task-x_run-5")
+    assert config.average_test_repeats and config.save_weights
+    assert config.cv_groups == "session" and config.mem_mb == 4096
+    toml = tmp_path / "config.toml"
+    toml.write_text(config.to_toml())
+    again = parse(["/data/ds", "/data/out", "participant", "--config-file", str(toml)])
+    assert again.test_runs == config.test_runs and again.cv_groups == "session"
+    defaults = parse(["/data/ds", "/data/out", "participant"])
+    assert defaults.test_runs == () and defaults.cv_groups == "run"
+    assert not defaults.average_test_repeats and not defaults.save_weights
+
+
+def test_average_test_repeats_without_test_runs_is_64(tmp_path, capsys):
+    argv = [str(tmp_path), str(tmp_path / "out"), "participant", "--average-test-repeats"]
+    assert main(argv) == 64
+    assert "--average-test-repeats needs --test-runs" in error_line(capsys)

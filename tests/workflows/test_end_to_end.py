@@ -120,7 +120,8 @@ def test_rerun_reuses_the_work_directory(participant_run, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "reused 8 of 8 steps from the work directory" in err  # 2 feature spaces + 3 x 2 fits
+    # 2 feature spaces + 3 cleaned-BOLD stores + 3 x 2 fits
+    assert "reused 11 of 11 steps from the work directory" in err
     np.testing.assert_array_equal(np.asarray(nib.load(str(r_before)).dataobj), before)
 
 

@@ -1,0 +1,143 @@
+"""Feature spaces side by side: mean r in the brain mask and in regions of interest, and the
+voxels where one feature space predicts better than a reference (aligned vs unaligned).
+
+Voxel counts are descriptive: neighbouring voxels are not independent, so no voxel-count test
+is given here; the group level tests r maps across participants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_vem.errors import DataError
+
+__all__ = ["roi_voxels", "compare_feature_spaces", "COMPARISON_COLUMNS"]
+
+#: descriptions of the comparison table's fixed columns (the TSV's JSON sidecar)
+COMPARISON_COLUMNS = {
+    "feature_space": "Name of the feature space (desc- of its maps)",
+    "role": "aligned, unaligned (the image encoder before alignment), caption text (the "
+    "alignment targets) or other",
+    "n_voxels": "Voxels in the brain mask",
+    "mean_r": "Mean held-out Pearson r over the brain mask",
+    "median_r": "Median held-out r over the brain mask",
+    "n_voxels_r_above_threshold": "Voxels with held-out r above the threshold",
+    "n_voxels_beat_reference": "Voxels where this feature space's r exceeds the reference's "
+    "(the unaligned encoder)",
+    "fraction_beat_reference": "n_voxels_beat_reference / n_voxels",
+    "fraction_beat_reference_predicted": "Among voxels where either r exceeds the threshold, the "
+    "fraction where this feature space's r is higher",
+    "mean_r_gain": "Mean of r minus the reference's r over the brain mask",
+}
+
+
+def roi_voxels(
+    rois: Sequence[tuple[str, Path | str]], mask: np.ndarray, affine: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Which mask voxels lie in each region of interest.
+
+    Parameters
+    ----------
+    rois : sequence of (name, path)
+        Region masks (NIfTI, non-zero inside); resampled to the mask's grid by nearest
+        neighbour when their grid differs (nilearn).
+    mask : ndarray of shape (X, Y, Z), bool
+        The brain mask whose voxels order the r values.
+    affine : ndarray of shape (4, 4)
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_voxels,), bool
+
+    Raises
+    ------
+    DataError
+        A region that is not a 3-D image or holds no voxel of the mask.
+    """
+    from nilearn.image import resample_img
+
+    out = {}
+    for name, path in rois:
+        image = nib.load(str(path))
+        if len(image.shape) != 3 and not (len(image.shape) == 4 and image.shape[3] == 1):
+            raise DataError(f"--roi {name}={path}: expected a 3-D mask, got shape {image.shape}")
+        data = np.asarray(image.dataobj).reshape(image.shape[:3])
+        if image.shape[:3] != mask.shape or not np.allclose(image.affine, affine, atol=1e-3):
+            resampled = resample_img(
+                nib.Nifti1Image((data != 0).astype(np.uint8), image.affine),
+                target_affine=affine,
+                target_shape=mask.shape,
+                interpolation="nearest",
+                force_resample=True,
+                copy_header=True,
+            )
+            data = np.asarray(resampled.dataobj)
+        inside = (data != 0)[mask]
+        if not inside.any():
+            raise DataError(f"--roi {name}={path}: no voxel of the brain mask lies in the region")
+        out[name] = inside
+    return out
+
+
+def compare_feature_spaces(
+    r_by_space: Mapping[str, np.ndarray],
+    *,
+    roles: Mapping[str, str] | None = None,
+    reference: str | None = None,
+    rois: Mapping[str, np.ndarray] | None = None,
+    threshold: float = 0.1,
+) -> list[dict]:
+    """One row per feature space: r in the mask and in each region, and wins over ``reference``.
+
+    Parameters
+    ----------
+    r_by_space : mapping of str to ndarray of shape (n_voxels,)
+        Held-out r of each feature space over the same voxels.
+    roles : mapping of str to str, optional
+        Role of each feature space in the comparison (default ``"other"``).
+    reference : str, optional
+        The feature space the others are compared with voxel by voxel (the unaligned encoder).
+    rois : mapping of str to ndarray of shape (n_voxels,), bool, optional
+        From :func:`roi_voxels`; adds ``mean_r_roi-<name>`` columns.
+    threshold : float
+        r above which a voxel counts as predicted.
+
+    Returns
+    -------
+    list of dict
+        Rows in the order of ``r_by_space``.
+    """
+    roles = dict(roles or {})
+    rois = dict(rois or {})
+    sizes = {np.asarray(r).shape for r in r_by_space.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"r maps of different sizes: {sorted(sizes)}")
+    ref = None if reference is None else np.asarray(r_by_space[reference], dtype=np.float64)
+    rows = []
+    for name, r in r_by_space.items():
+        r = np.asarray(r, dtype=np.float64)
+        row: dict = {
+            "feature_space": name,
+            "role": roles.get(name, "other"),
+            "n_voxels": int(r.size),
+            "mean_r": float(r.mean()) if r.size else float("nan"),
+            "median_r": float(np.median(r)) if r.size else float("nan"),
+            "n_voxels_r_above_threshold": int(np.sum(r > threshold)),
+        }
+        for roi, inside in rois.items():
+            row[f"mean_r_roi-{roi}"] = float(r[inside].mean())
+        if ref is not None and name != reference:
+            wins = r > ref
+            predicted = (r > threshold) | (ref > threshold)
+            row["n_voxels_beat_reference"] = int(wins.sum())
+            row["fraction_beat_reference"] = float(wins.mean()) if r.size else float("nan")
+            row["fraction_beat_reference_predicted"] = (
+                float(wins[predicted].mean()) if predicted.any() else float("nan")
+            )
+            row["mean_r_gain"] = float((r - ref).mean()) if r.size else float("nan")
+        rows.append(row)
+    return rows

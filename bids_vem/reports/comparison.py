@@ -1,0 +1,126 @@
+"""Report section: feature spaces side by side, and how the alignment went (LLM-VEM)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bids_vem.reports.html import esc, relative_link, table
+
+__all__ = ["comparison_html"]
+
+_ROLE_ORDER = {"aligned": 0, "unaligned": 1, "caption text": 2, "other": 3}
+
+
+def _label(item: Mapping[str, Any]) -> str:
+    ses = f", session {item['session']}" if item.get("session") else ""
+    return f"task {item.get('task')}{ses}, space {item.get('space')}"
+
+
+def _alignment_table(folds: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for fold in folds:
+        before, after = fold.get("before") or {}, fold.get("after") or {}
+        rows.append(
+            [
+                fold.get("fold"),
+                ", ".join(fold.get("held_out_runs") or []) or "none (exported model)",
+                fold.get("n_train_stimuli"),
+                fold.get("best_epoch"),
+                before.get("val_loss"),
+                after.get("val_loss"),
+                before.get("val_i2t_r1"),
+                after.get("val_i2t_r1"),
+                before.get("val_t2i_r1"),
+                after.get("val_t2i_r1"),
+                after.get("temperature"),
+            ]
+        )
+    return table(
+        [
+            "alignment",
+            "held-out runs (predicted with it)",
+            "training images",
+            "best epoch",
+            "val loss before",
+            "val loss after",
+            "image→caption R@1 before",
+            "after",
+            "caption→image R@1 before",
+            "after",
+            "temperature",
+        ],
+        rows,
+        numeric=[False, False] + [True] * 9,
+    )
+
+
+def comparison_html(comparisons: Sequence[Mapping[str, Any]], output_dir: Path | str) -> str:
+    """HTML of the comparison tables (one per run group) and the alignment metrics.
+
+    Parameters
+    ----------
+    comparisons : sequence of mappings
+        Per run group: ``task``, ``session``, ``space``, ``rows`` (from
+        :func:`bids_vem.analysis.comparison.compare_feature_spaces`), optionally ``reference``,
+        ``tsv``, ``alignment`` (fold metrics) and ``model`` (the exported model folder).
+    output_dir : path
+        The report's folder (links are relative to it).
+    """
+    blocks = []
+    for item in comparisons:
+        rows = sorted(item.get("rows") or [], key=lambda r: _ROLE_ORDER.get(r.get("role"), 9))
+        if not rows:
+            continue
+        rois = [k for k in rows[0] if k.startswith("mean_r_roi-")]
+        reference = item.get("reference")
+        headers = ["feature space", "role", "mean r (mask)", "median r", "voxels r > 0.1"]
+        headers += [f"mean r in {k.removeprefix('mean_r_roi-')}" for k in rois]
+        keys = ["mean_r", "median_r", "n_voxels_r_above_threshold", *rois]
+        if reference:
+            headers += [
+                f"voxels better than {reference}",
+                "fraction of mask",
+                "fraction of predicted voxels",
+                f"mean r gain over {reference}",
+            ]
+            keys += [
+                "n_voxels_beat_reference",
+                "fraction_beat_reference",
+                "fraction_beat_reference_predicted",
+                "mean_r_gain",
+            ]
+        body = [
+            [row.get("feature_space"), row.get("role")] + [row.get(k) for k in keys] for row in rows
+        ]
+        html = f"<h3>{esc(_label(item))}</h3>" + table(
+            headers, body, numeric=[False, False] + [True] * len(keys)
+        )
+        links = []
+        if item.get("tsv"):
+            links.append(
+                f'<a href="{esc(relative_link(item["tsv"], output_dir))}">comparison table (TSV)</a>'
+            )
+        if item.get("model"):
+            links.append(
+                f'<a href="{esc(relative_link(item["model"], output_dir))}">aligned model '
+                "(open_clip local-dir, with its training log)</a>"
+            )
+        if links:
+            html += "<p>" + " · ".join(links) + "</p>"
+        if item.get("alignment"):
+            html += (
+                "<p>Each run is predicted from the features of an alignment that never saw its "
+                "images (the fold that held it out); the final alignment, on all images, gives "
+                "the penalty map and is the exported model. Retrieval is on the validation slice "
+                "of each alignment's training images.</p>" + _alignment_table(item["alignment"])
+            )
+        blocks.append(html)
+    if not blocks:
+        return "<p>No comparison (use --align or --roi).</p>"
+    return (
+        "<p>Held-out r of every feature space over the same voxels. Voxel counts describe; "
+        "they are not a test (neighbouring voxels are correlated): the group level tests "
+        "the maps across participants.</p>" + "".join(blocks)
+    )

@@ -1,0 +1,95 @@
+"""--design trialwise end to end: LSS single-trial responses, and user-supplied betas (--betas)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+
+from bids_vem.cli.run import main
+from bids_vem.demo.simulate import CONFOUND_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+SPACE = "MNI152NLin2009cAsym"
+STEM = f"sub-01_task-shapes_space-{SPACE}"
+
+
+def _argv(demo, out, work, *extra):
+    return [
+        str(demo.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
+        "--participant-label", "01", "--skip-bids-validation",
+        "--captions", str(demo.captions_tsv),
+        "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
+        "--confounds", *CONFOUND_COLUMNS,
+        *extra,
+    ]  # fmt: skip
+
+
+def _r(out):
+    path = out / "sub-01" / "func" / f"{STEM}_desc-minilm_stat-r_statmap.nii.gz"
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+@pytest.fixture(scope="module")
+def trialwise_run(demo_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("trialwise")
+    assert main(_argv(demo_dataset, root / "out", root / "work", "--design", "trialwise")) == 0
+    return demo_dataset, root
+
+
+def test_trialwise_model_finds_the_semantic_voxels(trialwise_run):
+    demo, root = trialwise_run
+    truth = demo.ground_truth_dir
+    classes = np.asarray(
+        nib.load(str(truth / f"sub-01_space-{SPACE}_desc-voxelclass_dseg.nii.gz")).dataobj
+    )
+    amplitude = np.asarray(
+        nib.load(str(truth / f"sub-01_space-{SPACE}_desc-semantic_amplitude.nii.gz")).dataobj
+    )
+    r = _r(root / "out")
+    brain = classes > 0
+    assert pearsonr(amplitude[brain], r[brain])[0] > 0.4
+    semantic, noise = r[classes == 2], r[classes == 1]
+    assert (semantic[:, None] > noise[None, :]).mean() > 0.9
+    sidecar = json.loads(
+        (root / "out" / "sub-01" / "func" / f"{STEM}_desc-minilm_stat-r_statmap.json").read_text()
+    )
+    assert (
+        sidecar["Design"] == "trialwise" and "least-squares-separate" in sidecar["TrialResponses"]
+    )
+    assert "One response per trial" in (root / "out" / "logs" / "CITATION.md").read_text()
+
+
+def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_path):
+    from bids_vem.encoding.lss import estimate_trial_betas
+    from bids_vem.encoding.trialwise import write_trial_betas
+    from bids_vem.inputs.layout import collect_runs
+
+    demo, root = trialwise_run
+    runs = [
+        run
+        for run in collect_runs(
+            demo.bids_dir, derivatives=[demo.fmriprep_dir], participant_label=("01",), space=SPACE
+        )
+        if run.subject == "01"
+    ]
+    betas = estimate_trial_betas(runs, confounds=CONFOUND_COLUMNS)
+    folder = tmp_path / "glmsingle" / "sub-01" / "func"
+    write_trial_betas(betas, folder / f"sub-01_task-shapes_space-{SPACE}_desc-lss_betas.nii.gz")
+    out = tmp_path / "out"
+    argv = _argv(demo, out, tmp_path / "work", "--betas", str(tmp_path / "glmsingle"))
+    assert main(argv) == 0
+    np.testing.assert_allclose(_r(out), _r(root / "out"), atol=1e-5)
+
+
+def test_betas_folder_without_the_participant_is_66(demo_dataset, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    argv = _argv(
+        demo_dataset, tmp_path / "out", tmp_path / "work", "--betas", str(tmp_path / "empty")
+    )
+    assert main(argv) == 66
+    assert "no file match" in capsys.readouterr().err
