@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     verbosity = _verbosity(argv)
-    # "bids_vem models list|verify"; "bids_vem models OUT participant" is still a BIDS_DIR named models
-    if argv[:1] == ["models"] and (len(argv) == 1 or argv[1] in ("list", "verify", "-h", "--help")):
+    # "bids_vem models list|verify|fetch"; "bids_vem models OUT participant" is a BIDS_DIR named models
+    if argv[:1] == ["models"] and (
+        len(argv) == 1 or argv[1] in ("list", "verify", "fetch", "-h", "--help")
+    ):
         return _run_models(argv[1:], verbosity)
     try:
         try:
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(config, int):  # --help under standalone_mode=False
             return config
         setup_logging(config.verbosity)
+        # before torch, matplotlib and transformers are imported: they read HOME once
+        from bids_vem.cli.environment import prepare_environment
+
+        prepare_environment(config.resolved_work_dir, bids_dir=config.bids_dir)
         from bids_vem.cli.workflow import run
 
         return run(config)
