@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from memory import reset_peak_rss, status_mb
 
 CONFIGS = {
     # a small ViT on small images: enough compute per batch that the loop's overheads show
@@ -100,23 +101,13 @@ def build_encoder(config: dict):
     return AlignedImageEncoder.from_openclip(clip, TEXT_DIM, preprocess), preprocess
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _reset_peak_memory(device: str) -> None:
     import torch
 
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    except OSError:
-        pass
+    reset_peak_rss()
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -124,7 +115,7 @@ def _peak_memory_mb(device: str) -> float:
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return _status_mb("VmHWM")
+    return status_mb("VmHWM")
 
 
 def run_bare(config: dict, method: str, device: str, folder: Path) -> dict:

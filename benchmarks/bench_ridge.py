@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from memory import reset_peak_rss, status_mb
 
 METHODS = (
     "bids_vem",
@@ -115,23 +116,6 @@ def make_data(n: int, p: int, v: int, n_runs: int, seed: int = 0):
     return X, Y, runs
 
 
-def _status_mb(field: str) -> float:
-    """A memory line of /proc/self/status (Linux) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    return float("nan")
-
-
-def _reset_peak_rss() -> None:
-    # "5" resets the peak RSS (VmHWM) to the current RSS; ru_maxrss cannot be reset and is even
-    # inherited from the parent process across exec
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def worker(method: str, args) -> dict:
     """Fit one method in this process; peak RSS counts from just before the fit."""
     X, Y, runs = make_data(args.n, args.p, args.v, args.folds)
@@ -194,8 +178,8 @@ def worker(method: str, args) -> dict:
     else:
         raise SystemExit(f"unknown method {method}")
 
-    _reset_peak_rss()
-    rss_before = _status_mb("VmRSS")
+    reset_peak_rss()
+    rss_before = status_mb("VmRSS")
     # the best of --repeat runs: other processes on a shared machine only ever slow a run down
     best_times: dict[str, float] = {}
     for _ in range(args.repeat):
@@ -205,7 +189,7 @@ def worker(method: str, args) -> dict:
         for key, value in timings.items():
             best_times[key] = min(value, best_times.get(key, np.inf))
     timings = best_times
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     np.save(args.alphas_out, best)
     if "scores" in extra:
         np.save(args.alphas_out.replace(".npy", "_scores.npy"), extra["scores"])

@@ -33,24 +33,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from memory import reset_peak_rss, status_mb
 
 ALPHAS = np.logspace(-2, 10, 13)
 #: voxels generated at once while the runs are written (bounds the generator's memory)
 _BLOCK = 20_000
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def designs(n: int, p: int, n_runs: int, seed: int = 0) -> list[np.ndarray]:
@@ -103,7 +90,7 @@ def write_store(args) -> dict:
     return {
         "step": "write",
         "seconds": time.perf_counter() - start,
-        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_rss_mb": status_mb("VmHWM"),
     }
 
 
@@ -121,8 +108,8 @@ def fit(args, streamed: bool) -> dict:
     else:
         n_voxels = args.v_memory
         data = [whole_run(Xs, i, n_voxels) for i in range(args.runs)]
-    _reset_peak_rss()
-    before = _status_mb("VmRSS")
+    reset_peak_rss()
+    before = status_mb("VmRSS")
     start = time.perf_counter()
     result = fit_encoding_model(
         Xs, data, ALPHAS, test_runs=[args.runs - 1], mem_mb=args.mem, device="cpu"
@@ -136,7 +123,7 @@ def fit(args, streamed: bool) -> dict:
         "seconds": seconds,
         "us_per_voxel": 1e6 * seconds / n_voxels,
         "voxel_chunk": result.voxel_chunk,
-        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_rss_mb": status_mb("VmHWM"),
         "rss_before_mb": before,
         "mean_r": float(np.mean(result.r)),
     }
