@@ -232,6 +232,7 @@ def train_aligned_model(
     fold: AlignmentFold,
     config: AlignConfig,
     cache_root: Path,
+    image_sha256: Mapping[str, str] | None = None,
     model_dirs: Sequence[Path] = (),
     allow_downloads: bool = False,
     provenance: Mapping[str, Any] | None = None,
@@ -255,6 +256,9 @@ def train_aligned_model(
         the learning rate warms up linearly over the first 5% of the steps.
     cache_root : Path
         Work folder of alignments: ``<cache_root>/<key>/`` holds checkpoints and the model.
+    image_sha256 : mapping of str to str, optional
+        Content hash of every training image when already known (the stimulus table's);
+        default: hashed here.
     model_dirs, allow_downloads
         Where the base weights are looked for.
     provenance : mapping, optional
@@ -288,7 +292,10 @@ def train_aligned_model(
                 "code": ALIGNMENT_CODE_VERSION,
                 "base": {"weights": base_hash, **info.describe()},
                 "target": {"spec": target.options, "weights": weights_sha256(target_path)},
-                "train": [[s, file_sha256(Path(images[s]))] for s in train_ids],
+                "train": [
+                    [s, image_sha256[s] if image_sha256 else file_sha256(Path(images[s]))]
+                    for s in train_ids
+                ],
                 "targets": _digest(targets[s] for s in train_ids),
                 "held_out": list(fold.held_out_ids),
                 "config": {k: v for k, v in asdict(config).items() if k not in _NOT_IN_KEY},
@@ -417,8 +424,10 @@ def align_run_group(
 
     provenance = dict(provenance or {})
     if corpus is not None:
+        # each corpus image is hashed once: for this check and for the alignment's cache key
+        hashes = {i: file_sha256(corpus.images[i]) for i in corpus.ids}
         stimulus_hashes = {stim.sha256 for stim in stimuli}
-        overlap = sorted(i for i in corpus.ids if file_sha256(corpus.images[i]) in stimulus_hashes)
+        overlap = sorted(i for i in corpus.ids if hashes[i] in stimulus_hashes)
         if overlap:
             logger.warning(
                 "--align-corpus: leaving out %d corpus images that are also stimuli (first: %s)",
@@ -433,6 +442,7 @@ def align_run_group(
     else:
         needed = sorted({s for fold in folds for s in fold.train_ids})
         images = {s: stimuli[s].path for s in needed}
+        hashes = {s: stimuli[s].sha256 for s in needed}  # hashed once, when the table was built
         texts = {s: list(captions.get(s, ())) for s in needed}
         lacking = [s for s, t in texts.items() if not t]
         if lacking:
@@ -460,6 +470,7 @@ def align_run_group(
             fold=fold,
             config=config,
             cache_root=cache_root,
+            image_sha256=hashes,
             model_dirs=model_dirs,
             allow_downloads=allow_downloads,
             provenance=provenance,

@@ -289,6 +289,7 @@ def write_participant_outputs(
                     "paths": paths,
                     "r": result.r,
                     "mask": result.mask,
+                    "affine": result.affine,
                 }
             )
             n_edge = int(result.n_alpha_low + result.n_alpha_high)
@@ -400,7 +401,7 @@ def _compare(
     if not alignment and not rois:
         return out
     first = next(iter(group_results.values()))
-    affine = nib.load(str(first["paths"]["r"])).affine
+    affine = first["affine"]
     result_mask = first["mask"]
     roles, reference = {}, None
     if alignment:
