@@ -1,247 +1,760 @@
-"""RunConfig: every option of a bids_vem run, typed and validated in one place.
+"""RunConfig: every setting of a bids_vem run, declared once, in sections.
 
-One immutable object is built by the CLI (or by a test) and passed down; nothing in
-bids_vem reads global settings. It is saved beside the outputs as TOML
-(``logs/config-<run id>.toml``) and can be read back with ``--config-file``.
+Each field of a section below is the whole declaration of one option: its default, help
+text, command-line flags, choices and checks (:func:`bids_vem.settings.setting`). The click
+command, the ``--config-file`` loader, the Boutiques descriptor and the JSON that workflow
+steps receive are all generated from these fields; validation happens once, here. To add
+an option, add a field to the section it belongs to (``docs/developing.md``).
+
+One immutable :class:`RunConfig` is built by the CLI (or by a test with
+:meth:`RunConfig.create`) and passed down; nothing in bids_vem reads global settings. It is
+saved beside the outputs as TOML (``logs/config-<run id>.toml``) and read back with
+``--config-file``. Field names are unique across sections, so every setting is also
+readable flat, as ``config.delays`` (a property generated for each field).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bids_vem import option_values as values
 from bids_vem.errors import UsageError
+from bids_vem.settings import Section, declared, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "DEFAULT_ALPHAS", "DEFAULT_SPACE", "load_config_file"]
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "DEFAULT_SPACE",
+    "SECTIONS",
+    "AlignmentSettings",
+    "CaptioningSettings",
+    "EvaluationSettings",
+    "ExecutionSettings",
+    "FeatureSettings",
+    "InputSettings",
+    "ModelSettings",
+    "OutputSettings",
+    "RunConfig",
+    "check_setting",
+    "load_config_file",
+    "option_name",
+]
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 #: 10^-2 .. 10^12 in half decades: wide enough that few voxels select an edge value
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 12, 29))
+_NAME = re.compile(r"^[A-Za-z0-9]+$")
 
 
-def _paths(values) -> tuple[Path, ...]:
-    return tuple(Path(v) for v in values)
+def _floats(values_: tuple, option: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in values_) or DEFAULT_ALPHAS
+
+
+def _work_dir(value: Path | None, option: str) -> Path:
+    return Path.cwd() / "work" if value is None else Path(value).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class InputSettings(Section):
+    """What data: participants, sessions, tasks, the BOLD space, events and captions."""
+
+    NAME = "inputs"
+
+    participant_label: tuple[str, ...] = setting(
+        (),
+        help="Participant label(s), with or without 'sub-', or @FILE with one label per line. "
+        "Default: all.",
+        flags=("--participant-label", "--participant_label"),
+        kind="list",
+        from_cli=values.labels("sub"),
+    )
+    session_label: tuple[str, ...] = setting(
+        (),
+        help="Session label(s) to analyse. Default: all sessions, pooled.",
+        flags=("--session-label", "--session_label", "--session-id"),
+        kind="list",
+        list_aliases=("--session_id",),
+        from_cli=values.labels("ses"),
+    )
+    task: tuple[str, ...] = setting(
+        (),
+        help="Task label(s). Default: every task with stimuli.",
+        flags=("--task", "--task-id"),
+        kind="list",
+        list_aliases=("--task_id",),
+        from_cli=values.labels("task"),
+    )
+    space: str = setting(
+        DEFAULT_SPACE,
+        help="Output space of the preprocessed BOLD (fMRIPrep's space- entity).",
+        flags=("--space",),
+    )
+    derivatives: tuple[tuple[str, Path], ...] = setting(
+        (),
+        help="Preprocessed derivatives (fMRIPrep). Default: every dataset under "
+        "BIDS_DIR/derivatives.",
+        flags=("-d", "--derivatives"),
+        kind="list",
+        metavar="[NAME=]PATH",
+        inline_single=True,
+        from_cli=values.derivatives,
+    )
+    bids_filters: dict = setting(
+        {},
+        help='JSON of entity filters per query, as fMRIPrep: {"bold": {"session": "1"}}.',
+        flags=("--bids-filter-file", "--bids_filter_file"),
+        type="file",
+        cli_default=None,
+        from_cli=values.filter_file,
+    )
+    stim_column: str = setting(
+        "stim_file",
+        help="events.tsv column naming the stimulus file, relative to BIDS_DIR/stimuli.",
+        flags=("--stim-column", "--stim_column"),
+    )
+    captions: Path | None = setting(
+        None,
+        help="TSV of human captions: columns stim_file and caption; several rows per stimulus "
+        "are averaged.",
+        flags=("--captions",),
+        type="file",
+    )
+
+
+@dataclass(frozen=True)
+class ModelSettings(Section):
+    """Which models: the feature spaces, the captioner, and where their weights are."""
+
+    NAME = "models"
+
+    text_encoders: tuple[str, ...] = setting(
+        (),
+        help="Text feature space from the captions, e.g. sentence:/models/all-MiniLM-L6-v2 "
+        "(repeatable).",
+        flags=("--text-encoder", "--text_encoder"),
+        kind="list",
+        metavar="[NAME=]SPEC",
+        from_cli=values.absolute_specs,
+    )
+    image_encoders: tuple[str, ...] = setting(
+        (),
+        help="Image feature space, e.g. openclip:ViT-B-32@/models/vit-b-32.safetensors "
+        "(repeatable).",
+        flags=("--image-encoder", "--image_encoder"),
+        kind="list",
+        metavar="[NAME=]SPEC",
+        from_cli=values.absolute_specs,
+    )
+    captioner: str | None = setting(
+        None,
+        help="Vision-language model that captions the images, e.g. hf:/models/blip-large "
+        "(human captions from --captions win unless --recaption).",
+        flags=("--captioner",),
+        metavar="[NAME=]SPEC",
+        from_cli=values.absolute_specs,
+    )
+    allow_downloads: bool = setting(
+        False,
+        help="Let missing model weights be downloaded from the Hugging Face hub "
+        "(default: offline).",
+        flags=("--allow-downloads",),
+        kind="flag",
+    )
+
+
+@dataclass(frozen=True)
+class CaptioningSettings(Section):
+    """How the captioner captions the images (a step's input: decides its captions)."""
+
+    NAME = "captioning"
+
+    caption_prompt: str | None = setting(
+        None,
+        help="Instruction for chat VLMs. Default: a request for a detailed description of the "
+        "scene.",
+        flags=("--caption-prompt", "--caption_prompt"),
+        metavar="TEXT",
+    )
+    captions_per_image: int = setting(
+        1,
+        help="Captions generated per image (averaged in embedding space).",
+        flags=("--captions-per-image", "--captions_per_image"),
+        type="int",
+        minimum=1,
+    )
+    caption_max_tokens: int = setting(
+        60,
+        help="Longest generated caption, in tokens.",
+        flags=("--caption-max-tokens",),
+        type="int",
+        minimum=1,
+    )
+    recaption: bool = setting(
+        False,
+        help="Caption every image with --captioner, even those with human captions.",
+        flags=("--recaption",),
+        kind="flag",
+    )
+
+
+@dataclass(frozen=True)
+class FeatureSettings(Section):
+    """How stimuli become features (a step's input: decides the numbers)."""
+
+    NAME = "features"
+
+    frame_rate: float = setting(
+        15.0,
+        help="Frames per second sampled from video stimuli.",
+        flags=("--frame-rate", "--frame_rate"),
+        type="float",
+        minimum=0,
+        min_open=True,
+    )
+    context_words: int = setting(
+        20,
+        help="Words of context on each side of a story word when it is embedded.",
+        flags=("--context-words", "--context_words"),
+        type="int",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationSettings(Section):
+    """The encoding model and how it is scored (a step's input: decides the maps)."""
+
+    NAME = "evaluation"
+
+    delays: tuple[int, ...] = setting(
+        (1, 2, 3, 4),
+        help="FIR delays in TRs.",
+        flags=("--delays",),
+        kind="list",
+        type="int",
+        checks=(
+            (
+                lambda d: bool(d) and all(int(x) >= 0 for x in d),
+                "must be non-negative integers (TRs)",
+            ),
+        ),
+    )
+    alphas: tuple[float, ...] = setting(
+        DEFAULT_ALPHAS,
+        help="Ridge penalties. Default: 29 values from 1e-2 to 1e12 (half decades).",
+        flags=("--alphas",),
+        kind="list",
+        type="float",
+        cli_default=(),
+        show_default=False,
+        from_cli=_floats,
+        checks=(
+            (
+                lambda a: bool(a) and all(np.isfinite(v) and v > 0 for v in a),
+                "must be positive and finite",
+            ),
+        ),
+    )
+    confounds: tuple[str, ...] = setting(
+        (),
+        help="Confound columns of fMRIPrep's confounds TSV to regress out "
+        "(e.g. trans_x ... rot_z).",
+        flags=("--confounds",),
+        kind="list",
+    )
+    test_runs: tuple[str, ...] = setting(
+        (),
+        help="Test runs: run labels (2, run-2), BIDS run names or ses-LABEL for a whole "
+        "session. Penalties are chosen by leave-one-run-out CV on the other runs and scores "
+        "computed on these only. Default: nested leave-one-run-out over all runs.",
+        flags=("--test-runs", "--test_runs"),
+        kind="list",
+        metavar="LABEL",
+    )
+    average_test_repeats: bool = setting(
+        False,
+        help="Average the test runs that show the same stimuli at the same onsets (repeated "
+        "validation runs) before scoring.",
+        flags=("--average-test-repeats",),
+        kind="flag",
+    )
+    cv_groups: str = setting(
+        "run",
+        help="What a cross-validation fold holds out: one run or one session.",
+        flags=("--cv-groups",),
+        choices=("run", "session"),
+    )
+    design: str | None = setting(
+        None,
+        help="continuous: features on the TR grid with FIR delays (movies, stories, blocks); "
+        "trialwise: one response per trial by least-squares-separate, features regressed on "
+        "them (event-related designs, NSD). Default: continuous, trialwise with --betas.",
+        flags=("--design",),
+        choices=("continuous", "trialwise"),
+        show_default=False,
+    )
+    hrf_model: str = setting(
+        "glover",
+        help="HRF of the single-trial model (--design trialwise; nilearn).",
+        flags=("--hrf-model",),
+        choices=("glover", "spm"),
+    )
+    betas: Path | None = setting(
+        None,
+        help="Folder of single-trial betas (e.g. GLMsingle) to use instead of estimating them: "
+        "per participant and task a sub-<label>[_ses-<label>]_task-<label>[...]_betas.nii.gz "
+        "with a .tsv beside it naming each volume's stimulus (stim_file; optional session, run).",
+        flags=("--betas",),
+        type="dir",
+    )
+
+    def __post_init__(self) -> None:
+        if self.design is None:  # the default follows --betas
+            object.__setattr__(self, "design", "trialwise" if self.betas else "continuous")
+        super().__post_init__()
+        if self.average_test_repeats and not self.test_runs:
+            raise UsageError(
+                f"{option_name('average_test_repeats')} needs {option_name('test_runs')} "
+                "(the repeated test runs)"
+            )
+        if self.design == "continuous" and self.betas is not None:
+            raise UsageError(
+                f"{option_name('betas')} gives single-trial responses: use "
+                f"{option_name('design')} trialwise"
+            )
+        if self.design == "trialwise" and self.test_runs:
+            raise UsageError(
+                f"{option_name('test_runs')} is not available with {option_name('design')} "
+                f"trialwise: the trial-wise model is cross-validated by run or session "
+                f"({option_name('cv_groups')})"
+            )
+
+    @property
+    def evaluation_mode(self) -> str:
+        """``loro``, ``test-runs`` or ``test-runs-averaged`` (``EncodingResult.evaluation``)."""
+        if not self.test_runs:
+            return "loro"
+        return "test-runs-averaged" if self.average_test_repeats else "test-runs"
+
+
+@dataclass(frozen=True)
+class OutputSettings(Section):
+    """What is written besides the stat maps."""
+
+    NAME = "outputs"
+
+    save_weights: bool = setting(
+        False,
+        help="Write each encoding model's weights to OUTPUT_DIR/models (.npy, features x voxels).",
+        flags=("--save-weights",),
+        kind="flag",
+    )
+    rois: tuple[tuple[str, Path], ...] = setting(
+        (),
+        help="Region-of-interest mask (NIfTI in the BOLD space, or resampled to it): mean r "
+        "per feature space in each region goes into the summaries and the report (repeatable).",
+        flags=("--roi",),
+        kind="list",
+        metavar="[NAME=]MASK",
+        from_cli=values.rois,
+    )
+
+
+@dataclass(frozen=True)
+class AlignmentSettings(Section):
+    """LLM-VEM: the image encoder aligned to caption embeddings (``--align-*``).
+
+    The training fields (``align_epochs`` ...) feed :class:`bids_vem.alignment.train.AlignConfig`
+    through :meth:`train_settings`: their names there are these less ``align_``, except where
+    ``TRAIN_NAMES`` says otherwise.
+    """
+
+    NAME = "alignment"
+    #: AlignConfig's names for the settings whose name there is not the field's less "align_"
+    TRAIN_NAMES = {"align_weight": "alignment_weight", "align_captions": "caption_sampling"}
+
+    align: bool = setting(
+        False,
+        help="Align an open_clip image encoder to the caption embeddings (LLM-VEM) and fit its "
+        "features as one more feature space.",
+        flags=("--align",),
+        off_flag="--no-align",
+        kind="flag",
+    )
+    align_base: str | None = setting(
+        None,
+        help="Image feature space whose encoder is aligned. Default: the first open_clip one.",
+        flags=("--align-base",),
+        metavar="NAME",
+    )
+    align_target: str | None = setting(
+        None,
+        help="Text feature space whose caption embeddings are the targets. Default: the first one.",
+        flags=("--align-target",),
+        metavar="NAME",
+    )
+    align_name: str = setting(
+        "aligned",
+        help="Name of the aligned feature space (desc- of its maps).",
+        flags=("--align-name",),
+        checks=((lambda v: bool(_NAME.match(v)), "must be letters and digits"),),
+    )
+    align_corpus: Path | None = setting(
+        None,
+        help="Image-caption corpus to align on instead of the participants' stimuli: a folder "
+        "with captions.tsv (stim_file, caption) or COCO annotations/captions_*.json.",
+        flags=("--align-corpus",),
+        type="dir",
+    )
+    align_folds: int = setting(
+        0,
+        help="Groups of runs whose stimuli an alignment holds out, so that no test run's images "
+        "are trained on (0: one per run, as the encoding CV). Fewer folds train fewer "
+        "alignments.",
+        flags=("--align-folds",),
+        type="int",
+        minimum=0,
+        checks=((lambda v: v != 1, "must be 0 (one per run) or at least 2"),),
+    )
+    align_epochs: int = setting(
+        10,
+        help="Alignment epochs (early stopping on a validation slice).",
+        flags=("--align-epochs",),
+        type="int",
+        minimum=1,
+    )
+    align_lr: float = setting(
+        1e-5,
+        help="Alignment learning rate (AdamW, warmup + cosine).",
+        flags=("--align-lr",),
+        type="float",
+        minimum=0,
+        min_open=True,
+    )
+    align_batch_size: int = setting(
+        256,
+        help="Images per alignment step (in-batch negatives of InfoNCE).",
+        flags=("--align-batch-size",),
+        type="int",
+        minimum=2,
+    )
+    align_unfreeze_blocks: int = setting(
+        2,
+        help="Last blocks of the image tower that train (-1: all).",
+        flags=("--align-unfreeze-blocks",),
+        type="int",
+        minimum=-1,
+    )
+    align_loss: str = setting(
+        "infonce",
+        help="infonce: CLIP's symmetric contrastive loss; cosine: regression to the caption "
+        "embedding (Doerig et al.).",
+        flags=("--align-loss",),
+        choices=("infonce", "cosine"),
+    )
+    align_weight: float = setting(
+        1.0,
+        help="Weight of the alignment loss against preserving the original image features "
+        "(LLM-VEM reports a small weight working best, e.g. 0.1).",
+        flags=("--align-weight",),
+        type="float",
+        minimum=0,
+        min_open=True,
+        maximum=1,
+    )
+    align_method: str = setting(
+        "partial",
+        help="partial: unfreeze the last blocks; lora: low-rank adapters on every block's "
+        "attention and MLP.",
+        flags=("--align-method",),
+        choices=("partial", "lora"),
+    )
+    align_lora_rank: int = setting(
+        8,
+        help="Rank of the LoRA adapters (--align-method lora).",
+        flags=("--align-lora-rank",),
+        type="int",
+        minimum=1,
+    )
+    align_captions: str = setting(
+        "mean",
+        help="Several captions per image: target their mean embedding, or sample one per step.",
+        flags=("--align-captions",),
+        choices=("mean", "sample"),
+    )
+
+    @classmethod
+    def train_fields(cls) -> dict[str, str]:
+        """AlignConfig's name of each training setting -> the setting's field name."""
+        return {
+            cls.TRAIN_NAMES.get(f.name, f.name.removeprefix("align_")): f.name
+            for f, _ in declared(cls)
+            if f.name not in _ALIGN_PLAN_FIELDS
+        }
+
+    def train_settings(self) -> dict[str, Any]:
+        """The training hyperparameters as keyword arguments of ``AlignConfig``."""
+        return {name: getattr(self, field) for name, field in self.train_fields().items()}
+
+
+#: alignment settings that plan the alignment rather than train it
+_ALIGN_PLAN_FIELDS = frozenset(
+    {"align", "align_base", "align_target", "align_name", "align_corpus", "align_folds"}
+)
+
+
+@dataclass(frozen=True)
+class ExecutionSettings(Section):
+    """Where and how the work runs: devices, folders, processes, memory, logging."""
+
+    NAME = "execution"
+
+    device: str = setting(
+        "auto",
+        help="Torch device: auto, cpu, cuda, cuda:N.",
+        flags=("--device",),
+    )
+    model_dirs: tuple[Path, ...] = setting(
+        (),
+        help="Folder(s) searched for model weights before the Hugging Face cache.",
+        flags=("--model-dir", "--model_dir"),
+        kind="list",
+        type="path",
+        from_cli=values.model_dirs,
+    )
+    work_dir: Path | None = setting(
+        None,
+        help="Work directory (cache; rerun reuses it). Default: ./work",
+        flags=("-w", "--work-dir", "--work_dir"),
+        type="dir",
+        from_cli=_work_dir,
+    )
+    nprocs: int | None = setting(
+        None,
+        help="CPUs for the whole run (nipype MultiProc). Default: all available.",
+        flags=("--nprocs", "--n-cpus", "--n_cpus"),
+        type="int",
+        minimum=1,
+    )
+    omp_nthreads: int | None = setting(
+        None,
+        help="Threads of one step (torch, BLAS). Default: min(nprocs - 1, 8), at least 1.",
+        flags=("--omp-nthreads", "--omp_nthreads"),
+        type="int",
+        minimum=1,
+    )
+    mem_mb: int | None = setting(
+        None,
+        help="Memory budget in MB, or with a unit: 16GB. Encoding models read the BOLD in voxel "
+        "chunks sized to fit it.",
+        flags=("--mem", "--mem-mb", "--mem_mb"),
+        metavar="SIZE",
+        from_cli=values.parse_mem,
+    )
+    plugin: dict = setting(
+        {},
+        help="nipype plugin YAML (plugin: + plugin_args:), e.g. for SLURM.",
+        flags=("--use-plugin", "--use_plugin"),
+        type="file",
+        cli_default=None,
+        from_cli=values.plugin_file,
+    )
+    skip_bids_validation: bool = setting(
+        False,
+        help="Do not validate BIDS_DIR with bids-validator-deno.",
+        flags=("--skip-bids-validation", "--skip_bids_validation"),
+        kind="flag",
+    )
+    feature_cache: bool = setting(
+        True,
+        help="Reuse features cached in the work directory.",
+        flags=("--feature-cache",),
+        off_flag="--no-feature-cache",
+        kind="flag",
+    )
+    stop_on_first_crash: bool = setting(
+        False,
+        help="Stop at the first failed step.",
+        flags=("--stop-on-first-crash",),
+        kind="flag",
+    )
+    clean_workdir: bool = setting(
+        False,
+        help="Empty the work directory before running.",
+        flags=("--clean-workdir",),
+        kind="flag",
+    )
+    random_seed: int = setting(
+        0,
+        help="Seed of every random step.",
+        flags=("--random-seed", "--random_seed"),
+        type="int",
+    )
+    verbosity: int = setting(
+        0,
+        help="More log output (-vv: tracebacks too).",
+        flags=("-v", "--verbose"),
+        kind="count",
+    )
+
+    def __post_init__(self) -> None:
+        # fMRIPrep's defaults: every CPU we may use, steps of up to 8 threads
+        if self.nprocs is None:
+            object.__setattr__(self, "nprocs", values.available_cpus())
+        if self.omp_nthreads is None:
+            object.__setattr__(self, "omp_nthreads", max(1, min(self.nprocs - 1, 8)))
+        super().__post_init__()
+        if self.omp_nthreads > self.nprocs:
+            raise UsageError(
+                f"{option_name('omp_nthreads')} {self.omp_nthreads} exceeds "
+                f"{option_name('nprocs')} {self.nprocs}"
+            )
+
+
+#: the sections of a RunConfig, in the order of the command line's help
+SECTIONS: dict[str, type[Section]] = {
+    cls.NAME: cls
+    for cls in (
+        InputSettings,
+        ModelSettings,
+        CaptioningSettings,
+        FeatureSettings,
+        EvaluationSettings,
+        OutputSettings,
+        AlignmentSettings,
+        ExecutionSettings,
+    )
+}
+#: field name -> its section's name (field names are unique across sections)
+_SECTION_OF: dict[str, str] = {}
+for _name, _cls in SECTIONS.items():
+    for _field in dataclasses.fields(_cls):
+        if _field.name in _SECTION_OF:  # pragma: no cover - a declaration error
+            raise TypeError(f"setting {_field.name} is declared in two sections")
+        _SECTION_OF[_field.name] = _name
+
+
+def option_name(name: str) -> str:
+    """How messages name a setting: its flag (``delays`` -> ``--delays``).
+
+    Core code names settings by field; the declaration holds the flag, so renaming an option
+    changes one place.
+    """
+    section = SECTIONS.get(_SECTION_OF.get(name, ""))
+    if section is None:
+        return name
+    for f, declaration in declared(section):
+        if f.name == name:
+            return declaration.option or name
+    return name  # pragma: no cover
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Raise UsageError (64) when ``value`` is not valid for the setting ``name``.
+
+    For core functions called outside a RunConfig (the library API): the same check as
+    the section's, with the same message.
+    """
+    section = SECTIONS[_SECTION_OF[name]]
+    for f, declaration in declared(section):
+        if f.name == name:
+            problem = declaration.problem(value)
+            if problem:
+                raise UsageError(f"{declaration.option or name} {problem}")
+            return
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """All settings of one run. Field docs are the option help texts of the CLI."""
+    """All settings of one run: the three positional arguments and the sections."""
 
     bids_dir: Path
     output_dir: Path
     analysis_level: str
-    #: participant labels without the ``sub-`` prefix (empty: all)
-    participant_label: tuple[str, ...] = ()
-    #: session labels without the ``ses-`` prefix (empty: all)
-    session_label: tuple[str, ...] = ()
-    #: task labels (empty: every task whose events name stimuli)
-    task: tuple[str, ...] = ()
-    #: output space of the preprocessed BOLD (fMRIPrep ``space-`` entity)
-    space: str = DEFAULT_SPACE
-    #: derivative datasets as (name, path); empty: every dataset under BIDS_DIR/derivatives
-    derivatives: tuple[tuple[str, Path], ...] = ()
-    #: BIDS filter file contents (fMRIPrep-style JSON: query name -> entities)
-    bids_filters: dict = field(default_factory=dict)
-    #: events.tsv column naming the stimulus file relative to stimuli/
-    stim_column: str = "stim_file"
-    #: TSV of human captions (stim_file, caption)
-    captions: Path | None = None
-    #: text feature spaces (model specs, optionally ``name=spec``)
-    text_encoders: tuple[str, ...] = ()
-    #: image feature spaces (model specs, optionally ``name=spec``)
-    image_encoders: tuple[str, ...] = ()
-    #: vision-language model that captions the stimulus images (model spec, optionally ``name=spec``)
-    captioner: str | None = None
-    #: instruction given to chat VLMs (None: ask for a detailed description of the scene)
-    caption_prompt: str | None = None
-    #: captions generated per image (averaged in embedding space, as human captions)
-    captions_per_image: int = 1
-    #: longest generated caption, in tokens
-    caption_max_tokens: int = 60
-    #: caption every stimulus even when --captions has human captions for it
-    recaption: bool = False
-    #: frames per second sampled from video stimuli
-    frame_rate: float = 15.0
-    #: words of context on each side of a story word (Tang et al. 2023: 20)
-    context_words: int = 20
-    #: let model weights be downloaded from the Hugging Face hub (default: offline)
-    allow_downloads: bool = False
-    #: FIR delays in TRs
-    delays: tuple[int, ...] = (1, 2, 3, 4)
-    #: ridge penalty grid
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    #: confound columns regressed out of the BOLD signal
-    confounds: tuple[str, ...] = ()
-    #: test runs (run labels, BIDS run names or ses-<label>): penalties by CV on the other runs,
-    #: scores on these only (empty: nested leave-one-run-out over all runs)
-    test_runs: tuple[str, ...] = ()
-    #: average test runs that show the same stimulus sequence before scoring
-    average_test_repeats: bool = False
-    #: what a cross-validation fold holds out: run or session
-    cv_groups: str = "run"
-    #: write each encoding model's weights (models/, .npy)
-    save_weights: bool = False
-    #: continuous (features on the TR grid, FIR delays) or trialwise (one response per trial, LSS)
-    design: str = "continuous"
-    #: HRF of the single-trial model (trialwise design): glover or spm
-    hrf_model: str = "glover"
-    #: folder of single-trial betas (e.g. GLMsingle): <...>_betas.nii.gz + a .tsv naming each volume's stimulus
-    betas: Path | None = None
-    #: regions of interest as (name, mask image) for the summaries and the report
-    rois: tuple[tuple[str, Path], ...] = ()
-    #: align an open_clip image encoder to the caption embeddings (LLM-VEM) and fit its features
-    align: bool = False
-    #: image feature space whose encoder is aligned (None: the first open_clip image space)
-    align_base: str | None = None
-    #: text feature space whose caption embeddings are the targets (None: the first text space)
-    align_target: str | None = None
-    #: name of the aligned feature space
-    align_name: str = "aligned"
-    #: external image-caption corpus to align on instead of the participants' stimuli
-    align_corpus: Path | None = None
-    #: contiguous groups of runs whose stimuli an alignment holds out (0: one per run)
-    align_folds: int = 0
-    align_epochs: int = 10
-    align_lr: float = 1e-5
-    align_batch_size: int = 256
-    #: last blocks of the image tower that train (-1: all)
-    align_unfreeze_blocks: int = 2
-    #: infonce (CLIP loss) or cosine (regression to the caption embedding)
-    align_loss: str = "infonce"
-    #: weight of the alignment loss against feature preservation (1: alignment only)
-    align_weight: float = 1.0
-    #: partial (unfreeze the last blocks) or lora (low-rank adapters on every block)
-    align_method: str = "partial"
-    align_lora_rank: int = 8
-    #: several captions per image: their mean embedding, or one sampled per step
-    align_captions: str = "mean"
-    #: torch device: auto, cpu, cuda, cuda:N
-    device: str = "auto"
-    #: folders searched for model weights, first match wins
-    model_dirs: tuple[Path, ...] = ()
-    #: work directory (nipype cache, feature cache)
-    work_dir: Path | None = None
-    #: CPUs for the whole run (the CLI defaults to all available)
-    nprocs: int = 1
-    #: threads of one step (the CLI defaults to min(nprocs - 1, 8))
-    omp_nthreads: int = 1
-    #: memory budget in MB (None: no limit)
-    mem_mb: int | None = None
-    #: nipype plugin settings (``plugin`` + ``plugin_args``)
-    plugin: dict = field(default_factory=dict)
-    skip_bids_validation: bool = False
-    feature_cache: bool = True
-    stop_on_first_crash: bool = False
-    clean_workdir: bool = False
-    random_seed: int = 0
-    verbosity: int = 0
+    inputs: InputSettings = field(default_factory=InputSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    captioning: CaptioningSettings = field(default_factory=CaptioningSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    outputs: OutputSettings = field(default_factory=OutputSettings)
+    alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
     def __post_init__(self) -> None:
         if self.analysis_level not in ("participant", "group"):
             raise UsageError(
                 f"analysis level must be participant or group, got {self.analysis_level!r}"
             )
-        if not self.delays or any(int(d) < 0 for d in self.delays):
+        if (
+            self.alignment.align
+            and self.evaluation.design == "trialwise"
+            and self.alignment.align_corpus is None
+        ):
             raise UsageError(
-                f"--delays must be non-negative integers (TRs), got {list(self.delays)}"
-            )
-        if not self.alphas or any(not np.isfinite(a) or a <= 0 for a in self.alphas):
-            raise UsageError(f"--alphas must be positive and finite, got {list(self.alphas)}")
-        if self.captions_per_image < 1 or self.caption_max_tokens < 1:
-            raise UsageError("--captions-per-image and --caption-max-tokens must be at least 1")
-        if self.context_words < 0:
-            raise UsageError(f"--context-words must be 0 or more, got {self.context_words}")
-        if not self.frame_rate > 0:
-            raise UsageError(f"--frame-rate must be positive, got {self.frame_rate}")
-        self._check_align()
-        if self.average_test_repeats and not self.test_runs:
-            raise UsageError("--average-test-repeats needs --test-runs (the repeated test runs)")
-        if self.cv_groups not in ("run", "session"):
-            raise UsageError(f"--cv-groups must be run or session, got {self.cv_groups!r}")
-        self._check_design()
-        if self.nprocs < 1 or self.omp_nthreads < 1:
-            raise UsageError("--nprocs and --omp-nthreads must be at least 1")
-
-    def _check_design(self) -> None:
-        if self.design not in ("continuous", "trialwise"):
-            raise UsageError(f"--design must be continuous or trialwise, got {self.design!r}")
-        if self.hrf_model not in ("glover", "spm"):
-            raise UsageError(f"--hrf-model must be glover or spm, got {self.hrf_model!r}")
-        if self.design != "trialwise":
-            if self.betas is not None:
-                raise UsageError("--betas gives single-trial responses: use --design trialwise")
-            return
-        if self.test_runs:
-            raise UsageError(
-                "--test-runs is not available with --design trialwise: the trial-wise model is "
-                "cross-validated by run or session (--cv-groups)"
-            )
-        if self.align and self.align_corpus is None:
-            raise UsageError(
-                "--align with --design trialwise needs --align-corpus (the trial-wise model has "
-                "no per-fold aligned features)"
+                f"{option_name('align')} with {option_name('design')} trialwise needs "
+                f"{option_name('align_corpus')} (the trial-wise model has no per-fold aligned "
+                "features)"
             )
 
-    def _check_align(self) -> None:
-        import re
-
-        if not re.fullmatch(r"[A-Za-z0-9]+", self.align_name):
-            raise UsageError(f"--align-name must be letters and digits, got {self.align_name!r}")
-        checks = [
-            (self.align_epochs >= 1, f"--align-epochs must be >= 1, got {self.align_epochs}"),
-            (self.align_lr > 0, f"--align-lr must be > 0, got {self.align_lr}"),
-            (self.align_batch_size >= 2, f"--align-batch-size must be >= 2, got {self.align_batch_size}"),
-            (
-                self.align_unfreeze_blocks >= -1,
-                f"--align-unfreeze-blocks must be -1 (all) or more, got {self.align_unfreeze_blocks}",
-            ),
-            (self.align_loss in ("infonce", "cosine"), f"--align-loss must be infonce or cosine, got {self.align_loss!r}"),
-            (0 < self.align_weight <= 1, f"--align-weight must be in (0, 1], got {self.align_weight}"),
-            (self.align_method in ("partial", "lora"), f"--align-method must be partial or lora, got {self.align_method!r}"),
-            (self.align_lora_rank >= 1, f"--align-lora-rank must be >= 1, got {self.align_lora_rank}"),
-            (self.align_captions in ("mean", "sample"), f"--align-captions must be mean or sample, got {self.align_captions!r}"),
-            (
-                self.align_folds == 0 or self.align_folds >= 2,
-                f"--align-folds must be 0 (one per run) or at least 2, got {self.align_folds}",
-            ),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+    @classmethod
+    def create(
+        cls, bids_dir: Path, output_dir: Path, analysis_level: str, **settings: Any
+    ) -> RunConfig:
+        """A RunConfig from flat settings (``delays=(2, 3), space="T1w"``), each to its section."""
+        unknown = sorted(set(settings) - set(_SECTION_OF))
+        if unknown:
+            raise UsageError(f"unknown setting(s) {', '.join(unknown)}")
+        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in settings.items():
+            sections[_SECTION_OF[key]][key] = value
+        return cls(
+            bids_dir=Path(bids_dir),
+            output_dir=Path(output_dir),
+            analysis_level=analysis_level,
+            **{name: SECTIONS[name](**kwargs) for name, kwargs in sections.items()},
+        )
 
     @property
     def resolved_work_dir(self) -> Path:
         """The work directory (default ``./work``, as fMRIPrep)."""
-        return self.work_dir if self.work_dir is not None else Path.cwd() / "work"
+        work_dir = self.execution.work_dir
+        return work_dir if work_dir is not None else Path.cwd() / "work"
 
-    def replace(self, **changes) -> RunConfig:
-        return dataclasses.replace(self, **changes)
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with flat settings changed (``config.replace(delays=(1,))``)."""
+        top = {
+            k: changes.pop(k) for k in ("bids_dir", "output_dir", "analysis_level") if k in changes
+        }
+        by_section: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if key not in _SECTION_OF:
+                raise UsageError(f"unknown setting {key}")
+            by_section.setdefault(_SECTION_OF[key], {})[key] = value
+        for name, section_changes in by_section.items():
+            top[name] = dataclasses.replace(getattr(self, name), **section_changes)
+        return dataclasses.replace(self, **top)
 
     def to_toml_dict(self) -> dict:
-        """A TOML-ready dictionary (paths as strings, None left out)."""
-        out: dict = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if isinstance(value, Path):
-                value = str(value)
-            elif f.name in ("derivatives", "rois"):
-                value = {name: str(path) for name, path in value}
-            elif f.name == "model_dirs":
-                value = [str(v) for v in value]
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
+        """A TOML-ready dictionary: one table per section (paths as strings, None left out)."""
+        out: dict = {
+            "bids_dir": str(self.bids_dir),
+            "output_dir": str(self.output_dir),
+            "analysis_level": self.analysis_level,
+        }
+        for name in SECTIONS:
+            table = {k: v for k, v in getattr(self, name).to_dict().items() if v is not None}
+            out[name] = table
         return out
 
     def to_toml(self) -> str:
@@ -250,14 +763,25 @@ class RunConfig:
         return tomli_w.dumps({"bids_vem": self.to_toml_dict()})
 
 
-_PATH_FIELDS = {"bids_dir", "output_dir", "captions", "work_dir", "align_corpus", "betas"}
+def _flat_property(section: str, name: str) -> property:
+    def get(self: RunConfig) -> Any:
+        return getattr(getattr(self, section), name)
+
+    get.__doc__ = f"``{section}.{name}``"
+    return property(get)
+
+
+# every setting also reads flat: config.delays is config.evaluation.delays
+for _name, _section in _SECTION_OF.items():
+    setattr(RunConfig, _name, _flat_property(_section, _name))
 
 
 def load_config_file(path: Path) -> dict:
-    """Read a TOML config file into keyword arguments of :class:`RunConfig`.
+    """Read a TOML config file into flat keyword arguments of :meth:`RunConfig.create`.
 
-    The file holds a ``[bids_vem]`` table (as written by :meth:`RunConfig.to_toml`)
-    or the keys at top level. Unknown keys are a usage error that names them.
+    The file holds a ``[bids_vem]`` table (as written by :meth:`RunConfig.to_toml`, one
+    sub-table per section) or the settings at top level, in sections or flat. Unknown
+    keys are a usage error that names them.
     """
     path = Path(path)
     try:
@@ -267,19 +791,22 @@ def load_config_file(path: Path) -> dict:
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"--config-file {path}: not valid TOML ({err})") from err
     data = data.get("bids_vem", data)
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(data) - known)
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update({(k, key): v for k, v in value.items()})
+        else:
+            flat[(key, None)] = value
+    known = set(_SECTION_OF) | {"bids_dir", "output_dir", "analysis_level"}
+    unknown = sorted(k for k, _ in flat if k not in known)
     if unknown:
         raise UsageError(f"--config-file {path}: unknown setting(s) {', '.join(unknown)}")
     out: dict = {}
-    for key, value in data.items():
-        if key in _PATH_FIELDS:
+    for (key, _), value in flat.items():
+        if key in _SECTION_OF:
+            section = SECTIONS[_SECTION_OF[key]]
+            value = section.typed(key, value)
+        elif key in ("bids_dir", "output_dir"):
             value = Path(value)
-        elif key in ("derivatives", "rois"):
-            value = tuple((name, Path(p)) for name, p in dict(value).items())
-        elif key == "model_dirs":
-            value = _paths(value)
-        elif isinstance(value, list):
-            value = tuple(value)
         out[key] = value
     return out

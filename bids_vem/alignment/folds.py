@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, UsageError
 
 __all__ = ["AlignmentFold", "plan_alignment_folds", "FINAL_FOLD"]
@@ -110,7 +111,7 @@ def plan_alignment_folds(
         n_folds = n_runs if n_folds == 0 else n_folds
         if n_folds < 2 or n_folds > n_runs:
             raise UsageError(
-                f"--align-folds must be 0 (one per run) or between 2 and the {n_runs} runs, "
+                f"{option_name('align_folds')} must be 0 (one per run) or between 2 and the {n_runs} runs, "
                 f"got {n_folds}"
             )
         # contiguous groups of nearly equal size, as sklearn's KFold without shuffling
@@ -128,7 +129,7 @@ def plan_alignment_folds(
             raise DataError(
                 f"alignment fold {k} (held-out runs {', '.join(runs)}): only {len(train)} stimuli are "
                 "not shown in those runs; the runs repeat the same images, so align on an external "
-                "image-caption corpus with --align-corpus"
+                f"image-caption corpus with {option_name('align_corpus')}"
             )
         folds.append(AlignmentFold(f"fold-{k}", runs, tuple(train), tuple(held_out)))
     folds.append(AlignmentFold(FINAL_FOLD, (), tuple(every), ()))

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bids_vem.config import check_setting
 from bids_vem.errors import UsageError
 
 __all__ = [
@@ -15,11 +16,8 @@ __all__ = [
     "cosine_regression_loss",
     "preservation_loss",
     "alignment_objective",
-    "ALIGN_LOSSES",
 ]
 
-#: the alignment losses ``alignment_objective`` knows
-ALIGN_LOSSES = ("infonce", "cosine")
 
 #: CLIP clamps the logit scale at 100 (log 100) so the softmax cannot collapse
 MAX_LOG_SCALE = math.log(100.0)
@@ -115,8 +113,7 @@ def alignment_objective(
     alignment_weight
         In [0, 1]; below 1 ``initial_embeddings`` (n_pairs, n_dims) are required.
     """
-    if loss not in ALIGN_LOSSES:
-        raise UsageError(f"--align-loss must be one of {', '.join(ALIGN_LOSSES)}, got {loss!r}")
+    check_setting("align_loss", loss)
     if not 0.0 <= alignment_weight <= 1.0:
         raise UsageError(f"alignment weight must be in [0, 1], got {alignment_weight}")
     if loss == "infonce":

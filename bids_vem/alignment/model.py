@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from bids_vem.alignment.lora import add_lora, has_lora
+from bids_vem.config import option_name
 from bids_vem.errors import UsageError
 
 __all__ = ["AlignedImageEncoder"]
@@ -98,10 +99,10 @@ class AlignedImageEncoder(torch.nn.Module):
         """
         all_blocks, tail = self._blocks()
         if blocks < -1:
-            raise UsageError(f"--align-unfreeze-blocks must be >= -1, got {blocks}")
+            raise UsageError(f"{option_name('align_unfreeze_blocks')} must be >= -1, got {blocks}")
         if blocks > len(all_blocks):
             raise UsageError(
-                f"--align-unfreeze-blocks {blocks}: the image tower has only {len(all_blocks)} blocks"
+                f"{option_name('align_unfreeze_blocks')} {blocks}: the image tower has only {len(all_blocks)} blocks"
             )
         trainable = blocks == -1
         for param in self.visual.parameters():

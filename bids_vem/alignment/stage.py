@@ -33,6 +33,7 @@ from bids_vem.alignment.export import SIDECAR_NAME, export_openclip
 from bids_vem.alignment.folds import FINAL_FOLD, AlignmentFold
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.train import AlignConfig, split_train_val, train_alignment
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.cache import cache_key
 from bids_vem.features.feature_set import FeatureSet
@@ -110,7 +111,7 @@ def read_alignment_corpus(folder: Path | str) -> AlignmentCorpus:
 
     root = Path(folder).expanduser().absolute()
     if not root.is_dir():
-        raise InputMissingError(f"--align-corpus {root}: no such folder")
+        raise InputMissingError(f"{option_name('align_corpus')} {root}: no such folder")
     tsv = root / "captions.tsv"
     coco = sorted((root / "annotations").glob("captions_*.json"))
     if tsv.is_file():
@@ -125,27 +126,31 @@ def read_alignment_corpus(folder: Path | str) -> AlignmentCorpus:
                     captions.setdefault(stim_id, []).extend(texts)
     else:
         raise InputMissingError(
-            f"--align-corpus {root}: no captions.tsv (columns stim_file, caption) and no COCO "
+            f"{option_name('align_corpus')} {root}: no captions.tsv (columns stim_file, caption) and no COCO "
             "annotations/captions_*.json"
         )
     images, missing = {}, []
     for stim_id in sorted(captions):
         path = (root / stim_id).resolve()
         if not path.is_relative_to(root.resolve()):
-            raise DataError(f"--align-corpus {root}: image {stim_id!r} lies outside the folder")
+            raise DataError(
+                f"{option_name('align_corpus')} {root}: image {stim_id!r} lies outside the folder"
+            )
         if path.suffix.lower() not in _IMAGE_SUFFIXES:
-            raise DataError(f"--align-corpus {root}: {stim_id!r} is not an image file name")
+            raise DataError(
+                f"{option_name('align_corpus')} {root}: {stim_id!r} is not an image file name"
+            )
         if not path.is_file():
             missing.append(stim_id)
         images[stim_id] = path
     if missing:
         raise InputMissingError(
-            f"--align-corpus {root}: {len(missing)} captioned images are missing "
+            f"{option_name('align_corpus')} {root}: {len(missing)} captioned images are missing "
             f"(first: {', '.join(missing[:5])})"
         )
     if len(images) < 4:
         raise DataError(
-            f"--align-corpus {root}: needs at least 4 captioned images, found {len(images)}"
+            f"{option_name('align_corpus')} {root}: needs at least 4 captioned images, found {len(images)}"
         )
     return AlignmentCorpus(root=root, images=images, captions=captions)
 
@@ -430,7 +435,7 @@ def align_run_group(
         overlap = sorted(i for i in corpus.ids if hashes[i] in stimulus_hashes)
         if overlap:
             logger.warning(
-                "--align-corpus: leaving out %d corpus images that are also stimuli (first: %s)",
+                f"{option_name('align_corpus')}: leaving out %d corpus images that are also stimuli (first: %s)",
                 len(overlap),
                 overlap[0],
             )

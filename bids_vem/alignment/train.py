@@ -22,20 +22,17 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from bids_vem.alignment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from bids_vem.alignment.losses import ALIGN_LOSSES, LogitScale, alignment_objective
+from bids_vem.alignment.losses import LogitScale, alignment_objective
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.retrieval import retrieval_recall
+from bids_vem.config import AlignmentSettings, check_setting
 from bids_vem.errors import DataError, UsageError
 from bids_vem.features.image import autocast_context, read_rgb_image
 from bids_vem.outputs.atomic import write_text_atomic
 
-__all__ = ["AlignConfig", "TrainResult", "train_alignment", "split_train_val", "ALIGN_METHODS"]
+__all__ = ["AlignConfig", "TrainResult", "train_alignment", "split_train_val"]
 
 logger = logging.getLogger(__name__)
-
-CAPTION_SAMPLING = ("mean", "sample")
-#: how the tower is fine-tuned: its last blocks unfrozen, or LoRA deltas on every block
-ALIGN_METHODS = ("partial", "lora")
 
 
 @dataclass
@@ -68,35 +65,26 @@ class AlignConfig:
     num_workers: int = 0  # DataLoader processes decoding images when they are not cached
 
     def check(self) -> None:
-        """Raise UsageError naming the first option out of range."""
-        if self.epochs < 1:
-            raise UsageError(f"--align-epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise UsageError(f"--align-lr must be > 0, got {self.lr}")
-        if self.batch_size < 2:
-            raise UsageError(f"--align-batch-size must be >= 2, got {self.batch_size}")
+        """Raise UsageError naming the first option out of range.
+
+        The hyperparameters the command line sets are checked by their settings'
+        declarations (:class:`bids_vem.config.AlignmentSettings`); the rest here.
+        """
+        for name, setting_name in AlignmentSettings.train_fields().items():
+            if name == "alignment_weight":  # 0 is allowed here: preservation only
+                continue
+            try:
+                check_setting(setting_name, getattr(self, name))
+            except UsageError as err:
+                raise UsageError(f"{err.message} (the {name.replace('_', ' ')})") from None
         if self.grad_accum < 1:
             raise UsageError(f"alignment gradient accumulation must be >= 1, got {self.grad_accum}")
-        if self.loss not in ALIGN_LOSSES:
-            raise UsageError(
-                f"--align-loss must be one of {', '.join(ALIGN_LOSSES)}: {self.loss!r}"
-            )
-        if self.caption_sampling not in CAPTION_SAMPLING:
-            raise UsageError(
-                f"caption sampling must be mean or sample, got {self.caption_sampling!r}"
-            )
         if not 0.0 <= self.alignment_weight <= 1.0:
             raise UsageError(f"alignment weight must be in [0, 1], got {self.alignment_weight}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UsageError(
                 f"alignment validation fraction must be in [0, 1): {self.val_fraction}"
             )
-        if self.method not in ALIGN_METHODS:
-            raise UsageError(
-                f"alignment method must be one of {', '.join(ALIGN_METHODS)}: {self.method!r}"
-            )
-        if self.method == "lora" and self.lora_rank < 1:
-            raise UsageError(f"alignment LoRA rank must be >= 1, got {self.lora_rank}")
         if self.method == "lora" and not self.lora_alpha > 0:
             raise UsageError(f"alignment LoRA alpha must be > 0, got {self.lora_alpha}")
         if self.pixel_cache_mb < 0:

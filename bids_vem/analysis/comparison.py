@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError
 
 __all__ = ["roi_voxels", "compare_feature_spaces", "COMPARISON_COLUMNS"]
@@ -64,7 +65,9 @@ def roi_voxels(
     for name, path in rois:
         image = nib.load(str(path))
         if len(image.shape) != 3 and not (len(image.shape) == 4 and image.shape[3] == 1):
-            raise DataError(f"--roi {name}={path}: expected a 3-D mask, got shape {image.shape}")
+            raise DataError(
+                f"{option_name('rois')} {name}={path}: expected a 3-D mask, got shape {image.shape}"
+            )
         data = np.asarray(image.dataobj).reshape(image.shape[:3])
         if image.shape[:3] != mask.shape or not np.allclose(image.affine, affine, atol=1e-3):
             resampled = resample_img(
@@ -78,7 +81,9 @@ def roi_voxels(
             data = np.asarray(resampled.dataobj)
         inside = (data != 0)[mask]
         if not inside.any():
-            raise DataError(f"--roi {name}={path}: no voxel of the brain mask lies in the region")
+            raise DataError(
+                f"{option_name('rois')} {name}={path}: no voxel of the brain mask lies in the region"
+            )
         out[name] = inside
     return out
 

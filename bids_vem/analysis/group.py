@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, NoMatchError
 from bids_vem.outputs.group import find_statmaps
 
@@ -92,7 +93,7 @@ def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
         ):
             raise DataError(
                 f"{path}: its grid {img.shape[:3]} differs from {paths[0]} {reference.shape[:3]}; "
-                "group analysis needs maps in one common space (use --space MNI152NLin2009cAsym)"
+                f"group analysis needs maps in one common space (use {option_name('space')} MNI152NLin2009cAsym)"
             )
     data = np.stack([np.asarray(img.dataobj, dtype=np.float32) for img in images])
     mask = np.all(np.isfinite(data) & (data != 0), axis=0)

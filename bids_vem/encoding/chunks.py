@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bids_vem.config import option_name
+
 __all__ = ["ChunkPlan", "voxel_chunk_for_memory", "DEFAULT_CHUNK_BYTES"]
 
 log = logging.getLogger("bids_vem.encoding")
@@ -150,6 +152,6 @@ class ChunkPlan:
         if self.halvings == 1:
             log.warning(
                 "GPU out of memory: voxel chunks halved to %d voxels and the chunk retried "
-                "(further halvings are not logged); a smaller --mem sets smaller chunks",
+                f"(further halvings are not logged); a smaller {option_name('mem_mb')} sets smaller chunks",
                 self.size,
             )

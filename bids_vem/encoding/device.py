@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+from bids_vem.config import option_name
 from bids_vem.errors import UsageError
 
 __all__ = ["resolve_device", "limit_threads"]
@@ -41,17 +42,17 @@ def resolve_device(spec: str | torch.device) -> torch.device:
         return torch.device("cpu")
     match = _CUDA_SPEC.match(text)
     if match is None:
-        raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+        raise UsageError(f"{option_name('device')} {spec!r}: expected auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise UsageError(
-            f"--device {spec}: no CUDA device is available "
-            "(in a container, pass --gpus all (Docker) or --nv (Apptainer)); use --device cpu"
+            f"{option_name('device')} {spec}: no CUDA device is available "
+            f"(in a container, pass --gpus all (Docker) or --nv (Apptainer)); use {option_name('device')} cpu"
         )
     index = int(match.group(1)) if match.group(1) is not None else 0
     n_devices = torch.cuda.device_count()
     if index >= n_devices:
         raise UsageError(
-            f"--device {spec}: this machine has {n_devices} CUDA device(s) "
+            f"{option_name('device')} {spec}: this machine has {n_devices} CUDA device(s) "
             f"(cuda:0..cuda:{n_devices - 1})"
         )
     return torch.device(f"cuda:{index}")
@@ -73,7 +74,7 @@ def limit_threads(n_threads: int | None) -> Iterator[None]:
         yield
         return
     if int(n_threads) < 1:
-        raise UsageError(f"--omp-nthreads must be at least 1, got {n_threads}")
+        raise UsageError(f"{option_name('omp_nthreads')} must be at least 1, got {n_threads}")
     previous = torch.get_num_threads()
     torch.set_num_threads(int(n_threads))
     try:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, UsageError
 from bids_vem.inputs.runs import Run
 
@@ -160,11 +161,13 @@ def select_test_runs(runs: Sequence[Run], labels: Sequence[str], group: str = ""
             matches = {i for i, run in enumerate(runs) if _names_run(label, run)}
         if not matches:
             known = ", ".join(run.name for run in runs)
-            raise UsageError(f"--test-runs {label}: no run{where} matches (runs: {known})")
+            raise UsageError(
+                f"{option_name('test_runs')} {label}: no run{where} matches (runs: {known})"
+            )
         chosen |= matches
     if len(runs) - len(chosen) < 2:
         raise UsageError(
-            f"--test-runs {' '.join(labels)}: leaves {len(runs) - len(chosen)} run(s){where} to "
+            f"{option_name('test_runs')} {' '.join(labels)}: leaves {len(runs) - len(chosen)} run(s){where} to "
             "train on; the penalties need at least 2 (leave-one-run-out)"
         )
     return sorted(chosen)
@@ -211,7 +214,7 @@ def repeated_sequences(
     if all(len(group) == 1 for group in out):
         listed = ", ".join(names[i] for i in test_runs)
         raise DataError(
-            f"--average-test-repeats: no two test runs show the same stimuli at the same "
-            f"onsets ({listed}); name repeated runs with --test-runs"
+            f"{option_name('average_test_repeats')}: no two test runs show the same stimuli at the same "
+            f"onsets ({listed}); name repeated runs with {option_name('test_runs')}"
         )
     return out

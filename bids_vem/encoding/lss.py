@@ -34,6 +34,7 @@ import pandas as pd
 from nilearn import masking
 from nilearn.glm.first_level import compute_regressor, make_first_level_design_matrix, mean_scaling
 
+from bids_vem.config import option_name
 from bids_vem.encoding.bold import intersect_masks, load_mask, read_confounds
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.inputs.events import read_events
@@ -115,7 +116,7 @@ class TrialBetas:
 def _check_hrf(hrf_model: str) -> str:
     if hrf_model not in HRF_MODELS:
         raise UsageError(
-            f"--hrf-model must be one of {', '.join(HRF_MODELS)} for trial-wise designs, "
+            f"{option_name('hrf_model')} must be one of {', '.join(HRF_MODELS)} for trial-wise designs, "
             f"got {hrf_model!r}"
         )
     return hrf_model

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bids_vem.config import EvaluationSettings, option_name
 from bids_vem.encoding.bold import intersect_masks, load_bold, read_confounds
 from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
@@ -638,15 +639,17 @@ def encode_runs(
     if len(runs) < 2:
         raise DataError(f"leave-one-run-out needs at least 2 runs; found 1: {runs[0].name}")
     names = [run.name for run in runs]
-    if average_test_repeats and not test_runs:
-        raise UsageError("--average-test-repeats needs --test-runs (the repeated test runs)")
-    if cv_groups not in ("run", "session"):
-        raise UsageError(f"--cv-groups must be run or session, got {cv_groups!r}")
+    # the library API gets the checks of the settings (bids_vem.config), word for word
+    EvaluationSettings(
+        test_runs=tuple(test_runs), average_test_repeats=average_test_repeats, cv_groups=cv_groups
+    )
     groups = None
     if cv_groups == "session":
         missing = [run.name for run in runs if run.session is None]
         if missing:
-            raise UsageError(f"--cv-groups session: run(s) without a session: {', '.join(missing)}")
+            raise UsageError(
+                f"{option_name('cv_groups')} session: run(s) without a session: {', '.join(missing)}"
+            )
         groups = [run.session for run in runs]
     test = select_test_runs(runs, test_runs) if test_runs else None
 

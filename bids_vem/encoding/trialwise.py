@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bids_vem.config import check_setting, option_name
 from bids_vem.encoding.bold import load_mask
 from bids_vem.encoding.design import zscore
 from bids_vem.encoding.lss import MAX_TRIAL_CORRELATION, TrialBetas, estimate_trial_betas
@@ -43,7 +44,6 @@ from bids_vem.inputs.runs import Run
 from bids_vem.outputs.atomic import atomic_path
 
 __all__ = [
-    "CV_GROUPS",
     "TrialBlocks",
     "betas_table_path",
     "read_trial_betas",
@@ -54,8 +54,6 @@ __all__ = [
     "encode_trials",
 ]
 
-#: what a cross-validation fold of a trial-wise model holds out
-CV_GROUPS = ("run", "session")
 
 #: volumes of a betas image read at a time (bounds memory for large images)
 _VOLUME_BLOCK = 256
@@ -351,8 +349,7 @@ def trial_blocks(
     DataError
         Stimuli without features, or a timed (video) feature space.
     """
-    if cv_groups not in CV_GROUPS:
-        raise UsageError(f"--cv-groups must be run or session, got {cv_groups!r}")
+    check_setting("cv_groups", cv_groups)
     where = trial_betas.source or "trial betas"
     if feature_set.timed:
         raise DataError(
@@ -374,7 +371,7 @@ def trial_blocks(
     if any(label is None for label in needed):
         row = next(i for i, label in enumerate(needed) if label is None)
         raise UsageError(
-            f"{where}: --cv-groups {cv_groups} needs a {cv_groups} label for every trial; "
+            f"{where}: {option_name('cv_groups')} {cv_groups} needs a {cv_groups} label for every trial; "
             f"trial {row + 1} has none"
         )
 
@@ -470,8 +467,7 @@ def encode_trials(
     DataError, InputMissingError
         Bad events, BOLD, betas or tables; fewer than 2 groups.
     """
-    if cv_groups not in CV_GROUPS:
-        raise UsageError(f"--cv-groups must be run or session, got {cv_groups!r}")
+    check_setting("cv_groups", cv_groups)
     if isinstance(runs_or_betas, TrialBetas):
         trial_betas = runs_or_betas
     elif isinstance(runs_or_betas, (str, Path)):

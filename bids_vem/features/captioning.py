@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.hf_models import is_hf_model_dir, resolve_hf_model
 from bids_vem.features.image import read_rgb_image
@@ -585,12 +586,14 @@ def parse_captioner(text: str, model_dirs: Sequence[Path | str] = ()) -> Caption
     family, colon, model = rest.partition(":")
     if not colon or family != "hf" or not model:
         raise UsageError(
-            f"--captioner {text!r}: expected hf:MODEL, a transformers folder or a hub id "
+            f"{option_name('captioner')} {text!r}: expected hf:MODEL, a transformers folder or a hub id "
             "(e.g. hf:/models/blip-image-captioning-large or hf:Salesforce/blip-image-captioning-large)"
         )
     name = name or re.sub(r"[^0-9A-Za-z]", "", Path(model.rstrip("/")).name)
     if not re.fullmatch(r"[0-9A-Za-z]+", name or ""):
-        raise UsageError(f"--captioner {text!r}: the name must be letters and digits, got {name!r}")
+        raise UsageError(
+            f"{option_name('captioner')} {text!r}: the name must be letters and digits, got {name!r}"
+        )
     return CaptionerSpec(
         name=name, text=text, model=model, path=resolve_hf_model(model, model_dirs)
     )

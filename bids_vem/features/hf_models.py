@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from bids_vem.config import option_name
 from bids_vem.errors import InputMissingError, UsageError
 from bids_vem.features.models import hf_cache_dirs, model_search_dirs
 from bids_vem.features.specs import is_path_like
@@ -31,7 +32,7 @@ HF_PREFIX = "hf:"
 
 _HOW_TO_PROVIDE = (
     "Provide the weights offline: `huggingface-cli download <repo-id> --local-dir DIR/<repo-id>` "
-    "(or save_pretrained into that folder) and pass DIR with --model-dir, or give the folder path."
+    f"(or save_pretrained into that folder) and pass DIR with {option_name('model_dirs')}, or give the folder path."
 )
 
 
@@ -126,7 +127,10 @@ def resolve_hf_model(model: str, model_dirs: Sequence[Path | str] = ()) -> Path:
         tried.append(snapshot or repo)
         if snapshot is not None and is_hf_model_dir(snapshot):
             return snapshot.resolve()
-    places = "; ".join(str(t) for t in tried) or "(nowhere: no --model-dir and no hub id)"
+    places = (
+        "; ".join(str(t) for t in tried)
+        or f"(nowhere: no {option_name('model_dirs')} and no hub id)"
+    )
     raise InputMissingError(
         f"model {label}: transformers model folder (config.json + weights) not found; "
         f"looked in: {places}. {_HOW_TO_PROVIDE}"

@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.specs import FeatureSpaceSpec, is_path_like
 from bids_vem.inputs.stimuli import file_sha256
@@ -65,7 +66,7 @@ _OPENCLIP_CHECKPOINTS = (
 )
 _HOW_TO_PROVIDE = (
     "Provide the weights offline: download them with `huggingface-cli download <repo> "
-    "--local-dir DIR` (or save_pretrained / model.save into DIR) and pass DIR with --model-dir "
+    f"--local-dir DIR` (or save_pretrained / model.save into DIR) and pass DIR with {option_name('model_dirs')} "
     "or give the folder or file path in the spec."
 )
 

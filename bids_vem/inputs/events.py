@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError
 
 __all__ = [
@@ -154,7 +155,7 @@ def read_events(path: Path, stim_column: str = "stim_file") -> pd.DataFrame:
         )
     if stim_column not in columns:
         raise DataError(
-            f"{path}: no stimulus column '{stim_column}' (set it with --stim-column); "
+            f"{path}: no stimulus column '{stim_column}' (set it with {option_name('stim_column')}); "
             f"its columns are {', '.join(columns)}"
         )
     frame = read_tsv(path)

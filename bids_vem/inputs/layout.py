@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
 from bids_vem.inputs.events import read_events, read_tsv_columns
 from bids_vem.inputs.runs import Run
@@ -168,13 +169,15 @@ def parse_space(space: str) -> tuple[str, dict[str, str]]:
     """
     name, *modifiers = str(space).split(":")
     if not _LABEL.match(name):
-        raise UsageError(f"--space: {space!r} is not a space label (letters and digits only)")
+        raise UsageError(
+            f"{option_name('space')}: {space!r} is not a space label (letters and digits only)"
+        )
     extra: dict[str, str] = {}
     for modifier in modifiers:
         key, _, value = modifier.partition("-")
         if key not in _SPACE_ENTITIES or not _LABEL.match(value):
             raise UsageError(
-                f"--space: {modifier!r} in {space!r} is not one of res-<label>, den-<label>, "
+                f"{option_name('space')}: {modifier!r} in {space!r} is not one of res-<label>, den-<label>, "
                 "cohort-<label>"
             )
         extra[_SPACE_ENTITIES[key]] = value
@@ -198,10 +201,14 @@ def _filters_for(bids_filters: Mapping | None, query: str) -> dict:
     if not bids_filters:
         return {}
     if not isinstance(bids_filters, Mapping):
-        raise UsageError("--bids-filter-file must hold a JSON object of queries (bold, events...)")
+        raise UsageError(
+            f"{option_name('bids_filters')} must hold a JSON object of queries (bold, events...)"
+        )
     entities = bids_filters.get(query, {})
     if not isinstance(entities, Mapping):
-        raise UsageError(f"--bids-filter-file: {query!r} must map entity names to values")
+        raise UsageError(
+            f"{option_name('bids_filters')}: {query!r} must map entity names to values"
+        )
     return {str(k).lower(): _query_value(v) for k, v in entities.items()}
 
 
@@ -280,7 +287,7 @@ def _get(layout, **query) -> list:
     try:
         return layout.get(**query)
     except ValueError as err:  # pybids: "'foo' is not a recognized entity"
-        raise UsageError(f"--bids-filter-file: {err}") from err
+        raise UsageError(f"{option_name('bids_filters')}: {err}") from err
 
 
 # ----------------------------------------------------------------------------- derivatives
@@ -368,19 +375,19 @@ def _find_preproc(
     bids_filters: Mapping | None,
 ) -> list[PreprocBold]:
     space_name, space_entities = parse_space(space)
-    subjects = _check_labels(participant_label, "--participant-label", "sub-")
-    sessions = _check_labels(session_label, "--session-label", "ses-")
-    tasks = _check_labels(task, "--task")
+    subjects = _check_labels(participant_label, f"{option_name('participant_label')}", "sub-")
+    sessions = _check_labels(session_label, f"{option_name('session_label')}", "ses-")
+    tasks = _check_labels(task, f"{option_name('task')}")
     bold_filters = _filters_for(bids_filters, "bold")
 
     roots = [Path(d) for d in derivatives]
     if not roots:
         raise InputMissingError(
-            "no derivatives: put fMRIPrep outputs under BIDS_DIR/derivatives or pass --derivatives"
+            f"no derivatives: put fMRIPrep outputs under BIDS_DIR/derivatives or pass {option_name('derivatives')}"
         )
     for root in roots:
         if not root.is_dir():
-            raise InputMissingError(f"--derivatives {root}: no such folder")
+            raise InputMissingError(f"{option_name('derivatives')} {root}: no such folder")
     layouts = [_layout(root, derivative=True, subjects=subjects) for root in roots]
 
     selection = {}
@@ -638,11 +645,11 @@ def collect_runs_report(
     """
     bids_dir = Path(bids_dir)
     existing = list_participants(bids_dir)
-    subjects = _check_labels(participant_label, "--participant-label", "sub-")
+    subjects = _check_labels(participant_label, f"{option_name('participant_label')}", "sub-")
     unknown = [s for s in subjects if s not in existing]
     if unknown:
         raise UsageError(
-            f"--participant-label: {', '.join(unknown)} not found in {bids_dir}; participants "
+            f"{option_name('participant_label')}: {', '.join(unknown)} not found in {bids_dir}; participants "
             f"there: {', '.join(existing[:50]) or 'none'} (check the BIDS_DIR path and container "
             "bind mounts)"
         )
@@ -679,8 +686,8 @@ def collect_runs_report(
         if identity in seen:
             raise UsageError(
                 f"two preprocessed BOLD files for {name} in space {space}: {seen[identity]} "
-                f"and {pre.bold}; choose one with --space {pre.space}:res-<label> or "
-                "--bids-filter-file"
+                f"and {pre.bold}; choose one with {option_name('space')} {pre.space}:res-<label> or "
+                f"{option_name('bids_filters')}"
             )
         seen[identity] = pre.bold
         key = dict(pre.entities)
@@ -744,8 +751,8 @@ def collect_runs_report(
 
     # events of the selection that have no preprocessed BOLD in this space
     bold_filters = _filters_for(bids_filters, "bold")
-    sessions = _check_labels(session_label, "--session-label", "ses-")
-    tasks = _check_labels(task, "--task")
+    sessions = _check_labels(session_label, f"{option_name('session_label')}", "ses-")
+    tasks = _check_labels(task, f"{option_name('task')}")
     for ents, path in events_candidates:
         if path in used_events or ents.get("subject") is None or ents.get("datatype") != "func":
             continue

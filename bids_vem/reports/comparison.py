@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bids_vem.config import option_name
 from bids_vem.reports.html import esc, relative_link, table
 
 __all__ = ["comparison_html"]
@@ -118,7 +119,7 @@ def comparison_html(comparisons: Sequence[Mapping[str, Any]], output_dir: Path |
             )
         blocks.append(html)
     if not blocks:
-        return "<p>No comparison (use --align or --roi).</p>"
+        return f"<p>No comparison (use {option_name('align')} or {option_name('rois')}).</p>"
     return (
         "<p>Held-out r of every feature space over the same voxels. Voxel counts describe; "
         "they are not a test (neighbouring voxels are correlated): the group level tests "

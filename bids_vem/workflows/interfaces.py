@@ -34,6 +34,14 @@ __all__ = [
 ]
 
 
+class _StepInputSpec(BaseInterfaceInputSpec):
+    """What every computing step takes from the execution settings."""
+
+    device = traits.Str(mandatory=True, desc="torch device as given (auto, cpu, cuda:N)")
+    random_seed = traits.Int(mandatory=True)
+    omp_nthreads = traits.Int(mandatory=True, nohash=True, desc="threads of this step")
+
+
 def _set_threads_and_seed(n_threads: int, seed: int) -> None:
     """Each step runs in its own process under MultiProc: set threads and torch's seed there.
 
@@ -46,7 +54,7 @@ def _set_threads_and_seed(n_threads: int, seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- features
-class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
+class _ExtractFeaturesInputSpec(_StepInputSpec):
     spec = traits.Str(mandatory=True, desc="feature-space spec as the user gave it")
     modality = traits.Enum("text", "image", mandatory=True)
     stimulus_table = File(exists=True, mandatory=True, desc="stimulus table TSV (content hashes)")
@@ -54,16 +62,12 @@ class _ExtractFeaturesInputSpec(BaseInterfaceInputSpec):
         File(exists=True),
         desc="captions JSON files {stim_id: [captions]}; for each stimulus the first file that has it wins",
     )
+    features = traits.Str(mandatory=True, desc="FeatureSettings JSON")
     model_dirs = traits.List(traits.Str, desc="folders searched for weights")
-    cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
-    device = traits.Str("cpu", usedefault=True)
-    batch_size = traits.Int(32, usedefault=True)
-    frame_rate = traits.Float(15.0, usedefault=True, desc="frames per second sampled from videos")
-    num_workers = traits.Int(0, usedefault=True, nohash=True, desc="image-decoding processes")
-    context_words = traits.Int(20, usedefault=True, desc="words of context around a story word")
     allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
-    random_seed = traits.Int(0, usedefault=True)
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+    cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
+    batch_size = traits.Int(32, usedefault=True)
+    num_workers = traits.Int(0, usedefault=True, nohash=True, desc="image-decoding processes")
 
 
 class _ExtractFeaturesOutputSpec(TraitedSpec):
@@ -81,6 +85,7 @@ class ExtractFeatures(SimpleInterface):
     output_spec = _ExtractFeaturesOutputSpec
 
     def _run_interface(self, runtime):
+        from bids_vem.config import FeatureSettings
         from bids_vem.encoding.device import resolve_device
         from bids_vem.features.extract import extract_feature_spaces
         from bids_vem.features.feature_set import save_feature_set
@@ -88,6 +93,7 @@ class ExtractFeatures(SimpleInterface):
         from bids_vem.inputs.stimuli import StimulusTable
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        settings = FeatureSettings.from_json(self.inputs.features)
         spec = parse_feature_space(self.inputs.spec, self.inputs.modality)
         table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
         captions = _read_captions(self.inputs.captions) if self.inputs.captions else None
@@ -102,9 +108,9 @@ class ExtractFeatures(SimpleInterface):
             device=str(resolve_device(self.inputs.device)),
             batch_size=self.inputs.batch_size,
             allow_downloads=self.inputs.allow_downloads,
-            frame_rate=self.inputs.frame_rate,
+            frame_rate=settings.frame_rate,
             num_workers=self.inputs.num_workers,
-            n_context=self.inputs.context_words,
+            n_context=settings.context_words,
         )
         paths = []
         for feature_set in feature_sets:
@@ -116,19 +122,14 @@ class ExtractFeatures(SimpleInterface):
 
 
 # --------------------------------------------------------------------------- captioning
-class _CaptionImagesInputSpec(BaseInterfaceInputSpec):
+class _CaptionImagesInputSpec(_StepInputSpec):
     name = traits.Str(mandatory=True, desc="captioner name (desc- of the captions file)")
     spec = traits.Str(mandatory=True, desc="captioner spec as the user gave it")
     model_path = traits.Str(mandatory=True, desc="resolved transformers folder")
     stimulus_table = File(exists=True, mandatory=True)
     stim_ids = traits.List(traits.Str, mandatory=True, desc="stimuli to caption")
-    prompt = traits.Either(None, traits.Str, usedefault=True)
-    max_new_tokens = traits.Int(60, usedefault=True)
-    captions_per_image = traits.Int(1, usedefault=True)
+    captioning = traits.Str(mandatory=True, desc="CaptioningSettings JSON")
     batch_size = traits.Int(8, usedefault=True)
-    device = traits.Str("cpu", usedefault=True)
-    random_seed = traits.Int(0, usedefault=True)
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class _CaptionImagesOutputSpec(TraitedSpec):
@@ -144,6 +145,7 @@ class CaptionImages(SimpleInterface):
     output_spec = _CaptionImagesOutputSpec
 
     def _run_interface(self, runtime):
+        from bids_vem.config import CaptioningSettings
         from bids_vem.encoding.device import resolve_device
         from bids_vem.features.captioning import (
             DEFAULT_PROMPT,
@@ -155,10 +157,11 @@ class CaptionImages(SimpleInterface):
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
         table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
+        captioning = CaptioningSettings.from_json(self.inputs.captioning)
         settings = CaptionSettings(
-            prompt=self.inputs.prompt or DEFAULT_PROMPT,
-            max_new_tokens=self.inputs.max_new_tokens,
-            captions_per_image=self.inputs.captions_per_image,
+            prompt=captioning.caption_prompt or DEFAULT_PROMPT,
+            max_new_tokens=captioning.caption_max_tokens,
+            captions_per_image=captioning.captions_per_image,
             batch_size=self.inputs.batch_size,
             seed=self.inputs.random_seed,
         )
@@ -195,7 +198,7 @@ def _read_captions(files) -> dict[str, list[str]]:
     return captions
 
 
-class _AlignImageEncoderInputSpec(BaseInterfaceInputSpec):
+class _AlignImageEncoderInputSpec(_StepInputSpec):
     name = traits.Str(mandatory=True, desc="name of the aligned feature space")
     base_spec = traits.Str(mandatory=True, desc="open_clip image feature space to align")
     target_spec = traits.Str(mandatory=True, desc="text feature space of the caption targets")
@@ -203,18 +206,15 @@ class _AlignImageEncoderInputSpec(BaseInterfaceInputSpec):
     captions = traits.List(File(exists=True), desc="captions JSON files, as ExtractFeatures")
     folds = File(exists=True, mandatory=True, desc="JSON list of AlignmentFold dicts")
     corpus = traits.Str("", usedefault=True, desc="image-caption corpus folder ('' = stimuli)")
-    align_config = traits.Str(mandatory=True, desc="AlignConfig fields as JSON (no device)")
+    alignment = traits.Str(mandatory=True, desc="AlignmentSettings JSON")
     group = traits.Str("", usedefault=True, desc="run group, recorded in the model sidecar")
     model_dirs = traits.List(traits.Str)
     cache_root = traits.Str(mandatory=True, desc="work folder of alignments", nohash=True)
     feature_cache_dir = traits.Str("", usedefault=True, nohash=True)
-    device = traits.Str("cpu", usedefault=True)
     use_gpu = traits.Bool(
         False, usedefault=True, nohash=True, desc="MultiProc: takes a GPU slot (n_gpu_procs)"
     )
     allow_downloads = traits.Bool(False, usedefault=True, nohash=True)
-    random_seed = traits.Int(0, usedefault=True)
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class _AlignImageEncoderOutputSpec(TraitedSpec):
@@ -240,6 +240,7 @@ class AlignImageEncoder(SimpleInterface):
             read_alignment_corpus,
         )
         from bids_vem.alignment.train import AlignConfig
+        from bids_vem.config import AlignmentSettings
         from bids_vem.encoding.device import resolve_device
         from bids_vem.features.feature_set import save_feature_set
         from bids_vem.features.specs import parse_feature_space
@@ -247,7 +248,10 @@ class AlignImageEncoder(SimpleInterface):
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
         device = str(resolve_device(self.inputs.device))
-        config = AlignConfig(**json.loads(self.inputs.align_config), device=device)
+        settings = AlignmentSettings.from_json(self.inputs.alignment)
+        config = AlignConfig(
+            **settings.train_settings(), seed=self.inputs.random_seed, device=device
+        )
         folds = [
             AlignmentFold.from_dict(d) for d in json.loads(Path(self.inputs.folds).read_text())
         ]
@@ -287,8 +291,8 @@ class AlignImageEncoder(SimpleInterface):
 # --------------------------------------------------------------------------- encoding
 class _PrepareBoldInputSpec(BaseInterfaceInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
-    confounds = traits.List(traits.Str)
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
+    confounds = traits.List(traits.Str, desc="confound columns regressed out")
+    omp_nthreads = traits.Int(mandatory=True, nohash=True)
 
 
 class _PrepareBoldOutputSpec(TraitedSpec):
@@ -322,29 +326,19 @@ class PrepareBold(SimpleInterface):
         return runtime
 
 
-class _FitEncodingInputSpec(BaseInterfaceInputSpec):
+class _FitEncodingInputSpec(_StepInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
     feature_set = File(exists=True, mandatory=True)
     fold_feature_sets = traits.List(
         File(exists=True), desc="features that predict some runs (an alignment that held them out)"
     )
     fold_held_out_runs = traits.List(traits.List(traits.Str), desc="the runs of each fold")
-    stim_column = traits.Str("stim_file", usedefault=True)
-    delays = traits.List(traits.Int, mandatory=True)
-    alphas = traits.List(traits.Float, mandatory=True)
-    confounds = traits.List(traits.Str)
-    bold_store = File(exists=True, desc="voxel store header from PrepareBold (else cleaned here)")
-    test_runs = traits.List(traits.Str, desc="--test-runs labels (empty: nested LORO)")
-    average_test_repeats = traits.Bool(False, usedefault=True)
-    cv_groups = traits.Enum("run", "session", usedefault=True)
+    stim_column = traits.Str(mandatory=True, desc="events column naming the stimulus")
+    evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
     save_weights = traits.Bool(False, usedefault=True)
-    design = traits.Enum("continuous", "trialwise", usedefault=True)
-    hrf_model = traits.Enum("glover", "spm", usedefault=True, desc="single-trial model HRF")
+    bold_store = File(exists=True, desc="voxel store header from PrepareBold (else cleaned here)")
     betas = traits.Either(None, File(exists=True), usedefault=True, desc="user's trial betas")
     mem_mb = traits.Int(0, usedefault=True, nohash=True, desc="memory budget (0: default chunks)")
-    device = traits.Str("cpu", usedefault=True)
-    random_seed = traits.Int(0, usedefault=True)
-    omp_nthreads = traits.Int(1, usedefault=True, nohash=True)
 
 
 class _FitEncodingOutputSpec(TraitedSpec):
@@ -360,6 +354,7 @@ class FitEncoding(SimpleInterface):
     output_spec = _FitEncodingOutputSpec
 
     def _run_interface(self, runtime):
+        from bids_vem.config import EvaluationSettings
         from bids_vem.encoding.device import limit_threads, resolve_device
         from bids_vem.encoding.model import encode_runs
         from bids_vem.encoding.voxel_data import VoxelStore
@@ -367,6 +362,7 @@ class FitEncoding(SimpleInterface):
         from bids_vem.inputs.runs import Run
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        settings = EvaluationSettings.from_json(self.inputs.evaluation)
         runs = [
             Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
         ]
@@ -381,7 +377,7 @@ class FitEncoding(SimpleInterface):
                 strict=True,
             )
         ]
-        if self.inputs.design == "trialwise":
+        if settings.design == "trialwise":
             from bids_vem.encoding.bold import intersect_masks
             from bids_vem.encoding.trialwise import encode_trials
 
@@ -390,12 +386,12 @@ class FitEncoding(SimpleInterface):
                 result = encode_trials(
                     Path(betas) if betas else runs,
                     feature_set,
-                    alphas=tuple(self.inputs.alphas),
-                    hrf_model=self.inputs.hrf_model,
-                    confounds=tuple(self.inputs.confounds),
+                    alphas=settings.alphas,
+                    hrf_model=settings.hrf_model,
+                    confounds=settings.confounds,
                     device=str(resolve_device(self.inputs.device)),
                     stim_column=self.inputs.stim_column,
-                    cv_groups=self.inputs.cv_groups,
+                    cv_groups=settings.cv_groups,
                     mask=intersect_masks([run.mask for run in runs]) if betas else None,
                     mem_mb=self.inputs.mem_mb or None,
                     weights_path=weights,
@@ -407,14 +403,14 @@ class FitEncoding(SimpleInterface):
                     feature_set,
                     fold_feature_sets=fold_feature_sets,
                     stim_column=self.inputs.stim_column,
-                    delays=tuple(self.inputs.delays),
-                    alphas=tuple(self.inputs.alphas),
-                    confounds=tuple(self.inputs.confounds),
+                    delays=settings.delays,
+                    alphas=settings.alphas,
+                    confounds=settings.confounds,
                     device=str(resolve_device(self.inputs.device)),
                     bold=store,
-                    test_runs=tuple(self.inputs.test_runs),
-                    average_test_repeats=self.inputs.average_test_repeats,
-                    cv_groups=self.inputs.cv_groups,
+                    test_runs=settings.test_runs,
+                    average_test_repeats=settings.average_test_repeats,
+                    cv_groups=settings.cv_groups,
                     mem_mb=self.inputs.mem_mb or None,
                     weights_path=weights,
                 )

@@ -8,7 +8,7 @@ from pathlib import Path
 from nipype.interfaces.utility import Merge, Select
 from nipype.pipeline import engine as pe
 
-from bids_vem.config import RunConfig
+from bids_vem.config import RunConfig, option_name
 from bids_vem.encoding.device import resolve_device
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.workflows.interfaces import (
@@ -22,7 +22,7 @@ from bids_vem.workflows.interfaces import (
 )
 from bids_vem.workflows.plan import ParticipantPlan, RunGroup
 
-__all__ = ["init_participant_wf", "plan_to_dict", "cross_validation_text", "evaluation_mode"]
+__all__ = ["init_participant_wf", "plan_to_dict", "cross_validation_text"]
 
 
 def _fingerprint(path: Path | None) -> list | None:
@@ -45,13 +45,6 @@ def _runs_json(group: RunGroup, path: Path) -> Path:
     ]
     write_text_atomic(path, json.dumps(items, indent=1, sort_keys=True))
     return path
-
-
-def evaluation_mode(config: RunConfig) -> str:
-    """``loro``, ``test-runs`` or ``test-runs-averaged`` (``EncodingResult.evaluation``)."""
-    if not config.test_runs:
-        return "loro"
-    return "test-runs-averaged" if config.average_test_repeats else "test-runs"
 
 
 def _scored_runs(config: RunConfig) -> str:
@@ -79,6 +72,16 @@ def cross_validation_text(config: RunConfig) -> str:
     return text
 
 
+def _step(interface, name: str, config: RunConfig, **node_kwargs) -> pe.Node:
+    """A computing node with the execution settings every step takes (device, seed, threads)."""
+    node = pe.Node(interface, name=name, **node_kwargs)
+    node.inputs.device = config.device
+    node.inputs.random_seed = config.random_seed
+    node.inputs.omp_nthreads = config.omp_nthreads
+    node.n_procs = config.omp_nthreads
+    return node
+
+
 def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     """Model and CV parameters written in every stat-map sidecar."""
     parameters = {
@@ -88,7 +91,7 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
         "Alphas": list(config.alphas),
         "Confounds": list(config.confounds),
         "CrossValidation": cross_validation_text(config),
-        "Evaluation": evaluation_mode(config),
+        "Evaluation": config.evaluation.evaluation_mode,
         "TestRuns": list(config.test_runs),
         "CVFolds": config.cv_groups,
         "Scoring": (
@@ -101,7 +104,7 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     if config.design == "trialwise":
         parameters["Delays"] = []
         parameters["TrialResponses"] = (
-            f"single-trial betas from {config.betas} (--betas)"
+            f"single-trial betas from {config.betas} ({option_name('betas')})"
             if plan.betas
             else f"least-squares-separate single-trial betas (nilearn {config.hrf_model} HRF, "
             "cosine drift 0.01 Hz, confounds), z-scored per session, repeats of a stimulus "
@@ -132,7 +135,7 @@ def plan_to_dict(config: RunConfig, plan: ParticipantPlan) -> dict:
             "base": plan.alignment.base.name,
             "target": plan.alignment.target.name,
             "corpus": None if plan.alignment.corpus is None else str(plan.alignment.corpus),
-            "settings": json.loads(align_config_json(config)),
+            "settings": config.alignment.train_settings() | {"seed": config.random_seed},
             "folds": {
                 group: [f.name for f in folds] for group, folds in plan.alignment.folds.items()
             },
@@ -196,19 +199,13 @@ def init_participant_wf(
 
     caption_node = None
     if plan.captioner is not None and plan.to_caption:
-        caption_node = pe.Node(CaptionImages(), name=f"caption_{plan.captioner.name}")
+        caption_node = _step(CaptionImages(), f"caption_{plan.captioner.name}", config)
         caption_node.inputs.name = plan.captioner.name
         caption_node.inputs.spec = plan.captioner.text
         caption_node.inputs.model_path = str(plan.captioner.path)
         caption_node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
         caption_node.inputs.stim_ids = list(plan.to_caption)
-        caption_node.inputs.prompt = config.caption_prompt
-        caption_node.inputs.max_new_tokens = config.caption_max_tokens
-        caption_node.inputs.captions_per_image = config.captions_per_image
-        caption_node.inputs.device = config.device
-        caption_node.inputs.random_seed = config.random_seed
-        caption_node.inputs.omp_nthreads = config.omp_nthreads
-        caption_node.n_procs = config.omp_nthreads
+        caption_node.inputs.captioning = config.captioning.to_json()
         wf.add_nodes([caption_node])
     human_captions = [str(plan.captions_tsv)] if plan.captions_tsv is not None else []
 
@@ -216,7 +213,7 @@ def init_participant_wf(
     feature_sources = {}  # feature-space name -> (node, output) giving its FeatureSet file
     caption_sources = {}  # text feature-space name -> (node, output) or the human caption files
     for spec, expanded in plan.models:
-        node = pe.Node(ExtractFeatures(), name=f"features_{spec.name}")
+        node = _step(ExtractFeatures(), f"features_{spec.name}", config)
         node.inputs.spec = spec.text
         node.inputs.modality = spec.modality
         node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
@@ -230,17 +227,12 @@ def init_participant_wf(
             wf.connect(caption_node, "captions", merge, "in2")
             wf.connect(merge, "out", node, "captions")
             caption_sources[spec.name] = (merge, "out")
+        node.inputs.features = config.features.to_json()
         node.inputs.model_dirs = [str(p) for p in config.model_dirs]
-        node.inputs.cache_dir = cache_dir
-        node.inputs.device = config.device
         node.inputs.allow_downloads = config.allow_downloads
-        node.inputs.frame_rate = config.frame_rate
-        node.inputs.context_words = config.context_words
+        node.inputs.cache_dir = cache_dir
         # images are decoded by the step's other threads while the model runs (at most 4)
         node.inputs.num_workers = min(4, config.omp_nthreads - 1)
-        node.inputs.omp_nthreads = config.omp_nthreads
-        node.inputs.random_seed = config.random_seed
-        node.n_procs = config.omp_nthreads
         if node not in wf._graph:  # not yet added by a connection
             wf.add_nodes([node])
         model_nodes.append(node)
@@ -331,44 +323,14 @@ def _encode_node(
         else 0
     )
     extra = {"mem_gb": share / 1024} if share else {}
-    node = pe.Node(FitEncoding(), name=f"encode_{name}", **extra)
+    node = _step(FitEncoding(), f"encode_{name}", config, **extra)
     node.inputs.runs = str(runs_json)
     node.inputs.stim_column = config.stim_column
-    node.inputs.delays = list(config.delays)
-    node.inputs.alphas = list(config.alphas)
-    node.inputs.confounds = list(config.confounds)
-    node.inputs.test_runs = list(config.test_runs)
-    node.inputs.average_test_repeats = config.average_test_repeats
-    node.inputs.cv_groups = config.cv_groups
+    node.inputs.evaluation = config.evaluation.to_json()
     node.inputs.save_weights = config.save_weights
-    node.inputs.design = config.design
-    node.inputs.hrf_model = config.hrf_model
     node.inputs.betas = str(betas) if betas is not None else None
-    node.inputs.device = config.device
-    node.inputs.omp_nthreads = config.omp_nthreads
-    node.inputs.random_seed = config.random_seed
-    node.n_procs = config.omp_nthreads
     node.inputs.mem_mb = int(share)
     return node
-
-
-def align_config_json(config: RunConfig) -> str:
-    """The AlignConfig fields the command line sets, as JSON (the device is added by the node)."""
-    return json.dumps(
-        {
-            "epochs": config.align_epochs,
-            "lr": config.align_lr,
-            "batch_size": config.align_batch_size,
-            "unfreeze_blocks": config.align_unfreeze_blocks,
-            "loss": config.align_loss,
-            "alignment_weight": config.align_weight,
-            "method": config.align_method,
-            "lora_rank": config.align_lora_rank,
-            "caption_sampling": config.align_captions,
-            "seed": config.random_seed,
-        },
-        sort_keys=True,
-    )
 
 
 def _align_node(
@@ -386,8 +348,8 @@ def _align_node(
         json.dumps([f.to_dict() for f in alignment.folds.get(group.name, ())], indent=1),
     )
     work_dir = config.resolved_work_dir
-    node = pe.Node(
-        AlignImageEncoder(), name=f"align_{group.name.replace('-', '')}_{alignment.name}"
+    node = _step(
+        AlignImageEncoder(), f"align_{group.name.replace('-', '')}_{alignment.name}", config
     )
     node.inputs.name = alignment.name
     node.inputs.base_spec = alignment.base.text
@@ -395,19 +357,15 @@ def _align_node(
     node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
     node.inputs.folds = str(folds_json)
     node.inputs.corpus = str(alignment.corpus) if alignment.corpus is not None else ""
-    node.inputs.align_config = align_config_json(config)
+    node.inputs.alignment = config.alignment.to_json()
     node.inputs.group = group.name
     node.inputs.model_dirs = [str(p) for p in config.model_dirs]
     node.inputs.cache_root = str(work_dir / "alignment")
     node.inputs.feature_cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
-    node.inputs.device = config.device
     # nipype's MultiProc runs GPU nodes one per GPU slot: alignments queue for the GPU while
     # CPU steps go on
     node.inputs.use_gpu = resolve_device(config.device).type == "cuda"
     node.inputs.allow_downloads = config.allow_downloads
-    node.inputs.random_seed = config.random_seed
-    node.inputs.omp_nthreads = config.omp_nthreads
-    node.n_procs = config.omp_nthreads
     source = caption_sources.get(alignment.target.name, [])
     if isinstance(source, tuple):
         wf.connect(*source, node, "captions")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bids_vem.alignment.folds import AlignmentFold, plan_alignment_folds
-from bids_vem.config import RunConfig
+from bids_vem.config import RunConfig, option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.captioning import CaptionerSpec, parse_captioner
 from bids_vem.features.extract import expand_feature_space
@@ -112,8 +112,8 @@ def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
     specs += [parse_feature_space(text, "image") for text in config.image_encoders]
     if not specs:
         raise UsageError(
-            "no feature space to fit: give --text-encoder and/or --image-encoder "
-            "(e.g. --text-encoder sentence:all-MiniLM-L6-v2)"
+            f"no feature space to fit: give {option_name('text_encoders')} and/or {option_name('image_encoders')} "
+            f"(e.g. {option_name('text_encoders')} sentence:all-MiniLM-L6-v2)"
         )
     return tuple(specs)
 
@@ -143,7 +143,9 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         captioner = parse_captioner(config.captioner, config.model_dirs)
         log.info("captioner %s (%s): weights at %s", captioner.name, captioner.text, captioner.path)
     elif config.captioner:
-        log.warning("--captioner is not used: no text feature space embeds captions")
+        log.warning(
+            f"{option_name('captioner')} is not used: no text feature space embeds captions"
+        )
     models = []
     for spec in feature_spaces:  # a missing model fails now (exit 66), not after hours of work
         path = resolve_model_path(spec, config.model_dirs, allow_downloads=config.allow_downloads)
@@ -200,15 +202,15 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
             others = [stim.stim_id for stim in stimuli if stim.kind != "image"]
             raise DataError(
                 f"image feature spaces embed images or videos, one kind per run: found {sorted(kinds)} "
-                f"stimuli (first not an image: {', '.join(others[:5])}); select one kind with --task"
+                f"stimuli (first not an image: {', '.join(others[:5])}); select one kind with {option_name('task')}"
             )
 
     stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
     needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
     if needs_captions and config.captions is None and not config.captioner:
         raise UsageError(
-            "text feature spaces embed the stimulus captions: give --captions CAPTIONS.tsv "
-            "(columns stim_file, caption) or a --captioner"
+            f"text feature spaces embed the stimulus captions: give {option_name('captions')} CAPTIONS.tsv "
+            f"(columns stim_file, caption) or a {option_name('captioner')}"
         )
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +246,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
             captioner.name,
             len(to_caption),
             len(stimuli),
-            " (--recaption)" if config.recaption else "",
+            f" ({option_name('recaption')})" if config.recaption else "",
         )
     for group in run_groups:
         _check_evaluation(config, group)
@@ -253,7 +255,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     alignment = _plan_alignment(config, models, run_groups, stimuli) if config.align else None
     for name, path in config.rois:
         if not path.is_file():
-            raise InputMissingError(f"--roi {name}={path}: no such file")
+            raise InputMissingError(f"{option_name('rois')} {name}={path}: no such file")
     return ParticipantPlan(
         alignment=alignment,
         rois=config.rois,
@@ -276,7 +278,7 @@ def _pick(
     specs: list[FeatureSpaceSpec], wanted: str | None, option: str, what: str
 ) -> FeatureSpaceSpec:
     if not specs:
-        raise UsageError(f"--align needs {what}")
+        raise UsageError(f"{option_name('align')} needs {what}")
     if wanted is None:
         return specs[0]
     for spec in specs:
@@ -321,19 +323,19 @@ def _plan_alignment(
     base = _pick(
         [s for s in specs if s.modality == "image" and s.family == "openclip"],
         config.align_base,
-        "--align-base",
-        "an open_clip image feature space (--image-encoder openclip:...)",
+        f"{option_name('align_base')}",
+        f"an open_clip image feature space ({option_name('image_encoders')} openclip:...)",
     )
     target = _pick(
         [s for s in specs if s.modality == "text"],
         config.align_target,
-        "--align-target",
-        "a text feature space of the captions (--text-encoder ...)",
+        f"{option_name('align_target')}",
+        f"a text feature space of the captions ({option_name('text_encoders')} ...)",
     )
     taken = {fs.name for _, expanded in models for fs in expanded}
     if config.align_name in taken:
         raise UsageError(
-            f"--align-name {config.align_name}: a feature space of that name exists already"
+            f"{option_name('align_name')} {config.align_name}: a feature space of that name exists already"
         )
     kinds = {stim.kind for stim in stimuli}
     if config.align_corpus is not None:
@@ -348,8 +350,8 @@ def _plan_alignment(
         return AlignmentPlan(config.align_name, base, target, corpus.root, {})
     if kinds != {"image"}:
         raise DataError(
-            f"--align trains on the stimulus images and their captions, but the stimuli are "
-            f"{', '.join(sorted(kinds))}; give an image-caption corpus with --align-corpus"
+            f"{option_name('align')} trains on the stimulus images and their captions, but the stimuli are "
+            f"{', '.join(sorted(kinds))}; give an image-caption corpus with {option_name('align_corpus')}"
         )
     folds = {}
     for group in run_groups:
@@ -382,7 +384,7 @@ def _check_evaluation(config: RunConfig, group: RunGroup) -> None:
         missing = [run.name for run in group.runs if run.session is None]
         if missing:
             raise UsageError(
-                f"--cv-groups session: {group.name} has run(s) without a session: "
+                f"{option_name('cv_groups')} session: {group.name} has run(s) without a session: "
                 f"{', '.join(missing)}"
             )
     test = select_test_runs(group.runs, config.test_runs, group.name) if config.test_runs else []
@@ -392,7 +394,7 @@ def _check_evaluation(config: RunConfig, group: RunGroup) -> None:
         if len(folds) < 2:
             which = "training runs" if test else "runs"
             raise UsageError(
-                f"--cv-groups session: the {which} of {group.name} span {len(folds)} session; "
+                f"{option_name('cv_groups')} session: the {which} of {group.name} span {len(folds)} session; "
                 "leave-one-session-out needs at least 2"
             )
     if test:
@@ -417,13 +419,13 @@ def _check_trialwise(
     kinds = {stim.kind for stim in stimuli}
     if not kinds <= {"image"}:
         raise DataError(
-            f"--design trialwise estimates one response per trial of an image; the stimuli are "
-            f"{', '.join(sorted(kinds))}: use --design continuous"
+            f"{option_name('design')} trialwise estimates one response per trial of an image; the stimuli are "
+            f"{', '.join(sorted(kinds))}: use {option_name('design')} continuous"
         )
     if config.betas is None:
         return None
     if not config.betas.is_dir():
-        raise InputMissingError(f"--betas {config.betas}: no such folder")
+        raise InputMissingError(f"{option_name('betas')} {config.betas}: no such folder")
     found = {}
     for group in run_groups:
         session = f"_ses-{group.session}" if group.session else ""
@@ -437,12 +439,14 @@ def _check_trialwise(
         if len(matches) != 1:
             what = "no file" if not matches else f"{len(matches)} files"
             raise InputMissingError(
-                f"--betas {config.betas}: {what} match {pattern} for {group.name}; give one "
+                f"{option_name('betas')} {config.betas}: {what} match {pattern} for {group.name}; give one "
                 "betas image (and its .tsv) per participant and task"
             )
         table = betas_table_path(matches[0])
         if not table.is_file():
-            raise InputMissingError(f"--betas: {matches[0]} has no table {table.name} beside it")
+            raise InputMissingError(
+                f"{option_name('betas')}: {matches[0]} has no table {table.name} beside it"
+            )
         found[group.name] = matches[0]
         log.info("%s: single-trial betas from %s", group.name, matches[0])
     return found

@@ -126,8 +126,8 @@ def test_parse_mem(text, mb):
 
 
 def test_config_file_is_read_and_command_line_wins(tmp_path):
-    saved = RunConfig(bids_dir=Path("/a"), output_dir=Path("/b"), analysis_level="participant",
-                      delays=(2, 3), confounds=("csf",), space="T1w")  # fmt: skip
+    saved = RunConfig.create(bids_dir=Path("/a"), output_dir=Path("/b"), analysis_level="participant",
+                             delays=(2, 3), confounds=("csf",), space="T1w")  # fmt: skip
     toml = tmp_path / "config.toml"
     toml.write_text(saved.to_toml())
     config = parse(

@@ -1,0 +1,56 @@
+"""The generated command line accepts exactly the options it accepted before the settings
+were declared in sections (``data/option_set.json``, taken from the hand-written parser)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bids_vem.cli.parser import LIST_OPTIONS, cli
+from bids_vem.config import SECTIONS
+from bids_vem.settings import declared
+
+SNAPSHOT = Path(__file__).parent / "data" / "option_set.json"
+
+
+def option_set(command: click.Command) -> dict:
+    """Every parameter's spellings, default, arity and type, keyed by its stored name."""
+    ctx = click.Context(command)
+    out = {}
+    for param in command.params:
+        default = param.get_default(ctx, call=False)
+        if type(default).__name__ == "Sentinel":  # click >= 8.3: no default
+            default = None
+        out[param.name] = {
+            "kind": type(param).__name__,
+            "opts": sorted(param.opts),
+            "secondary_opts": sorted(getattr(param, "secondary_opts", [])),
+            "default": list(default) if isinstance(default, tuple) else default,
+            "multiple": bool(getattr(param, "multiple", False)),
+            "is_flag": bool(getattr(param, "is_flag", False)),
+            "count": bool(getattr(param, "count", False)),
+            "type": param.type.name,
+            "choices": list(getattr(param.type, "choices", []) or []) or None,
+            "min": getattr(param.type, "min", None),
+            "max": getattr(param.type, "max", None),
+        }
+    return out
+
+
+def test_generated_options_equal_the_previous_option_set():
+    expected = json.loads(SNAPSHOT.read_text())
+    assert option_set(cli) == expected["options"]
+    assert dict(sorted(LIST_OPTIONS.items())) == expected["list_options"]
+
+
+def test_every_declared_setting_is_an_option_or_says_why_not():
+    names = {p.name for p in cli.params}
+    for section in SECTIONS.values():
+        for f, declaration in declared(section):
+            assert declaration.flags, f"{section.NAME}.{f.name} has no flag"
+            assert declaration.help, f"{section.NAME}.{f.name} has no help"
+    # one option per setting, plus the three arguments, --config-file and --version
+    n_settings = sum(1 for section in SECTIONS.values() for _ in declared(section))
+    assert len(names) == n_settings + 5
