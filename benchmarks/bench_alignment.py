@@ -124,7 +124,7 @@ def run_bare(config: dict, method: str, device: str, folder: Path) -> dict:
     import torch.nn.functional as F
 
     from bids_vem.alignment.losses import LogitScale, infonce_loss
-    from bids_vem.features.image import autocast_context, read_rgb_image
+    from bids_vem.features.batching import autocast_context, read_rgb_image
 
     encoder, preprocess = build_encoder(config)
     paths = sorted(folder.glob("*.jpg"))

@@ -48,6 +48,7 @@ __all__ = [
     "RunConfig",
     "check_setting",
     "load_config_file",
+    "setting_choices",
     "option_name",
 ]
 
@@ -658,6 +659,14 @@ def option_name(name: str) -> str:
         if f.name == name:
             return declaration.option or name
     return name  # pragma: no cover
+
+
+def setting_choices(name: str) -> tuple[str, ...]:
+    """The values the setting ``name`` may take (empty: not a choice)."""
+    for f, declaration in declared(SECTIONS[_SECTION_OF[name]]):
+        if f.name == name:
+            return declaration.choices
+    return ()  # pragma: no cover
 
 
 def check_setting(name: str, value: Any) -> None:

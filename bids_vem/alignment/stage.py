@@ -36,15 +36,11 @@ from bids_vem.alignment.train import AlignConfig, split_train_val, train_alignme
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.cache import cache_key
+from bids_vem.features.families.openclip import inspect_openclip, load_openclip
 from bids_vem.features.feature_set import FeatureSet
-from bids_vem.features.models import (
-    inspect_openclip,
-    load_openclip,
-    offline_mode,
-    resolve_model_path,
-    weights_sha256,
-)
+from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec
+from bids_vem.features.weights import offline_mode, weights_sha256
 from bids_vem.inputs.stimuli import StimulusTable, file_sha256
 
 __all__ = [

@@ -25,9 +25,9 @@ from bids_vem.alignment.checkpoint import latest_checkpoint, load_checkpoint, sa
 from bids_vem.alignment.losses import LogitScale, alignment_objective
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.retrieval import retrieval_recall
-from bids_vem.config import AlignmentSettings, check_setting
+from bids_vem.config import AlignmentSettings, check_setting, option_name, setting_choices
 from bids_vem.errors import DataError, UsageError
-from bids_vem.features.image import autocast_context, read_rgb_image
+from bids_vem.features.batching import autocast_context, read_rgb_image
 from bids_vem.outputs.atomic import write_text_atomic
 
 __all__ = ["AlignConfig", "TrainResult", "train_alignment", "split_train_val"]
@@ -73,10 +73,17 @@ class AlignConfig:
         for name, setting_name in AlignmentSettings.train_fields().items():
             if name == "alignment_weight":  # 0 is allowed here: preservation only
                 continue
+            value = getattr(self, name)
             try:
-                check_setting(setting_name, getattr(self, name))
-            except UsageError as err:
-                raise UsageError(f"{err.message} (the {name.replace('_', ' ')})") from None
+                check_setting(setting_name, value)
+            except UsageError:
+                choices = setting_choices(setting_name)
+                if choices:  # name the library's field and the option that sets it
+                    raise UsageError(
+                        f"alignment {name.replace('_', ' ')} must be one of "
+                        f"{', '.join(choices)}: {value!r} ({option_name(setting_name)})"
+                    ) from None
+                raise
         if self.grad_accum < 1:
             raise UsageError(f"alignment gradient accumulation must be >= 1, got {self.grad_accum}")
         if not 0.0 <= self.alignment_weight <= 1.0:

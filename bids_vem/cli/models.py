@@ -255,7 +255,7 @@ def fetch_models(specs: tuple[str, ...], dest: Path | None) -> None:
 
     Then run with --model-dir DEST, or set BIDS_VEM_MODEL_DIR=DEST (the container images do).
     """
-    from bids_vem.features.models import MODEL_DIR_ENV
+    from bids_vem.features.weights import MODEL_DIR_ENV
 
     if dest is None:
         first = os.environ.get(MODEL_DIR_ENV, "").split(os.pathsep)[0].strip()

@@ -36,9 +36,9 @@ from typing import Any
 
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
-from bids_vem.features.hf_models import is_hf_model_dir, resolve_hf_model
-from bids_vem.features.image import read_rgb_image
-from bids_vem.features.models import offline_mode, weights_sha256
+from bids_vem.features.batching import read_rgb_image
+from bids_vem.features.families.transformers import is_hf_model_dir, resolve_hf_model
+from bids_vem.features.weights import offline_mode, weights_sha256
 from bids_vem.outputs.atomic import write_text_atomic
 
 __all__ = [
@@ -197,7 +197,7 @@ class Captioner:
         Parameters
         ----------
         model_path : Path
-            From :func:`bids_vem.features.hf_models.resolve_hf_model`.
+            From :func:`bids_vem.features.families.transformers.resolve_hf_model`.
         device : str
             Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         dtype : str

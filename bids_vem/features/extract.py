@@ -16,23 +16,23 @@ import numpy as np
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import image as image_encoders
 from bids_vem.features import text as text_encoders
+from bids_vem.features.batching import autocast_context
 from bids_vem.features.cache import FeatureCache, cache_key
+from bids_vem.features.families import get_family
 from bids_vem.features.feature_set import FeatureSet
-from bids_vem.features.models import (
-    inspect_openclip,
-    library_versions,
-    numeric_versions,
-    offline_mode,
-    resolve_model_path,
-    sentence_preprocessing,
-    weights_sha256,
-)
+from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
 from bids_vem.features.story import (
     DEFAULT_CONTEXT,
     read_event_words,
     read_word_timings,
     word_contexts,
+)
+from bids_vem.features.weights import (
+    library_versions,
+    numeric_versions,
+    offline_mode,
+    weights_sha256,
 )
 from bids_vem.inputs.stimuli import file_sha256, stimulus_kind
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
@@ -94,24 +94,11 @@ def _image_inputs(
     return paths, hashes
 
 
-def _model_description(spec: FeatureSpaceSpec, model_path: Path) -> dict[str, Any]:
-    if spec.family == "openclip":
-        return inspect_openclip(spec, model_path).describe()
-    if spec.family == "sentence":
-        return {"preprocessing": sentence_preprocessing(model_path)}
-    if spec.family in ("hf", "bridgetower"):
-        from bids_vem.features.transformers_encoders import inspect_transformers
-
-        return inspect_transformers(spec, model_path).describe()
-    return {}
-
-
 def _expand(spec: FeatureSpaceSpec, model_path: Path) -> list[FeatureSpaceSpec]:
-    if spec.layers is None:
+    depth = get_family(spec.family).depth
+    if spec.layers is None or depth is None:  # the parser refused #layers for this family
         return [spec]
-    from bids_vem.features.transformers_encoders import model_layers
-
-    n_layers, has_pooler = model_layers(spec, model_path)
+    n_layers, has_pooler = depth(spec, model_path)
     return expand_layers(spec, n_layers, has_pooler=has_pooler)
 
 
@@ -298,12 +285,12 @@ def extract_feature_spaces(
         weights_hash = weights_sha256(model_path)
         layer_specs = _expand(spec, model_path)
         stimuli_hash = cache_key({"stimuli": stimuli_part})
-        _, computed_precision = image_encoders.autocast_context(device, precision)
+        _, computed_precision = autocast_context(device, precision)
         cache = FeatureCache(cache_dir) if cache_dir is not None else None
         results: dict[int, FeatureSet] = {}
         todo: list[tuple[int, FeatureSpaceSpec, str, dict[str, Any]]] = []
         for index, layer_spec in enumerate(layer_specs):
-            description = _model_description(layer_spec, model_path)
+            description = get_family(layer_spec.family).describe(layer_spec, model_path)
             parts: dict[str, Any] = {
                 "code": FEATURE_CODE_VERSION,
                 # the spec without its name: renaming a feature space recomputes nothing
@@ -311,7 +298,7 @@ def extract_feature_spaces(
                 "modality": layer_spec.modality,
                 "weights_sha256": weights_hash,
                 "model": description,
-                "versions": numeric_versions(layer_spec.family),
+                "versions": numeric_versions(get_family(layer_spec.family).packages),
                 "stimuli": stimuli_hash,
             }
             options = {k: v for k, v in layer_spec.options.items() if k != "layers"}

@@ -44,15 +44,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import PurePath
 
 from bids_vem.errors import UsageError
+from bids_vem.features import families
+from bids_vem.features.weights import WEIGHT_SUFFIXES, is_path_like
 
 __all__ = [
-    "FAMILIES",
     "MODALITIES",
     "FeatureSpaceSpec",
-    "POOLINGS",
     "parse_feature_space",
     "expand_layers",
     "layer_suffix",
@@ -60,33 +59,14 @@ __all__ = [
     "is_path_like",
 ]
 
-#: Known model families and the modalities each can embed. A new family (``hf`` for
-#: BridgeTower and Hugging Face encoders) is added here and gets an entry in the resolver
-#: table of ``models.py`` and in the encoder tables of ``text.py`` / ``image.py``.
-FAMILIES: dict[str, frozenset[str]] = {
-    "openclip": frozenset({"text", "image"}),
-    "sentence": frozenset({"text"}),
-    "hf": frozenset({"text", "image"}),
-    "bridgetower": frozenset({"text", "image"}),
-}
-
-#: (family, modality) -> the ``#pool=`` values it accepts
-POOLINGS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("hf", "text"): ("mean", "cls", "last"),
-    ("hf", "image"): ("embeds", "pooled", "mean", "cls"),
-    ("bridgetower", "text"): ("mean", "cls"),
-    ("bridgetower", "image"): ("mean", "cls"),
-}
 #: token poolings that apply to intermediate layers
 LAYER_POOLINGS = ("mean", "cls", "last")
-_LAYER_FAMILIES = ("hf", "bridgetower")
 _OPTIONS = ("pool", "layers")
 
 MODALITIES = ("text", "image")
 
 _SPEC_RE = re.compile(r"^(?:(?P<name>[^=:]*)=)?(?P<family>[A-Za-z0-9_-]+):(?P<rest>.+)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9]+$")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -100,7 +80,7 @@ class FeatureSpaceSpec:
     modality : str
         ``"text"`` (embeds captions) or ``"image"`` (embeds the stimulus images).
     family : str
-        Model family, a key of :data:`FAMILIES` (``"openclip"``, ``"sentence"``).
+        Model family, a key of :data:`bids_vem.features.families.FAMILIES` (``"openclip"``).
     model : str
         Architecture name, model name or folder path, as written in the spec.
     weights : str or None
@@ -108,7 +88,7 @@ class FeatureSpaceSpec:
     text : str
         The original spec string.
     pool : str or None
-        ``#pool=`` option (see :data:`POOLINGS`); None: the family's default.
+        ``#pool=`` option (the family's ``poolings``); None: the family's default.
     layers : tuple or None
         ``#layers=`` request: ``("all",)`` or layer numbers and ``"pooler"``; None: the final
         output only. Cleared by :func:`expand_layers`, which sets ``layer`` instead.
@@ -140,27 +120,14 @@ class FeatureSpaceSpec:
         return out
 
 
-def is_path_like(value: str) -> bool:
-    """Whether ``value`` is written as a filesystem path rather than a name or a tag.
-
-    Absolute paths, ``./``, ``../`` and ``~`` prefixes, and names ending in a weights suffix
-    (``.safetensors``, ``.bin``, ``.pt``...) are paths; ``org/name`` is a hub-style name.
-    """
-    return (
-        value.startswith(("/", "./", "../", "~", "\\"))
-        or PurePath(value).is_absolute()
-        or value.lower().endswith(_WEIGHT_SUFFIXES)
-    )
-
-
 def _default_name(family: str, model: str, modality: str) -> str:
     base = model.rstrip("/\\")
     base = re.split(r"[/\\]", base)[-1]
-    for suffix in _WEIGHT_SUFFIXES:
+    for suffix in WEIGHT_SUFFIXES:
         if base.lower().endswith(suffix):
             base = base[: -len(suffix)]
     name = re.sub(r"[^A-Za-z0-9]", "", base)
-    if len(FAMILIES[family]) > 1:
+    if len(families.FAMILIES[family].modalities) > 1:
         name += modality.capitalize()
     return name
 
@@ -197,15 +164,15 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
             f"e.g. 'sentence:/models/all-MiniLM-L6-v2' or 'openclip:ViT-B-32@/models/w.safetensors'"
         )
     family = match["family"].lower()
-    if family not in FAMILIES:
+    if family not in families.FAMILIES:
         raise UsageError(
             f"feature space {spec_text!r}: unknown model family {match['family']!r} "
-            f"(known: {', '.join(sorted(FAMILIES))})"
+            f"(known: {', '.join(sorted(families.FAMILIES))})"
         )
-    if modality not in FAMILIES[family]:
+    if modality not in families.FAMILIES[family].modalities:
         raise UsageError(
             f"feature space {spec_text!r}: family {family!r} cannot embed {modality} "
-            f"(it embeds: {', '.join(sorted(FAMILIES[family]))})"
+            f"(it embeds: {', '.join(sorted(families.FAMILIES[family].modalities))})"
         )
     rest, _, option_text = match["rest"].partition("#")
     pool, layers = _parse_options(spec_text, family, modality, option_text)
@@ -216,7 +183,7 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
         raise UsageError(f"feature space {spec_text!r}: the model part after {family}: is empty")
     if sep and not weights_value:
         raise UsageError(f"feature space {spec_text!r}: nothing after '@' (weights file or tag)")
-    if family in ("sentence", "hf", "bridgetower") and weights_value is not None:
+    if not families.FAMILIES[family].takes_weights and weights_value is not None:
         raise UsageError(
             f"feature space {spec_text!r}: {family} models take no @weights; "
             f"give the model folder, e.g. '{family}:/models/<model folder>'"
@@ -263,7 +230,7 @@ def _parse_options(
                 f"#pool=<pooling> and #layers=all|<k>,<k>... (e.g. '#layers=4,8#pool=mean')"
             )
         if key == "pool":
-            allowed = POOLINGS.get((family, modality), ())
+            allowed = families.FAMILIES[family].poolings.get(modality, ())
             if value.lower() not in allowed:
                 what = f"one of {', '.join(allowed)}" if allowed else "not an option"
                 raise UsageError(
@@ -272,10 +239,11 @@ def _parse_options(
                 )
             pool = value.lower()
         else:
-            if family not in _LAYER_FAMILIES:
+            if not families.FAMILIES[family].layers:
+                layered = sorted(name for name, f in families.FAMILIES.items() if f.layers)
                 raise UsageError(
                     f"feature space {spec_text!r}: #layers is supported for the families "
-                    f"{', '.join(_LAYER_FAMILIES)}, not {family!r}"
+                    f"{', '.join(layered)}, not {family!r}"
                 )
             layers = _parse_layers(spec_text, value)
     if layers is not None and pool is not None and pool not in LAYER_POOLINGS:

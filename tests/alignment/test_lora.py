@@ -168,7 +168,7 @@ def test_lora_export_has_plain_keys_and_the_same_embeddings(
 
 
 def _rgb(path):
-    from bids_vem.features.image import read_rgb_image
+    from bids_vem.features.batching import read_rgb_image
 
     return read_rgb_image(path)
 

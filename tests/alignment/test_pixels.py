@@ -12,7 +12,7 @@ from PIL import Image
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.train import AlignConfig, _PixelSource, train_alignment
 from bids_vem.errors import DataError
-from bids_vem.features.image import read_rgb_image
+from bids_vem.features.batching import read_rgb_image
 
 CONFIG = AlignConfig(
     epochs=2,

@@ -115,7 +115,7 @@ def test_export_loads_as_open_clip_and_feature_space(
 
 
 def _rgb(path):
-    from bids_vem.features.image import read_rgb_image
+    from bids_vem.features.batching import read_rgb_image
 
     return read_rgb_image(path)
 

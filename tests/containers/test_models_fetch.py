@@ -17,7 +17,7 @@ from open_clip import pretrained
 
 from bids_vem.cli.models import fetch_spec
 from bids_vem.cli.run import main
-from bids_vem.features.hf_models import resolve_hf_model
+from bids_vem.features.families.transformers import resolve_hf_model
 from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import parse_feature_space
 

@@ -24,8 +24,8 @@ from bids_vem.features.captioning import (
     read_generated_captions,
     write_captions_tsv,
 )
-from bids_vem.features.hf_models import resolve_hf_model
-from bids_vem.features.models import weights_sha256
+from bids_vem.features.families.transformers import resolve_hf_model
+from bids_vem.features.weights import weights_sha256
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bids_vem.errors import DataError
-from bids_vem.features.image import encode_images, read_rgb_image
+from bids_vem.features.batching import read_rgb_image
+from bids_vem.features.image import encode_images
 from bids_vem.features.specs import parse_feature_space
 from bids_vem.features.text import encode_texts
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bids_vem.errors import InputMissingError, UsageError
-from bids_vem.features.hf_models import hf_cache_dirs, is_hf_model_dir, resolve_hf_model
+from bids_vem.features.families.transformers import is_hf_model_dir, resolve_hf_model
+from bids_vem.features.weights import hf_cache_dirs
 
 
 def _model_folder(path: Path, weights: str = "model.safetensors") -> Path:

@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 
 from bids_vem.errors import DataError, InputMissingError, UsageError
-from bids_vem.features.models import (
-    inspect_openclip,
-    load_openclip,
-    offline_mode,
-    resolve_model_path,
-    weights_sha256,
-)
+from bids_vem.features.families.openclip import inspect_openclip, load_openclip
+from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import parse_feature_space
+from bids_vem.features.weights import offline_mode, weights_sha256
 
 
 def _fake_sentence_folder(path: Path) -> Path:

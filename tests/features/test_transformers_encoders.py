@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bids_vem.errors import InputMissingError, UsageError
+from bids_vem.features.batching import read_rgb_image
 from bids_vem.features.extract import expand_feature_space, extract_feature_spaces
-from bids_vem.features.image import encode_image_layers, encode_images, read_rgb_image
+from bids_vem.features.image import encode_image_layers, encode_images
 from bids_vem.features.models import describe_specs, resolve_model_path
 from bids_vem.features.specs import parse_feature_space
 from bids_vem.features.text import encode_text_layers, encode_texts
