@@ -5,12 +5,12 @@ in open_clip local-dir form: the numbers of work are those of the real model):
 
 1. bare loop: open each image with PIL, the model's own preprocess, ``encode_image`` in batches;
 2. encoder: ``features.image.encode_images`` (model load from disk included, DataLoader);
-3. pipeline: ``extract_feature_space`` (stimulus hashing, spec resolution, DataLoader,
+3. pipeline: ``extract_feature_spaces`` (stimulus hashing, spec resolution, DataLoader,
    derivative-ready FeatureSet), cold cache; ``--workers`` decoding processes. The model
    stays loaded in the process after step 2 (``features.models.cached_load``, as in a
    pipeline step that encodes several batches or videos), so steps 1 and 3 both time the
    steady state without the one-off model load;
-4. rerun: ``extract_feature_space`` again, served from the feature cache.
+4. rerun: ``extract_feature_spaces`` again, served from the feature cache.
 
 Targets (issue 3): pipeline images/s >= 90% of the bare loop's; rerun >= 20x faster than the
 first run. Images: ../shared/fixtures/coco-mini (val + train JPEGs), else generated ones.
@@ -99,8 +99,8 @@ def main() -> None:
 
     import torch
 
-    from bids_vem.features.extract import extract_feature_space
-    from bids_vem.features.image import encode_images
+    from bids_vem.features.encoders import encode
+    from bids_vem.features.extract import extract_feature_spaces
     from bids_vem.features.specs import parse_feature_space
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +120,7 @@ def main() -> None:
         bare_loop(model_dir, paths[: args.batch_size], args.batch_size, args.device)  # warm-up
         bare = bare_loop(model_dir, paths, args.batch_size, args.device)
         start = time.perf_counter()
-        encode_images(
+        encode(
             spec,
             paths,
             model_path=model_dir,
@@ -132,10 +132,10 @@ def main() -> None:
         )
         encode = time.perf_counter() - start
         start = time.perf_counter()
-        extract_feature_space(spec, stim_ids, cache_dir=tmp_path / "cache", **kwargs)
+        extract_feature_spaces(spec, stim_ids, cache_dir=tmp_path / "cache", **kwargs)
         first = time.perf_counter() - start
         start = time.perf_counter()
-        extract_feature_space(spec, stim_ids, cache_dir=tmp_path / "cache", **kwargs)
+        extract_feature_spaces(spec, stim_ids, cache_dir=tmp_path / "cache", **kwargs)
         rerun = time.perf_counter() - start
 
     n = len(paths)

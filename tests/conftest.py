@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-# shared test helpers (tests/vlm_builders.py) import by name
-sys.path.insert(0, str(Path(__file__).parent))
 
 #: real data written by others, beside the project (absent in a user's own clone)
 SHARED_FIXTURES = Path(

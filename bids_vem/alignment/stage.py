@@ -164,7 +164,7 @@ def embed_captions(
 
     Captions are embedded one by one (not averaged) so that training may sample one per step.
     """
-    from bids_vem.features.text import encode_texts
+    from bids_vem.features.encoders import encode
 
     if target.modality != "text":
         raise UsageError(f"alignment target {target.name!r} is not a text feature space")
@@ -172,7 +172,7 @@ def embed_captions(
     flat = [str(text) for stim_id in ids for text in captions[stim_id]]
     with offline_mode(allow_downloads):
         path = resolve_model_path(target, model_dirs, allow_downloads=allow_downloads)
-        vectors = encode_texts(target, flat, model_path=path, device=device, batch_size=batch_size)
+        vectors = encode(target, flat, model_path=path, device=device, batch_size=batch_size)
     out, start = {}, 0
     for stim_id in ids:
         n = len(captions[stim_id])

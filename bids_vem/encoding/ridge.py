@@ -48,7 +48,6 @@ __all__ = [
     "ridge_predict",
     "score_correlation",
     "score_r2",
-    "default_voxel_chunk",
     "leave_one_group_out",
     "solve_chunks",
 ]
@@ -157,13 +156,6 @@ def leave_one_group_out(n_blocks: int, groups: Sequence[Hashable] | None = None)
         raise ValueError(f"{len(groups)} group labels for {n_blocks} blocks")
     order = list(dict.fromkeys(groups))
     return [[i for i, g in enumerate(groups) if g == label] for label in order]
-
-
-def default_voxel_chunk(n_alphas: int, n_test: int, n_voxels: int) -> int:
-    """Voxels per chunk with the default memory budget (about 256 MB of working memory)."""
-    return voxel_chunk_for_memory(
-        None, n_samples=5 * n_test, n_features=n_test, n_alphas=n_alphas, n_voxels=n_voxels
-    )
 
 
 def _chunk_plan(

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
-from bids_vem.features import image as image_encoders
-from bids_vem.features import text as text_encoders
+from bids_vem.features import encoders
 from bids_vem.features.batching import autocast_context
 from bids_vem.features.cache import FeatureCache, cache_key
 from bids_vem.features.families import get_family
@@ -39,7 +38,6 @@ from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 
 __all__ = [
     "expand_feature_space",
-    "extract_feature_space",
     "extract_feature_spaces",
     "write_feature_derivatives",
 ]
@@ -132,90 +130,6 @@ def expand_feature_space(
         return _expand(spec, model_path)
 
 
-def extract_feature_space(
-    spec: FeatureSpaceSpec,
-    stim_ids: Sequence[str],
-    *,
-    image_paths: Mapping[str, Path] | None = None,
-    image_sha256: Mapping[str, str] | None = None,
-    captions: Mapping[str, Sequence[str]] | None = None,
-    model_dirs: Sequence[Path | str] = (),
-    cache_dir: Path | None = None,
-    device: str = "cpu",
-    batch_size: int = 32,
-    num_workers: int = 0,
-    allow_downloads: bool = False,
-    progress: bool = True,
-    precision: str = "auto",
-) -> FeatureSet:
-    """Compute (or fetch from the cache) one feature space over ``stim_ids``.
-
-    Text spaces embed every caption of a stimulus and take the MEAN over its captions
-    (as Doerig et al. with the five COCO captions per image); image spaces embed the image file.
-    A spec with ``#layers`` stands for several spaces: use :func:`extract_feature_spaces`
-    (this function accepts it only when it names exactly one layer).
-
-    Parameters
-    ----------
-    spec : FeatureSpaceSpec
-    stim_ids : sequence of str
-        Unique stimulus ids, the rows of the result (n_stimuli).
-    image_paths : mapping stim_id -> Path, optional
-        Image files (image spaces).
-    image_sha256 : mapping stim_id -> str, optional
-        Content hashes of the images (from the stimulus table); computed when absent.
-    captions : mapping stim_id -> sequence of str, optional
-        Captions of each stimulus (text spaces).
-    model_dirs : sequence of path
-        ``--model-dir`` folders searched for weights.
-    cache_dir : Path, optional
-        Feature cache folder (``WORK_DIR/features``); None disables caching.
-    device, batch_size, num_workers
-        Where and in what batches the encoder runs (``num_workers`` image-decoding processes).
-    allow_downloads : bool
-        Let the Hugging Face libraries download missing weights (default: offline).
-    progress : bool
-        Progress bar while encoding images.
-    precision : str
-        ``"auto"``: bf16 (else fp16) autocast on CUDA, float32 on CPU; ``"float32"``: never.
-
-    Returns
-    -------
-    FeatureSet
-        ``values`` of shape (n_stimuli, n_features), float32, rows in ``stim_ids`` order.
-
-    Raises
-    ------
-    InputMissingError
-        Missing captions or images (the stimuli are named) or missing model weights (exit 66).
-    DataError
-        An unreadable image (exit 65).
-    UsageError
-        A spec that expands to several layer spaces (exit 64).
-    """
-    feature_sets = extract_feature_spaces(
-        spec,
-        stim_ids,
-        image_paths=image_paths,
-        image_sha256=image_sha256,
-        captions=captions,
-        model_dirs=model_dirs,
-        cache_dir=cache_dir,
-        device=device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        allow_downloads=allow_downloads,
-        progress=progress,
-        precision=precision,
-    )
-    if len(feature_sets) != 1:
-        raise UsageError(
-            f"feature space {spec.text!r} stands for {len(feature_sets)} layer spaces; "
-            f"extract them with extract_feature_spaces"
-        )
-    return feature_sets[0]
-
-
 def extract_feature_spaces(
     spec: FeatureSpaceSpec,
     stim_ids: Sequence[str],
@@ -242,7 +156,7 @@ def extract_feature_spaces(
     Each layer space is cached on its own (its key includes the layer and pooling); the model
     is loaded only when some layer is missing from the cache, and then every missing layer
     comes from the same forward pass per batch. Parameters and errors as
-    :func:`extract_feature_space`.
+    one feature set per layer.
 
     Returns
     -------
@@ -324,7 +238,7 @@ def extract_feature_spaces(
             common = {"device": device, "batch_size": batch_size, "precision": precision}
             if stories:
                 contexts = [c for words, _ in timings for c in word_contexts(words, n_context)]
-                per_layer = text_encoders.encode_text_layers(
+                per_layer = encoders.encode_layers(
                     spec, contexts, model_path=model_path, layers=layers, **common
                 )
                 row_ids = tuple(s for s, (w, _) in zip(stim_ids, timings, strict=True) for _ in w)
@@ -332,7 +246,7 @@ def extract_feature_spaces(
             elif spec.modality == "text":
                 counts = [len(c) for c in caption_lists]
                 flat = [c for texts in caption_lists for c in texts]
-                per_layer = text_encoders.encode_text_layers(
+                per_layer = encoders.encode_layers(
                     spec, flat, model_path=model_path, layers=layers, **common
                 )
                 starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -344,7 +258,7 @@ def extract_feature_spaces(
                     spec, stim_ids, paths, model_path, layers, frame_rate, progress, common
                 )
             else:
-                per_layer = image_encoders.encode_image_layers(
+                per_layer = encoders.encode_layers(
                     spec,
                     paths,
                     model_path=model_path,
@@ -461,7 +375,7 @@ def _encode_video_layers(
     times: list[float] = []
 
     def flush(frames: list[Any]) -> None:
-        encoded = image_encoders.encode_image_layers(
+        encoded = encoders.encode_layers(
             spec, frames, model_path=model_path, layers=layers, progress=False, **common
         )
         for layer in layers:

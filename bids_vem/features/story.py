@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_vem.encoding.resample import lanczos_resample
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.events import MISSING_VALUES, read_tsv, read_tsv_columns, seconds
 
@@ -34,7 +33,6 @@ __all__ = [
     "story_words",
     "word_contexts",
     "story_features",
-    "story_timecourse",
 ]
 
 #: words of context on each side of a word (Tang et al. 2023)
@@ -291,47 +289,3 @@ def story_features(
     table = np.concatenate(blocks)
     row = {context: i for i, context in enumerate(unique)}
     return table[[row[c] for c in contexts]]
-
-
-def story_timecourse(
-    words: Sequence[str],
-    onsets: np.ndarray,
-    word_features: np.ndarray,
-    n_volumes: int,
-    tr: float,
-    *,
-    window: int = 3,
-    cutoff_mult: float = 1.0,
-) -> np.ndarray:
-    """Per-TR features of a story: word features Lanczos-resampled to the TR centres.
-
-    Parameters
-    ----------
-    words : sequence of str
-        The words (their number is checked against the onsets and features).
-    onsets : ndarray of shape (n_words,)
-        Word onsets in seconds from the start of the run.
-    word_features : ndarray of shape (n_words, n_features)
-    n_volumes : int
-        Number of TRs of the run.
-    tr : float
-        Repetition time in seconds.
-    window, cutoff_mult
-        As in :func:`bids_vem.encoding.resample.lanczos_resample`.
-
-    Returns
-    -------
-    ndarray of shape (n_volumes, n_features), float64
-        Row ``k`` interpolates the word features at ``(k + 0.5) * tr``; TRs more than
-        ``window`` TRs from any word are 0.
-    """
-    onsets = np.asarray(onsets, dtype=np.float64)
-    word_features = np.asarray(word_features)
-    if not (len(words) == len(onsets) == word_features.shape[0]):
-        raise ValueError(
-            f"{len(words)} words, {len(onsets)} onsets and {word_features.shape[0]} feature rows "
-            "must match"
-        )
-    return lanczos_resample(
-        onsets, word_features, n_volumes, tr, window=window, cutoff_mult=cutoff_mult
-    )

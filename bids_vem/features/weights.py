@@ -25,6 +25,7 @@ __all__ = [
     "hf_cache_dirs",
     "hf_cached_file",
     "hf_snapshot",
+    "find_in_folders",
     "is_path_like",
     "library_versions",
     "model_search_dirs",
@@ -146,6 +147,22 @@ def not_found(spec: Any, tried: Sequence[Path | str], what: str) -> InputMissing
     return InputMissingError(
         f"feature space {spec.text!r}: {what} not found; looked in: {places}. {_HOW_TO_PROVIDE}"
     )
+
+
+def find_in_folders(
+    dirs: Sequence[Path], names: Sequence[str], is_model: Any, tried: list[Path | str]
+) -> Path | None:
+    """The first ``DIR/NAME`` (dirs in order, then names) that ``is_model`` accepts.
+
+    Every candidate is appended to ``tried``, for the "not found" message.
+    """
+    for directory in dirs:
+        for name in names:
+            candidate = Path(directory) / name
+            tried.append(candidate)
+            if is_model(candidate):
+                return candidate.resolve()
+    return None
 
 
 def read_json(path: Path) -> dict:

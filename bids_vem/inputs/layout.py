@@ -33,7 +33,6 @@ __all__ = [
     "find_derivatives",
     "parse_space",
     "find_preproc_bold",
-    "collect_runs",
     "collect_runs_report",
     "read_bold_header",
 ]
@@ -365,15 +364,47 @@ def _tr_from_metadata(metadata: Mapping) -> float | None:
         return None
 
 
-def _find_preproc(
+def find_preproc_bold(
     derivatives: Sequence[Path],
     *,
-    space: str,
-    participant_label: Sequence[str],
-    session_label: Sequence[str],
-    task: Sequence[str],
-    bids_filters: Mapping | None,
+    space: str = "MNI152NLin2009cAsym",
+    participant_label: Sequence[str] = (),
+    session_label: Sequence[str] = (),
+    task: Sequence[str] = (),
+    bids_filters: Mapping | None = None,
 ) -> list[PreprocBold]:
+    """Preprocessed BOLD runs in ``space`` in derivative datasets, with masks and confounds.
+
+    The derivative-side half of :func:`collect_runs_report`: no raw data is read, and no image is
+    opened (empty, annexed files are fine here).
+
+    Parameters
+    ----------
+    derivatives : sequence of Path
+        Derivative dataset folders (e.g. from :func:`find_derivatives`).
+    space : str
+        ``space-`` entity, optionally refined fMRIPrep-style: ``MNI152NLin2009cAsym:res-2``.
+    participant_label, session_label, task : sequence of str
+        Entity filters (empty: all). ``sub-``/``ses-`` prefixes are accepted.
+    bids_filters : dict, optional
+        fMRIPrep ``--bids-filter-file`` contents; its ``"bold"`` entities filter the BOLD
+        query (``null`` means "absent", ``"*"`` means "any value").
+
+    Returns
+    -------
+    list of PreprocBold
+        Sorted by run name.
+
+    Raises
+    ------
+    UsageError
+        A label that is not alphanumeric, a bad space spec or filter (exit 64).
+    InputMissingError
+        No derivative folder, or no preprocessed BOLD in ``space`` at all; the message lists
+        the spaces that were found (exit 66).
+    NoMatchError
+        BOLD exists in ``space`` but the session/task/filters select none (exit 18).
+    """
     space_name, space_entities = parse_space(space)
     subjects = _check_labels(participant_label, f"{option_name('participant_label')}", "sub-")
     sessions = _check_labels(session_label, f"{option_name('session_label')}", "ses-")
@@ -484,57 +515,6 @@ def _preproc_bold(ents, space, bold, mask, confounds, tr, *, legacy) -> PreprocB
         tr=tr,
         legacy=legacy,
         entities=tuple((e, str(ents[e])) for e in _RUN_ENTITIES if ents.get(e) is not None),
-    )
-
-
-def find_preproc_bold(
-    derivatives: Sequence[Path],
-    *,
-    space: str = "MNI152NLin2009cAsym",
-    participant_label: Sequence[str] = (),
-    session_label: Sequence[str] = (),
-    task: Sequence[str] = (),
-    bids_filters: Mapping | None = None,
-) -> list[PreprocBold]:
-    """Preprocessed BOLD runs in ``space`` in derivative datasets, with masks and confounds.
-
-    The derivative-side half of :func:`collect_runs`: no raw data is read, and no image is
-    opened (empty, annexed files are fine here).
-
-    Parameters
-    ----------
-    derivatives : sequence of Path
-        Derivative dataset folders (e.g. from :func:`find_derivatives`).
-    space : str
-        ``space-`` entity, optionally refined fMRIPrep-style: ``MNI152NLin2009cAsym:res-2``.
-    participant_label, session_label, task : sequence of str
-        Entity filters (empty: all). ``sub-``/``ses-`` prefixes are accepted.
-    bids_filters : dict, optional
-        fMRIPrep ``--bids-filter-file`` contents; its ``"bold"`` entities filter the BOLD
-        query (``null`` means "absent", ``"*"`` means "any value").
-
-    Returns
-    -------
-    list of PreprocBold
-        Sorted by run name.
-
-    Raises
-    ------
-    UsageError
-        A label that is not alphanumeric, a bad space spec or filter (exit 64).
-    InputMissingError
-        No derivative folder, or no preprocessed BOLD in ``space`` at all; the message lists
-        the spaces that were found (exit 66).
-    NoMatchError
-        BOLD exists in ``space`` but the session/task/filters select none (exit 18).
-    """
-    return _find_preproc(
-        derivatives,
-        space=space,
-        participant_label=participant_label,
-        session_label=session_label,
-        task=task,
-        bids_filters=bids_filters,
     )
 
 
@@ -654,7 +634,7 @@ def collect_runs_report(
             "bind mounts)"
         )
     derivatives = [Path(d) for d in derivatives] or find_derivatives(bids_dir)
-    preprocs = _find_preproc(
+    preprocs = find_preproc_bold(
         derivatives,
         space=space,
         participant_label=subjects,
@@ -800,31 +780,3 @@ def _run_sort_key(run: Run) -> tuple:
         return (0, int(label), "") if label and label.isdigit() else (1, 0, label or "")
 
     return (run.subject, run.session or "", run.task, run.acquisition or "", number(run.run))
-
-
-def collect_runs(
-    bids_dir: Path,
-    *,
-    derivatives: Sequence[Path] = (),
-    participant_label: Sequence[str] = (),
-    session_label: Sequence[str] = (),
-    task: Sequence[str] = (),
-    space: str = "MNI152NLin2009cAsym",
-    bids_filters: Mapping | None = None,
-    stim_column: str = "stim_file",
-) -> list[Run]:
-    """The runs to model; runs that cannot be used are logged as warnings by name.
-
-    See :func:`collect_runs_report` for parameters and errors.
-    """
-    runs, _ = collect_runs_report(
-        bids_dir,
-        derivatives=derivatives,
-        participant_label=participant_label,
-        session_label=session_label,
-        task=task,
-        space=space,
-        bids_filters=bids_filters,
-        stim_column=stim_column,
-    )
-    return runs

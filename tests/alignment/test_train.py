@@ -81,8 +81,8 @@ def test_export_loads_as_open_clip_and_feature_space(
 ):
     import open_clip
 
-    from bids_vem.features.extract import extract_feature_space
     from bids_vem.features.specs import parse_feature_space
+    from tests.helpers import extract_feature_space
 
     clip, encoder, result, _ = trained
     out = export_openclip(

@@ -29,7 +29,7 @@ from bids_vem.features.weights import weights_sha256
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from vlm_builders import BUILDERS  # noqa: E402 (tests/ is on sys.path: tests/conftest.py)
+from tests.vlm_builders import BUILDERS  # noqa: E402
 
 SHORT = {"max_new_tokens": 6}
 

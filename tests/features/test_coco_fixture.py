@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bids_vem.features.extract import extract_feature_space, extract_feature_spaces
+from bids_vem.features.encoders import encode
+from bids_vem.features.extract import extract_feature_spaces
 from bids_vem.features.specs import parse_feature_space
-from bids_vem.features.text import encode_texts
+from tests.helpers import extract_feature_space
 
 pytestmark = pytest.mark.fixtures
 
@@ -35,7 +36,7 @@ def test_minilm_captions_of_one_image_are_closer_to_each_other(coco_val, minilm_
     texts = [c for s in stim_ids for c in captions[s]]
     owner = np.array([i for i, s in enumerate(stim_ids) for _ in captions[s]])
     spec = parse_feature_space("sentence:all-MiniLM-L6-v2", "text")
-    embeddings = encode_texts(spec, texts, model_path=minilm_path, batch_size=64)
+    embeddings = encode(spec, texts, model_path=minilm_path, batch_size=64)
     assert embeddings.shape == (len(texts), 384)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 

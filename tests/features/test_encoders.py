@@ -7,9 +7,8 @@ import pytest
 
 from bids_vem.errors import DataError
 from bids_vem.features.batching import read_rgb_image
-from bids_vem.features.image import encode_images
+from bids_vem.features.encoders import encode
 from bids_vem.features.specs import parse_feature_space
-from bids_vem.features.text import encode_texts
 
 TEXTS = [
     "A man riding a wave on top of a surfboard.",
@@ -24,7 +23,7 @@ def test_sentence_encoder_matches_sentence_transformers(minilm_path):
     from sentence_transformers import SentenceTransformer
 
     spec = parse_feature_space(f"sentence:{minilm_path}", "text")
-    values = encode_texts(spec, TEXTS, model_path=minilm_path, batch_size=2)
+    values = encode(spec, TEXTS, model_path=minilm_path, batch_size=2)
     assert values.shape == (len(TEXTS), 384)
     assert values.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(values, axis=1), 1.0, atol=1e-5)
@@ -49,7 +48,7 @@ def test_openclip_text_encoder_matches_open_clip(tiny_clip, form):
     else:
         spec = parse_feature_space(f"openclip:tiny-clip@{tiny_clip.weights_file}", "text")
         path = tiny_clip.weights_file
-    values = encode_texts(spec, TEXTS, model_path=path, batch_size=2)
+    values = encode(spec, TEXTS, model_path=path, batch_size=2)
     _, _, tokenizer = _reference_clip(tiny_clip.local_dir)
     with torch.inference_mode():
         # the model object that was saved: the weights were really loaded, not re-initialised
@@ -69,9 +68,7 @@ def test_openclip_image_encoder_matches_open_clip(tiny_clip, tmp_path, make_imag
         make_image(tmp_path / "rgb2.bmp", "RGB", (128, 128), 4),
     ]
     spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "image")
-    values = encode_images(
-        spec, paths, model_path=tiny_clip.local_dir, batch_size=2, progress=False
-    )
+    values = encode(spec, paths, model_path=tiny_clip.local_dir, batch_size=2, progress=False)
     _, preprocess, _ = _reference_clip(tiny_clip.local_dir)
     pixels = torch.stack([preprocess(read_rgb_image(p)) for p in paths])
     with torch.inference_mode():
@@ -79,7 +76,7 @@ def test_openclip_image_encoder_matches_open_clip(tiny_clip, tmp_path, make_imag
     assert values.shape == (len(paths), tiny_clip.config["embed_dim"])
     np.testing.assert_allclose(values, reference, atol=1e-5)
     # decoding in worker processes gives the same rows in the same order
-    workers = encode_images(
+    workers = encode(
         spec, paths, model_path=tiny_clip.local_dir, batch_size=2, num_workers=2, progress=False
     )
     np.testing.assert_allclose(workers, values, atol=1e-6)
@@ -98,7 +95,7 @@ def test_unreadable_image_is_a_data_error_naming_the_file(tiny_clip, tmp_path, m
     spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "image")
     for workers in (0, 1):
         with pytest.raises(DataError) as info:
-            encode_images(
+            encode(
                 spec,
                 [good, empty],
                 model_path=tiny_clip.local_dir,
@@ -115,4 +112,4 @@ def test_empty_bids_stimulus_bmp_is_a_data_error(shared_fixtures, tiny_clip):
     bmp = shared_fixtures / "bids-examples" / "ds000117" / "stimuli" / "func" / "f001.bmp"
     spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "image")
     with pytest.raises(DataError, match="f001.bmp"):
-        encode_images(spec, [bmp], model_path=tiny_clip.local_dir, progress=False)
+        encode(spec, [bmp], model_path=tiny_clip.local_dir, progress=False)

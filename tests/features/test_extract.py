@@ -11,30 +11,25 @@ import pytest
 from bids_vem.errors import InputMissingError, OutputError
 from bids_vem.features import extract
 from bids_vem.features.cache import FeatureCache, cache_key
-from bids_vem.features.extract import extract_feature_space, write_feature_derivatives
+from bids_vem.features.encoders import encode
+from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import FeatureSet, load_feature_set
 from bids_vem.features.specs import parse_feature_space
-from bids_vem.features.text import encode_texts
 from bids_vem.inputs.stimuli import file_sha256
+from tests.helpers import extract_feature_space
 
 
 @pytest.fixture
 def count_calls(monkeypatch):
-    """Wrap the text and image encoders used by extract.py and count their calls (model loads)."""
+    """Wrap the encoder used by extract.py and count its calls per modality (model loads)."""
     calls = {"text": 0, "image": 0}
-    real_text = extract.text_encoders.encode_text_layers
-    real_image = extract.image_encoders.encode_image_layers
+    real = extract.encoders.encode_layers
 
-    def text(*args, **kwargs):
-        calls["text"] += 1
-        return real_text(*args, **kwargs)
+    def counted(spec, *args, **kwargs):
+        calls[spec.modality] += 1
+        return real(spec, *args, **kwargs)
 
-    def image(*args, **kwargs):
-        calls["image"] += 1
-        return real_image(*args, **kwargs)
-
-    monkeypatch.setattr(extract.text_encoders, "encode_text_layers", text)
-    monkeypatch.setattr(extract.image_encoders, "encode_image_layers", image)
+    monkeypatch.setattr(extract.encoders, "encode_layers", counted)
     return calls
 
 
@@ -42,7 +37,7 @@ def test_text_space_is_the_mean_over_captions(tiny_clip, tmp_path):
     captions = {"b": ["a red bus", "a bus on a street", "city traffic"], "a": ["a dog"]}
     spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "text")
     feature_set = extract_feature_space(spec, ["a", "b"], captions=captions)
-    each = encode_texts(spec, ["a dog", *captions["b"]], model_path=tiny_clip.local_dir)
+    each = encode(spec, ["a dog", *captions["b"]], model_path=tiny_clip.local_dir)
     assert feature_set.stim_ids == ("a", "b")
     np.testing.assert_allclose(feature_set.values[0], each[0], atol=1e-6)
     np.testing.assert_allclose(feature_set.values[1], each[1:].mean(axis=0), atol=1e-6)

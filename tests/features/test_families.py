@@ -66,8 +66,8 @@ def dummy_family(tmp_path):
 
 
 def test_a_new_family_module_is_found_parsed_and_run(dummy_family, tmp_path):
+    from bids_vem.features.encoders import encode
     from bids_vem.features.models import resolve_model_path
-    from bids_vem.features.text import encode_texts
 
     assert isinstance(families.FAMILIES[dummy_family], Family)
     # the parser asks the registry: the new family's spec parses with no other edit
@@ -76,7 +76,7 @@ def test_a_new_family_module_is_found_parsed_and_run(dummy_family, tmp_path):
     with pytest.raises(UsageError, match="cannot embed image"):
         parse_feature_space(f"{dummy_family}:{tmp_path}", "image")
     path = resolve_model_path(spec)
-    values = encode_texts(spec, ["a", "abc"], model_path=path)
+    values = encode(spec, ["a", "abc"], model_path=path)
     np.testing.assert_array_equal(values, [[1, 1], [3, 1]])
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_vem.encoding.design import video_timecourse
 from bids_vem.encoding.resample import lanczos_resample
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.features.story import (
     read_word_timings,
     story_features,
-    story_timecourse,
     story_words,
     word_contexts,
 )
@@ -156,7 +156,9 @@ def test_per_tr_story_features_peak_in_the_tr_of_the_word(tmp_path):
     run_words, run_onsets = story_words(events, stimuli_dir=stimuli)
     # a one-hot word feature: an impulse at 8 + 33.2 = 41.2 s, in TR 20 ([40, 42) s)
     is_dog = np.array([[w == "dog", 1.0] for w in run_words], dtype=float)
-    per_tr = story_timecourse(run_words, run_onsets, is_dog, n_volumes, tr)
+    # the pipeline's resampling of a story's word features (the words timed from its onset)
+    words_of = {"story.txt": (is_dog, run_onsets - 8.0)}
+    per_tr = video_timecourse(events, words_of, n_volumes, tr, resample="lanczos")
     assert per_tr.shape == (n_volumes, 2)
     assert int(np.argmax(per_tr[:, 0])) == 20
     np.testing.assert_allclose(
@@ -171,5 +173,11 @@ def test_per_tr_story_features_peak_in_the_tr_of_the_word(tmp_path):
     assert np.ptp(middle) < 0.05 * middle.mean()
     assert per_tr[-1, 1] == 0  # last word at 67.6 s, over 6 s before TR 37's centre (75 s)
 
-    with pytest.raises(ValueError, match="must match"):
-        story_timecourse(run_words[:-1], run_onsets, is_dog, n_volumes, tr)
+    with pytest.raises(DataError, match="timestamps"):
+        video_timecourse(
+            events,
+            {"story.txt": (is_dog[:-1], run_onsets - 8.0)},
+            n_volumes,
+            tr,
+            resample="lanczos",
+        )

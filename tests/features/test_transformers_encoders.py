@@ -10,11 +10,10 @@ import pytest
 
 from bids_vem.errors import InputMissingError, UsageError
 from bids_vem.features.batching import read_rgb_image
+from bids_vem.features.encoders import encode, encode_layers
 from bids_vem.features.extract import expand_feature_space, extract_feature_spaces
-from bids_vem.features.image import encode_image_layers, encode_images
 from bids_vem.features.models import describe_specs, resolve_model_path
 from bids_vem.features.specs import parse_feature_space
-from bids_vem.features.text import encode_text_layers, encode_texts
 
 TEXTS = [
     "a dog on a couch",
@@ -171,7 +170,7 @@ def _hf_reference(folder, texts, layer=None):
 @pytest.mark.parametrize("pool", ["mean", "cls", "last"])
 def test_hf_encoder_pooling_matches_manual_computation(tiny_bert, pool):
     spec = parse_feature_space(f"hf:{tiny_bert}#pool={pool}", "text")
-    values = encode_texts(spec, TEXTS, model_path=tiny_bert, batch_size=3)
+    values = encode(spec, TEXTS, model_path=tiny_bert, batch_size=3)
     states = _hf_reference(tiny_bert, TEXTS)
     expected = {"mean": [s.mean(0) for s in states], "cls": [s[0] for s in states],
                 "last": [s[-1] for s in states]}[pool]  # fmt: skip
@@ -184,7 +183,7 @@ def test_decoder_lm_last_token_and_layers_in_one_pass(tiny_gpt2):
     layer_specs = expand_feature_space(spec)
     assert [s.name for s in layer_specs] == ["gptL1", "gptL2"]
     # padded batches (GPT-2 has no pad token) give the unpadded last-token states
-    values = encode_text_layers(spec, TEXTS, model_path=tiny_gpt2, layers=[0, 1, 2, None])
+    values = encode_layers(spec, TEXTS, model_path=tiny_gpt2, layers=[0, 1, 2, None])
     for layer in (0, 1, 2):
         expected = np.stack([s[-1] for s in _hf_reference(tiny_gpt2, TEXTS, layer)])
         np.testing.assert_allclose(values[layer], expected, atol=2e-5)
@@ -204,16 +203,16 @@ def test_hf_clip_vision_tower_embeds_pooled_and_layers(tiny_clip_vision, images)
         embeds = model.visual_projection(vision.pooler_output).numpy()
 
     spec = parse_feature_space(f"hf:{tiny_clip_vision}", "image")
-    values = encode_images(spec, images, model_path=tiny_clip_vision, batch_size=2, progress=False)
+    values = encode(spec, images, model_path=tiny_clip_vision, batch_size=2, progress=False)
     assert values.shape == (len(images), 16)
     np.testing.assert_allclose(values, embeds, atol=1e-5)
 
     pooled = parse_feature_space(f"hf:{tiny_clip_vision}#pool=pooled", "image")
-    values = encode_images(pooled, images, model_path=tiny_clip_vision, progress=False)
+    values = encode(pooled, images, model_path=tiny_clip_vision, progress=False)
     np.testing.assert_allclose(values, vision.pooler_output.numpy(), atol=1e-5)
 
     layered = parse_feature_space(f"hf:{tiny_clip_vision}#layers=1,3#pool=cls", "image")
-    per_layer = encode_image_layers(
+    per_layer = encode_layers(
         layered, images, model_path=tiny_clip_vision, layers=[1, 3], num_workers=2,
         progress=False,
     )  # fmt: skip
@@ -242,7 +241,7 @@ def test_bridgetower_text_layers_one_pass(tiny_bridgetower):
     layer_specs = expand_feature_space(spec)
     # 3 RoBERTa layers then 2 cross-modal layers of the text stream; no pooler for text
     assert [s.name for s in layer_specs] == ["btL1", "btL2", "btL3", "btL4", "btL5"]
-    values = encode_text_layers(
+    values = encode_layers(
         spec, TEXTS, model_path=tiny_bridgetower, layers=[1, 3, 4, 5], batch_size=3
     )
     for i, text in enumerate(TEXTS):
@@ -304,7 +303,7 @@ def test_layer_out_of_range_and_wrong_family_are_usage_errors(tiny_bridgetower, 
             parse_feature_space(f"bridgetower:{tiny_bridgetower}#layers=pooler", "text")
         )
     with pytest.raises(UsageError, match="not BridgeTower"):
-        encode_texts(parse_feature_space(f"bridgetower:{tiny_bert}", "text"), ["a"],
+        encode(parse_feature_space(f"bridgetower:{tiny_bert}", "text"), ["a"],
                      model_path=tiny_bert)  # fmt: skip
 
 
@@ -326,7 +325,7 @@ def test_hf_model_resolution_and_describe_specs(tiny_bert, tmp_path, isolated_ca
 
 def test_corrupt_image_and_missing_weights(tiny_clip_vision, images, tmp_path, isolated_caches):
     from bids_vem.errors import DataError
-    from bids_vem.features.extract import extract_feature_space
+    from tests.helpers import extract_feature_space
 
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(images[0].read_bytes()[:40])
@@ -335,7 +334,7 @@ def test_corrupt_image_and_missing_weights(tiny_clip_vision, images, tmp_path, i
     spec = parse_feature_space(f"hf:{tiny_clip_vision}", "image")
     for bad in (truncated, not_an_image):
         with pytest.raises(DataError) as info:
-            encode_images(spec, [images[1], bad], model_path=tiny_clip_vision, progress=False)
+            encode(spec, [images[1], bad], model_path=tiny_clip_vision, progress=False)
         assert info.value.exit_code == 65 and str(bad) in str(info.value)
         assert "\n" not in str(info.value)
     missing = parse_feature_space(f"bridgetower:{tmp_path / 'no-bt'}", "image")

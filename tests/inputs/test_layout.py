@@ -10,7 +10,6 @@ import pytest
 
 from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
 from bids_vem.inputs.layout import (
-    collect_runs,
     collect_runs_report,
     find_derivatives,
     find_preproc_bold,
@@ -18,6 +17,7 @@ from bids_vem.inputs.layout import (
     parse_space,
     read_bold_header,
 )
+from tests.helpers import collect_runs
 
 
 def _tree(root):

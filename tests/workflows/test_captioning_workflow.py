@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from vlm_builders import build_blip
 
 from bids_vem.cli.run import main
 from bids_vem.features.feature_set import load_feature_set
 from bids_vem.outputs.validator import validate_derivatives
+from tests.vlm_builders import build_blip
 
 pytestmark = pytest.mark.slow
 

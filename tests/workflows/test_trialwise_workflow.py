@@ -67,7 +67,7 @@ def test_trialwise_model_finds_the_semantic_voxels(trialwise_run):
 def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_path):
     from bids_vem.encoding.lss import estimate_trial_betas
     from bids_vem.encoding.trialwise import write_trial_betas
-    from bids_vem.inputs.layout import collect_runs
+    from tests.helpers import collect_runs
 
     demo, root = trialwise_run
     runs = [

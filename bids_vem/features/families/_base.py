@@ -42,6 +42,21 @@ class EncodeRequest:
     num_workers: int = 0
     progress: bool = True
 
+    def image_batches(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`bids_vem.features.batching.run_image_batches`."""
+        return {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "progress": self.progress,
+            "desc": self.spec.name,
+            "precision": self.precision,
+        }
+
+    def text_batches(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`bids_vem.features.batching.run_text_batches`."""
+        return {"device": self.device, "batch_size": self.batch_size, "precision": self.precision}
+
 
 #: request, texts -> {layer: (n_texts, n_features)}
 TextEncoder = Callable[[EncodeRequest, list[str]], dict[Any, np.ndarray]]

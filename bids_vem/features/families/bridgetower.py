@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bids_vem.errors import UsageError
-from bids_vem.features.families._base import EncodeRequest, Family
+from bids_vem.features.families._base import EncodeRequest
 from bids_vem.features.families.transformers import (
     TransformersInfo,
     check_layers,
@@ -26,7 +26,7 @@ from bids_vem.features.families.transformers import (
     load,
     pool_tokens,
     read_config,
-    resolve,
+    transformers_family,
 )
 
 if TYPE_CHECKING:
@@ -164,21 +164,10 @@ def _bridgetower_image_forward(
     return forward
 
 
-def _depth(spec: FeatureSpaceSpec, model_path: Path) -> tuple[int, bool]:
-    info = inspect_bridgetower(spec, model_path)
-    return info.n_layers, info.has_pooler
-
-
-FAMILY = Family(
-    name="bridgetower",
-    modalities=frozenset({"text", "image"}),
-    resolve=resolve,
-    poolings={"text": ("mean", "cls"), "image": ("mean", "cls")},
-    layers=True,
-    packages=("transformers", "torch"),
-    describe=lambda spec, path: inspect_bridgetower(spec, path).describe(),
-    depth=_depth,
-    verify=lambda spec, path: {"model_type": inspect_bridgetower(spec, path).model_type},
-    encode_texts=encode_texts,
-    encode_images=encode_images,
+FAMILY = transformers_family(
+    "bridgetower",
+    inspect_bridgetower,
+    {"text": ("mean", "cls"), "image": ("mean", "cls")},
+    encode_texts,
+    encode_images,
 )

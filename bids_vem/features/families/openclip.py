@@ -358,9 +358,7 @@ def encode_texts(request: EncodeRequest, texts: list[str]) -> dict[Any, np.ndarr
         lambda batch: {
             None: model.encode_text(tokenizer(batch).to(request.device), normalize=True)
         },
-        device=request.device,
-        batch_size=request.batch_size,
-        precision=request.precision,
+        **request.text_batches(),
     )
 
 
@@ -372,12 +370,7 @@ def encode_images(request: EncodeRequest, images: list[Any]) -> dict[Any, np.nda
         images,
         preprocess,
         lambda pixels: {None: model.encode_image(pixels, normalize=True)},
-        device=request.device,
-        batch_size=request.batch_size,
-        num_workers=request.num_workers,
-        progress=request.progress,
-        desc=request.spec.name,
-        precision=request.precision,
+        **request.image_batches(),
     )
 
 

@@ -22,6 +22,7 @@ from bids_vem.errors import InputMissingError
 from bids_vem.features.batching import cached_load, length_order
 from bids_vem.features.families._base import EncodeRequest, Family
 from bids_vem.features.weights import (
+    find_in_folders,
     hf_cache_dirs,
     hf_snapshot,
     is_path_like,
@@ -64,12 +65,9 @@ def resolve(spec: FeatureSpaceSpec, model_dirs: Sequence[Path], allow_downloads:
     tried: list[Path | str] = []
     base = model.rstrip("/").split("/")[-1]
     names = [model] if base == model else [model, base]
-    for directory in dirs:
-        for name in names:
-            candidate = directory / name
-            tried.append(candidate)
-            if _is_sentence_folder(candidate):
-                return candidate.resolve()
+    found = find_in_folders(dirs, names, _is_sentence_folder, tried)
+    if found is not None:
+        return found
     repo_id = model if "/" in model else f"sentence-transformers/{model}"
     for cache in hf_cache_dirs():
         tried.append(cache / f"models--{repo_id.replace('/', '--')}")

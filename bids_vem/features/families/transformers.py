@@ -47,7 +47,13 @@ from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.batching import cached_load, run_image_batches, run_text_batches
 from bids_vem.features.families._base import EncodeRequest, Family
-from bids_vem.features.weights import hf_cache_dirs, is_path_like, model_search_dirs, weights_sha256
+from bids_vem.features.weights import (
+    find_in_folders,
+    hf_cache_dirs,
+    is_path_like,
+    model_search_dirs,
+    weights_sha256,
+)
 
 if TYPE_CHECKING:
     from bids_vem.features.specs import FeatureSpaceSpec
@@ -64,6 +70,7 @@ __all__ = [
     "pool_tokens",
     "read_config",
     "resolve_hf_model",
+    "transformers_family",
 ]
 
 HF_PREFIX = "hf:"
@@ -153,12 +160,9 @@ def resolve_hf_model(model: str, model_dirs: Sequence[Path | str] = ()) -> Path:
     base = name.rstrip("/").split("/")[-1]
     names = list(dict.fromkeys([name, base]))
     dirs = model_search_dirs(model_dirs)
-    for directory in dirs:
-        for candidate_name in names:
-            candidate = directory / candidate_name
-            tried.append(candidate)
-            if is_hf_model_dir(candidate):
-                return candidate.resolve()
+    found = find_in_folders(dirs, names, is_hf_model_dir, tried)
+    if found is not None:
+        return found
     # --model-dir folders may themselves be hub caches (HF_HUB_CACHE copied into an image)
     for cache in [*dirs, *hf_cache_dirs()]:
         repo, snapshot = _cached_snapshot(cache, name)
@@ -395,13 +399,7 @@ def encode_token_batches(
         ).to(request.device)
         return forward(tokens)
 
-    return run_text_batches(
-        texts,
-        run,
-        device=request.device,
-        batch_size=request.batch_size,
-        precision=request.precision,
-    )
+    return run_text_batches(texts, run, **request.text_batches())
 
 
 def encode_pixel_batches(
@@ -419,17 +417,7 @@ def encode_pixel_batches(
         batch = processor(images=image, return_tensors="pt")
         return {k: batch[k][0] for k in keys if k in batch}
 
-    return run_image_batches(
-        images,
-        preprocess,
-        forward,
-        device=request.device,
-        batch_size=request.batch_size,
-        num_workers=request.num_workers,
-        progress=request.progress,
-        desc=request.spec.name,
-        precision=request.precision,
-    )
+    return run_image_batches(images, preprocess, forward, **request.image_batches())
 
 
 def encode_texts(request: EncodeRequest, texts: list[str]) -> dict[Any, np.ndarray]:
@@ -531,21 +519,38 @@ def _hf_image_forward(
     return forward
 
 
-def _depth(spec: FeatureSpaceSpec, model_path: Path) -> tuple[int, bool]:
-    info = inspect_hf(spec, model_path)
-    return info.n_layers, info.has_pooler
+def transformers_family(
+    name: str,
+    inspect: Callable[[FeatureSpaceSpec, Path], TransformersInfo],
+    poolings: dict[str, tuple[str, ...]],
+    encode_texts: Any,
+    encode_images: Any,
+) -> Family:
+    """A family of transformers folders: what it knows comes from ``inspect`` (config only)."""
+
+    def depth(spec: FeatureSpaceSpec, model_path: Path) -> tuple[int, bool]:
+        info = inspect(spec, model_path)
+        return info.n_layers, info.has_pooler
+
+    return Family(
+        name=name,
+        modalities=frozenset({"text", "image"}),
+        resolve=resolve,
+        poolings=poolings,
+        layers=True,
+        packages=("transformers", "torch"),
+        describe=lambda spec, path: inspect(spec, path).describe(),
+        depth=depth,
+        verify=lambda spec, path: {"model_type": inspect(spec, path).model_type},
+        encode_texts=encode_texts,
+        encode_images=encode_images,
+    )
 
 
-FAMILY = Family(
-    name="hf",
-    modalities=frozenset({"text", "image"}),
-    resolve=resolve,
-    poolings={"text": ("mean", "cls", "last"), "image": ("embeds", "pooled", "mean", "cls")},
-    layers=True,
-    packages=("transformers", "torch"),
-    describe=lambda spec, path: inspect_hf(spec, path).describe(),
-    depth=_depth,
-    verify=lambda spec, path: {"model_type": inspect_hf(spec, path).model_type},
-    encode_texts=encode_texts,
-    encode_images=encode_images,
+FAMILY = transformers_family(
+    "hf",
+    inspect_hf,
+    {"text": ("mean", "cls", "last"), "image": ("embeds", "pooled", "mean", "cls")},
+    encode_texts,
+    encode_images,
 )
