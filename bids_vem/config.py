@@ -16,7 +16,6 @@ readable flat, as ``config.delays`` (a property generated for each field).
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bids_vem import option_values as values
+from bids_vem._utils import LABEL
 from bids_vem.errors import UsageError
 from bids_vem.settings import Section, declared, setting
 
@@ -55,7 +55,6 @@ __all__ = [
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 #: 10^-2 .. 10^12 in half decades: wide enough that few voxels select an edge value
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 12, 29))
-_NAME = re.compile(r"^[A-Za-z0-9]+$")
 
 
 def _floats(values_: tuple, option: str) -> tuple[float, ...]:
@@ -409,7 +408,7 @@ class AlignmentSettings(Section):
         "aligned",
         help="Name of the aligned feature space (desc- of its maps).",
         flags=("--align-name",),
-        checks=((lambda v: bool(_NAME.match(v)), "must be letters and digits"),),
+        checks=((lambda v: bool(LABEL.match(v)), "must be letters and digits"),),
     )
     align_corpus: Path | None = setting(
         None,

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from bids_vem._utils import LABEL
 from bids_vem.errors import InputMissingError, UsageError
 
 __all__ = [
@@ -27,8 +28,6 @@ __all__ = [
     "filter_file",
     "rois",
 ]
-
-_LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
 def _read_label_file(value: str, option: str) -> list[str]:
@@ -59,7 +58,7 @@ def _labels(values: tuple[str, ...], prefix: str, option: str) -> tuple[str, ...
             item = item.strip()
             if item.startswith(f"{prefix}-"):
                 item = item[len(prefix) + 1 :]
-            if not _LABEL.match(item):
+            if not LABEL.match(item):
                 raise UsageError(
                     f"{option}: {item!r} is not a valid BIDS label (letters and digits only)"
                 )
@@ -142,7 +141,7 @@ def rois(values: tuple[str, ...], option: str = "--roi") -> tuple[tuple[str, Pat
             stem = Path(value).name.split(".")[0]
             label = re.search(r"label-([A-Za-z0-9]+)", stem)
             name = label.group(1) if label else re.sub(r"[^A-Za-z0-9]", "", stem)
-        if not _LABEL.match(name):
+        if not LABEL.match(name):
             raise UsageError(
                 f"{option} {value}: the region name {name!r} must be letters and digits"
             )

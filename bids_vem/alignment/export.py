@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from bids_vem._utils import jsonable
 from bids_vem.alignment.lora import merged_state_dict
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.errors import UsageError
@@ -102,7 +103,7 @@ def export_openclip(
         preprocess_cfg = dict(getattr(encoder.visual, "preprocess_cfg", {}) or {})
     with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    config = {"model_cfg": cfg, "preprocess_cfg": _jsonable(preprocess_cfg)}
+    config = {"model_cfg": cfg, "preprocess_cfg": jsonable(preprocess_cfg)}
     write_text_atomic(out_dir / CONFIG_NAME, json.dumps(config, indent=1))
     meta = {
         "embedding_width": encoder.text_dim,
@@ -110,17 +111,5 @@ def export_openclip(
         "projection_folded": encoder.has_head,
         **(sidecar or {}),
     }
-    write_text_atomic(out_dir / SIDECAR_NAME, json.dumps(_jsonable(meta), indent=1))
+    write_text_atomic(out_dir / SIDECAR_NAME, json.dumps(jsonable(meta), indent=1))
     return out_dir
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    return str(value)

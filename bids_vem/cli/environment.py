@@ -18,6 +18,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bids_vem._utils import inside
+
 __all__ = ["CACHE_VARIABLES", "EnvironmentChanges", "is_writable_dir", "prepare_environment"]
 
 log = logging.getLogger("bids_vem")
@@ -70,16 +72,6 @@ def is_writable_dir(path: Path | str | None) -> bool:
     return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
-def _inside(path: Path, parent: Path | None) -> bool:
-    if parent is None:
-        return False
-    try:
-        path.resolve().relative_to(parent.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def prepare_environment(
     work_dir: Path,
     *,
@@ -121,7 +113,7 @@ def prepare_environment(
                 variables[name] = str(caches / folder)
     tmpdir = None
     current_tmp = env.get("TMPDIR") or "/tmp"
-    if not is_writable_dir(current_tmp) and not _inside(caches, bids_dir):
+    if not is_writable_dir(current_tmp) and not inside(caches, bids_dir):
         # tempfile would fall back to the current directory, or fail: use the work dir
         tmpdir = caches / "tmp"
         try:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bids_vem import __version__, errors
+from bids_vem._utils import inside
 from bids_vem.config import RunConfig
 from bids_vem.errors import (
     BIDSValidationError,
@@ -26,14 +27,6 @@ __all__ = ["run", "check_paths", "validate_bids_dir"]
 log = logging.getLogger("bids_vem")
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def check_paths(config: RunConfig) -> None:
     """Refuse runs that would read nothing or write into the raw dataset."""
     bids_dir, output_dir, work_dir = config.bids_dir, config.output_dir, config.resolved_work_dir
@@ -46,12 +39,12 @@ def check_paths(config: RunConfig) -> None:
             f"OUTPUT_DIR must differ from BIDS_DIR ({bids_dir}): e.g. {bids_dir}/derivatives/bids_vem"
         )
     derivatives = bids_dir / "derivatives"
-    if _inside(output_dir, bids_dir) and not _inside(output_dir, derivatives):
+    if inside(output_dir, bids_dir) and not inside(output_dir, derivatives):
         raise UsageError(
             f"OUTPUT_DIR {output_dir} is inside BIDS_DIR: bids_vem never writes into the raw dataset; "
             f"use {derivatives}/bids_vem or a folder outside it"
         )
-    if _inside(work_dir, bids_dir):
+    if inside(work_dir, bids_dir):
         raise UsageError(
             f"the work directory {work_dir} is inside BIDS_DIR {bids_dir}: give -w outside it"
         )

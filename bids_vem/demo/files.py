@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_vem._utils import tsv_cell
 from bids_vem.outputs.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 
 __all__ = ["write_json", "write_tsv", "write_nifti", "write_png", "write_npz"]
@@ -22,16 +23,6 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 def write_json(path: Path, data: Mapping) -> Path:
     """Write ``data`` as indented JSON (keys in the given order)."""
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float | np.floating):
-        if not np.isfinite(value):
-            return "n/a"
-        return f"{float(value):.6g}"
-    return str(value)
 
 
 def write_tsv(path: Path, columns: Mapping[str, Sequence]) -> Path:
@@ -49,7 +40,7 @@ def write_tsv(path: Path, columns: Mapping[str, Sequence]) -> Path:
         raise ValueError(f"{path}: columns of different lengths {sorted(lengths)}")
     rows = ["\t".join(names)]
     for i in range(lengths.pop() if lengths else 0):
-        rows.append("\t".join(_cell(columns[name][i]) for name in names))
+        rows.append("\t".join(tsv_cell(columns[name][i]) for name in names))
     return write_text_atomic(path, "\n".join(rows) + "\n")
 
 

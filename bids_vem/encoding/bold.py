@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from nilearn import masking, signal
 
+from bids_vem._utils import first_line
 from bids_vem.encoding.voxel_data import VoxelStore, write_voxel_store
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.runs import Run
@@ -19,11 +20,6 @@ __all__ = ["read_confounds", "load_bold", "load_mask", "intersect_masks", "write
 
 # what reading a truncated/damaged (gzipped) NIfTI raises
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def read_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | None:
@@ -62,7 +58,7 @@ def read_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | No
     except FileNotFoundError as err:
         raise InputMissingError(f"{path}: confounds file not found") from err
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputMissingError(f"{path}: cannot read confounds ({_first_line(err)})") from err
+        raise InputMissingError(f"{path}: cannot read confounds ({first_line(err)})") from err
     absent = [c for c in columns if c not in table.columns]
     if absent:
         available = list(table.columns)
@@ -74,7 +70,7 @@ def read_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | No
     try:
         values = table[columns].to_numpy(dtype=np.float64)
     except ValueError as err:
-        raise DataError(f"{path}: confound columns are not numeric ({_first_line(err)})") from err
+        raise DataError(f"{path}: confound columns are not numeric ({first_line(err)})") from err
     empty = [c for c, ok in zip(columns, np.isfinite(values).any(axis=0), strict=True) if not ok]
     if empty:
         raise DataError(f"{path}: confound column(s) {', '.join(empty)} have no values")
@@ -94,7 +90,7 @@ def _load_image(path: Path | nib.spatialimages.SpatialImage, what: str):
     try:
         return nib.load(path), str(path)
     except Exception as err:  # nibabel raises several types for non-images
-        raise InputMissingError(f"{path}: cannot read {what} ({_first_line(err)})") from err
+        raise InputMissingError(f"{path}: cannot read {what} ({first_line(err)})") from err
 
 
 def _read_data(img, name: str, what: str, dtype=np.float32) -> np.ndarray:
@@ -102,7 +98,7 @@ def _read_data(img, name: str, what: str, dtype=np.float32) -> np.ndarray:
         return np.asarray(img.get_fdata(dtype=dtype))
     except _READ_ERRORS as err:
         raise InputMissingError(
-            f"{name}: cannot read {what} voxel data, the file looks truncated ({_first_line(err)})"
+            f"{name}: cannot read {what} voxel data, the file looks truncated ({first_line(err)})"
         ) from err
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bids_vem._utils import is_label
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import encoders
 from bids_vem.features.batching import autocast_context
@@ -419,7 +419,7 @@ def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list
         A file cannot be written (exit 73).
     """
     name = feature_set.name
-    if not re.fullmatch(r"[A-Za-z0-9]+", name):
+    if not is_label(name):
         raise UsageError(f"feature space name {name!r} must be letters and digits only")
     bad = [s for s in feature_set.stim_ids if "\t" in s or "\n" in s or "\r" in s]
     if bad:

@@ -45,6 +45,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from bids_vem._utils import LABEL
 from bids_vem.errors import UsageError
 from bids_vem.features import families
 from bids_vem.features.weights import WEIGHT_SUFFIXES, is_path_like
@@ -66,7 +67,6 @@ _OPTIONS = ("pool", "layers")
 MODALITIES = ("text", "image")
 
 _SPEC_RE = re.compile(r"^(?:(?P<name>[^=:]*)=)?(?P<family>[A-Za-z0-9_-]+):(?P<rest>.+)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
         )
     if match["name"] is not None:
         name = match["name"].strip()
-        if not _NAME_RE.match(name):
+        if not LABEL.match(name):
             raise UsageError(
                 f"feature space {spec_text!r}: name {name!r} must be letters and digits only "
                 f"(it becomes desc-<name> in BIDS file names)"

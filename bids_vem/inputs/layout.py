@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 
+from bids_vem._utils import LABEL
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
 from bids_vem.inputs.events import read_events, read_tsv_columns
@@ -39,7 +40,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_LABEL = re.compile(r"^[A-Za-z0-9]+$")
 #: entities that tell one acquisition (run) from another, in BIDS filename order
 _RUN_ENTITIES = (
     "subject",
@@ -152,7 +152,7 @@ def _check_labels(values: Sequence[str] | str, option: str, prefix: str = "") ->
         label = str(value)
         if prefix and label.startswith(prefix):
             label = label[len(prefix) :]
-        if not _LABEL.match(label):
+        if not LABEL.match(label):
             raise UsageError(f"{option}: {value!r} is not a BIDS label (letters and digits only)")
         out.append(label)
     return tuple(dict.fromkeys(out))
@@ -167,14 +167,14 @@ def parse_space(space: str) -> tuple[str, dict[str, str]]:
         When the name or a modifier is not a BIDS label, or a modifier is not res/den/cohort.
     """
     name, *modifiers = str(space).split(":")
-    if not _LABEL.match(name):
+    if not LABEL.match(name):
         raise UsageError(
             f"{option_name('space')}: {space!r} is not a space label (letters and digits only)"
         )
     extra: dict[str, str] = {}
     for modifier in modifiers:
         key, _, value = modifier.partition("-")
-        if key not in _SPACE_ENTITIES or not _LABEL.match(value):
+        if key not in _SPACE_ENTITIES or not LABEL.match(value):
             raise UsageError(
                 f"{option_name('space')}: {modifier!r} in {space!r} is not one of res-<label>, den-<label>, "
                 "cohort-<label>"

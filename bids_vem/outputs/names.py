@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from bids_vem._utils import LABEL
 from bids_vem.errors import UsageError
 
 __all__ = [
@@ -86,7 +87,7 @@ _ALIASES = {
     "description": "desc",
     "statistic": "stat",
 }
-_LABEL = re.compile(r"^[0-9a-zA-Z]+$")
+
 _EXTENSION = re.compile(r"^(\.[0-9a-zA-Z]+)+$")
 _ALL_KEYS = ENTITY_ORDER + EXTRA_KEYS
 
@@ -101,7 +102,7 @@ def _normalise(entities: Mapping[str, object]) -> dict[str, str]:
         if value is None or value == "":
             continue
         label = str(value)
-        if not _LABEL.match(label):
+        if not LABEL.match(label):
             raise UsageError(
                 f"BIDS entity {short!r} must be alphanumeric (letters and digits only), got {label!r}"
             )
@@ -135,7 +136,7 @@ def derivative_name(entities: Mapping[str, object], suffix: str, extension: str)
         A label, the suffix or the extension is not alphanumeric, or a key is unknown.
     """
     labels = _normalise(entities)
-    if not _LABEL.match(suffix or ""):
+    if not LABEL.match(suffix or ""):
         raise UsageError(f"BIDS suffix must be alphanumeric, got {suffix!r}")
     if extension and not extension.startswith("."):
         extension = "." + extension
@@ -183,9 +184,9 @@ def parse_derivative_name(name: str | Path) -> tuple[dict[str, str], str, str]:
     entities: dict[str, str] = {}
     for pair in pairs:
         key, sep, label = pair.partition("-")
-        if not sep or not key or not _LABEL.match(label):
+        if not sep or not key or not LABEL.match(label):
             raise ValueError(f"{base}: {pair!r} is not a key-label pair")
         entities[key] = label
-    if not _LABEL.match(suffix):
+    if not LABEL.match(suffix):
         raise ValueError(f"{base}: suffix {suffix!r} is not alphanumeric")
     return entities, suffix, extension

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import nibabel as nib
 import numpy as np
 
+from bids_vem._utils import tsv_cell
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 from bids_vem.outputs.jsonfile import write_json_atomic
@@ -361,19 +362,6 @@ def summary_tsv_path(output_dir: Path | str, subject: str, session: str | None =
     return derivative_path(output_dir, {"sub": subject, "ses": session}, "summary", ".tsv")
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)):
-        return "n/a" if not np.isfinite(value) else f"{float(value):.6g}"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    text = str(value)
-    return " ".join(text.split()) or "n/a"  # tabs/newlines would break the TSV
-
-
 def write_summary_tsv(
     path: Path | str,
     rows: Sequence[Mapping[str, Any]],
@@ -394,7 +382,7 @@ def write_summary_tsv(
     )
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+        writer.writerow([tsv_cell(row.get(c)) for c in columns])
     known = {**SUMMARY_COLUMNS, **(column_descriptions or {})}
     sidecar = {c: {"Description": known[c]} for c in columns if c in known}
     suffixes = "".join(path.suffixes)

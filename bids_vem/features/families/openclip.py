@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bids_vem._utils import first_line, jsonable
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.batching import cached_load, run_image_batches, run_text_batches
 from bids_vem.features.families._base import EncodeRequest, Family
@@ -198,14 +199,6 @@ class OpenClipInfo:
         }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def inspect_openclip(spec: FeatureSpaceSpec, model_path: Path) -> OpenClipInfo:
     """Architecture config, QuickGELU and preprocessing of an open_clip spec, without loading it.
 
@@ -271,9 +264,9 @@ def inspect_openclip(spec: FeatureSpaceSpec, model_path: Path) -> OpenClipInfo:
         architecture=architecture,
         checkpoint=checkpoint,
         config_source=config_source,
-        model_cfg=_jsonable(model_cfg),
+        model_cfg=jsonable(model_cfg),
         quick_gelu=bool(model_cfg.get("quick_gelu", False)),
-        preprocessing=_jsonable(preprocessing),
+        preprocessing=jsonable(preprocessing),
         create_name=create_name,
         preprocess_overlay=dict(overlay),
     )
@@ -312,7 +305,7 @@ def load_openclip(info: OpenClipInfo, *, device: str = "cpu") -> tuple[Any, Any,
     try:
         open_clip.load_checkpoint(model, str(info.checkpoint), strict=True, weights_only=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(
             f"open_clip weights {info.checkpoint} do not fit architecture {info.architecture} "
             f"({info.config_source}): {first}"

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bids_vem._utils import first_line
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.batching import cached_load, run_image_batches, run_text_batches
@@ -239,7 +240,7 @@ def read_config(model_path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - unknown model type, unreadable JSON...
         raise DataError(
             f"model folder {model_path}: config.json cannot be read by transformers "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+            f"({type(exc).__name__}: {first_line(exc)})"
         ) from exc
 
 
@@ -268,7 +269,7 @@ def _load_now(loader: Any, model_path: Path, device: str, **kwargs: Any) -> Any:
     try:
         model = loader.from_pretrained(str(model_path), local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - missing/corrupt weights or processor files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputMissingError(
             f"model folder {model_path}: cannot load {getattr(loader, '__name__', loader)} "
             f"({type(exc).__name__}: {first})"
