@@ -5,7 +5,10 @@ Import as ``from tests.helpers import ...`` (pytest runs from the repository roo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from bids_vem.features.extract import extract_feature_spaces
 from bids_vem.features.feature_set import FeatureSet
@@ -13,7 +16,16 @@ from bids_vem.features.specs import FeatureSpaceSpec
 from bids_vem.inputs.layout import collect_runs_report
 from bids_vem.inputs.runs import Run
 
-__all__ = ["collect_runs", "extract_feature_space"]
+__all__ = [
+    "FakeEncodingResult",
+    "Killed",
+    "collect_runs",
+    "extract_feature_space",
+    "extract_images",
+    "isolated_caches",
+    "participant_argv",
+    "write_example_citation",
+]
 
 
 def collect_runs(bids_dir: Path, **query) -> list[Run]:
@@ -26,3 +38,71 @@ def extract_feature_space(spec: FeatureSpaceSpec, stim_ids, **kwargs) -> Feature
     """The one feature set of a spec without ``#layers`` (:func:`extract_feature_spaces`)."""
     (feature_set,) = extract_feature_spaces(spec, stim_ids, **kwargs)
     return feature_set
+
+
+@dataclass
+class FakeEncodingResult:
+    """The duck type write_encoding_maps expects (EncodingResult itself is tested elsewhere)."""
+
+    r: np.ndarray
+    r2: np.ndarray
+    alpha: np.ndarray
+    cv_score: np.ndarray
+
+    def summary(self) -> dict:
+        return {"mean_cv_score": float(np.mean(self.cv_score))}
+
+
+class Killed(Exception):
+    """Raised by a test to stop a run half-way (a crash at a chosen point)."""
+
+
+def participant_argv(demo, out: Path, work: Path, *extra: str, image: bool = False) -> list[str]:
+    """The demo's participant-level command line for sub-01 (MiniLM captions, confounds)."""
+    from bids_vem.demo.simulate import CONFOUND_COLUMNS
+
+    image_encoder = ["--image-encoder", demo.image_model_spec] if image else []
+    return [
+        str(demo.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
+        "--participant-label", "01", "--skip-bids-validation",
+        "--captions", str(demo.captions_tsv),
+        "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2", *image_encoder,
+        "--confounds", *CONFOUND_COLUMNS,
+        *extra,
+    ]  # fmt: skip
+
+
+def write_example_citation(out: Path) -> Path:
+    """logs/CITATION.md for one CLIP feature space over two runs."""
+    from bids_vem.outputs.dataset import write_citation
+
+    return write_citation(
+        out,
+        feature_spaces=[{"name": "clip", "spec": "openclip:ViT-B-32"}],
+        n_runs=2,
+        params={},
+        version="0.1.0",
+    )
+
+
+def extract_images(spec: FeatureSpaceSpec, paths: list[Path], batch_size: int) -> FeatureSet:
+    """The feature set of image files named by their file names (no cache, no progress bar)."""
+    return extract_feature_space(
+        spec,
+        [p.name for p in paths],
+        image_paths={p.name: p for p in paths},
+        batch_size=batch_size,
+        progress=False,
+    )
+
+
+def isolated_caches(monkeypatch, tmp_path: Path, variables: dict[str, str]) -> dict[str, Path]:
+    """Point each environment variable at a new empty folder (and HOME too); no model dir."""
+    paths = {name: tmp_path / name for name in (*variables, "home")}
+    for path in paths.values():
+        path.mkdir()
+    for name, variable in variables.items():
+        monkeypatch.setenv(variable, str(paths[name]))
+    monkeypatch.setenv("HOME", str(paths["home"]))
+    monkeypatch.delenv("BIDS_VEM_MODEL_DIR", raising=False)
+    return paths

@@ -15,6 +15,8 @@ from bids_vem.alignment.lora import LoRADelta, merged_state_dict
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.train import AlignConfig, train_alignment
 from bids_vem.errors import UsageError
+from bids_vem.features.batching import read_rgb_image
+from tests.helpers import Killed
 
 TEXT_DIM = 24
 LORA = AlignConfig(
@@ -155,7 +157,7 @@ def test_lora_export_has_plain_keys_and_the_same_embeddings(
     assert keys == set(plain.state_dict())
     loaded = open_clip.create_model(f"local-dir:{out}").eval()
     with torch.no_grad():
-        pixels = torch.stack([encoder.preprocess(_rgb(p)) for p in paths[:6]])
+        pixels = torch.stack([encoder.preprocess(read_rgb_image(p)) for p in paths[:6]])
         torch.testing.assert_close(
             loaded.encode_image(pixels, normalize=True),
             encoder.encode(pixels),
@@ -165,16 +167,6 @@ def test_lora_export_has_plain_keys_and_the_same_embeddings(
     # the in-memory model keeps its LoRA (still trainable, still the aligned model)
     assert encoder.has_lora
     assert json.loads((out / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"] == 24
-
-
-def _rgb(path):
-    from bids_vem.features.batching import read_rgb_image
-
-    return read_rgb_image(path)
-
-
-class _Killed(Exception):
-    pass
 
 
 def test_lora_resume_reaches_the_same_weights(
@@ -191,11 +183,11 @@ def test_lora_resume_reaches_the_same_weights(
     def save_then_die(*args, **kwargs):
         folder = real_save(*args, **kwargs)
         if args[1] == 1:
-            raise _Killed
+            raise Killed
         return folder
 
     monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train_alignment(
             _encoder(clip_factory, tiny_vit_cfg)[1], paths, targets, config, tmp_path / "k"
         )

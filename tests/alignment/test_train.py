@@ -15,6 +15,8 @@ from bids_vem.alignment.export import export_openclip
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.train import AlignConfig, split_train_val, train_alignment
 from bids_vem.errors import DataError, UsageError
+from bids_vem.features.batching import read_rgb_image
+from tests.helpers import Killed
 
 MINILM_DIM = 384
 TIMING = ("train_seconds", "images_per_s")
@@ -82,7 +84,7 @@ def test_export_loads_as_open_clip_and_feature_space(
     import open_clip
 
     from bids_vem.features.specs import parse_feature_space
-    from tests.helpers import extract_feature_space
+    from tests.helpers import extract_images
 
     clip, encoder, result, _ = trained
     out = export_openclip(
@@ -94,34 +96,18 @@ def test_export_loads_as_open_clip_and_feature_space(
     )
     paths = coco_captions.paths[:6]
     with torch.no_grad():
-        pixels = torch.stack([encoder.preprocess(_rgb(p)) for p in paths])
+        pixels = torch.stack([encoder.preprocess(read_rgb_image(p)) for p in paths])
         expected = encoder.encode(pixels).numpy()
         loaded = open_clip.create_model(f"local-dir:{out}").eval()
         torch.testing.assert_close(
             loaded.encode_image(pixels, normalize=True).numpy(), expected, atol=1e-5, rtol=1e-4
         )
     spec = parse_feature_space(f"openclip:{out}", "image")
-    features = extract_feature_space(
-        spec,
-        [p.name for p in paths],
-        image_paths={p.name: p for p in paths},
-        batch_size=4,
-        progress=False,
-    )
+    features = extract_images(spec, paths, batch_size=4)
     np.testing.assert_allclose(features.values, expected, atol=1e-5)
     sidecar = json.loads((out / "alignment.json").read_text(encoding="utf-8"))
     assert sidecar["embedding_width"] == MINILM_DIM and sidecar["projection_folded"]
     assert sidecar["config"]["lr"] == FAST.lr and len(sidecar["metrics"]) == FAST.epochs + 1
-
-
-def _rgb(path):
-    from bids_vem.features.batching import read_rgb_image
-
-    return read_rgb_image(path)
-
-
-class _Killed(Exception):
-    pass
 
 
 def test_resume_reaches_the_same_weights(
@@ -152,11 +138,11 @@ def test_resume_reaches_the_same_weights(
     def save_then_die(*args, **kwargs):
         folder = real_save(*args, **kwargs)
         if args[1] == 1:
-            raise _Killed
+            raise Killed
         return folder
 
     monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train_alignment(fresh(), paths, targets, config, tmp_path / "killed")
     monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", real_save)
     resumed = fresh()

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import helpers
+
 #: a ViT-B-32-shaped CLIP small enough to run in milliseconds
 TINY_CLIP_CFG = {
     "embed_dim": 32,
@@ -69,18 +71,9 @@ def minilm_path() -> Path:
 @pytest.fixture
 def isolated_caches(tmp_path, monkeypatch) -> dict[str, Path]:
     """Point every model cache the resolver knows at empty folders under tmp_path."""
-    paths = {
-        "hf": tmp_path / "hf_cache",
-        "st": tmp_path / "st_cache",
-        "home": tmp_path / "home",
-    }
-    for path in paths.values():
-        path.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(paths["hf"]))
-    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(paths["st"]))
-    monkeypatch.setenv("HOME", str(paths["home"]))
-    monkeypatch.delenv("BIDS_VEM_MODEL_DIR", raising=False)
-    return paths
+    return helpers.isolated_caches(
+        monkeypatch, tmp_path, {"hf": "HF_HUB_CACHE", "st": "SENTENCE_TRANSFORMERS_HOME"}
+    )
 
 
 def write_image(path: Path, mode: str, size: tuple[int, int], seed: int) -> Path:

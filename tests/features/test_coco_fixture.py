@@ -12,7 +12,7 @@ from PIL import Image
 from bids_vem.features.encoders import encode
 from bids_vem.features.extract import extract_feature_spaces
 from bids_vem.features.specs import parse_feature_space
-from tests.helpers import extract_feature_space
+from tests.helpers import extract_feature_space, extract_images
 
 pytestmark = pytest.mark.fixtures
 
@@ -66,13 +66,7 @@ def test_tiny_clip_on_real_coco_jpegs(coco_val, tiny_clip):
     sizes = {Image.open(p).size for p in paths}
     assert "L" in modes and len(sizes) > 5  # grayscale and many sizes: the point of this test
     spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "image")
-    feature_set = extract_feature_space(
-        spec,
-        [p.name for p in paths],
-        image_paths={p.name: p for p in paths},
-        batch_size=64,
-        progress=False,
-    )
+    feature_set = extract_images(spec, paths, batch_size=64)
     assert feature_set.values.shape == (len(paths), tiny_clip.config["embed_dim"])
     assert feature_set.values.dtype == np.float32
     assert np.isfinite(feature_set.values).all()

@@ -10,6 +10,7 @@ import pytest
 from bids_vem.errors import InputMissingError, UsageError
 from bids_vem.features.families.transformers import is_hf_model_dir, resolve_hf_model
 from bids_vem.features.weights import hf_cache_dirs
+from tests.helpers import isolated_caches
 
 
 def _model_folder(path: Path, weights: str = "model.safetensors") -> Path:
@@ -31,14 +32,7 @@ def _cache_entry(cache: Path, repo_id: str, revision: str, ref: bool = True) -> 
 @pytest.fixture
 def hf_env(tmp_path, monkeypatch) -> dict[str, Path]:
     """Every cache the resolver knows, pointed at empty folders under tmp_path."""
-    paths = {"hub": tmp_path / "hub", "hf_home": tmp_path / "hf_home", "home": tmp_path / "home"}
-    for path in paths.values():
-        path.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(paths["hub"]))
-    monkeypatch.setenv("HF_HOME", str(paths["hf_home"]))
-    monkeypatch.setenv("HOME", str(paths["home"]))
-    monkeypatch.delenv("BIDS_VEM_MODEL_DIR", raising=False)
-    return paths
+    return isolated_caches(monkeypatch, tmp_path, {"hub": "HF_HUB_CACHE", "hf_home": "HF_HOME"})
 
 
 def test_explicit_folder_with_and_without_prefix(tmp_path, hf_env):

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-
-@dataclass
-class FakeEncodingResult:
-    """The duck type write_encoding_maps expects (EncodingResult is written elsewhere)."""
-
-    r: np.ndarray
-    r2: np.ndarray
-    alpha: np.ndarray
-    cv_score: np.ndarray
-
-    def summary(self) -> dict:
-        return {"mean_cv_score": float(np.mean(self.cv_score))}
+from tests.helpers import FakeEncodingResult
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from bids_vem.errors import InputMissingError, IOFailure
 from bids_vem.outputs.dataset import (
     new_run_id,
     write_bidsignore,
-    write_citation,
     write_dataset_description,
     write_descriptions,
     write_readme,
@@ -27,6 +26,7 @@ from bids_vem.outputs.statmaps import (
     write_summary_tsv,
 )
 from bids_vem.outputs.validator import find_validator, validate_derivatives
+from tests.helpers import write_example_citation
 
 
 @pytest.fixture
@@ -45,13 +45,7 @@ def build_outputs(out: Path, raw: Path, mask_img, result) -> None:
     write_descriptions(
         out, {"clip": "CLIP ViT-B-32 image features", "sbert": "MPNet caption embeddings"}
     )
-    write_citation(
-        out,
-        feature_spaces=[{"name": "clip", "spec": "openclip:ViT-B-32"}],
-        n_runs=2,
-        params={},
-        version="0.1.0",
-    )
+    write_example_citation(out)
     write_run_config(out, 'analysis_level = "participant"\n', new_run_id())
     rows = []
     for subject, session in (("01", None), ("02", "A")):

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-
-@dataclass
-class FakeEncodingResult:
-    r: np.ndarray
-    r2: np.ndarray
-    alpha: np.ndarray
-    cv_score: np.ndarray
-
-    def summary(self) -> dict:
-        return {}
+from tests.helpers import FakeEncodingResult
 
 
 @pytest.fixture(scope="session")

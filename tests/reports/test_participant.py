@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from bids_vem.outputs.dataset import write_citation
 from bids_vem.outputs.statmaps import encoding_summary_row
 from bids_vem.reports.participant import write_participant_report
+from tests.helpers import write_example_citation
 
 SECTIONS = ["summary", "inputs", "feature-spaces", "results", "errors", "methods", "about"]
 EVIL = '<script>alert("x")</script>'
@@ -37,13 +37,7 @@ def _parse(path: Path) -> list[tuple[str, dict]]:
 @pytest.fixture
 def report(tmp_path, r_map, encoding_result) -> Path:
     out = tmp_path
-    write_citation(
-        out,
-        feature_spaces=[{"name": "clip", "spec": "openclip:ViT-B-32"}],
-        n_runs=2,
-        params={},
-        version="0.1.0",
-    )
+    write_example_citation(out)
     row = encoding_summary_row(
         encoding_result,
         subject="01",

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from bids_vem.cli.run import main
-from bids_vem.demo.simulate import CONFOUND_COLUMNS
 from bids_vem.errors import DataError
 from bids_vem.inputs.events import read_events
 from bids_vem.outputs.validator import validate_derivatives
+from tests.helpers import participant_argv
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +22,7 @@ STEM = f"sub-01_task-shapes_space-{SPACE}"
 
 
 def _argv(demo, out, work, *extra):
-    return [
-        str(demo.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
-        "--participant-label", "01", "--skip-bids-validation",
-        "--captions", str(demo.captions_tsv),
-        "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
-        "--image-encoder", demo.image_model_spec,
-        "--confounds", *CONFOUND_COLUMNS,
-        *extra,
-    ]  # fmt: skip
+    return participant_argv(demo, out, work, *extra, image=True)
 
 
 @pytest.fixture(scope="module")

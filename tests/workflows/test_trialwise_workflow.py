@@ -11,6 +11,7 @@ from scipy.stats import pearsonr
 
 from bids_vem.cli.run import main
 from bids_vem.demo.simulate import CONFOUND_COLUMNS
+from tests.helpers import participant_argv
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +20,7 @@ STEM = f"sub-01_task-shapes_space-{SPACE}"
 
 
 def _argv(demo, out, work, *extra):
-    return [
-        str(demo.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
-        "--participant-label", "01", "--skip-bids-validation",
-        "--captions", str(demo.captions_tsv),
-        "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
-        "--confounds", *CONFOUND_COLUMNS,
-        *extra,
-    ]  # fmt: skip
+    return participant_argv(demo, out, work, *extra, image=False)
 
 
 def _r(out):
