@@ -23,6 +23,7 @@ __all__ = [
     "extract_feature_space",
     "extract_images",
     "isolated_caches",
+    "kill_after_checkpoint",
     "participant_argv",
     "write_example_citation",
 ]
@@ -55,6 +56,26 @@ class FakeEncodingResult:
 
 class Killed(Exception):
     """Raised by a test to stop a run half-way (a crash at a chosen point)."""
+
+
+def kill_after_checkpoint(monkeypatch, train, epoch: int = 1) -> None:
+    """Run ``train()`` and kill it right after it saved the checkpoint of ``epoch``."""
+    import pytest
+
+    from bids_vem.alignment import checkpoint
+
+    real_save = checkpoint.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        folder = real_save(*args, **kwargs)
+        if args[1] == epoch:
+            raise Killed
+        return folder
+
+    monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train()
+    monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", real_save)
 
 
 def participant_argv(demo, out: Path, work: Path, *extra: str, image: bool = False) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bids_vem.outputs.names import entity_prefix
+
 __all__ = ["Run"]
 
 
@@ -48,15 +50,10 @@ class Run:
     @property
     def name(self) -> str:
         """BIDS prefix of the run, e.g. ``sub-01_ses-1_task-scenes_run-2``."""
-        parts = [f"sub-{self.subject}"]
-        if self.session:
-            parts.append(f"ses-{self.session}")
-        parts.append(f"task-{self.task}")
-        if self.acquisition:
-            parts.append(f"acq-{self.acquisition}")
-        if self.run:
-            parts.append(f"run-{self.run}")
-        return "_".join(parts)
+        return entity_prefix(
+            {"sub": self.subject, "ses": self.session, "task": self.task}
+            | {"acq": self.acquisition, "run": self.run}
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (paths as strings)."""

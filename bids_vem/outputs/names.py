@@ -142,8 +142,17 @@ def derivative_name(entities: Mapping[str, object], suffix: str, extension: str)
         extension = "." + extension
     if not _EXTENSION.match(extension or ""):
         raise UsageError(f"file extension must look like '.nii.gz', got {extension!r}")
-    parts = [f"{key}-{labels[key]}" for key in _ALL_KEYS if key in labels]
-    return "_".join([*parts, suffix]) + extension
+    return f"{entity_prefix(labels)}_{suffix}{extension}"
+
+
+def entity_prefix(entities: Mapping[str, object]) -> str:
+    """``key-label`` pairs in BIDS order, joined by ``_``: the name of a run or run group.
+
+    e.g. ``{"subject": "01", "task": "x", "run": "2"}`` -> ``sub-01_task-x_run-2``; None or
+    "" values are left out. Raises UsageError as :func:`derivative_name`.
+    """
+    labels = _normalise(entities)
+    return "_".join(f"{key}-{labels[key]}" for key in _ALL_KEYS if key in labels)
 
 
 def derivative_path(

@@ -25,6 +25,7 @@ from bids_vem.inputs.layout import collect_runs_report, find_derivatives
 from bids_vem.inputs.runs import Run
 from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
 from bids_vem.outputs.atomic import write_text_atomic
+from bids_vem.outputs.names import entity_prefix
 
 __all__ = ["AlignmentPlan", "ParticipantPlan", "RunGroup", "plan_participant_level"]
 
@@ -48,8 +49,7 @@ class RunGroup:
 
     @property
     def name(self) -> str:
-        ses = f"_ses-{self.session}" if self.session else ""
-        return f"sub-{self.subject}{ses}_task-{self.task}"
+        return entity_prefix({"sub": self.subject, "ses": self.session, "task": self.task})
 
 
 @dataclass(frozen=True)

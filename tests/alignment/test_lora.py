@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bids_vem.alignment import checkpoint as checkpoint_module
 from bids_vem.alignment.export import export_openclip
 from bids_vem.alignment.lora import LoRADelta, merged_state_dict
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.train import AlignConfig, train_alignment
 from bids_vem.errors import UsageError
 from bids_vem.features.batching import read_rgb_image
-from tests.helpers import Killed
+from tests.helpers import kill_after_checkpoint
 
 TEXT_DIM = 24
 LORA = AlignConfig(
@@ -178,20 +177,12 @@ def test_lora_resume_reaches_the_same_weights(
     straight_clip, straight = _encoder(clip_factory, tiny_vit_cfg)
     want = train_alignment(straight, paths, targets, config, tmp_path / "straight")
 
-    real_save = checkpoint_module.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        folder = real_save(*args, **kwargs)
-        if args[1] == 1:
-            raise Killed
-        return folder
-
-    monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train_alignment(
+    kill_after_checkpoint(
+        monkeypatch,
+        lambda: train_alignment(
             _encoder(clip_factory, tiny_vit_cfg)[1], paths, targets, config, tmp_path / "k"
-        )
-    monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", real_save)
+        ),
+    )
     _, resumed = _encoder(clip_factory, tiny_vit_cfg)
     got = train_alignment(resumed, paths, targets, config, tmp_path / "k", resume=True)
     for a, b in zip(got.metrics, want.metrics, strict=True):

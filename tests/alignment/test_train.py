@@ -16,7 +16,7 @@ from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.train import AlignConfig, split_train_val, train_alignment
 from bids_vem.errors import DataError, UsageError
 from bids_vem.features.batching import read_rgb_image
-from tests.helpers import Killed
+from tests.helpers import kill_after_checkpoint
 
 MINILM_DIM = 384
 TIMING = ("train_seconds", "images_per_s")
@@ -133,18 +133,9 @@ def test_resume_reaches_the_same_weights(
     straight = fresh()
     straight_result = train_alignment(straight, paths, targets, config, tmp_path / "straight")
 
-    real_save = checkpoint_module.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        folder = real_save(*args, **kwargs)
-        if args[1] == 1:
-            raise Killed
-        return folder
-
-    monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train_alignment(fresh(), paths, targets, config, tmp_path / "killed")
-    monkeypatch.setattr("bids_vem.alignment.train.save_checkpoint", real_save)
+    kill_after_checkpoint(
+        monkeypatch, lambda: train_alignment(fresh(), paths, targets, config, tmp_path / "killed")
+    )
     resumed = fresh()
     resumed_result = train_alignment(
         resumed, paths, targets, config, tmp_path / "killed", resume=True

@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_vem.outputs.names import entity_prefix
+
 
 @dataclass
 class RunSpec:
@@ -35,13 +37,9 @@ class RunSpec:
 
     @property
     def prefix(self) -> str:
-        parts = [f"sub-{self.subject}"]
-        if self.session:
-            parts.append(f"ses-{self.session}")
-        parts.append(f"task-{self.task}")
-        if self.run:
-            parts.append(f"run-{self.run}")
-        return "_".join(parts)
+        return entity_prefix(
+            {"sub": self.subject, "ses": self.session, "task": self.task} | {"run": self.run}
+        )
 
     def folder(self, root: Path) -> Path:
         folder = root / f"sub-{self.subject}"
