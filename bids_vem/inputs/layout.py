@@ -25,7 +25,7 @@ from bids_vem._utils import LABEL
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
 from bids_vem.inputs.events import read_events, read_tsv_columns
-from bids_vem.inputs.runs import Run
+from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import WORD_COLUMNS
 
 __all__ = [
@@ -578,7 +578,7 @@ def collect_runs_report(
     space: str = "MNI152NLin2009cAsym",
     bids_filters: Mapping | None = None,
     stim_column: str = "stim_file",
-) -> tuple[list[Run], list[str]]:
+) -> tuple[list[Run], list[SkippedRun]]:
     """The runs to model, and one sentence per run that was found but cannot be used.
 
     A run is kept when it has a preprocessed BOLD in ``space``, a brain mask in that space,
@@ -607,8 +607,9 @@ def collect_runs_report(
     -------
     runs : list of Run
         Sorted by subject, session, task, acquisition, run.
-    skipped : list of str
-        One human sentence per run left out, naming it and saying why.
+    skipped : list of SkippedRun
+        One sentence (a str) per run left out, naming it and saying why; its ``subject``,
+        ``run`` and ``reason`` fields say the same without parsing.
 
     Raises
     ------
@@ -655,7 +656,7 @@ def collect_runs_report(
     }
 
     runs: list[Run] = []
-    skipped: list[str] = []
+    skipped: list[SkippedRun] = []
     unreadable: list[InputMissingError] = []
     seen: dict[tuple, Path] = {}
     used_events: set[Path] = set()
@@ -674,22 +675,36 @@ def collect_runs_report(
         events = _events_for(events_candidates, key)
         if events is None:
             skipped.append(
-                f"{name}: no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})"
+                SkippedRun(
+                    pre.subject,
+                    name,
+                    f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})",
+                )
             )
             continue
         used_events.add(events)
         if pre.mask is None:
-            skipped.append(f"{name}: no brain mask in space {pre.space} beside {pre.bold}")
+            skipped.append(
+                SkippedRun(
+                    pre.subject, name, f"no brain mask in space {pre.space} beside {pre.bold}"
+                )
+            )
             continue
         columns = read_tsv_columns(events)
         tells_story = stim_column not in columns and any(c in columns for c in WORD_COLUMNS)
         if stim_column not in columns and not tells_story:
             skipped.append(
-                f"{name}: {events.name} has no '{stim_column}' column (nor a word/text column)"
+                SkippedRun(
+                    pre.subject,
+                    name,
+                    f"{events.name} has no '{stim_column}' column (nor a word/text column)",
+                )
             )
             continue
         if not tells_story and read_events(events, stim_column=stim_column)["stim_id"].isna().all():
-            skipped.append(f"{name}: {events.name} names no stimulus in '{stim_column}'")
+            skipped.append(
+                SkippedRun(pre.subject, name, f"{events.name} names no stimulus in '{stim_column}'")
+            )
             continue
         try:
             n_volumes, header_tr = read_bold_header(pre.bold)
@@ -744,7 +759,13 @@ def collect_runs_report(
             continue
         if not _matches_simple_filters(ents, bold_filters):
             continue
-        skipped.append(f"{_run_name(ents)}: {path.name} has no preprocessed BOLD in space {space}")
+        skipped.append(
+            SkippedRun(
+                str(ents["subject"]),
+                _run_name(ents),
+                f"{path.name} has no preprocessed BOLD in space {space}",
+            )
+        )
 
     for sentence in skipped:
         logger.warning("skipping %s", sentence)

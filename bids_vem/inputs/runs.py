@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bids_vem.outputs.names import entity_prefix
 
-__all__ = ["Run"]
+__all__ = ["Run", "SkippedRun"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,27 @@ class Run:
         for key in ("bold", "mask", "events", "confounds"):
             data[key] = None if data.get(key) is None else Path(data[key])
         return cls(**data)
+
+
+class SkippedRun(str):
+    """A run found but not used: the sentence that says so, with ``subject`` and ``run``.
+
+    A ``str`` (``"sub-01_task-x_run-1: no events.tsv ..."``) so that it logs and prints as
+    the sentence; the fields say whose run it is without parsing the text.
+    """
+
+    subject: str
+    run: str
+    reason: str
+
+    def __new__(cls, subject: str, run: str, reason: str) -> SkippedRun:
+        sentence = super().__new__(cls, f"{run}: {reason}")
+        sentence.subject, sentence.run, sentence.reason = subject, run, reason
+        return sentence
+
+    def to_dict(self) -> dict[str, str]:
+        return {"subject": self.subject, "run": self.run, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> SkippedRun:
+        return cls(data["subject"], data["run"], data["reason"])

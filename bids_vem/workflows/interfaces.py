@@ -207,7 +207,7 @@ class _AlignImageEncoderInputSpec(_StepInputSpec):
     folds = File(exists=True, mandatory=True, desc="JSON list of AlignmentFold dicts")
     corpus = traits.Str("", usedefault=True, desc="image-caption corpus folder ('' = stimuli)")
     alignment = traits.Str(mandatory=True, desc="AlignmentSettings JSON")
-    group = traits.Str("", usedefault=True, desc="run group, recorded in the model sidecar")
+    group = traits.Str(mandatory=True, desc="run group, recorded in the model and its summary")
     model_dirs = traits.List(traits.Str)
     cache_root = traits.Str(mandatory=True, desc="work folder of alignments", nohash=True)
     feature_cache_dir = traits.Str("", usedefault=True, nohash=True)
@@ -271,14 +271,19 @@ class AlignImageEncoder(SimpleInterface):
             else None,
             model_dirs=[Path(p) for p in self.inputs.model_dirs],
             allow_downloads=self.inputs.allow_downloads,
-            provenance={"RunGroup": self.inputs.group} if self.inputs.group else None,
+            provenance={"RunGroup": self.inputs.group},
         )
         paths = []
         for fold, feature_set in fold_sets:
             paths.append(Path(runtime.cwd) / f"features_{self.inputs.name}_{fold.name}.npz")
             save_feature_set(feature_set, paths[-1])
         summary = Path(runtime.cwd) / "alignment_summary.json"
-        summary.write_text(json.dumps(alignment_summary(model_dir, fold_sets), indent=1))
+        summary.write_text(
+            json.dumps(
+                alignment_summary(model_dir, fold_sets) | {"run_group": self.inputs.group},
+                indent=1,
+            )
+        )
         self._results["summary"] = str(summary)
         self._results["model_dir"] = str(model_dir)
         self._results["feature_set"] = str(paths[-1])
@@ -333,6 +338,8 @@ class _FitEncodingInputSpec(_StepInputSpec):
         File(exists=True), desc="features that predict some runs (an alignment that held them out)"
     )
     fold_held_out_runs = traits.List(traits.List(traits.Str), desc="the runs of each fold")
+    run_group = traits.Str(mandatory=True, desc="the run group's name (sub-XX[_ses-YY]_task-ZZ)")
+    feature_space = traits.Str(mandatory=True, desc="the feature space's name")
     stim_column = traits.Str(mandatory=True, desc="events column naming the stimulus")
     evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
     save_weights = traits.Bool(False, usedefault=True)
@@ -342,8 +349,7 @@ class _FitEncodingInputSpec(_StepInputSpec):
 
 
 class _FitEncodingOutputSpec(TraitedSpec):
-    result = File(exists=True, desc="EncodingResult .npz")
-    weights = traits.Str(desc="weights .npy (features x voxels), '' unless save_weights")
+    fit = File(exists=True, desc="FitRecord JSON: run group, feature space, result and weights")
     computed_at = traits.Float()
 
 
@@ -414,10 +420,12 @@ class FitEncoding(SimpleInterface):
                     mem_mb=self.inputs.mem_mb or None,
                     weights_path=weights,
                 )
+        from bids_vem.workflows.contracts import FitRecord
+
         out = Path(runtime.cwd) / "encoding_result.npz"
         result.save(out)
-        self._results["result"] = str(out)
-        self._results["weights"] = str(weights) if weights is not None else ""
+        record = FitRecord(self.inputs.run_group, self.inputs.feature_space, out, weights)
+        self._results["fit"] = str(record.write(Path(runtime.cwd) / "fit.json"))
         self._results["computed_at"] = time.time()
         return runtime
 
@@ -426,13 +434,10 @@ class FitEncoding(SimpleInterface):
 class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
     subject = traits.Str(mandatory=True)
-    plan = File(
-        exists=True, mandatory=True, desc="JSON: run groups, runs, feature spaces, parameters"
-    )
-    results = traits.List(File(exists=True), desc="EncodingResult files, in plan order")
-    weights = traits.List(traits.Str, desc="weights .npy of each result ('' when not saved)")
+    plan = File(exists=True, mandatory=True, desc="OutputPlan JSON")
+    fits = traits.List(File(exists=True), desc="FitRecord JSON of each encoding step")
     aligned_models = traits.List(
-        File(exists=True), desc="alignment summaries of the run groups, in plan order"
+        File(exists=True), desc="alignment summaries of the run groups (each names its group)"
     )
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
@@ -450,14 +455,14 @@ class WriteParticipantOutputs(SimpleInterface):
     _always_run = True
 
     def _run_interface(self, runtime):
+        from bids_vem.workflows.contracts import FitRecord, OutputPlan
         from bids_vem.workflows.participant_outputs import write_participant_outputs
 
         report, statmaps = write_participant_outputs(
             Path(self.inputs.output_dir),
             self.inputs.subject,
-            plan=json.loads(Path(self.inputs.plan).read_text()),
-            result_files=[Path(p) for p in self.inputs.results],
-            weight_files=[Path(p) if p else None for p in self.inputs.weights or []],
+            plan=OutputPlan.from_json(Path(self.inputs.plan).read_text()),
+            fits=[FitRecord.read(Path(p)) for p in self.inputs.fits],
             alignment_summaries=[Path(p) for p in self.inputs.aligned_models or []],
         )
         self._results["report"] = str(report)
@@ -485,12 +490,13 @@ class WriteDatasetOutputs(SimpleInterface):
     _always_run = True
 
     def _run_interface(self, runtime):
+        from bids_vem.workflows.contracts import OutputPlan
         from bids_vem.workflows.participant_outputs import write_dataset_outputs
 
         files = write_dataset_outputs(
             Path(self.inputs.output_dir),
             Path(self.inputs.bids_dir),
-            plan=json.loads(Path(self.inputs.plan).read_text()),
+            plan=OutputPlan.from_json(Path(self.inputs.plan).read_text()),
             feature_set_files=[Path(p) for p in self.inputs.feature_sets],
             captions_tsv=Path(self.inputs.captions_tsv) if self.inputs.captions_tsv else None,
         )

@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 from bids_vem.config import RunConfig, option_name
 from bids_vem.encoding.device import resolve_device
 from bids_vem.outputs.atomic import write_text_atomic
+from bids_vem.workflows.contracts import AlignmentEntry, FeatureSpaceEntry, OutputPlan, RunGroup
 from bids_vem.workflows.interfaces import (
     AlignImageEncoder,
     CaptionImages,
@@ -20,9 +21,9 @@ from bids_vem.workflows.interfaces import (
     WriteDatasetOutputs,
     WriteParticipantOutputs,
 )
-from bids_vem.workflows.plan import ParticipantPlan, RunGroup
+from bids_vem.workflows.plan import ParticipantPlan
 
-__all__ = ["init_participant_wf", "plan_to_dict", "cross_validation_text"]
+__all__ = ["init_participant_wf", "output_plan", "cross_validation_text"]
 
 
 def _fingerprint(path: Path | None) -> list | None:
@@ -117,45 +118,35 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     return parameters
 
 
-def plan_to_dict(config: RunConfig, plan: ParticipantPlan) -> dict:
-    """What the output steps need to know, as JSON-ready data."""
-    return {
-        "bids_dir": str(config.bids_dir),
-        "space": config.space,
-        "parameters": _parameters(config, plan),
-        "feature_spaces": [
-            {"name": fs.name, "spec": fs.text, "modality": fs.modality, "family": fs.family}
+def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
+    """What the output steps need to know of the run (written to ``specs/plan.json``)."""
+    alignment = plan.alignment
+    return OutputPlan(
+        bids_dir=config.bids_dir,
+        space=config.space,
+        parameters=_parameters(config, plan),
+        feature_spaces=tuple(
+            FeatureSpaceEntry(fs.name, fs.text, fs.modality, fs.family)
             for fs in plan.feature_spaces
-        ]
-        + ([plan.alignment.feature_space_entry()] if plan.alignment is not None else []),
-        "alignment": None
-        if plan.alignment is None
-        else {
-            "name": plan.alignment.name,
-            "base": plan.alignment.base.name,
-            "target": plan.alignment.target.name,
-            "corpus": None if plan.alignment.corpus is None else str(plan.alignment.corpus),
-            "settings": config.alignment.train_settings() | {"seed": config.random_seed},
-            "folds": {
-                group: [f.name for f in folds] for group, folds in plan.alignment.folds.items()
-            },
-        },
-        "rois": [[name, str(path)] for name, path in plan.rois],
-        "run_groups": [
-            {
-                "subject": group.subject,
-                "session": group.session,
-                "task": group.task,
-                "space": group.space,
-                "runs": [run.to_dict() | {"name": run.name} for run in group.runs],
-            }
-            for group in plan.run_groups
-        ],
-        "skipped_runs": list(plan.skipped_runs),
-        "n_stimuli": len(plan.stimuli),
-        "captions": None if config.captions is None else str(config.captions),
-        "derivatives": [str(p) for p in plan.derivatives],
-    }
+        )
+        + ((alignment.feature_space_entry(),) if alignment is not None else ()),
+        run_groups=plan.run_groups,
+        alignment=None
+        if alignment is None
+        else AlignmentEntry(
+            name=alignment.name,
+            base=alignment.base.name,
+            target=alignment.target.name,
+            corpus=None if alignment.corpus is None else str(alignment.corpus),
+            settings=config.alignment.train_settings() | {"seed": config.random_seed},
+            folds={group: [f.name for f in folds] for group, folds in alignment.folds.items()},
+        ),
+        rois=plan.rois,
+        skipped_runs=plan.skipped_runs,
+        n_stimuli=len(plan.stimuli),
+        captions=config.captions,
+        derivatives=plan.derivatives,
+    )
 
 
 def init_participant_wf(
@@ -192,9 +183,7 @@ def init_participant_wf(
     }
     specs_dir = work_dir / "specs"
     specs_dir.mkdir(parents=True, exist_ok=True)
-    plan_json = write_text_atomic(
-        specs_dir / "plan.json", json.dumps(plan_to_dict(config, plan), indent=1)
-    )
+    plan_json = write_text_atomic(specs_dir / "plan.json", output_plan(config, plan).to_json())
     cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
 
     caption_node = None
@@ -270,21 +259,14 @@ def init_participant_wf(
                 bold.n_procs = config.omp_nthreads
             betas = (plan.betas or {}).get(group.name)
             for fs in plan.feature_spaces:
-                node = _encode_node(
-                    config, runs_json, f"{group.name.replace('-', '')}_{fs.name}", betas
-                )
+                node = _encode_node(config, runs_json, group, fs.name, betas)
                 if bold is not None:
                     wf.connect(bold, "store", node, "bold_store")
                 wf.connect(*feature_sources[fs.name], node, "feature_set")
                 encode_nodes.append(node)
             if plan.alignment is not None:
                 align = _align_node(wf, config, plan, group, specs_dir, caption_sources)
-                node = _encode_node(
-                    config,
-                    runs_json,
-                    f"{group.name.replace('-', '')}_{plan.alignment.name}",
-                    betas,
-                )
+                node = _encode_node(config, runs_json, group, plan.alignment.name, betas)
                 if bold is not None:
                     wf.connect(bold, "store", node, "bold_store")
                 for output in ("feature_set", "fold_feature_sets", "fold_held_out_runs"):
@@ -295,13 +277,10 @@ def init_participant_wf(
         outputs.inputs.output_dir = str(config.output_dir)
         outputs.inputs.subject = subject
         outputs.inputs.plan = str(plan_json)
-        merge_results = pe.Node(_merge(len(encode_nodes)), name=f"merge_results_sub{subject}")
-        merge_weights = pe.Node(_merge(len(encode_nodes)), name=f"merge_weights_sub{subject}")
+        merge_fits = pe.Node(_merge(len(encode_nodes)), name=f"merge_fits_sub{subject}")
         for i, node in enumerate(encode_nodes, start=1):
-            wf.connect(node, "result", merge_results, f"in{i}")
-            wf.connect(node, "weights", merge_weights, f"in{i}")
-        wf.connect(merge_results, "out", outputs, "results")
-        wf.connect(merge_weights, "out", outputs, "weights")
+            wf.connect(node, "fit", merge_fits, f"in{i}")
+        wf.connect(merge_fits, "out", outputs, "fits")
         if aligned_models:
             merge_models = pe.Node(_merge(len(aligned_models)), name=f"merge_models_sub{subject}")
             for i, node in enumerate(aligned_models, start=1):
@@ -313,9 +292,14 @@ def init_participant_wf(
 
 
 def _encode_node(
-    config: RunConfig, runs_json: Path, name: str, betas: Path | None = None
+    config: RunConfig,
+    runs_json: Path,
+    group: RunGroup,
+    feature_space: str,
+    betas: Path | None = None,
 ) -> pe.Node:
-    """A FitEncoding node with the run-wide settings (feature sets are connected by the caller)."""
+    """The FitEncoding node of one run group and feature space (feature sets connected by the
+    caller)."""
     # MultiProc runs up to nprocs / omp_nthreads steps at once: each fit gets its share of --mem
     share = (
         max(1, config.mem_mb // max(1, config.nprocs // config.omp_nthreads))
@@ -323,7 +307,10 @@ def _encode_node(
         else 0
     )
     extra = {"mem_gb": share / 1024} if share else {}
-    node = _step(FitEncoding(), f"encode_{name}", config, **extra)
+    name = f"encode_{group.name.replace('-', '')}_{feature_space}"
+    node = _step(FitEncoding(), name, config, **extra)
+    node.inputs.run_group = group.name
+    node.inputs.feature_space = feature_space
     node.inputs.runs = str(runs_json)
     node.inputs.stim_column = config.stim_column
     node.inputs.evaluation = config.evaluation.to_json()

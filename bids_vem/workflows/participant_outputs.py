@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from bids_vem.outputs.statmaps import (
     write_summary_tsv,
 )
 from bids_vem.reports.participant import write_participant_report
+from bids_vem.workflows.contracts import FeatureSpaceEntry, FitRecord, OutputPlan, RunGroup
 
 __all__ = [
     "write_dataset_outputs",
@@ -50,10 +52,10 @@ __all__ = [
 log = logging.getLogger("bids_vem.outputs")
 
 
-def citation_params(plan: dict) -> dict[str, Any]:
+def citation_params(plan: OutputPlan) -> dict[str, Any]:
     """The parameters the methods text describes."""
-    parameters = plan["parameters"]
-    trs = sorted({run["tr"] for group in plan["run_groups"] for run in group["runs"]})
+    parameters = plan.parameters
+    trs = sorted({run.tr for group in plan.run_groups for run in group.runs})
     unit = parameters.get("CVFolds", "run")
     test_runs = parameters.get("TestRuns") or []
     if not test_runs:
@@ -80,7 +82,7 @@ def write_dataset_outputs(
     output_dir: Path,
     bids_dir: Path,
     *,
-    plan: dict,
+    plan: OutputPlan,
     feature_set_files: list[Path],
     captions_tsv: Path | None = None,
 ) -> list[Path]:
@@ -124,20 +126,20 @@ def write_dataset_outputs(
         write_citation(
             output_dir,
             feature_spaces=feature_spaces,
-            n_runs=sum(len(group["runs"]) for group in plan["run_groups"]),
+            n_runs=sum(len(group.runs) for group in plan.run_groups),
             params=citation_params(plan),
             version=__version__,
-            n_subjects=len({group["subject"] for group in plan["run_groups"]}),
+            n_subjects=len({group.subject for group in plan.run_groups}),
         )
     )
     return files
 
 
-def dataset_links(plan: dict) -> dict[str, Path]:
+def dataset_links(plan: OutputPlan) -> dict[str, Path]:
     """BIDS URI names of the datasets we read: ``raw`` and each derivative by folder name."""
-    links = {"raw": Path(plan["bids_dir"])}
-    for path in plan.get("derivatives", []):
-        links.setdefault(Path(path).name, Path(path))
+    links = {"raw": plan.bids_dir}
+    for path in plan.derivatives:
+        links.setdefault(path.name, path)
     return links
 
 
@@ -154,27 +156,26 @@ def _uri(path: str | Path, links: dict[str, Path]) -> str:
 
 
 def _sources(
-    group: dict, feature_space: str, links: dict[str, Path], plan: dict | None = None
+    group: RunGroup, feature_space: str, links: dict[str, Path], plan: OutputPlan
 ) -> list[str]:
-    sources = [_uri(run[key], links) for run in group["runs"] for key in ("bold", "mask", "events")]
-    alignment = (plan or {}).get("alignment")
-    if alignment and feature_space == alignment["name"]:
-        folder = aligned_model_folder(group, alignment["name"])
+    sources = [_uri(path, links) for run in group.runs for path in (run.bold, run.mask, run.events)]
+    alignment = plan.alignment
+    if alignment is not None and feature_space == alignment.name:
+        folder = aligned_model_folder(group, alignment.name)
         sources.append(bids_uri("", f"models/{folder}/open_clip_model.safetensors"))
     else:
         sources.append(bids_uri("", f"features/desc-{feature_space}_features.npy"))
     return sources
 
 
-def aligned_model_folder(group: dict, name: str) -> str:
+def aligned_model_folder(group: RunGroup, name: str) -> str:
     """``sub-XX[_ses-YY]_task-ZZ_desc-<name>_model``: a run group's model folder in models/."""
-    entities = {"sub": group["subject"], "ses": group["session"], "task": group["task"]}
+    entities = {"sub": group.subject, "ses": group.session, "task": group.task}
     return derivative_name(entities | {"desc": name}, "model", ".json").removesuffix(".json")
 
 
-def _copy_model(summary_file: Path, output_dir: Path, group: dict, name: str) -> Path:
+def _copy_model(summary: dict, output_dir: Path, group: RunGroup, name: str) -> Path:
     """Copy the final aligned model and the run group's fold metrics into OUTPUT_DIR/models."""
-    summary = json.loads(Path(summary_file).read_text())
     target = output_dir / "models" / aligned_model_folder(group, name)
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -190,138 +191,74 @@ def write_participant_outputs(
     output_dir: Path,
     subject: str,
     *,
-    plan: dict,
-    result_files: list[Path],
+    plan: OutputPlan,
+    fits: list[FitRecord],
     alignment_summaries: list[Path] = (),
-    weight_files: list[Path | None] = (),
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
-    ``result_files`` are in the order of the workflow: for each run group of the
-    participant, for each feature space. ``alignment_summaries`` (with ``--align``) give each
-    run group's aligned model and fold metrics, in the same group order. ``weight_files``
-    (with ``--save-weights``; None where absent) follow ``result_files`` and are copied to
-    ``models/`` (:func:`write_weights_derivative`).
+    ``fits`` name their run group and feature space (in any order); every run group of the
+    participant must have one per feature space. ``alignment_summaries`` (with ``--align``)
+    give each run group's aligned model and fold metrics, named by run group. A fit's weights
+    (``--save-weights``) are copied to ``models/`` (:func:`write_weights_derivative`).
     """
-    alignment = plan.get("alignment")
-    summaries = iter(alignment_summaries)
-    comparisons = []
-    groups = [g for g in plan["run_groups"] if g["subject"] == subject]
-    feature_spaces = plan["feature_spaces"]
-    expected = len(groups) * len(feature_spaces)
-    if len(result_files) != expected:
-        raise RuntimeError(f"sub-{subject}: {len(result_files)} results for {expected} fits")
-    n_features: dict[str, int] = {}
-
+    groups = plan.groups_of(subject)
+    by_key = {fit.key: fit for fit in fits}
+    missing = [
+        f"{group.name}/{fs.name}"
+        for group in groups
+        for fs in plan.feature_spaces
+        if (group.name, fs.name) not in by_key
+    ]
+    if missing:
+        raise RuntimeError(f"sub-{subject}: no encoding result for {', '.join(missing)}")
+    summaries = {}
+    for path in alignment_summaries:
+        summary = json.loads(Path(path).read_text())
+        summaries[summary["run_group"]] = summary
     links = dataset_links(plan)
     statmaps: list[Path] = []
-    rows, results = [], []
-    errors = [
-        f"skipped: {sentence}"
-        for sentence in plan.get("skipped_runs", [])
-        # sentences start with the run name: "sub-01_task-x_run-1: no events.tsv ..."
-        if sentence.startswith(f"sub-{subject}_")
-    ]
-    files = iter(result_files)
-    weights = iter(list(weight_files) or [None] * len(result_files))
+    rows, results, comparisons = [], [], []
+    n_features: dict[str, int] = {}
+    errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
-        for fs in feature_spaces:
-            result = EncodingResult.load(next(files))
-            weight_file = next(weights)
+        group_results = {}
+        for fs in plan.feature_spaces:
+            fit = by_key[(group.name, fs.name)]
+            result = EncodingResult.load(fit.result)
             # design columns = features x delays: no need to read the feature matrix again
-            n_features[fs["name"]] = result.n_features // max(1, len(result.delays))
-            mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
-            parameters = dict(plan["parameters"]) | {
-                "FeatureSpace": fs["name"],
-                "ModelSpec": fs["spec"],
-                "Modality": fs["modality"],
-                "Runs": list(result.runs),
-                "NestedCV": bool(result.nested),
-                "Evaluation": result.evaluation,
-                "TestRuns": list(result.test_runs),
-                "RepeatedTestRuns": [list(group) for group in result.repeats],
-            }
-            paths = write_encoding_maps(
-                output_dir,
-                result,
-                mask_img,
-                subject=subject,
-                session=group["session"],
-                task=group["task"],
-                space=group["space"],
-                feature_space=fs["name"],
-                sources=_sources(group, fs["name"], links, plan),
-                parameters=parameters,
-            )
+            n_features[fs.name] = result.n_features // max(1, len(result.delays))
+            paths, row = _write_fit(output_dir, subject, group, fs, result, fit, plan, links)
             statmaps += list(paths.values())
-            if weight_file is not None:
-                write_weights_derivative(
-                    output_dir,
-                    weight_file,
-                    result,
-                    entities={
-                        "sub": subject,
-                        "ses": group["session"],
-                        "task": group["task"],
-                        "space": group["space"],
-                        "desc": fs["name"],
-                    },
-                    mask_uri=bids_uri("", str(paths["r"].relative_to(output_dir))),
-                    parameters=parameters,
-                )
-            row = encoding_summary_row(
-                result,
-                subject=subject,
-                session=group["session"],
-                task=group["task"],
-                space=group["space"],
-                feature_space=fs["name"],
-                alphas=list(result.alphas),
-            )
             rows.append(row)
-            results.append(
-                {
-                    "task": group["task"],
-                    "session": group["session"],
-                    "space": group["space"],
-                    "feature_space": fs["name"],
-                    "summary": row,
-                    "paths": paths,
-                    "r": result.r,
-                    "mask": result.mask,
-                    "affine": result.affine,
-                }
-            )
-            n_edge = int(result.n_alpha_low + result.n_alpha_high)
-            log.info(
-                "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels; %d voxel(s) chose a penalty "
-                "at an edge of the grid (%d low, %d high)",
-                subject,
-                group["task"],
-                fs["name"],
-                float(np.mean(result.r)),
-                float(np.max(result.r)),
-                result.n_voxels,
-                n_edge,
-                result.n_alpha_low,
-                result.n_alpha_high,
-            )
-        group_results = {r["feature_space"]: r for r in results[-len(feature_spaces) :]}
-        comparison = _compare(output_dir, subject, group, plan, group_results, links)
-        if alignment and alignment_summaries:
-            model = _copy_model(next(summaries), output_dir, group, alignment["name"])
+            group_results[fs.name] = {
+                "task": group.task,
+                "session": group.session,
+                "space": group.space,
+                "feature_space": fs.name,
+                "summary": row,
+                "paths": paths,
+                "r": result.r,
+                "mask": result.mask,
+                "affine": result.affine,
+            }
+            results.append(group_results[fs.name])
+        comparison = _compare(output_dir, subject, group, plan, group_results)
+        if plan.alignment is not None and group.name in summaries:
+            model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
             comparison["alignment"] = json.loads((model / "folds.json").read_text())
             comparison["model"] = model
             statmaps += comparison.pop("maps", [])
         if comparison["rows"]:
             comparisons.append(comparison)
     write_summary_tsv(summary_tsv_path(output_dir, subject), rows)
-    runs = [run for group in groups for run in group["runs"]]
     report = write_participant_report(
         output_dir,
         subject,
-        runs=runs,
-        feature_spaces=[fs | {"n_features": n_features.get(fs["name"])} for fs in feature_spaces],
+        runs=[run.to_dict() | {"name": run.name} for group in groups for run in group.runs],
+        feature_spaces=[
+            asdict(fs) | {"n_features": n_features.get(fs.name)} for fs in plan.feature_spaces
+        ],
         results=results,
         errors=errors,
         comparisons=comparisons,
@@ -329,6 +266,75 @@ def write_participant_outputs(
         version=__version__,
     )
     return report, statmaps
+
+
+def _write_fit(
+    output_dir: Path,
+    subject: str,
+    group: RunGroup,
+    fs: FeatureSpaceEntry,
+    result: EncodingResult,
+    fit: FitRecord,
+    plan: OutputPlan,
+    links: dict[str, Path],
+) -> tuple[dict[str, Path], dict]:
+    """The maps (and weights) of one fit; returns the map paths and the summary row."""
+    mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
+    parameters = dict(plan.parameters) | {
+        "FeatureSpace": fs.name,
+        "ModelSpec": fs.spec,
+        "Modality": fs.modality,
+        "Runs": list(result.runs),
+        "NestedCV": bool(result.nested),
+        "Evaluation": result.evaluation,
+        "TestRuns": list(result.test_runs),
+        "RepeatedTestRuns": [list(repeat) for repeat in result.repeats],
+    }
+    entities = {"sub": subject, "ses": group.session, "task": group.task, "space": group.space}
+    paths = write_encoding_maps(
+        output_dir,
+        result,
+        mask_img,
+        subject=subject,
+        session=group.session,
+        task=group.task,
+        space=group.space,
+        feature_space=fs.name,
+        sources=_sources(group, fs.name, links, plan),
+        parameters=parameters,
+    )
+    if fit.weights is not None:
+        write_weights_derivative(
+            output_dir,
+            fit.weights,
+            result,
+            entities=entities | {"desc": fs.name},
+            mask_uri=bids_uri("", str(paths["r"].relative_to(output_dir))),
+            parameters=parameters,
+        )
+    row = encoding_summary_row(
+        result,
+        subject=subject,
+        session=group.session,
+        task=group.task,
+        space=group.space,
+        feature_space=fs.name,
+        alphas=list(result.alphas),
+    )
+    log.info(
+        "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels; %d voxel(s) chose a penalty "
+        "at an edge of the grid (%d low, %d high)",
+        subject,
+        group.task,
+        fs.name,
+        float(np.mean(result.r)),
+        float(np.max(result.r)),
+        result.n_voxels,
+        int(result.n_alpha_low + result.n_alpha_high),
+        result.n_alpha_low,
+        result.n_alpha_high,
+    )
+    return paths, row
 
 
 def write_weights_derivative(
@@ -378,10 +384,9 @@ def write_weights_derivative(
 def _compare(
     output_dir: Path,
     subject: str,
-    group: dict,
-    plan: dict,
+    group: RunGroup,
+    plan: OutputPlan,
     group_results: dict[str, dict],
-    links: dict[str, Path],
 ) -> dict:
     """The run group's feature spaces side by side (aligned vs unaligned vs caption text, ROIs).
 
@@ -394,9 +399,9 @@ def _compare(
         roi_voxels,
     )
 
-    alignment = plan.get("alignment")
-    rois = plan.get("rois") or []
-    out: dict = {"task": group["task"], "session": group["session"], "space": group["space"]}
+    alignment = plan.alignment
+    rois = plan.rois
+    out: dict = {"task": group.task, "session": group.session, "space": group.space}
     out["rows"] = []
     if not alignment and not rois:
         return out
@@ -406,23 +411,18 @@ def _compare(
     roles, reference = {}, None
     if alignment:
         roles = {
-            alignment["name"]: "aligned",
-            alignment["base"]: "unaligned",
-            alignment["target"]: "caption text",
+            alignment.name: "aligned",
+            alignment.base: "unaligned",
+            alignment.target: "caption text",
         }
-        reference = alignment["base"] if alignment["base"] in group_results else None
+        reference = alignment.base if alignment.base in group_results else None
     rows = compare_feature_spaces(
         {name: r["r"] for name, r in group_results.items()},
         roles=roles,
         reference=reference,
-        rois=roi_voxels([(n, Path(p)) for n, p in rois], result_mask, affine),
+        rois=roi_voxels(list(rois), result_mask, affine),
     )
-    entities = {
-        "sub": subject,
-        "ses": group["session"],
-        "task": group["task"],
-        "space": group["space"],
-    }
+    entities = group.entities
     descriptions = dict(COMPARISON_COLUMNS)
     descriptions |= {
         f"mean_r_roi-{name}": f"Mean held-out r in region {name} ({path})" for name, path in rois
@@ -432,22 +432,22 @@ def _compare(
     )
     out["rows"] = rows
     out["reference"] = reference
-    if alignment and reference is not None and alignment["name"] in group_results:
-        gain = group_results[alignment["name"]]["r"] - group_results[reference]["r"]
+    if alignment and reference is not None and alignment.name in group_results:
+        gain = group_results[alignment.name]["r"] - group_results[reference]["r"]
         out["maps"] = [
             write_statmap(
                 output_dir,
                 gain,
                 nib.Nifti1Image(result_mask.astype(np.uint8), affine),
-                entities=entities | {"desc": alignment["name"]},
+                entities=entities | {"desc": alignment.name},
                 stat="rgain",
                 description=(
-                    f"Held-out r of the aligned feature space {alignment['name']} minus that of "
+                    f"Held-out r of the aligned feature space {alignment.name} minus that of "
                     f"the unaligned {reference}"
                 ),
                 sources=[
                     bids_uri("", str(group_results[name]["paths"]["r"].relative_to(output_dir)))
-                    for name in (alignment["name"], reference)
+                    for name in (alignment.name, reference)
                 ],
             )
         ]

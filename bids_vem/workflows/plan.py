@@ -22,34 +22,14 @@ from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec, check_unique_names, parse_feature_space
 from bids_vem.inputs.captions import read_captions
 from bids_vem.inputs.layout import collect_runs_report, find_derivatives
-from bids_vem.inputs.runs import Run
+from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
 from bids_vem.outputs.atomic import write_text_atomic
-from bids_vem.outputs.names import entity_prefix
+from bids_vem.workflows.contracts import FeatureSpaceEntry, RunGroup
 
 __all__ = ["AlignmentPlan", "ParticipantPlan", "RunGroup", "plan_participant_level"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunGroup:
-    """The runs one encoding model is fitted on: one participant, one task (sessions pooled)."""
-
-    subject: str
-    task: str
-    space: str
-    runs: tuple[Run, ...]
-
-    @property
-    def session(self) -> str | None:
-        """The session label when every run shares one, else None (the maps then carry no ses-)."""
-        sessions = {run.session for run in self.runs}
-        return sessions.pop() if len(sessions) == 1 else None
-
-    @property
-    def name(self) -> str:
-        return entity_prefix({"sub": self.subject, "ses": self.session, "task": self.task})
 
 
 @dataclass(frozen=True)
@@ -64,16 +44,16 @@ class AlignmentPlan:
     #: per run group name, its alignment folds ending with ``final`` (empty with a corpus)
     folds: dict[str, tuple[AlignmentFold, ...]]
 
-    def feature_space_entry(self) -> dict:
-        """The aligned feature space as the plan JSON lists feature spaces."""
-        return {
-            "name": self.name,
-            "spec": f"{self.base.text} aligned to {self.target.name} caption embeddings",
-            "modality": "image",
-            "family": "aligned",
-            "base": self.base.name,
-            "target": self.target.name,
-        }
+    def feature_space_entry(self) -> FeatureSpaceEntry:
+        """The aligned feature space as the outputs list feature spaces."""
+        return FeatureSpaceEntry(
+            name=self.name,
+            spec=f"{self.base.text} aligned to {self.target.name} caption embeddings",
+            modality="image",
+            family="aligned",
+            base=self.base.name,
+            target=self.target.name,
+        )
 
 
 @dataclass(frozen=True)
@@ -81,7 +61,7 @@ class ParticipantPlan:
     """Inputs found and work to do at the participant level."""
 
     runs: tuple[Run, ...]
-    skipped_runs: tuple[str, ...]
+    skipped_runs: tuple[SkippedRun, ...]
     run_groups: tuple[RunGroup, ...]
     stimuli: StimulusTable
     stimulus_table_tsv: Path

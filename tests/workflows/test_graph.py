@@ -105,3 +105,20 @@ def test_captioner_graph_feeds_the_text_spaces(demo, tmp_path):
     assert ("captions_for_minilm", "out", "features_minilm", "captions") in edges(wf)
     # images are embedded without captions
     assert not nodes(wf)["features_randomclip"].inputs.captions
+
+
+def test_the_output_plan_round_trips_through_json(demo, tmp_path):
+    from bids_vem.inputs.runs import SkippedRun
+    from bids_vem.workflows.contracts import FitRecord, OutputPlan
+    from bids_vem.workflows.participant import output_plan
+
+    config, plan, _ = build(demo, tmp_path, "--align")
+    typed = output_plan(config, plan)
+    again = OutputPlan.from_json(typed.to_json())
+    assert again == typed
+    assert [fs.name for fs in again.feature_spaces] == ["minilm", "randomclip", "aligned"]
+    assert again.alignment.base == "randomclip" and again.groups_of("02")[0].subject == "02"
+    skipped = SkippedRun("01", "sub-01_task-x_run-3", "no events.tsv")
+    assert skipped == "sub-01_task-x_run-3: no events.tsv" and skipped.subject == "01"
+    fit = FitRecord("sub-01_task-shapes", "minilm", tmp_path / "r.npz")
+    assert FitRecord.read(fit.write(tmp_path / "fit.json")) == fit
