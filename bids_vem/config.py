@@ -131,6 +131,11 @@ class InputSettings(Section):
         type="file",
     )
 
+    def run_query(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`bids_vem.inputs.layout.collect_runs_report`."""
+        names = ("participant_label", "session_label", "task", "space", "bids_filters")
+        return {name: getattr(self, name) for name in (*names, "stim_column")}
+
 
 @dataclass(frozen=True)
 class ModelSettings(Section):

@@ -291,15 +291,13 @@ def _write_fit(
         "RepeatedTestRuns": [list(repeat) for repeat in result.repeats],
     }
     entities = {"sub": subject, "ses": group.session, "task": group.task, "space": group.space}
+    names = {"subject": subject, "session": group.session, "task": group.task}
+    names |= {"space": group.space, "feature_space": fs.name}
     paths = write_encoding_maps(
         output_dir,
         result,
         mask_img,
-        subject=subject,
-        session=group.session,
-        task=group.task,
-        space=group.space,
-        feature_space=fs.name,
+        **names,
         sources=_sources(group, fs.name, links, plan),
         parameters=parameters,
     )
@@ -312,15 +310,7 @@ def _write_fit(
             mask_uri=bids_uri("", str(paths["r"].relative_to(output_dir))),
             parameters=parameters,
         )
-    row = encoding_summary_row(
-        result,
-        subject=subject,
-        session=group.session,
-        task=group.task,
-        space=group.space,
-        feature_space=fs.name,
-        alphas=list(result.alphas),
-    )
+    row = encoding_summary_row(result, **names, alphas=list(result.alphas))
     log.info(
         "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels; %d voxel(s) chose a penalty "
         "at an edge of the grid (%d low, %d high)",

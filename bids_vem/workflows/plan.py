@@ -144,14 +144,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         if path.resolve() != config.output_dir.resolve()
     )
     runs, skipped = collect_runs_report(
-        config.bids_dir,
-        derivatives=derivatives,
-        participant_label=config.participant_label,
-        session_label=config.session_label,
-        task=config.task,
-        space=config.space,
-        bids_filters=config.bids_filters,
-        stim_column=config.stim_column,
+        config.bids_dir, derivatives=derivatives, **config.inputs.run_query()
     )
     for sentence in skipped:
         log.warning("skipping %s", sentence)
