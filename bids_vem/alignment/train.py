@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 from bids_vem.alignment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from bids_vem.alignment.losses import LogitScale, alignment_objective
 from bids_vem.alignment.model import AlignedImageEncoder
+from bids_vem.alignment.pixels import PixelSource
 from bids_vem.alignment.retrieval import retrieval_recall
 from bids_vem.config import AlignmentSettings, check_setting, option_name, setting_choices
 from bids_vem.errors import DataError, UsageError
-from bids_vem.features.batching import autocast_context, read_rgb_image
+from bids_vem.features.batching import autocast_context
 from bids_vem.outputs.atomic import write_text_atomic
 
 __all__ = ["AlignConfig", "TrainResult", "train_alignment", "split_train_val"]
@@ -136,162 +137,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class _DecodedImages:
-    """Decode + preprocess image ``i``; a bad file yields its error (raised in the main process).
-
-    With ``pil_part`` the output is the (3, H, W) uint8 image that ``ToTensor`` would have
-    scaled (the rest of the preprocess runs on the batch, on the device); without, the full
-    preprocess output.
-    """
-
-    def __init__(self, paths: list[Path], preprocess: Any, pil_part: Any | None) -> None:
-        self.paths, self.preprocess, self.pil_part = paths, preprocess, pil_part
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            image = read_rgb_image(self.paths[index])
-        except DataError as exc:
-            return index, None, str(exc)
-        if self.pil_part is None:
-            return index, self.preprocess(image), None
-        image = self.pil_part(image)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        # the bytes ToTensor reads: (H, W, 3) -> (3, H, W)
-        return index, torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1), None
-
-
-def _collate(items: list) -> tuple[list[int], torch.Tensor | None, str | None]:
-    errors = [error for _, _, error in items if error is not None]
-    if errors:
-        return [], None, errors[0]
-    shapes = {tuple(x.shape) for _, x, _ in items}
-    if len(shapes) > 1:
-        return [], None, f"preprocessed images differ in shape {sorted(shapes)}"
-    return [i for i, _, _ in items], torch.stack([x for _, x, _ in items]), None
-
-
-def _split_preprocess(preprocess: Any) -> tuple[Any | None, tuple | None]:
-    """(PIL part, (mean, std)) when ``preprocess`` is a Compose ending in ToTensor + Normalize.
-
-    open_clip's evaluation transforms are. Then images can be kept as uint8 and scaled and
-    normalised on the device with exactly torchvision's float32 operations; otherwise
-    (None, None) and the full transform runs per image.
-    """
-    from torchvision.transforms import Compose, Normalize, ToTensor
-
-    if not isinstance(preprocess, Compose) or len(preprocess.transforms) < 2:
-        return None, None
-    *head, to_tensor, normalize = preprocess.transforms
-    # exact types only: a subclass may compute something else
-    if type(to_tensor) is not ToTensor and type(to_tensor).__name__ != "MaybeToTensor":
-        return None, None
-    if type(normalize) is not Normalize:
-        return None, None
-    return Compose(head), (normalize.mean, normalize.std)
-
-
-class _PixelSource:
-    """Batches of preprocessed pixels on the device, from an in-memory cache or decoded anew.
-
-    Every image is decoded and preprocessed once into memory (uint8 when the preprocess ends in
-    ToTensor + Normalize, else float32) when the whole set fits ``cache_mb``; otherwise each
-    batch is decoded again by a DataLoader with ``num_workers`` processes. Both paths give
-    bit-identical pixels. Records which stimuli were read.
-    """
-
-    def __init__(
-        self,
-        paths: list[Path],
-        ids: list[str],
-        preprocess: Any,
-        *,
-        device: str,
-        cache_mb: int,
-        num_workers: int,
-    ) -> None:
-        self.ids, self.device, self.num_workers = ids, device, num_workers
-        self.pin = str(device).startswith("cuda")
-        pil_part, norm = _split_preprocess(preprocess)
-        self.dataset = _DecodedImages(paths, preprocess, pil_part)
-        self.seen: set[str] = set()
-        self.norm: tuple[torch.Tensor, torch.Tensor] | None = None
-        if norm is not None:
-            mean, std = (
-                torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-                for v in norm
-            )
-            self.norm = (mean, std)
-        self.cache = self._fill_cache(cache_mb) if cache_mb > 0 else None
-
-    def _decode(self, batches: list[np.ndarray]):
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=batches,
-            num_workers=self.num_workers,
-            collate_fn=_collate,
-            pin_memory=self.pin,
-        )
-        for batch in loader:
-            indices, pixels, error = batch
-            if error is not None:
-                raise DataError(
-                    error if error.startswith("stimulus image") else f"alignment: {error}"
-                )
-            self.seen.update(self.ids[i] for i in indices)
-            yield pixels
-
-    def _fill_cache(self, cache_mb: int) -> torch.Tensor | None:
-        n_images = len(self.dataset)
-        _, first, error = self.dataset[0]
-        if error is not None:
-            raise DataError(error)
-        n_bytes = n_images * first.numel() * first.element_size()
-        if n_bytes > cache_mb * 2**20:
-            logger.info(
-                "alignment: %d images need %.0f MB of pixels, over the %d MB cache: "
-                "decoding every batch",
-                n_images,
-                n_bytes / 2**20,
-                cache_mb,
-            )
-            return None
-        cache = torch.empty((n_images, *first.shape), dtype=first.dtype)
-        chunk = 256
-        order = np.arange(n_images)
-        start = 0
-        for pixels in self._decode([order[i : i + chunk] for i in range(0, n_images, chunk)]):
-            if pixels.shape[1:] != first.shape:
-                raise DataError(
-                    f"preprocessed images differ in shape ({tuple(first.shape)} and "
-                    f"{tuple(pixels.shape[1:])}): the alignment preprocess must crop to one size"
-                )
-            cache[start : start + len(pixels)] = pixels
-            start += len(pixels)
-        logger.info("alignment: %d images cached in memory (%.0f MB)", n_images, n_bytes / 2**20)
-        return cache
-
-    def batches(self, batches: list[np.ndarray]):
-        """Yield one (len(batch), 3, H, W) float32 tensor on the device per index array."""
-        if self.cache is None:
-            host = self._decode(batches)
-        else:
-            host = (self._gather(batch) for batch in batches)
-        for pixels in host:
-            pixels = pixels.to(self.device, non_blocking=True)
-            if self.norm is not None:
-                # ToTensor + Normalize, as torchvision computes them, on the whole batch
-                pixels = pixels.float().div_(255.0).sub_(self.norm[0]).div_(self.norm[1])
-            yield pixels
-
-    def _gather(self, batch: np.ndarray) -> torch.Tensor:
-        pixels = self.cache.index_select(0, torch.from_numpy(np.asarray(batch, dtype=np.int64)))
-        return pixels.pin_memory() if self.pin else pixels
-
-
 def _batches(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
     # drop a last batch of one: InfoNCE needs negatives
     out = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -300,7 +145,7 @@ def _batches(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 @torch.no_grad()
 def _embed(
-    model: AlignedImageEncoder, pixels: _PixelSource, indices: np.ndarray, config: AlignConfig
+    model: AlignedImageEncoder, pixels: PixelSource, indices: np.ndarray, config: AlignConfig
 ) -> torch.Tensor:
     """(len(indices), text_dim) float32 embeddings on the CPU, in ``indices`` order."""
     autocast, _ = autocast_context(config.device, config.precision)
@@ -434,10 +279,30 @@ def train_alignment(
     (``kept_unaligned``): no epoch beat the unaligned model, whose weights the model keeps.
     """
     config.check()
+    ids = _check_inputs(model, images, targets, stim_ids, held_out_ids)
+    run = _TrainingRun(model, [Path(p) for p in images], ids, targets, config, checkpoint_dir)
+    run.start(resume)
+    while run.loop.epoch < config.epochs and not run.loop.stopped_early:
+        epoch = run.loop.epoch + 1
+        train_loss, n_trained, seconds = run.train_epoch(epoch)
+        row = run.epoch_metrics(epoch, train_loss)
+        row["train_seconds"] = seconds
+        row["images_per_s"] = n_trained / seconds if seconds > 0 else float("nan")
+        run.finish_epoch(epoch, row)
+    return run.result()
+
+
+def _check_inputs(
+    model: AlignedImageEncoder,
+    images: list[Path],
+    targets: list[np.ndarray],
+    stim_ids: list[str] | None,
+    held_out_ids: set[str] | None,
+) -> list[str]:
+    """The stimulus ids of ``images``, once the inputs are known to fit together."""
     if model.preprocess is None:
         raise UsageError("the aligned image encoder has no preprocess transform")
-    images = [Path(p) for p in images]
-    ids = list(stim_ids) if stim_ids is not None else [p.name for p in images]
+    ids = list(stim_ids) if stim_ids is not None else [Path(p).name for p in images]
     if len(images) != len(targets) or len(ids) != len(images):
         raise DataError(
             f"alignment got {len(images)} images, {len(targets)} caption sets, {len(ids)} ids"
@@ -449,112 +314,172 @@ def train_alignment(
         raise DataError(
             f"alignment stimuli include {len(leaked)} held-out test stimuli (e.g. {leaked[0]})"
         )
-    caption_sets = _targets(targets, model.text_dim)
-    checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    return ids
 
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_idx, val_idx = split_train_val(len(images), config.val_fraction, config.seed)
-    device = config.device
-    # targets live on the device: one flat table of every caption, and the per-image means
-    mean_targets = torch.stack([F.normalize(c.mean(0), dim=-1) for c in caption_sets]).to(device)
-    all_captions = torch.cat(caption_sets).to(device)
-    n_captions = torch.tensor([len(c) for c in caption_sets])
-    first_caption = torch.cumsum(n_captions, 0) - n_captions
-    model.to(device)
-    # eval mode throughout: no dropout, BatchNorm statistics of frozen layers stay put
-    model.eval()
-    if config.method == "lora":
-        model.use_lora(config.lora_rank, config.lora_alpha)
-    else:
-        model.freeze_all_but_last(config.unfreeze_blocks)
-    model.set_grad_checkpointing(config.grad_checkpointing)
-    logit_scale = LogitScale(config.init_temperature).to(device)
-    pixels = _PixelSource(
-        images,
-        ids,
-        model.preprocess,
-        device=device,
-        cache_mb=config.pixel_cache_mb,
-        num_workers=config.num_workers,
-    )
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2] + [logit_scale.log_scale]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
-    n_batches = len(_batches(train_idx, config.batch_size))
-    total_steps = config.epochs * max(1, math.ceil(n_batches / config.grad_accum))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, config.warmup_steps, total_steps)
-    )
-    logger.info(
-        "alignment: %d training and %d validation images, %s fine-tuning, "
-        "%d of %d parameters train",
-        len(train_idx),
-        len(val_idx),
-        f"LoRA rank {config.lora_rank}"
-        if config.method == "lora"
-        else f"last {config.unfreeze_blocks} blocks",
-        model.n_parameters(trainable_only=True),
-        model.n_parameters(),
-    )
+@dataclass
+class _LoopState:
+    """Where training stands; saved with every checkpoint so that a killed run resumes."""
 
-    folder = latest_checkpoint(checkpoint_dir) if resume else None
-    if folder is not None:
-        weights, loop, extra = load_checkpoint(
-            folder, optimizer=optimizer, scheduler=scheduler, generator=generator
+    epoch: int = 0
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    best_val: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _LoopState:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class _CaptionTargets:
+    """The caption embeddings on the device: every caption in one table, and per-image means."""
+
+    def __init__(self, caption_sets: list[torch.Tensor], device: str) -> None:
+        self.mean = torch.stack([F.normalize(c.mean(0), dim=-1) for c in caption_sets]).to(device)
+        self.captions = torch.cat(caption_sets).to(device)
+        self.n_captions = torch.tensor([len(c) for c in caption_sets])
+        self.first = torch.cumsum(self.n_captions, 0) - self.n_captions
+        self.device = device
+
+    def of_batch(self, batch: torch.Tensor, sampling: str, generator: torch.Generator):
+        """The targets of a batch of images: their mean caption, or one caption drawn each."""
+        if sampling == "sample":
+            pick = (torch.rand(len(batch), generator=generator) * self.n_captions[batch]).long()
+            return self.captions[(self.first[batch] + pick).to(self.device)]
+        return self.mean[batch.to(self.device)]
+
+
+class _TrainingRun:
+    """One alignment: the model set up for fine-tuning, its data, optimiser and loop state."""
+
+    def __init__(
+        self,
+        model: AlignedImageEncoder,
+        images: list[Path],
+        ids: list[str],
+        targets: list[np.ndarray],
+        config: AlignConfig,
+        checkpoint_dir: Path,
+    ) -> None:
+        self.model, self.ids, self.config = model, ids, config
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.best_file = self.checkpoint_dir / "best.safetensors"
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.train_idx, self.val_idx = split_train_val(
+            len(images), config.val_fraction, config.seed
         )
-        _load_model_state(model, logit_scale, weights)
-        initial = extra["extra.initial_embeddings"]
-        logger.info("alignment: resuming after epoch %d from %s", loop["epoch"], folder)
-    else:
-        # the frozen original's embeddings, for feature preservation and the 'before' numbers
-        initial = _embed(model, pixels, np.arange(len(images)), config)
-        loop = {"epoch": 0, "metrics": [], "best_val": None, "best_epoch": 0, "bad_epochs": 0}
-    initial_on_device = initial.to(device) if config.alignment_weight < 1.0 else None
-    best_file = checkpoint_dir / "best.safetensors"
+        self.targets = _CaptionTargets(_targets(targets, model.text_dim), config.device)
+        self._prepare_model()
+        self.logit_scale = LogitScale(config.init_temperature).to(config.device)
+        self.pixels = PixelSource(
+            images,
+            ids,
+            model.preprocess,
+            device=config.device,
+            cache_mb=config.pixel_cache_mb,
+            num_workers=config.num_workers,
+        )
+        self._make_optimizer()
+        self.loop = _LoopState()
+        self.initial: torch.Tensor | None = None
 
-    def epoch_metrics(epoch: int, train_loss: float) -> dict[str, float]:
-        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
-        if config.train_metrics or epoch == 0:
-            evaluated = _evaluate(
-                model, logit_scale, pixels, train_idx, mean_targets, initial, config, "train"
+    def _prepare_model(self) -> None:
+        model, config = self.model, self.config
+        model.to(config.device)
+        # eval mode throughout: no dropout, BatchNorm statistics of frozen layers stay put
+        model.eval()
+        if config.method == "lora":
+            model.use_lora(config.lora_rank, config.lora_alpha)
+        else:
+            model.freeze_all_but_last(config.unfreeze_blocks)
+        model.set_grad_checkpointing(config.grad_checkpointing)
+
+    def _make_optimizer(self) -> None:
+        """AdamW without weight decay on biases, norms and the temperature; warmup + cosine."""
+        config = self.config
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in self.params if p.ndim >= 2]
+        no_decay = [p for p in self.params if p.ndim < 2] + [self.logit_scale.log_scale]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+        )
+        n_batches = len(_batches(self.train_idx, config.batch_size))
+        total_steps = config.epochs * max(1, math.ceil(n_batches / config.grad_accum))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: _lr_factor(step, config.warmup_steps, total_steps)
+        )
+        logger.info(
+            "alignment: %d training and %d validation images, %s fine-tuning, "
+            "%d of %d parameters train",
+            len(self.train_idx),
+            len(self.val_idx),
+            f"LoRA rank {config.lora_rank}"
+            if config.method == "lora"
+            else f"last {config.unfreeze_blocks} blocks",
+            self.model.n_parameters(trainable_only=True),
+            self.model.n_parameters(),
+        )
+
+    def start(self, resume: bool) -> None:
+        """Resume from the last checkpoint, or measure the unaligned model (epoch 0)."""
+        folder = latest_checkpoint(self.checkpoint_dir) if resume else None
+        if folder is not None:
+            weights, loop, extra = load_checkpoint(
+                folder, optimizer=self.optimizer, scheduler=self.scheduler, generator=self.generator
             )
+            _load_model_state(self.model, self.logit_scale, weights)
+            self.initial = extra["extra.initial_embeddings"]
+            self.loop = _LoopState.from_dict(loop)
+            logger.info("alignment: resuming after epoch %d from %s", self.loop.epoch, folder)
+        else:
+            # the frozen original's embeddings, for feature preservation and the 'before' numbers
+            self.initial = _embed(self.model, self.pixels, np.arange(len(self.ids)), self.config)
+        self.initial_on_device = (
+            self.initial.to(self.config.device) if self.config.alignment_weight < 1.0 else None
+        )
+        if self.loop.epoch == 0 and not self.loop.metrics:
+            self.loop.metrics.append({**self.epoch_metrics(0, float("nan")), "best_epoch": 0})
+            self._save_best()
+            self.loop.best_val = self.loop.metrics[0].get("val_loss")
+            logger.info("%s", _epoch_line(self.loop.metrics[0], self.config.epochs))
+
+    def epoch_metrics(self, epoch: int, train_loss: float) -> dict[str, float]:
+        """Loss, retrieval recall, temperature and learning rate after ``epoch``."""
+        config, row = self.config, {"epoch": epoch, "train_loss": train_loss}
+
+        def evaluate(indices: np.ndarray, prefix: str) -> dict[str, float]:
+            return _evaluate(
+                self.model, self.logit_scale, self.pixels, indices, self.targets.mean,
+                self.initial, config, prefix,
+            )  # fmt: skip
+
+        if config.train_metrics or epoch == 0:
+            evaluated = evaluate(self.train_idx, "train")
             if epoch == 0:
                 row["train_loss"] = evaluated["train_loss"]
             row.update({k: v for k, v in evaluated.items() if k != "train_loss"})
-        if len(val_idx):
-            row.update(
-                _evaluate(model, logit_scale, pixels, val_idx, mean_targets, initial, config, "val")
-            )
-        row["temperature"] = logit_scale.temperature
-        row["lr"] = float(scheduler.get_last_lr()[0])
+        if len(self.val_idx):
+            row.update(evaluate(self.val_idx, "val"))
+        row["temperature"] = self.logit_scale.temperature
+        row["lr"] = float(self.scheduler.get_last_lr()[0])
         return row
 
-    if loop["epoch"] == 0 and not loop["metrics"]:
-        loop["metrics"].append({**epoch_metrics(0, float("nan")), "best_epoch": 0})
-        save_file(
-            {k: v.cpu().contiguous() for k, v in _model_state(model, logit_scale).items()},
-            str(best_file),
-        )
-        loop["best_val"] = loop["metrics"][0].get("val_loss")
-        logger.info("%s", _epoch_line(loop["metrics"][0], config.epochs))
-    autocast, _ = autocast_context(device, config.precision)
-    is_cuda = str(device).startswith("cuda")
-    show_bar = logger.isEnabledFor(logging.INFO) and sys.stderr.isatty()
-    stopped_early = loop.get("stopped_early", False)
-    while loop["epoch"] < config.epochs and not stopped_early:
-        epoch = loop["epoch"] + 1
-        order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
+    def train_epoch(self, epoch: int) -> tuple[float, int, float]:
+        """One pass over the training images; returns (mean loss, images, seconds)."""
+        config, device = self.config, self.config.device
+        order = self.train_idx[
+            torch.randperm(len(self.train_idx), generator=self.generator).numpy()
+        ]
         batches = _batches(order, config.batch_size)
+        show_bar = logger.isEnabledFor(logging.INFO) and sys.stderr.isatty()
         bar = tqdm(
             total=len(batches),
             desc=f"alignment epoch {epoch}/{config.epochs}",
@@ -563,109 +488,113 @@ def train_alignment(
             leave=False,
             disable=not show_bar,
         )
+        autocast, _ = autocast_context(device, config.precision)
         # the loss stays on the device (no sync per batch); the bar shows the previous
         # batch's, which the device has finished by the time the next one is queued
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         n_trained, shown = 0, None
         started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         for b, (batch, batch_pixels) in enumerate(
-            zip(batches, pixels.batches(batches), strict=True)
+            zip(batches, self.pixels.batches(batches), strict=True)
         ):
             batch_t = torch.from_numpy(batch)
-            if config.caption_sampling == "sample":
-                pick = (torch.rand(len(batch), generator=generator) * n_captions[batch_t]).long()
-                target = all_captions[(first_caption[batch_t] + pick).to(device)]
-            else:
-                target = mean_targets[batch_t.to(device)]
+            target = self.targets.of_batch(batch_t, config.caption_sampling, self.generator)
             with autocast:
-                embeddings = model(batch_pixels)
+                embeddings = self.model(batch_pixels)
+            initial = self.initial_on_device
             loss = alignment_objective(
                 embeddings.float(),
                 target,
                 loss=config.loss,
-                logit_scale=logit_scale(),
+                logit_scale=self.logit_scale(),
                 alignment_weight=config.alignment_weight,
-                initial_embeddings=None
-                if initial_on_device is None
-                else initial_on_device[batch_t.to(device)],
+                initial_embeddings=None if initial is None else initial[batch_t.to(device)],
             )
             (loss / config.grad_accum).backward()
             loss_sum += loss.detach().double() * len(batch)
             n_trained += len(batch)
             if (b + 1) % config.grad_accum == 0 or b + 1 == len(batches):
-                if config.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(
-                        params + [logit_scale.log_scale], config.clip_grad_norm
-                    )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                self._step()
             if show_bar:
                 if shown is not None:
                     bar.set_postfix(loss=f"{float(shown):.4g}", refresh=False)
                 shown = loss.detach()
                 bar.update()
         train_loss = float(loss_sum) / n_trained if n_trained else float("nan")
-        if is_cuda:
+        if str(device).startswith("cuda"):
             torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - started
         bar.close()
-        row = epoch_metrics(epoch, train_loss)
-        row["train_seconds"] = train_seconds
-        row["images_per_s"] = n_trained / train_seconds if train_seconds > 0 else float("nan")
-        loop["metrics"].append(row)
-        loop["epoch"] = epoch
-        val_loss = row.get("val_loss")
-        if val_loss is None or loop["best_val"] is None or val_loss < loop["best_val"]:
-            loop.update(best_val=val_loss, best_epoch=epoch, bad_epochs=0)
-            save_file(
-                {k: v.cpu().contiguous() for k, v in _model_state(model, logit_scale).items()},
-                str(best_file),
+        return train_loss, n_trained, time.perf_counter() - started
+
+    def _step(self) -> None:
+        if self.config.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(
+                self.params + [self.logit_scale.log_scale], self.config.clip_grad_norm
             )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _save_best(self) -> None:
+        state = _model_state(self.model, self.logit_scale)
+        save_file({k: v.cpu().contiguous() for k, v in state.items()}, str(self.best_file))
+
+    def finish_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """Keep the best epoch, stop early after ``patience`` worse ones, save a checkpoint."""
+        loop, config = self.loop, self.config
+        loop.metrics.append(row)
+        loop.epoch = epoch
+        val_loss = row.get("val_loss")
+        if val_loss is None or loop.best_val is None or val_loss < loop.best_val:
+            loop.best_val, loop.best_epoch, loop.bad_epochs = val_loss, epoch, 0
+            self._save_best()
         else:
-            loop["bad_epochs"] += 1
-            if config.patience is not None and loop["bad_epochs"] >= config.patience:
-                stopped_early = True
-        row["best_epoch"] = loop["best_epoch"]
-        loop["stopped_early"] = stopped_early
-        _write_metrics(checkpoint_dir, loop["metrics"])
+            loop.bad_epochs += 1
+            if config.patience is not None and loop.bad_epochs >= config.patience:
+                loop.stopped_early = True
+        row["best_epoch"] = loop.best_epoch
+        _write_metrics(self.checkpoint_dir, loop.metrics)
         save_checkpoint(
-            checkpoint_dir,
+            self.checkpoint_dir,
             epoch,
-            model_state=_model_state(model, logit_scale),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            generator=generator,
-            loop_state=loop,
-            extra_tensors={"extra.initial_embeddings": initial},
+            model_state=_model_state(self.model, self.logit_scale),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            generator=self.generator,
+            loop_state=asdict(loop),
+            extra_tensors={"extra.initial_embeddings": self.initial},
         )
         logger.info("%s", _epoch_line(row, config.epochs))
-    _write_metrics(checkpoint_dir, loop["metrics"])
-    _load_model_state(model, logit_scale, load_file(str(best_file)))
-    kept_unaligned = loop["best_epoch"] == 0
-    if kept_unaligned:
-        logger.warning(
-            "alignment: no epoch beat the unaligned model's validation loss %.4g: "
-            "the unaligned weights are kept (best epoch 0)",
-            loop["metrics"][0].get("val_loss", float("nan")),
+
+    def result(self) -> TrainResult:
+        """Load the best epoch's weights into the model and say what the run did."""
+        loop = self.loop
+        _write_metrics(self.checkpoint_dir, loop.metrics)
+        _load_model_state(self.model, self.logit_scale, load_file(str(self.best_file)))
+        kept_unaligned = loop.best_epoch == 0
+        if kept_unaligned:
+            logger.warning(
+                "alignment: no epoch beat the unaligned model's validation loss %.4g: "
+                "the unaligned weights are kept (best epoch 0)",
+                loop.metrics[0].get("val_loss", float("nan")),
+            )
+        elif loop.stopped_early:
+            logger.info(
+                "alignment: stopped early after epoch %d; keeping epoch %d",
+                loop.epoch,
+                loop.best_epoch,
+            )
+        return TrainResult(
+            metrics=loop.metrics,
+            best_epoch=loop.best_epoch,
+            stopped_early=loop.stopped_early,
+            train_ids=[self.ids[i] for i in self.train_idx],
+            val_ids=[self.ids[i] for i in self.val_idx],
+            seen_ids=self.pixels.seen,
+            config=asdict(self.config),
+            kept_unaligned=kept_unaligned,
         )
-    elif stopped_early:
-        logger.info(
-            "alignment: stopped early after epoch %d; keeping epoch %d",
-            loop["epoch"],
-            loop["best_epoch"],
-        )
-    return TrainResult(
-        metrics=loop["metrics"],
-        best_epoch=loop["best_epoch"],
-        stopped_early=stopped_early,
-        train_ids=[ids[i] for i in train_idx],
-        val_ids=[ids[i] for i in val_idx],
-        seen_ids=pixels.seen,
-        config=asdict(config),
-        kept_unaligned=kept_unaligned,
-    )
 
 
 def _epoch_line(row: dict[str, float], epochs: int) -> str:

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from bids_vem.alignment.model import AlignedImageEncoder
-from bids_vem.alignment.train import AlignConfig, _PixelSource, train_alignment
+from bids_vem.alignment.pixels import PixelSource as _PixelSource
+from bids_vem.alignment.train import AlignConfig, train_alignment
 from bids_vem.errors import DataError
 from bids_vem.features.batching import read_rgb_image
 
