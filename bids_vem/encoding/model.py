@@ -409,6 +409,69 @@ def fit_encoding_model(
     alphas = np.asarray(alphas, dtype=np.float64)
     data = as_voxel_data(Ys)
     names = list(run_names) if run_names is not None else [f"run {i + 1}" for i in range(len(Xs))]
+    n_features = _check_designs(Xs, data, names)
+    device = resolve_device(device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    chunk = n_voxels_chunk or voxel_chunk_for_memory(
+        mem_mb,
+        n_samples=sum(data.run_lengths),
+        n_features=n_features,
+        n_alphas=len(alphas),
+        n_voxels=data.n_voxels,
+        itemsize=itemsize,
+    )
+    plan = ChunkPlan(chunk)
+    fit = _Fit(
+        Xs, data, alphas, names, dict(test_designs or {}),
+        None if cv_groups is None else list(cv_groups), cv_groups_name, score,
+        dict(device=device, dtype=dtype, chunks=plan),
+    )  # fmt: skip
+    if test_runs is None:
+        if repeats:
+            raise ValueError("repeats are averaged only among explicit test runs")
+        evaluated = fit.nested_leave_one_out()
+    else:
+        evaluated = fit.on_test_runs(test_runs, repeats)
+    alpha = evaluated.alpha
+    if weights_path is not None:
+        designs = evaluated.model_designs
+        write_weights(
+            weights_path,
+            np.concatenate([designs[i] for i in evaluated.model_runs]),
+            data,
+            evaluated.model_runs,
+            alpha,
+            **fit.options,
+        )
+    chosen = np.argmin(np.abs(np.log(alphas)[:, None] - np.log(alpha)[None, :]), axis=0)
+    cv_score = evaluated.cv_scores[chosen, np.arange(alpha.size)]
+    low, high = _edge_counts(alpha, alphas)
+    return EncodingResult(
+        r=fit.scores.r.astype(np.float32),
+        r2=fit.scores.r2.astype(np.float32),
+        alpha=alpha.astype(np.float32),
+        cv_score=cv_score.astype(np.float32),
+        alphas=alphas,
+        n_alpha_low=low,
+        n_alpha_high=high,
+        n_runs=len(Xs),
+        n_samples=int(sum(data.run_lengths)),
+        n_features=n_features,
+        delays=tuple(int(d) for d in delays),
+        feature_space=feature_space,
+        nested=evaluated.nested,
+        runs=tuple(names),
+        score=score,
+        evaluation=evaluated.evaluation,
+        test_runs=tuple(names[i] for i in evaluated.test),
+        repeats=tuple(tuple(names[i] for i in unit) for unit in evaluated.units if len(unit) > 1),
+        cv_groups=cv_groups_name,
+        voxel_chunk=plan.size,
+    )
+
+
+def _check_designs(Xs: Sequence[np.ndarray], data: VoxelData, names: list[str]) -> int:
+    """The number of design columns, once the designs are known to fit the runs' data."""
     if len(Xs) != data.n_runs or len(names) != len(Xs):
         raise ValueError(f"{len(Xs)} designs, {data.n_runs} data blocks, {len(names)} run names")
     if len(Xs) < 2:
@@ -420,63 +483,87 @@ def fit_encoding_model(
     for name, X, n in zip(names, Xs, data.run_lengths, strict=True):
         if len(X) != n:
             raise DataError(f"{name}: design has {len(X)} rows but the BOLD {n} volumes")
-    n_runs, n_voxels = len(Xs), data.n_voxels
-    device = resolve_device(device)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    chunk = n_voxels_chunk or voxel_chunk_for_memory(
-        mem_mb,
-        n_samples=sum(data.run_lengths),
-        n_features=next(iter(n_features)),
-        n_alphas=len(alphas),
-        n_voxels=n_voxels,
-        itemsize=itemsize,
-    )
-    plan = ChunkPlan(chunk)
-    options = dict(device=device, dtype=dtype, chunks=plan)
-    test_designs = dict(test_designs or {})
-    for test, designs in test_designs.items():
-        if len(designs) != n_runs or any(
-            D.shape != X.shape for D, X in zip(designs, Xs, strict=True)
-        ):
-            raise ValueError(f"designs for held-out run {test} do not match the runs' designs")
-    groups = list(cv_groups) if cv_groups is not None else None
-    scores = HeldOutScores(n_voxels)
+    return n_features.pop()
 
-    if test_runs is None:
-        if repeats:
-            raise ValueError("repeats are averaged only among explicit test runs")
-        evaluation = "loro"
-        folds = leave_one_group_out(n_runs, groups)
+
+@dataclass
+class _Evaluated:
+    """What an evaluation scheme chose and fitted (the held-out scores are in ``_Fit.scores``)."""
+
+    evaluation: str
+    #: the penalty map of the reported model, and the CV scores of every penalty
+    alpha: np.ndarray
+    cv_scores: np.ndarray
+    nested: bool
+    #: the runs (and their designs) of the model whose weights are written
+    model_runs: list[int]
+    model_designs: Sequence[np.ndarray]
+    #: explicit test runs, and the groups of repeated test runs averaged before scoring
+    test: list[int] = field(default_factory=list)
+    units: list[list[int]] = field(default_factory=list)
+
+
+class _Fit:
+    """The runs' designs and data, the penalty grid and the CV folds of one encoding model."""
+
+    def __init__(
+        self, Xs, data, alphas, names, test_designs, groups, groups_name, score, options
+    ) -> None:
+        self.Xs, self.data, self.alphas, self.names = Xs, data, alphas, names
+        self.n_runs = len(Xs)
+        for test, designs in test_designs.items():
+            if len(designs) != self.n_runs or any(
+                D.shape != X.shape for D, X in zip(designs, Xs, strict=True)
+            ):
+                raise ValueError(f"designs for held-out run {test} do not match the runs' designs")
+        self.test_designs, self.groups, self.groups_name = test_designs, groups, groups_name
+        self.score, self.options = score, options
+        self.scores = HeldOutScores(data.n_voxels)
+
+    def _cv(self, designs, runs: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Penalty per voxel by leave-one-group-out CV over ``runs`` (default: all)."""
+        if runs is None:
+            return ridge_cv_alphas(
+                designs, self.data, self.alphas, score=self.score, groups=self.groups,
+                **self.options,
+            )  # fmt: skip
+        groups = None if self.groups is None else [self.groups[i] for i in runs]
+        return ridge_cv_alphas(
+            [designs[i] for i in runs], RunSubset(self.data, runs), self.alphas,
+            score=self.score, groups=groups, **self.options,
+        )  # fmt: skip
+
+    def nested_leave_one_out(self) -> _Evaluated:
+        """Every fold predicted by a model that never saw it, its penalties by inner CV."""
+        folds = leave_one_group_out(self.n_runs, self.groups)
         if len(folds) < 2:
             raise DataError(
-                f"leave-one-{cv_groups_name}-out needs at least 2 {cv_groups_name}s; "
-                f"found 1 ({', '.join(names)})"
+                f"leave-one-{self.groups_name}-out needs at least 2 {self.groups_name}s; "
+                f"found 1 ({', '.join(self.names)})"
             )
         # penalties a final model on all runs would use
-        alpha, cv_scores = ridge_cv_alphas(Xs, data, alphas, score=score, groups=groups, **options)
+        alpha, cv_scores = self._cv(self.Xs)
         nested = len(folds) >= 3
-        # held-out predictions: each fold from a model that never saw it
         for fold in folds:
-            train = [i for i in range(n_runs) if i not in fold]
-            designs = _resolve_fold_designs(fold, Xs, test_designs)
+            train = [i for i in range(self.n_runs) if i not in fold]
+            designs = _resolve_fold_designs(fold, self.Xs, self.test_designs)
             if nested:
-                alpha_fold, _ = ridge_cv_alphas(
-                    [designs[i] for i in train],
-                    RunSubset(data, train),
-                    alphas,
-                    score=score,
-                    groups=None if groups is None else [groups[i] for i in train],
-                    **options,
-                )
-            elif fold[0] in test_designs:
-                alpha_fold, _ = ridge_cv_alphas(
-                    designs, data, alphas, score=score, groups=groups, **options
-                )
+                alpha_fold, _ = self._cv(designs, train)
+            elif fold[0] in self.test_designs:
+                alpha_fold, _ = self._cv(designs)
             else:
                 alpha_fold = alpha
-            _predict_units(designs, data, train, alpha_fold, [[i] for i in fold], scores, **options)
-        model_runs, model_designs = list(range(n_runs)), Xs
-    else:
+            _predict_units(
+                designs, self.data, train, alpha_fold, [[i] for i in fold], self.scores,
+                **self.options,
+            )  # fmt: skip
+        return _Evaluated("loro", alpha, cv_scores, nested, list(range(self.n_runs)), self.Xs)
+
+    def on_test_runs(
+        self, test_runs: Sequence[int], repeats: Sequence[Sequence[int]] | None
+    ) -> _Evaluated:
+        """Penalties by CV on the training runs, one model fitted on them, scored on the test."""
+        n_runs = self.n_runs
         test = sorted({int(i) for i in test_runs})
         if not test or test[0] < 0 or test[-1] >= n_runs:
             raise ValueError(f"test runs {list(test_runs)} are not run indices 0..{n_runs - 1}")
@@ -484,63 +571,18 @@ def fit_encoding_model(
         units = [sorted(unit) for unit in repeats] if repeats else [[i] for i in test]
         if sorted(i for unit in units for i in unit) != test:
             raise ValueError(f"repeat groups {units} do not partition the test runs {test}")
-        evaluation = "test-runs-averaged" if repeats else "test-runs"
-        train_groups = None if groups is None else [groups[i] for i in train]
+        train_groups = None if self.groups is None else [self.groups[i] for i in train]
         if len(leave_one_group_out(len(train), train_groups)) < 2:
-            listed = ", ".join(names[i] for i in train)
+            listed = ", ".join(self.names[i] for i in train)
             raise DataError(
-                f"the training runs ({listed}) form fewer than 2 {cv_groups_name}s: "
+                f"the training runs ({listed}) form fewer than 2 {self.groups_name}s: "
                 "no cross-validation of the penalties is possible"
             )
-        designs = _resolve_fold_designs(test, Xs, test_designs)
-        alpha, cv_scores = ridge_cv_alphas(
-            [designs[i] for i in train],
-            RunSubset(data, train),
-            alphas,
-            score=score,
-            groups=train_groups,
-            **options,
-        )
-        _predict_units(designs, data, train, alpha, units, scores, **options)
-        nested = True
-        model_runs, model_designs = train, designs
-
-    if weights_path is not None:
-        write_weights(
-            weights_path,
-            np.concatenate([model_designs[i] for i in model_runs]),
-            data,
-            model_runs,
-            alpha,
-            **options,
-        )
-    chosen = np.argmin(np.abs(np.log(alphas)[:, None] - np.log(alpha)[None, :]), axis=0)
-    cv_score = cv_scores[chosen, np.arange(alpha.size)]
-    low, high = _edge_counts(alpha, alphas)
-    return EncodingResult(
-        r=scores.r.astype(np.float32),
-        r2=scores.r2.astype(np.float32),
-        alpha=alpha.astype(np.float32),
-        cv_score=cv_score.astype(np.float32),
-        alphas=alphas,
-        n_alpha_low=low,
-        n_alpha_high=high,
-        n_runs=n_runs,
-        n_samples=int(sum(data.run_lengths)),
-        n_features=n_features.pop(),
-        delays=tuple(int(d) for d in delays),
-        feature_space=feature_space,
-        nested=nested,
-        runs=tuple(names),
-        score=score,
-        evaluation=evaluation,
-        test_runs=tuple(names[i] for i in test) if test_runs is not None else (),
-        repeats=tuple(tuple(names[i] for i in unit) for unit in units if len(unit) > 1)
-        if test_runs is not None
-        else (),
-        cv_groups=cv_groups_name,
-        voxel_chunk=plan.size,
-    )
+        designs = _resolve_fold_designs(test, self.Xs, self.test_designs)
+        alpha, cv_scores = self._cv(designs, train)
+        _predict_units(designs, self.data, train, alpha, units, self.scores, **self.options)
+        evaluation = "test-runs-averaged" if repeats else "test-runs"
+        return _Evaluated(evaluation, alpha, cv_scores, True, train, designs, test, units)
 
 
 def _run_events(path: Path, stim_column: str) -> pd.DataFrame:
