@@ -6,7 +6,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,55 +172,23 @@ def extract_feature_spaces(
         raise UsageError(
             f"feature space {spec.name!r}: duplicated stimulus ids {_first(duplicated)}"
         )
-
-    stories = spec.modality == "text" and _are_stories(spec, stim_ids)
-    if stories:
-        # transcripts: the words of each story's timings file, each with its context
-        paths, _ = _image_inputs(spec, stim_ids, image_paths, image_sha256)
-        timings = [_story_timings(s, p) for s, p in zip(stim_ids, paths, strict=True)]
-        stimuli_part = [
-            [s, file_sha256(p)]
-            + ([] if stimulus_kind(s) == "words" else [file_sha256(p.with_suffix(".tsv"))])
-            for s, p in zip(stim_ids, paths, strict=True)
-        ]
-        stimuli_part.append(["n_context", int(n_context)])
-    elif spec.modality == "text":
-        caption_lists = _caption_lists(spec, stim_ids, captions)
-        stimuli_part: Any = [[s, c] for s, c in zip(stim_ids, caption_lists, strict=True)]
-    else:
-        paths, hashes = _image_inputs(spec, stim_ids, image_paths, image_sha256)
-        stimuli_part = [[s, h] for s, h in zip(stim_ids, hashes, strict=True)]
-    videos = spec.modality == "image" and _are_videos(spec, stim_ids)
-    if videos:
-        stimuli_part.append(["frame_rate", float(frame_rate)])
-
+    inputs = _stimulus_inputs(
+        spec, stim_ids, image_paths, image_sha256, captions, frame_rate, n_context
+    )
     with offline_mode(allow_downloads):
         model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
         weights_hash = weights_sha256(model_path)
         layer_specs = _expand(spec, model_path)
-        stimuli_hash = cache_key({"stimuli": stimuli_part})
+        stimuli_hash = cache_key({"stimuli": inputs.cache_part})
         _, computed_precision = autocast_context(device, precision)
         cache = FeatureCache(cache_dir) if cache_dir is not None else None
         results: dict[int, FeatureSet] = {}
         todo: list[tuple[int, FeatureSpaceSpec, str, dict[str, Any]]] = []
         for index, layer_spec in enumerate(layer_specs):
             description = get_family(layer_spec.family).describe(layer_spec, model_path)
-            parts: dict[str, Any] = {
-                "code": FEATURE_CODE_VERSION,
-                # the spec without its name: renaming a feature space recomputes nothing
-                "spec": [layer_spec.family, layer_spec.model, layer_spec.weights],
-                "modality": layer_spec.modality,
-                "weights_sha256": weights_hash,
-                "model": description,
-                "versions": numeric_versions(get_family(layer_spec.family).packages),
-                "stimuli": stimuli_hash,
-            }
-            options = {k: v for k, v in layer_spec.options.items() if k != "layers"}
-            if options:  # only when set, so that keys of plain specs stay as they were
-                parts["options"] = options
-            if computed_precision != "float32":
-                parts["precision"] = computed_precision
-            key = cache_key(parts)
+            key = _cache_key(
+                layer_spec, description, weights_hash, stimuli_hash, computed_precision
+            )
             cached = cache.get(key) if cache is not None else None
             if cached is not None and tuple(dict.fromkeys(cached.stim_ids)) == stim_ids:
                 logger.info(
@@ -232,91 +200,195 @@ def extract_feature_spaces(
                 results[index] = replace(cached, name=layer_spec.name, spec=layer_spec.text)
             else:
                 todo.append((index, layer_spec, key, description))
+        if not todo:
+            return [results[i] for i in range(len(layer_specs))]
 
-        if todo:
-            layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
-            common = {"device": device, "batch_size": batch_size, "precision": precision}
-            if stories:
-                contexts = [c for words, _ in timings for c in word_contexts(words, n_context)]
-                per_layer = encoders.encode_layers(
-                    spec, contexts, model_path=model_path, layers=layers, **common
+        common = {"device": device, "batch_size": batch_size, "precision": precision}
+        layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
+        encoded = inputs.encode(spec, model_path, layers, common, num_workers, progress)
+        for index, layer_spec, key, description in todo:
+            metadata: dict[str, Any] = {
+                "spec": layer_spec.text,
+                "family": layer_spec.family,
+                "model": layer_spec.model,
+                "weights": layer_spec.weights,
+                "model_path": str(model_path),
+                "weights_sha256": weights_hash,
+                **description,
+                "versions": library_versions(),
+                "stimuli_sha256": stimuli_hash,
+                "precision": computed_precision,
+            }
+            if layer_spec.layer is not None:
+                metadata["layer"] = layer_spec.layer
+            feature_set = FeatureSet(
+                name=layer_spec.name,
+                spec=layer_spec.text,
+                modality=layer_spec.modality,
+                stim_ids=encoded.row_ids or stim_ids,
+                values=encoded.per_layer[layer_spec.layer],
+                metadata=metadata | inputs.metadata(),
+                times=encoded.times,
+            )
+            if cache is not None:
+                cache.put(key, feature_set)
+                feature_set = replace(
+                    feature_set, metadata={**feature_set.metadata, "cache_key": key}
                 )
-                row_ids = tuple(s for s, (w, _) in zip(stim_ids, timings, strict=True) for _ in w)
-                times = np.concatenate([onsets for _, onsets in timings]).astype(np.float64)
-            elif spec.modality == "text":
-                counts = [len(c) for c in caption_lists]
-                flat = [c for texts in caption_lists for c in texts]
-                per_layer = encoders.encode_layers(
-                    spec, flat, model_path=model_path, layers=layers, **common
-                )
-                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-                for layer, embeddings in per_layer.items():
-                    summed = np.add.reduceat(embeddings.astype(np.float64), starts, axis=0)
-                    per_layer[layer] = (summed / np.asarray(counts)[:, None]).astype(np.float32)
-            elif videos:
-                per_layer, row_ids, times = _encode_video_layers(
-                    spec, stim_ids, paths, model_path, layers, frame_rate, progress, common
-                )
-            else:
-                per_layer = encoders.encode_layers(
-                    spec,
-                    paths,
-                    model_path=model_path,
-                    layers=layers,
-                    num_workers=num_workers,
-                    progress=progress,
-                    **common,
-                )
-            for index, layer_spec, key, description in todo:
-                metadata: dict[str, Any] = {
-                    "spec": layer_spec.text,
-                    "family": layer_spec.family,
-                    "model": layer_spec.model,
-                    "weights": layer_spec.weights,
-                    "model_path": str(model_path),
-                    "weights_sha256": weights_hash,
-                    **description,
-                    "versions": library_versions(),
-                    "stimuli_sha256": stimuli_hash,
-                    "precision": computed_precision,
-                }
-                if layer_spec.layer is not None:
-                    metadata["layer"] = layer_spec.layer
-                if stories:
-                    metadata["n_context"] = int(n_context)
-                    metadata["resample"] = "lanczos"
-                    metadata["aggregation"] = (
-                        f"one row per word, embedded with up to {n_context} words of context on "
-                        "each side; Lanczos-resampled to TRs by the design"
-                    )
-                elif spec.modality == "text":
-                    metadata["n_captions"] = counts
-                    metadata["aggregation"] = "mean over each stimulus's caption embeddings"
-                if videos:
-                    metadata["frame_rate"] = float(frame_rate)
-                    metadata["aggregation"] = (
-                        "one row per frame; averaged within each TR by the design"
-                    )
-                feature_set = FeatureSet(
-                    name=layer_spec.name,
-                    spec=layer_spec.text,
-                    modality=layer_spec.modality,
-                    stim_ids=row_ids if videos or stories else stim_ids,
-                    values=per_layer[layer_spec.layer],
-                    metadata=metadata,
-                    times=times if videos or stories else None,
-                )
-                if cache is not None:
-                    cache.put(key, feature_set)
-                    feature_set = replace(feature_set, metadata={**metadata, "cache_key": key})
-                results[index] = feature_set
-                logger.info(
-                    "feature space %s: %d stimuli, %d dims, computed",
-                    layer_spec.name,
-                    len(stim_ids),
-                    feature_set.n_features,
-                )
+            results[index] = feature_set
+            logger.info(
+                "feature space %s: %d stimuli, %d dims, computed",
+                layer_spec.name,
+                len(stim_ids),
+                feature_set.n_features,
+            )
     return [results[i] for i in range(len(layer_specs))]
+
+
+def _cache_key(
+    layer_spec: FeatureSpaceSpec,
+    description: dict[str, Any],
+    weights_hash: str,
+    stimuli_hash: str,
+    precision: str,
+) -> str:
+    """What decides one layer space's numbers: code, model, weights, libraries, stimuli."""
+    parts: dict[str, Any] = {
+        "code": FEATURE_CODE_VERSION,
+        # the spec without its name: renaming a feature space recomputes nothing
+        "spec": [layer_spec.family, layer_spec.model, layer_spec.weights],
+        "modality": layer_spec.modality,
+        "weights_sha256": weights_hash,
+        "model": description,
+        "versions": numeric_versions(get_family(layer_spec.family).packages),
+        "stimuli": stimuli_hash,
+    }
+    options = {k: v for k, v in layer_spec.options.items() if k != "layers"}
+    if options:  # only when set, so that keys of plain specs stay as they were
+        parts["options"] = options
+    if precision != "float32":
+        parts["precision"] = precision
+    return cache_key(parts)
+
+
+@dataclass
+class _Encoded:
+    """Per-layer features; timed sets (words, frames) name each row's stimulus and time."""
+
+    per_layer: dict[Any, np.ndarray]
+    row_ids: tuple[str, ...] | None = None
+    times: np.ndarray | None = None
+
+
+class _CaptionInputs:
+    """Text spaces over images: each stimulus's captions, their embeddings averaged."""
+
+    def __init__(self, spec, stim_ids, captions) -> None:
+        self.caption_lists = _caption_lists(spec, stim_ids, captions)
+        self.cache_part: list = [[s, c] for s, c in zip(stim_ids, self.caption_lists, strict=True)]
+
+    def encode(self, spec, model_path, layers, common, num_workers, progress) -> _Encoded:
+        counts = [len(c) for c in self.caption_lists]
+        flat = [c for texts in self.caption_lists for c in texts]
+        per_layer = encoders.encode_layers(
+            spec, flat, model_path=model_path, layers=layers, **common
+        )
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for layer, embeddings in per_layer.items():
+            summed = np.add.reduceat(embeddings.astype(np.float64), starts, axis=0)
+            per_layer[layer] = (summed / np.asarray(counts)[:, None]).astype(np.float32)
+        return _Encoded(per_layer)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "n_captions": [len(c) for c in self.caption_lists],
+            "aggregation": "mean over each stimulus's caption embeddings",
+        }
+
+
+class _StoryInputs:
+    """Text spaces over stories: the words of each transcript, each in its context."""
+
+    def __init__(self, spec, stim_ids, image_paths, image_sha256, n_context) -> None:
+        paths, _ = _image_inputs(spec, stim_ids, image_paths, image_sha256)
+        self.stim_ids, self.n_context = stim_ids, int(n_context)
+        self.timings = [_story_timings(s, p) for s, p in zip(stim_ids, paths, strict=True)]
+        self.cache_part: list = [
+            [s, file_sha256(p)]
+            + ([] if stimulus_kind(s) == "words" else [file_sha256(p.with_suffix(".tsv"))])
+            for s, p in zip(stim_ids, paths, strict=True)
+        ]
+        self.cache_part.append(["n_context", self.n_context])
+
+    def encode(self, spec, model_path, layers, common, num_workers, progress) -> _Encoded:
+        contexts = [c for words, _ in self.timings for c in word_contexts(words, self.n_context)]
+        per_layer = encoders.encode_layers(
+            spec, contexts, model_path=model_path, layers=layers, **common
+        )
+        row_ids = tuple(s for s, (w, _) in zip(self.stim_ids, self.timings, strict=True) for _ in w)
+        times = np.concatenate([onsets for _, onsets in self.timings]).astype(np.float64)
+        return _Encoded(per_layer, row_ids, times)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "n_context": self.n_context,
+            "resample": "lanczos",
+            "aggregation": (
+                f"one row per word, embedded with up to {self.n_context} words of context on "
+                "each side; Lanczos-resampled to TRs by the design"
+            ),
+        }
+
+
+class _ImageInputs:
+    """Image spaces over images: one row per image file."""
+
+    def __init__(self, spec, stim_ids, image_paths, image_sha256) -> None:
+        self.stim_ids = stim_ids
+        self.paths, hashes = _image_inputs(spec, stim_ids, image_paths, image_sha256)
+        self.cache_part: list = [[s, h] for s, h in zip(stim_ids, hashes, strict=True)]
+
+    def encode(self, spec, model_path, layers, common, num_workers, progress) -> _Encoded:
+        per_layer = encoders.encode_layers(
+            spec, self.paths, model_path=model_path, layers=layers, num_workers=num_workers,
+            progress=progress, **common,
+        )  # fmt: skip
+        return _Encoded(per_layer)
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+
+class _VideoInputs(_ImageInputs):
+    """Image spaces over videos: frames sampled at ``frame_rate``, one row per frame."""
+
+    def __init__(self, spec, stim_ids, image_paths, image_sha256, frame_rate) -> None:
+        super().__init__(spec, stim_ids, image_paths, image_sha256)
+        self.frame_rate = float(frame_rate)
+        self.cache_part.append(["frame_rate", self.frame_rate])
+
+    def encode(self, spec, model_path, layers, common, num_workers, progress) -> _Encoded:
+        per_layer, row_ids, times = _encode_video_layers(
+            spec, self.stim_ids, self.paths, model_path, layers, self.frame_rate, progress, common
+        )
+        return _Encoded(per_layer, row_ids, times)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "frame_rate": self.frame_rate,
+            "aggregation": "one row per frame; averaged within each TR by the design",
+        }
+
+
+def _stimulus_inputs(spec, stim_ids, image_paths, image_sha256, captions, frame_rate, n_context):
+    """What a feature space embeds, by its modality and the kind of its stimuli."""
+    if spec.modality == "text":
+        if _are_stories(spec, stim_ids):
+            return _StoryInputs(spec, stim_ids, image_paths, image_sha256, n_context)
+        return _CaptionInputs(spec, stim_ids, captions)
+    if _are_videos(spec, stim_ids):
+        return _VideoInputs(spec, stim_ids, image_paths, image_sha256, frame_rate)
+    return _ImageInputs(spec, stim_ids, image_paths, image_sha256)
 
 
 def _story_timings(stim_id: str, path: Path) -> tuple[list[str], np.ndarray]:
