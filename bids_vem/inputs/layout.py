@@ -625,15 +625,7 @@ def collect_runs_report(
         A broken NIfTI header or events file (exit 65).
     """
     bids_dir = Path(bids_dir)
-    existing = list_participants(bids_dir)
-    subjects = _check_labels(participant_label, f"{option_name('participant_label')}", "sub-")
-    unknown = [s for s in subjects if s not in existing]
-    if unknown:
-        raise UsageError(
-            f"{option_name('participant_label')}: {', '.join(unknown)} not found in {bids_dir}; participants "
-            f"there: {', '.join(existing[:50]) or 'none'} (check the BIDS_DIR path and container "
-            "bind mounts)"
-        )
+    subjects = _known_participants(bids_dir, participant_label)
     derivatives = [Path(d) for d in derivatives] or find_derivatives(bids_dir)
     preprocs = find_preproc_bold(
         derivatives,
@@ -643,12 +635,12 @@ def collect_runs_report(
         task=task,
         bids_filters=bids_filters,
     )
-
     raw = _layout(bids_dir, derivative=False, subjects=subjects)
-    events_query = _filters_for(bids_filters, "events")
     events_candidates = [
         (_entities(f), Path(f.path))
-        for f in _get(raw, suffix="events", extension=".tsv", **events_query)
+        for f in _get(
+            raw, suffix="events", extension=".tsv", **_filters_for(bids_filters, "events")
+        )
     ]
     raw_bold = {
         _run_key(_entities(f)): f
@@ -661,93 +653,101 @@ def collect_runs_report(
     seen: dict[tuple, Path] = {}
     used_events: set[Path] = set()
     for pre in preprocs:
-        name = pre.name
         # outputs are named after Run.name: two BOLD files with one such name would collide
         identity = (pre.subject, pre.session, pre.task, pre.acquisition, pre.run)
         if identity in seen:
             raise UsageError(
-                f"two preprocessed BOLD files for {name} in space {space}: {seen[identity]} "
-                f"and {pre.bold}; choose one with {option_name('space')} {pre.space}:res-<label> or "
-                f"{option_name('bids_filters')}"
+                f"two preprocessed BOLD files for {pre.name} in space {space}: {seen[identity]} "
+                f"and {pre.bold}; choose one with {option_name('space')} {pre.space}:res-<label> "
+                f"or {option_name('bids_filters')}"
             )
         seen[identity] = pre.bold
-        key = dict(pre.entities)
-        events = _events_for(events_candidates, key)
-        if events is None:
-            skipped.append(
-                SkippedRun(
-                    pre.subject,
-                    name,
-                    f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})",
-                )
-            )
-            continue
-        used_events.add(events)
-        if pre.mask is None:
-            skipped.append(
-                SkippedRun(
-                    pre.subject, name, f"no brain mask in space {pre.space} beside {pre.bold}"
-                )
-            )
-            continue
-        columns = read_tsv_columns(events)
-        tells_story = stim_column not in columns and any(c in columns for c in WORD_COLUMNS)
-        if stim_column not in columns and not tells_story:
-            skipped.append(
-                SkippedRun(
-                    pre.subject,
-                    name,
-                    f"{events.name} has no '{stim_column}' column (nor a word/text column)",
-                )
-            )
-            continue
-        if not tells_story and read_events(events, stim_column=stim_column)["stim_id"].isna().all():
-            skipped.append(
-                SkippedRun(pre.subject, name, f"{events.name} names no stimulus in '{stim_column}'")
-            )
+        events = _events_for(events_candidates, dict(pre.entities))
+        if events is not None:
+            used_events.add(events)
+        reason = _why_unusable(pre, events, bids_dir, stim_column)
+        if reason:
+            skipped.append(SkippedRun(pre.subject, pre.name, reason))
             continue
         try:
             n_volumes, header_tr = read_bold_header(pre.bold)
         except InputMissingError as err:
             unreadable.append(err)
             continue
-        raw_file = raw_bold.get(_run_key(key))
-        tr = pre.tr
-        if tr is None and raw_file is not None:
-            tr = _tr_from_metadata(raw_file.get_metadata())
-        if tr is None:
-            tr = header_tr
-        if tr is None or tr <= 0:
-            raise DataError(
-                f"{pre.bold}: no RepetitionTime in its JSON sidecar, the raw BOLD metadata or "
-                "the NIfTI header"
-            )
-        runs.append(
-            Run(
-                subject=pre.subject,
-                session=pre.session,
-                task=pre.task,
-                run=pre.run,
-                acquisition=pre.acquisition,
-                space=pre.space,
-                bold=pre.bold,
-                mask=pre.mask,
-                events=events,
-                confounds=pre.confounds,
-                tr=tr,
-                n_volumes=n_volumes,
-            )
-        )
-
+        tr = _repetition_time(pre, raw_bold.get(_run_key(dict(pre.entities))), header_tr)
+        shared = {f: getattr(pre, f) for f in ("subject", "session", "task", "run", "acquisition")}
+        shared |= {f: getattr(pre, f) for f in ("space", "bold", "mask", "confounds")}
+        runs.append(Run(**shared, events=events, tr=tr, n_volumes=n_volumes))
     if unreadable:
         raise InputMissingError(
             f"{len(unreadable)} preprocessed BOLD file(s) cannot be read; first: {unreadable[0]}"
         )
+    skipped += _events_without_bold(
+        events_candidates, used_events, subjects, session_label, task, bids_filters, space
+    )
+    for sentence in skipped:
+        logger.warning("skipping %s", sentence)
+    if not runs:
+        raise InputMissingError(
+            f"no usable run in {bids_dir} (space {space}, stimulus column '{stim_column}'): "
+            f"{len(skipped)} skipped, e.g. {skipped[0] if skipped else 'none found'}"
+        )
+    runs.sort(key=_run_sort_key)
+    return runs, skipped
 
-    # events of the selection that have no preprocessed BOLD in this space
+
+def _known_participants(bids_dir: Path, participant_label: Sequence[str]) -> tuple[str, ...]:
+    """The requested labels, each a participant of ``bids_dir`` (UsageError listing them)."""
+    existing = list_participants(bids_dir)
+    subjects = _check_labels(participant_label, option_name("participant_label"), "sub-")
+    unknown = [s for s in subjects if s not in existing]
+    if unknown:
+        raise UsageError(
+            f"{option_name('participant_label')}: {', '.join(unknown)} not found in {bids_dir}; "
+            f"participants there: {', '.join(existing[:50]) or 'none'} (check the BIDS_DIR path "
+            "and container bind mounts)"
+        )
+    return subjects
+
+
+def _why_unusable(pre: PreprocBold, events: Path | None, bids_dir: Path, stim_column: str):
+    """Why a preprocessed run cannot be modelled (no events, mask or stimuli), else None."""
+    if events is None:
+        return f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})"
+    if pre.mask is None:
+        return f"no brain mask in space {pre.space} beside {pre.bold}"
+    columns = read_tsv_columns(events)
+    tells_story = stim_column not in columns and any(c in columns for c in WORD_COLUMNS)
+    if stim_column not in columns and not tells_story:
+        return f"{events.name} has no '{stim_column}' column (nor a word/text column)"
+    if not tells_story and read_events(events, stim_column=stim_column)["stim_id"].isna().all():
+        return f"{events.name} names no stimulus in '{stim_column}'"
+    return None
+
+
+def _repetition_time(pre: PreprocBold, raw_file, header_tr: float | None) -> float:
+    """TR from the preprocessed sidecar, else the raw BOLD's metadata, else the NIfTI header."""
+    tr = pre.tr
+    if tr is None and raw_file is not None:
+        tr = _tr_from_metadata(raw_file.get_metadata())
+    if tr is None:
+        tr = header_tr
+    if tr is None or tr <= 0:
+        raise DataError(
+            f"{pre.bold}: no RepetitionTime in its JSON sidecar, the raw BOLD metadata or "
+            "the NIfTI header"
+        )
+    return tr
+
+
+def _events_without_bold(
+    events_candidates, used_events, subjects, session_label, task, bids_filters, space
+) -> list[SkippedRun]:
+    """Runs of the selection whose events have no preprocessed BOLD in this space."""
     bold_filters = _filters_for(bids_filters, "bold")
-    sessions = _check_labels(session_label, f"{option_name('session_label')}", "ses-")
-    tasks = _check_labels(task, f"{option_name('task')}")
+    sessions = _check_labels(session_label, option_name("session_label"), "ses-")
+    tasks = _check_labels(task, option_name("task"))
+    out = []
     for ents, path in events_candidates:
         if path in used_events or ents.get("subject") is None or ents.get("datatype") != "func":
             continue
@@ -759,23 +759,9 @@ def collect_runs_report(
             continue
         if not _matches_simple_filters(ents, bold_filters):
             continue
-        skipped.append(
-            SkippedRun(
-                str(ents["subject"]),
-                _run_name(ents),
-                f"{path.name} has no preprocessed BOLD in space {space}",
-            )
-        )
-
-    for sentence in skipped:
-        logger.warning("skipping %s", sentence)
-    if not runs:
-        raise InputMissingError(
-            f"no usable run in {bids_dir} (space {space}, stimulus column '{stim_column}'): "
-            f"{len(skipped)} skipped, e.g. {skipped[0] if skipped else 'none found'}"
-        )
-    runs.sort(key=_run_sort_key)
-    return runs, skipped
+        reason = f"{path.name} has no preprocessed BOLD in space {space}"
+        out.append(SkippedRun(str(ents["subject"]), _run_name(ents), reason))
+    return out
 
 
 def _matches_simple_filters(ents: Mapping, filters: Mapping) -> bool:
