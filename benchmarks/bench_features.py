@@ -4,10 +4,10 @@ Three timings on the same images and the same open_clip model (random ViT-B-32 w
 in open_clip local-dir form: the numbers of work are those of the real model):
 
 1. bare loop: open each image with PIL, the model's own preprocess, ``encode_image`` in batches;
-2. encoder: ``features.image.encode_images`` (model load from disk included, DataLoader);
+2. encoder: ``features.encoders.encode`` (model load from disk included, DataLoader);
 3. pipeline: ``extract_feature_spaces`` (stimulus hashing, spec resolution, DataLoader,
    derivative-ready FeatureSet), cold cache; ``--workers`` decoding processes. The model
-   stays loaded in the process after step 2 (``features.models.cached_load``, as in a
+   stays loaded in the process after step 2 (``features.batching.cached_load``, as in a
    pipeline step that encodes several batches or videos), so steps 1 and 3 both time the
    steady state without the one-off model load;
 4. rerun: ``extract_feature_spaces`` again, served from the feature cache.

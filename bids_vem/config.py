@@ -1,3 +1,4 @@
+# Longer than 500 lines: every option of the app is declared here, one field each (the point of the module).
 """RunConfig: every setting of a bids_vem run, declared once, in sections.
 
 Each field of a section below is the whole declaration of one option: its default, help

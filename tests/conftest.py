@@ -19,6 +19,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=_devices())
+def device(request) -> str:
+    """The torch devices of this machine: cpu, and cuda where a GPU is present."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """Path of ``../shared/fixtures``; skips the test when the folder is absent."""

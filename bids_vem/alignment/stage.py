@@ -1,3 +1,4 @@
+# Longer than 500 lines: the pipeline stage of alignment: targets, folds, caching and export, in one place.
 """The alignment stage of the pipeline: caption targets, one cached alignment per fold, export.
 
 :func:`train_aligned_model` fine-tunes the open_clip image tower of a feature space towards the

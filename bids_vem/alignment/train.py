@@ -1,3 +1,4 @@
+# Longer than 500 lines: the training loop, its evaluation and its checkpoints are one unit (tests patch them here).
 """The alignment training loop: fine-tune an image encoder towards its images' caption embeddings.
 
 Brain data never enter here: the caller passes the training-split stimuli (or an external

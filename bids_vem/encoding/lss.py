@@ -1,3 +1,4 @@
+# Longer than 500 lines: the closed-form LSS estimator with its design, confounds and output tables.
 """Single-trial responses by least-squares-separate (LSS; Mumford et al. 2012), in matrix form.
 
 For each trial ``i`` of a run the LSS model is the small design ``[t_i, s_i, N]``: the trial's

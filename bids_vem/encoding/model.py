@@ -1,3 +1,4 @@
+# Longer than 500 lines: EncodingResult, the fit with its two evaluation schemes and encode_runs share their helpers.
 """The voxelwise encoding model of one participant and one feature space, cross-validated by run.
 
 Two cross-validations, both with whole runs as folds (never random TRs, whose autocorrelation

@@ -1,3 +1,4 @@
+# Longer than 500 lines: one solver: eigendecompositions, primal/dual forms, chunked CV and scoring.
 """Ridge regression with one penalty per voxel, cross-validated over runs (torch, CPU or CUDA).
 
 The solver is a set of pure functions over arrays: numpy in, numpy out, torch inside. Voxel

@@ -1,3 +1,4 @@
+# Longer than 500 lines: trial-wise designs: betas in, repeats, folds and the encoding model over trials.
 """Trial-wise encoding models (NSD-style event-related data): from single-trial responses to ridge.
 
 The responses are either estimated here by least-squares-separate

@@ -1,3 +1,4 @@
+# Longer than 500 lines: one Captioner over many VLM architectures (BLIP, GIT, chat models), each a few lines.
 """Captioning stimulus images with vision-language models (transformers), behind one interface.
 
 Two kinds of model are handled by :class:`Captioner`, both loaded through

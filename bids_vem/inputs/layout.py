@@ -1,3 +1,4 @@
+# Longer than 500 lines: fMRIPrep naming across versions, pybids queries and run matching belong together.
 """Finding the runs to model: raw BIDS (events, metadata) + fMRIPrep derivatives (BOLD, masks).
 
 Both sides are indexed with pybids (``validate=False``, in memory: nothing is written into

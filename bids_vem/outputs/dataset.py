@@ -1,3 +1,4 @@
+# Longer than 500 lines: the dataset-level files (description, README, citation, run config) and their texts.
 """Dataset-level files of OUTPUT_DIR: description, .bidsignore, README, descriptions, citation, config.
 
 Each writer is idempotent (the same call gives the same bytes) and owns only its part of a

@@ -1,3 +1,4 @@
+# Longer than 500 lines: one nipype interface per step; each is small, there are seven.
 """nipype interfaces: each calls one core function and passes files between steps.
 
 Inputs that decide a result are traits nipype hashes (small files by content, see

@@ -40,9 +40,16 @@ def option_set(command: click.Command) -> dict:
 
 
 def test_generated_options_equal_the_previous_option_set():
+    """Every option of the snapshot is still accepted, spelled and defaulted as before.
+
+    The snapshot was taken from the hand-written parser before the settings were declared in
+    sections; options added later may appear beside them.
+    """
     expected = json.loads(SNAPSHOT.read_text())
-    assert option_set(cli) == expected["options"]
-    assert dict(sorted(LIST_OPTIONS.items())) == expected["list_options"]
+    options = option_set(cli)
+    assert {name: options.get(name) for name in expected["options"]} == expected["options"]
+    list_options = {k: v for k, v in LIST_OPTIONS.items() if k in expected["list_options"]}
+    assert list_options == expected["list_options"]
 
 
 def test_every_declared_setting_is_an_option_or_says_why_not():

@@ -36,10 +36,10 @@ def _simulation(n_runs=4, n_per_run=150, n_features=10, n_signal=40, n_noise=40,
     return Xs, Ys, signals, n_signal
 
 
-def test_held_out_r_reaches_the_ceiling_and_separates_signal_from_noise():
+def test_held_out_r_reaches_the_ceiling_and_separates_signal_from_noise(device):
     n_runs, n_per_run, n_features = 4, 250, 6
     Xs, Ys, signals, n_signal = _simulation(n_runs, n_per_run, n_features)
-    result = fit_encoding_model(Xs, Ys, ALPHAS)
+    result = fit_encoding_model(Xs, Ys, ALPHAS, device=device)
     Y, signal = np.concatenate(Ys), np.concatenate(signals)
     # ceiling: r of the true signal itself with the simulated data
     ceiling = np.array([np.corrcoef(Y[:, v], signal[:, v])[0, 1] for v in range(n_signal)])
@@ -156,10 +156,10 @@ def test_two_runs_fall_back_to_two_fold_and_one_run_is_refused():
     )
 
 
-def test_chunks_do_not_change_the_model():
+def test_chunks_do_not_change_the_model(device):
     Xs, Ys, _, _ = _simulation(n_runs=3, n_per_run=60, n_signal=15, n_noise=16, seed=2)
-    whole = fit_encoding_model(Xs, Ys, ALPHAS)
-    chunked = fit_encoding_model(Xs, Ys, ALPHAS, n_voxels_chunk=4)
+    whole = fit_encoding_model(Xs, Ys, ALPHAS, device=device)
+    chunked = fit_encoding_model(Xs, Ys, ALPHAS, n_voxels_chunk=4, device=device)
     np.testing.assert_array_equal(whole.alpha, chunked.alpha)
     np.testing.assert_allclose(whole.r, chunked.r, atol=1e-6)
     np.testing.assert_allclose(whole.r2, chunked.r2, atol=1e-6)

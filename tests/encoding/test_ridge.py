@@ -76,16 +76,18 @@ def test_float64_selection_is_identical_to_himalaya_and_r2_scoring_too():
 
 
 @pytest.mark.parametrize("shape", [(200, 15), (25, 60)])
-def test_fit_ridge_equals_sklearn_ridge(shape):
+def test_fit_ridge_equals_sklearn_ridge(shape, device):
     rng = np.random.default_rng(2)
     X = rng.standard_normal(shape)
     Y = rng.standard_normal((shape[0], 7))
     for alpha in (0.01, 3.0, 1e4):
         expected = Ridge(alpha=alpha, fit_intercept=False).fit(X, Y).coef_.T
-        np.testing.assert_allclose(fit_ridge(X, Y, alpha), expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            fit_ridge(X, Y, alpha, device=device), expected, rtol=1e-4, atol=1e-6
+        )
     # one penalty per voxel: each column as sklearn with that voxel's penalty
     per_voxel = np.array([0.1, 1, 10, 100, 1e3, 1e4, 0.1])
-    weights = fit_ridge(X, Y, per_voxel)
+    weights = fit_ridge(X, Y, per_voxel, device=device)
     for v, alpha in enumerate(per_voxel):
         expected = Ridge(alpha=alpha, fit_intercept=False).fit(X, Y[:, v]).coef_
         np.testing.assert_allclose(weights[:, v], expected, rtol=1e-4, atol=1e-6)
@@ -109,10 +111,10 @@ def test_primal_and_dual_forms_agree():
     )
 
 
-def test_voxel_chunks_do_not_change_results():
+def test_voxel_chunks_do_not_change_results(device):
     Xs, Ys = _problem(n_voxels=203, seed=5)
-    whole = ridge_cv_alphas(Xs, Ys, ALPHAS)
-    chunked = ridge_cv_alphas(Xs, Ys, ALPHAS, n_voxels_chunk=17)
+    whole = ridge_cv_alphas(Xs, Ys, ALPHAS, device=device)
+    chunked = ridge_cv_alphas(Xs, Ys, ALPHAS, n_voxels_chunk=17, device=device)
     np.testing.assert_array_equal(whole[0], chunked[0])
     np.testing.assert_allclose(whole[1], chunked[1], atol=1e-6)
     X, Y = np.concatenate(Xs), np.concatenate(Ys)

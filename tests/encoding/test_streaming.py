@@ -73,10 +73,10 @@ def test_store_reads_back_every_chunk_and_refuses_damage(tmp_path):
     assert not (tmp_path / "bad.json").exists() and not (tmp_path / "bad.npy").exists()
 
 
-def test_store_gives_the_maps_of_the_in_memory_fit(tmp_path):
+def test_store_gives_the_maps_of_the_in_memory_fit(tmp_path, device):
     Xs, Ys = _problem(seed=1)
-    in_memory = fit_encoding_model(Xs, Ys, ALPHAS)
-    streamed = fit_encoding_model(Xs, _store(tmp_path, Ys), ALPHAS, n_voxels_chunk=7)
+    in_memory = fit_encoding_model(Xs, Ys, ALPHAS, device=device)
+    streamed = fit_encoding_model(Xs, _store(tmp_path, Ys), ALPHAS, n_voxels_chunk=7, device=device)
     _assert_same_maps(in_memory, streamed)
     explicit = fit_encoding_model(Xs, Ys, ALPHAS, test_runs=[3])
     explicit_streamed = fit_encoding_model(

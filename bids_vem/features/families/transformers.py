@@ -1,3 +1,4 @@
+# Longer than 500 lines: the hf family plus the loading, pooling and batch loops BridgeTower shares.
 """Hugging Face ``transformers`` models (``hf:``): text LMs and vision towers.
 
 Hugging Face transformers encoders: ``hf`` text LMs and vision towers, and BridgeTower.
@@ -183,7 +184,7 @@ def resolve_hf_model(model: str, model_dirs: Sequence[Path | str] = ()) -> Path:
 def resolve(
     spec: FeatureSpaceSpec, model_dirs: Sequence[Path | str], allow_downloads: bool
 ) -> Path:
-    """A ``save_pretrained`` folder, found by :func:`bids_vem.features.hf_models.resolve_hf_model`.
+    """A ``save_pretrained`` folder, found by :func:`resolve_hf_model`.
 
     With ``allow_downloads`` a hub id not found locally is downloaded into the hub cache.
     """
