@@ -50,6 +50,7 @@ __all__ = [
     "check_setting",
     "load_config_file",
     "setting_choices",
+    "setting_default",
     "option_name",
 ]
 
@@ -664,6 +665,12 @@ def option_name(name: str) -> str:
         if f.name == name:
             return declaration.option or name
     return name  # pragma: no cover
+
+
+def setting_default(name: str) -> Any:
+    """The declared default of the setting ``name`` (for core functions' keyword defaults)."""
+    f = next(f for f in dataclasses.fields(SECTIONS[_SECTION_OF[name]]) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def setting_choices(name: str) -> tuple[str, ...]:

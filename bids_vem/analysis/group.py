@@ -19,7 +19,7 @@ from bids_vem.outputs.group import find_statmaps
 
 __all__ = ["ParticipantMaps", "find_participant_r_maps", "stack_maps"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def find_participant_r_maps(
             continue
         key = (entities.get("task", ""), entities.get("space", ""), entities.get("desc", ""))
         if subject in groups[key]:
-            log.warning("sub-%s has several r maps for %s; using %s", subject, key, path.name)
+            logger.warning("sub-%s has several r maps for %s; using %s", subject, key, path.name)
         groups[key][subject] = path
     if not groups:
         filters = (

@@ -22,7 +22,7 @@ from bids_vem._utils import inside
 
 __all__ = ["CACHE_VARIABLES", "EnvironmentChanges", "is_writable_dir", "prepare_environment"]
 
-log = logging.getLogger("bids_vem")
+logger = logging.getLogger(__name__)
 
 #: variable -> folder under ``<work dir>/caches`` it is pointed at when HOME is not writable
 CACHE_VARIABLES: dict[str, str] = {
@@ -134,7 +134,7 @@ def prepare_environment(
             why.append(f"HOME ({home_text or 'unset'}) is not a writable folder")
         if tmpdir is not None:
             why.append(f"the temporary folder {current_tmp} is not writable")
-        log.info(
+        logger.info(
             "%s: library caches and temporary files go to %s (%s)",
             " and ".join(why),
             caches,

@@ -12,7 +12,7 @@ from bids_vem.errors import BidsVemError
 
 __all__ = ["main"]
 
-log = logging.getLogger("bids_vem")
+logger = logging.getLogger(__name__)
 
 
 def _verbosity(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ from bids_vem.errors import (
 
 __all__ = ["run", "check_paths", "validate_bids_dir"]
 
-log = logging.getLogger("bids_vem")
+logger = logging.getLogger(__name__)
 
 
 def check_paths(config: RunConfig) -> None:
@@ -59,9 +59,11 @@ def validate_bids_dir(bids_dir: Path) -> None:
     try:
         find_validator()
     except InputMissingError as err:
-        log.warning("BIDS_DIR is not validated: %s", err)
+        logger.warning("BIDS_DIR is not validated: %s", err)
         return
-    log.info("validating %s with bids-validator-deno (skip with --skip-bids-validation)", bids_dir)
+    logger.info(
+        "validating %s with bids-validator-deno (skip with --skip-bids-validation)", bids_dir
+    )
     errors = validate_raw(bids_dir)
     if errors:
         shown = "; ".join(errors[:5])
@@ -89,13 +91,13 @@ def run(config: RunConfig) -> int:
     if not config.allow_downloads:  # offline unless the user allows downloads
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    log.info("bids_vem %s, run %s, %s level", __version__, run_id, config.analysis_level)
+    logger.info("bids_vem %s, run %s, %s level", __version__, run_id, config.analysis_level)
 
     if config.analysis_level == "group":
         from bids_vem.workflows.group import run_group_level
 
         run_group_level(config)
-        log.info(
+        logger.info(
             "group level done in %.0f s: %s",
             time.time() - started,
             config.output_dir / "group" / "group.html",
@@ -106,7 +108,7 @@ def run(config: RunConfig) -> int:
         validate_bids_dir(config.bids_dir)
     work_dir = config.resolved_work_dir
     if config.clean_workdir and work_dir.exists():
-        log.info("emptying the work directory %s (--clean-workdir)", work_dir)
+        logger.info("emptying the work directory %s (--clean-workdir)", work_dir)
         shutil.rmtree(work_dir)
     _make_dir(work_dir, "work directory")
     return _run_participant_level(config, run_id, started)
@@ -118,7 +120,7 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
     from bids_vem.workflows.plan import plan_participant_level
 
     plan = plan_participant_level(config, config.resolved_work_dir)
-    log.info(
+    logger.info(
         "participant level: %d participant(s), %d run group(s), %d feature space(s): %s",
         len(plan.subjects),
         len(plan.run_groups),
@@ -143,15 +145,15 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         raise _error_from_crashes(crash_dir, err) from err
     n_nodes, n_reused = _count_reused(graph, started)
     if n_reused:
-        log.info(
+        logger.info(
             "reused %d of %d steps from the work directory %s",
             n_reused,
             n_nodes,
             config.resolved_work_dir,
         )
     for subject in plan.subjects:
-        log.info("report: %s", config.output_dir / f"sub-{subject}.html")
-    log.info("participant level done in %.0f s", time.time() - started)
+        logger.info("report: %s", config.output_dir / f"sub-{subject}.html")
+    logger.info("participant level done in %.0f s", time.time() - started)
     return 0
 
 

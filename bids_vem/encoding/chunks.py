@@ -22,7 +22,7 @@ from bids_vem.config import option_name
 
 __all__ = ["ChunkPlan", "voxel_chunk_for_memory", "DEFAULT_CHUNK_BYTES"]
 
-log = logging.getLogger("bids_vem.encoding")
+logger = logging.getLogger(__name__)
 
 #: default working memory of a chunk when no budget is given (256 MB)
 DEFAULT_CHUNK_BYTES = 256 * 2**20
@@ -150,7 +150,7 @@ class ChunkPlan:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if self.halvings == 1:
-            log.warning(
+            logger.warning(
                 "GPU out of memory: voxel chunks halved to %d voxels and the chunk retried "
                 f"(further halvings are not logged); a smaller {option_name('mem_mb')} sets smaller chunks",
                 self.size,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bids_vem._utils import is_label
+from bids_vem.config import setting_default
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import encoders
 from bids_vem.features.batching import autocast_context
@@ -22,7 +23,6 @@ from bids_vem.features.feature_set import FeatureSet
 from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec, expand_layers
 from bids_vem.features.story import (
-    DEFAULT_CONTEXT,
     read_event_words,
     read_word_timings,
     word_contexts,
@@ -35,6 +35,7 @@ from bids_vem.features.weights import (
 )
 from bids_vem.inputs.stimuli import file_sha256, stimulus_kind
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
+from bids_vem.outputs.names import derivative_name
 
 __all__ = [
     "expand_feature_space",
@@ -145,8 +146,8 @@ def extract_feature_spaces(
     allow_downloads: bool = False,
     progress: bool = True,
     precision: str = "auto",
-    frame_rate: float = 15.0,
-    n_context: int = DEFAULT_CONTEXT,
+    frame_rate: float = setting_default("frame_rate"),
+    context_words: int = setting_default("context_words"),
 ) -> list[FeatureSet]:
     """Every feature space of one spec (one per ``#layers`` layer) from ONE model load.
 
@@ -173,7 +174,7 @@ def extract_feature_spaces(
             f"feature space {spec.name!r}: duplicated stimulus ids {_first(duplicated)}"
         )
     inputs = _stimulus_inputs(
-        spec, stim_ids, image_paths, image_sha256, captions, frame_rate, n_context
+        spec, stim_ids, image_paths, image_sha256, captions, frame_rate, context_words
     )
     with offline_mode(allow_downloads):
         model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
@@ -499,8 +500,10 @@ def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list
             f"feature space {name!r}: stimulus ids with tabs or newlines: {_first(bad)}"
         )
     folder = Path(output_dir) / "features"
-    stem = folder / f"desc-{name}_features"
-    npy, tsv, sidecar = (stem.with_suffix(s) for s in (".npy", ".tsv", ".json"))
+    npy, tsv, sidecar = (
+        folder / derivative_name({"desc": name}, "features", ext)
+        for ext in (".npy", ".tsv", ".json")
+    )
     meta = feature_set.metadata
     description = {
         "Description": (

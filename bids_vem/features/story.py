@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_vem.config import setting_default
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.events import MISSING_VALUES, read_tsv, read_tsv_columns, seconds
 
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 #: words of context on each side of a word (Tang et al. 2023)
-DEFAULT_CONTEXT = 20
+#: words of context on each side (Tang et al. 2023: 20), as --context-words defaults
+DEFAULT_CONTEXT: int = setting_default("context_words")
 #: columns of a transcript's timings file; ``duration`` may be absent
 TIMINGS_COLUMNS = ("onset", "duration", "word")
 #: events columns that carry words, in order of preference

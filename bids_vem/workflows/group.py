@@ -18,13 +18,14 @@ from bids_vem.config import RunConfig
 from bids_vem.encoding.stats import group_ttest
 from bids_vem.errors import DataError
 from bids_vem.outputs.group import write_group_maps, write_group_summary
+from bids_vem.outputs.names import derivative_name
 from bids_vem.outputs.statmaps import bids_uri
 from bids_vem.reports.figures import plot_r_map
 from bids_vem.reports.group import write_group_report
 
 __all__ = ["run_group_level"]
 
-log = logging.getLogger("bids_vem.group")
+logger = logging.getLogger(__name__)
 
 #: false discovery rate of the group maps (Doerig et al. 2025: q = 0.05)
 FDR_Q = 0.05
@@ -54,7 +55,7 @@ def run_group_level(config: RunConfig) -> Path:
             errors.append(
                 f"{label}: only sub-{maps.subjects[0]} has an r map; a group test needs 2 or more"
             )
-            log.warning("%s", errors[-1])
+            logger.warning("%s", errors[-1])
             continue
         paths = [maps.paths[s] for s in maps.subjects]
         values, mask_img = stack_maps(paths)
@@ -87,7 +88,7 @@ def run_group_level(config: RunConfig) -> Path:
                 f"n_voxels_q_below_{FDR_Q}": n_significant,
             }
         )
-        log.info(
+        logger.info(
             "%s: %d participants, %d voxels, mean r %.3f; %d voxel(s) significant at FDR q < %.2f",
             label,
             len(paths),
@@ -100,7 +101,7 @@ def run_group_level(config: RunConfig) -> Path:
             output_dir
             / "group"
             / "figures"
-            / f"task-{maps.task}_desc-{maps.feature_space}_meanr.png"
+            / derivative_name({"task": maps.task, "desc": maps.feature_space}, "meanr", ".png")
         )
         try:
             plot_r_map(

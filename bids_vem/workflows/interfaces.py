@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-log = logging.getLogger("bids_vem.workflows")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AlignImageEncoder",
@@ -111,7 +111,7 @@ class ExtractFeatures(SimpleInterface):
             allow_downloads=self.inputs.allow_downloads,
             frame_rate=settings.frame_rate,
             num_workers=self.inputs.num_workers,
-            n_context=settings.context_words,
+            context_words=settings.context_words,
         )
         paths = []
         for feature_set in feature_sets:
@@ -155,6 +155,7 @@ class CaptionImages(SimpleInterface):
             write_captions_tsv,
         )
         from bids_vem.inputs.stimuli import StimulusTable
+        from bids_vem.outputs.names import derivative_name
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
         table = StimulusTable.from_tsv(Path(self.inputs.stimulus_table))
@@ -169,13 +170,13 @@ class CaptionImages(SimpleInterface):
         device = str(resolve_device(self.inputs.device))
         captioner = Captioner.from_pretrained(Path(self.inputs.model_path), device=device)
         stim_ids = list(self.inputs.stim_ids)
-        log.info("captioning %d images with %s", len(stim_ids), self.inputs.spec)
+        logger.info("captioning %d images with %s", len(stim_ids), self.inputs.spec)
         texts = captioner.caption_files([table[s].path for s in stim_ids], settings)
         captions = dict(zip(stim_ids, texts, strict=True))
         out = Path(runtime.cwd) / "captions.json"
         out.write_text(json.dumps(captions, indent=0, sort_keys=True))
         tsv = write_captions_tsv(
-            Path(runtime.cwd) / f"desc-{self.inputs.name}_captions.tsv",
+            Path(runtime.cwd) / derivative_name({"desc": self.inputs.name}, "captions", ".tsv"),
             captions,
             model_spec=self.inputs.spec,
             settings=settings,

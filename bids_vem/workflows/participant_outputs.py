@@ -49,7 +49,7 @@ __all__ = [
     "citation_params",
 ]
 
-log = logging.getLogger("bids_vem.outputs")
+logger = logging.getLogger(__name__)
 
 
 def citation_params(plan: OutputPlan) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def _write_fit(
             parameters=parameters,
         )
     row = encoding_summary_row(result, **names, alphas=list(result.alphas))
-    log.info(
+    logger.info(
         "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels; %d voxel(s) chose a penalty "
         "at an edge of the grid (%d low, %d high)",
         subject,

@@ -29,7 +29,7 @@ from bids_vem.workflows.contracts import FeatureSpaceEntry, RunGroup
 
 __all__ = ["AlignmentPlan", "ParticipantPlan", "RunGroup", "plan_participant_level"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,110 +117,12 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     BidsVemError
         Any input problem, with its exit code (missing runs 18/66, missing stimuli 66, ...).
     """
-    feature_spaces = _parse_feature_spaces(config)
-    captioner = None
-    if config.captioner and any(spec.modality == "text" for spec in feature_spaces):
-        captioner = parse_captioner(config.captioner, config.model_dirs)
-        log.info("captioner %s (%s): weights at %s", captioner.name, captioner.text, captioner.path)
-    elif config.captioner:
-        log.warning(
-            f"{option_name('captioner')} is not used: no text feature space embeds captions"
-        )
-    models = []
-    for spec in feature_spaces:  # a missing model fails now (exit 66), not after hours of work
-        path = resolve_model_path(spec, config.model_dirs, allow_downloads=config.allow_downloads)
-        expanded = tuple(
-            expand_feature_space(spec, config.model_dirs, allow_downloads=config.allow_downloads)
-        )
-        models.append((spec, expanded))
-        names = ", ".join(fs.name for fs in expanded)
-        log.info("feature space(s) %s (%s): weights at %s", names, spec.text, path)
+    captioner, models = _plan_models(config)
     feature_spaces = tuple(fs for _, expanded in models for fs in expanded)
     check_unique_names(feature_spaces)
-    derivatives = tuple(path for _, path in config.derivatives) or tuple(
-        # our own outputs (BIDS_DIR/derivatives/bids_vem) hold no preprocessed BOLD
-        path
-        for path in find_derivatives(config.bids_dir)
-        if path.resolve() != config.output_dir.resolve()
-    )
-    runs, skipped = collect_runs_report(
-        config.bids_dir, derivatives=derivatives, **config.inputs.run_query()
-    )
-    for sentence in skipped:
-        log.warning("skipping %s", sentence)
-
-    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[(run.subject, run.task, run.space)].append(run)
-    run_groups = tuple(
-        RunGroup(subject=s, task=t, space=sp, runs=tuple(group))
-        for (s, t, sp), group in sorted(groups.items())
-    )
-    for group in run_groups:
-        log.info(
-            "%s: %d run(s) in %s (%s)",
-            group.name,
-            len(group.runs),
-            group.space,
-            ", ".join(run.name for run in group.runs),
-        )
-
-    stimuli = build_stimulus_table(
-        config.bids_dir, [run.events for run in runs], config.stim_column
-    )
-    log.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
-    if any(spec.modality == "image" for spec in feature_spaces):
-        kinds = {stim.kind for stim in stimuli}
-        if not (kinds <= {"image"} or kinds <= {"video"}):
-            others = [stim.stim_id for stim in stimuli if stim.kind != "image"]
-            raise DataError(
-                f"image feature spaces embed images or videos, one kind per run: found {sorted(kinds)} "
-                f"stimuli (first not an image: {', '.join(others[:5])}); select one kind with {option_name('task')}"
-            )
-
-    stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
-    needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
-    if needs_captions and config.captions is None and not config.captioner:
-        raise UsageError(
-            f"text feature spaces embed the stimulus captions: give {option_name('captions')} CAPTIONS.tsv "
-            f"(columns stim_file, caption) or a {option_name('captioner')}"
-        )
-
-    work_dir.mkdir(parents=True, exist_ok=True)
-    table_tsv = work_dir / "stimuli" / "stimulus_table.tsv"
-    table_tsv.parent.mkdir(parents=True, exist_ok=True)
-    stimuli.to_tsv(table_tsv)
-
-    captions_tsv, human = None, {}
-    if config.captions is not None:
-        # with a captioner, human captions may cover only some stimuli: it captions the rest
-        human = read_captions(config.captions, None if captioner else stimuli.stim_ids)
-        human = {stim_id: human[stim_id] for stim_id in stimuli.stim_ids if stim_id in human}
-        log.info(
-            "captions: %d human captions for %d stimuli from %s",
-            sum(len(v) for v in human.values()),
-            len(human),
-            config.captions,
-        )
-        # a normalised copy (only our stimuli, sorted) so that the cache keys on content, not on the file
-        captions_tsv = work_dir / "stimuli" / "captions.json"
-        write_text_atomic(captions_tsv, json.dumps(human, indent=0, sort_keys=True))
-    to_caption: tuple[str, ...] = ()
-    if captioner is not None:
-        to_caption = tuple(s for s in stimuli.stim_ids if config.recaption or s not in human)
-        not_images = [s for s in to_caption if stimuli[s].kind != "image"]
-        if not_images:
-            raise DataError(
-                f"the captioner captions images; {len(not_images)} stimuli without human captions are not "
-                f"images (first: {', '.join(not_images[:5])})"
-            )
-        log.info(
-            "captioner %s will caption %d of %d stimuli%s",
-            captioner.name,
-            len(to_caption),
-            len(stimuli),
-            f" ({option_name('recaption')})" if config.recaption else "",
-        )
+    derivatives, runs, skipped, run_groups = _plan_runs(config)
+    stimuli, table_tsv = _plan_stimuli(config, runs, feature_spaces, work_dir)
+    captions_tsv, to_caption = _plan_captions(config, stimuli, captioner, work_dir)
     for group in run_groups:
         _check_evaluation(config, group)
     betas = _check_trialwise(config, run_groups, stimuli)
@@ -245,6 +147,126 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         to_caption=to_caption,
         models=tuple(models),
     )
+
+
+def _plan_models(config: RunConfig):
+    """The captioner and each model spec with the feature spaces it stands for, all resolved.
+
+    A missing model fails now (exit 66), not after hours of work.
+    """
+    feature_spaces = _parse_feature_spaces(config)
+    captioner = None
+    if config.captioner and any(spec.modality == "text" for spec in feature_spaces):
+        captioner = parse_captioner(config.captioner, config.model_dirs)
+        logger.info(
+            "captioner %s (%s): weights at %s", captioner.name, captioner.text, captioner.path
+        )
+    elif config.captioner:
+        logger.warning(
+            f"{option_name('captioner')} is not used: no text feature space embeds captions"
+        )
+    models = []
+    for spec in feature_spaces:
+        path = resolve_model_path(spec, config.model_dirs, allow_downloads=config.allow_downloads)
+        expanded = tuple(
+            expand_feature_space(spec, config.model_dirs, allow_downloads=config.allow_downloads)
+        )
+        models.append((spec, expanded))
+        names = ", ".join(fs.name for fs in expanded)
+        logger.info("feature space(s) %s (%s): weights at %s", names, spec.text, path)
+    return captioner, models
+
+
+def _plan_runs(config: RunConfig):
+    """The derivative datasets read, the usable runs, the skipped ones, and the run groups."""
+    derivatives = tuple(path for _, path in config.derivatives) or tuple(
+        # our own outputs (BIDS_DIR/derivatives/bids_vem) hold no preprocessed BOLD
+        path
+        for path in find_derivatives(config.bids_dir)
+        if path.resolve() != config.output_dir.resolve()
+    )
+    runs, skipped = collect_runs_report(
+        config.bids_dir, derivatives=derivatives, **config.inputs.run_query()
+    )
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.subject, run.task, run.space)].append(run)
+    run_groups = tuple(
+        RunGroup(subject=s, task=t, space=sp, runs=tuple(group))
+        for (s, t, sp), group in sorted(groups.items())
+    )
+    for group in run_groups:
+        logger.info(
+            "%s: %d run(s) in %s (%s)",
+            group.name,
+            len(group.runs),
+            group.space,
+            ", ".join(run.name for run in group.runs),
+        )
+    return derivatives, runs, skipped, run_groups
+
+
+def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
+    """The table of unique stimuli (written to the work dir), checked against the spaces."""
+    stimuli = build_stimulus_table(
+        config.bids_dir, [run.events for run in runs], config.stim_column
+    )
+    logger.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
+    if any(spec.modality == "image" for spec in feature_spaces):
+        kinds = {stim.kind for stim in stimuli}
+        if not (kinds <= {"image"} or kinds <= {"video"}):
+            others = [stim.stim_id for stim in stimuli if stim.kind != "image"]
+            raise DataError(
+                f"image feature spaces embed images or videos, one kind per run: found "
+                f"{sorted(kinds)} stimuli (first not an image: {', '.join(others[:5])}); "
+                f"select one kind with {option_name('task')}"
+            )
+    stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
+    needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
+    if needs_captions and config.captions is None and not config.captioner:
+        raise UsageError(
+            f"text feature spaces embed the stimulus captions: give {option_name('captions')} "
+            f"CAPTIONS.tsv (columns stim_file, caption) or a {option_name('captioner')}"
+        )
+    table_tsv = work_dir / "stimuli" / "stimulus_table.tsv"
+    table_tsv.parent.mkdir(parents=True, exist_ok=True)
+    stimuli.to_tsv(table_tsv)
+    return stimuli, table_tsv
+
+
+def _plan_captions(config: RunConfig, stimuli, captioner, work_dir: Path):
+    """The human captions used (a normalised copy in the work dir) and what the captioner does."""
+    captions_tsv, human = None, {}
+    if config.captions is not None:
+        # with a captioner, human captions may cover only some stimuli: it captions the rest
+        human = read_captions(config.captions, None if captioner else stimuli.stim_ids)
+        human = {stim_id: human[stim_id] for stim_id in stimuli.stim_ids if stim_id in human}
+        logger.info(
+            "captions: %d human captions for %d stimuli from %s",
+            sum(len(v) for v in human.values()),
+            len(human),
+            config.captions,
+        )
+        # a normalised copy (only our stimuli, sorted): the cache keys on content, not the file
+        captions_tsv = work_dir / "stimuli" / "captions.json"
+        write_text_atomic(captions_tsv, json.dumps(human, indent=0, sort_keys=True))
+    to_caption: tuple[str, ...] = ()
+    if captioner is not None:
+        to_caption = tuple(s for s in stimuli.stim_ids if config.recaption or s not in human)
+        not_images = [s for s in to_caption if stimuli[s].kind != "image"]
+        if not_images:
+            raise DataError(
+                f"the captioner captions images; {len(not_images)} stimuli without human "
+                f"captions are not images (first: {', '.join(not_images[:5])})"
+            )
+        logger.info(
+            "captioner %s will caption %d of %d stimuli%s",
+            captioner.name,
+            len(to_caption),
+            len(stimuli),
+            f" ({option_name('recaption')})" if config.recaption else "",
+        )
+    return captions_tsv, to_caption
 
 
 def _pick(
@@ -313,7 +335,7 @@ def _plan_alignment(
     kinds = {stim.kind for stim in stimuli}
     if config.align_corpus is not None:
         corpus = read_alignment_corpus(config.align_corpus)
-        log.info(
+        logger.info(
             "alignment: %s aligned to %s on %d corpus images from %s",
             base.name,
             target.name,
@@ -337,7 +359,7 @@ def _plan_alignment(
             )
         except DataError as err:
             raise DataError(f"{group.name}: {err.message}") from err
-        log.info(
+        logger.info(
             "%s: %s aligned to %s caption embeddings in %d fold(s) of held-out runs + a final "
             "alignment on all %d stimuli",
             group.name,
@@ -371,7 +393,7 @@ def _check_evaluation(config: RunConfig, group: RunGroup) -> None:
                 "leave-one-session-out needs at least 2"
             )
     if test:
-        log.info(
+        logger.info(
             "%s: test runs %s; penalties by leave-one-%s-out CV on the other %d run(s)%s",
             group.name,
             ", ".join(group.runs[i].name for i in test),
@@ -421,5 +443,5 @@ def _check_trialwise(
                 f"{option_name('betas')}: {matches[0]} has no table {table.name} beside it"
             )
         found[group.name] = matches[0]
-        log.info("%s: single-trial betas from %s", group.name, matches[0])
+        logger.info("%s: single-trial betas from %s", group.name, matches[0])
     return found
