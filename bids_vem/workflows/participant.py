@@ -184,23 +184,78 @@ def init_participant_wf(
     specs_dir = work_dir / "specs"
     specs_dir.mkdir(parents=True, exist_ok=True)
     plan_json = write_text_atomic(specs_dir / "plan.json", output_plan(config, plan).to_json())
-    cache_dir = str(work_dir / "feature_cache") if config.feature_cache else ""
 
-    caption_node = None
-    if plan.captioner is not None and plan.to_caption:
-        caption_node = _step(CaptionImages(), f"caption_{plan.captioner.name}", config)
-        caption_node.inputs.name = plan.captioner.name
-        caption_node.inputs.spec = plan.captioner.text
-        caption_node.inputs.model_path = str(plan.captioner.path)
-        caption_node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
-        caption_node.inputs.stim_ids = list(plan.to_caption)
-        caption_node.inputs.captioning = config.captioning.to_json()
-        wf.add_nodes([caption_node])
+    caption_node = _caption_node(wf, config, plan)
+    model_nodes, feature_sources, caption_sources = _feature_nodes(wf, config, plan, caption_node)
+    dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
+    dataset_node.inputs.output_dir = str(config.output_dir)
+    dataset_node.inputs.bids_dir = str(config.bids_dir)
+    dataset_node.inputs.plan = str(plan_json)
+    merge_features = pe.Node(_merge(len(model_nodes)), name="merge_features")
+    for i, node in enumerate(model_nodes, start=1):
+        wf.connect(node, "feature_sets", merge_features, f"in{i}")
+    wf.connect(merge_features, "out", dataset_node, "feature_sets")
+    if caption_node is not None:
+        wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
+
+    for subject in plan.subjects:
+        encode_nodes, aligned_models = [], []
+        for group in plan.run_groups:
+            if group.subject == subject:
+                fits, align = _group_nodes(
+                    wf, config, plan, group, specs_dir, feature_sources, caption_sources
+                )
+                encode_nodes += fits
+                aligned_models += [align] if align is not None else []
+        outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
+        outputs.inputs.output_dir = str(config.output_dir)
+        outputs.inputs.subject = subject
+        outputs.inputs.plan = str(plan_json)
+        _gather(wf, encode_nodes, "fit", outputs, "fits", f"merge_fits_sub{subject}")
+        if aligned_models:
+            _gather(
+                wf, aligned_models, "summary", outputs, "aligned_models",
+                f"merge_models_sub{subject}",
+            )  # fmt: skip
+        # outputs wait for the dataset files (dataset_description before any map)
+        wf.connect(dataset_node, "files", outputs, "after")
+    return wf
+
+
+def _gather(wf, nodes: list, output: str, target: pe.Node, input_: str, name: str) -> None:
+    """Connect one output of every node in ``nodes`` to a list input of ``target``."""
+    merge = pe.Node(_merge(len(nodes)), name=name)
+    for i, node in enumerate(nodes, start=1):
+        wf.connect(node, output, merge, f"in{i}")
+    wf.connect(merge, "out", target, input_)
+
+
+def _caption_node(wf: pe.Workflow, config: RunConfig, plan: ParticipantPlan) -> pe.Node | None:
+    """The captioning step, when a captioner has stimuli to caption."""
+    if plan.captioner is None or not plan.to_caption:
+        return None
+    node = _step(CaptionImages(), f"caption_{plan.captioner.name}", config)
+    node.inputs.name = plan.captioner.name
+    node.inputs.spec = plan.captioner.text
+    node.inputs.model_path = str(plan.captioner.path)
+    node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
+    node.inputs.stim_ids = list(plan.to_caption)
+    node.inputs.captioning = config.captioning.to_json()
+    wf.add_nodes([node])
+    return node
+
+
+def _feature_nodes(
+    wf: pe.Workflow, config: RunConfig, plan: ParticipantPlan, caption_node: pe.Node | None
+) -> tuple[list[pe.Node], dict, dict]:
+    """One feature step per model spec (every layer from one load), shared by all participants.
+
+    Returns the steps, each feature space's source (node, output) of its FeatureSet file, and
+    each text space's captions (a (node, output) or the human caption files).
+    """
     human_captions = [str(plan.captions_tsv)] if plan.captions_tsv is not None else []
-
-    model_nodes = []
-    feature_sources = {}  # feature-space name -> (node, output) giving its FeatureSet file
-    caption_sources = {}  # text feature-space name -> (node, output) or the human caption files
+    cache_dir = str(config.resolved_work_dir / "feature_cache") if config.feature_cache else ""
+    model_nodes, feature_sources, caption_sources = [], {}, {}
     for spec, expanded in plan.models:
         node = _step(ExtractFeatures(), f"features_{spec.name}", config)
         node.inputs.spec = spec.text
@@ -230,65 +285,47 @@ def init_participant_wf(
             select = pe.Node(Select(index=[index]), name=f"select_{fs.name}")
             wf.connect(node, "feature_sets", select, "inlist")
             feature_sources[fs.name] = (select, "out")
+    return model_nodes, feature_sources, caption_sources
 
-    dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
-    dataset_node.inputs.output_dir = str(config.output_dir)
-    dataset_node.inputs.bids_dir = str(config.bids_dir)
-    dataset_node.inputs.plan = str(plan_json)
-    merge_features = pe.Node(_merge(len(model_nodes)), name="merge_features")
-    for i, node in enumerate(model_nodes, start=1):
-        wf.connect(node, "feature_sets", merge_features, f"in{i}")
-    wf.connect(merge_features, "out", dataset_node, "feature_sets")
-    if caption_node is not None:
-        wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
 
-    for subject in plan.subjects:
-        groups = [g for g in plan.run_groups if g.subject == subject]
-        encode_nodes = []
-        aligned_models: list[pe.Node] = []
-        for group in groups:
-            runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
-            bold = None
-            if config.design == "continuous":
-                # the group's cleaned BOLD, written once to the work dir for all feature spaces
-                # (a trial-wise design models the raw BOLD run by run instead)
-                bold = pe.Node(PrepareBold(), name=f"bold_{group.name.replace('-', '')}")
-                bold.inputs.runs = str(runs_json)
-                bold.inputs.confounds = list(config.confounds)
-                bold.inputs.omp_nthreads = config.omp_nthreads
-                bold.n_procs = config.omp_nthreads
-            betas = (plan.betas or {}).get(group.name)
-            for fs in plan.feature_spaces:
-                node = _encode_node(config, runs_json, group, fs.name, betas)
-                if bold is not None:
-                    wf.connect(bold, "store", node, "bold_store")
-                wf.connect(*feature_sources[fs.name], node, "feature_set")
-                encode_nodes.append(node)
-            if plan.alignment is not None:
-                align = _align_node(wf, config, plan, group, specs_dir, caption_sources)
-                node = _encode_node(config, runs_json, group, plan.alignment.name, betas)
-                if bold is not None:
-                    wf.connect(bold, "store", node, "bold_store")
-                for output in ("feature_set", "fold_feature_sets", "fold_held_out_runs"):
-                    wf.connect(align, output, node, output)
-                encode_nodes.append(node)
-                aligned_models.append(align)
-        outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
-        outputs.inputs.output_dir = str(config.output_dir)
-        outputs.inputs.subject = subject
-        outputs.inputs.plan = str(plan_json)
-        merge_fits = pe.Node(_merge(len(encode_nodes)), name=f"merge_fits_sub{subject}")
-        for i, node in enumerate(encode_nodes, start=1):
-            wf.connect(node, "fit", merge_fits, f"in{i}")
-        wf.connect(merge_fits, "out", outputs, "fits")
-        if aligned_models:
-            merge_models = pe.Node(_merge(len(aligned_models)), name=f"merge_models_sub{subject}")
-            for i, node in enumerate(aligned_models, start=1):
-                wf.connect(node, "summary", merge_models, f"in{i}")
-            wf.connect(merge_models, "out", outputs, "aligned_models")
-        # outputs wait for the dataset files (dataset_description before any map)
-        wf.connect(dataset_node, "files", outputs, "after")
-    return wf
+def _group_nodes(
+    wf: pe.Workflow,
+    config: RunConfig,
+    plan: ParticipantPlan,
+    group: RunGroup,
+    specs_dir: Path,
+    feature_sources: dict,
+    caption_sources: dict,
+) -> tuple[list[pe.Node], pe.Node | None]:
+    """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment."""
+    runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
+    bold = None
+    if config.design == "continuous":
+        # the group's cleaned BOLD, written once to the work dir for all feature spaces
+        # (a trial-wise design models the raw BOLD run by run instead)
+        bold = pe.Node(PrepareBold(), name=f"bold_{group.name.replace('-', '')}")
+        bold.inputs.runs = str(runs_json)
+        bold.inputs.confounds = list(config.confounds)
+        bold.inputs.omp_nthreads = config.omp_nthreads
+        bold.n_procs = config.omp_nthreads
+    betas = (plan.betas or {}).get(group.name)
+    names = [fs.name for fs in plan.feature_spaces]
+    align = None
+    if plan.alignment is not None:
+        align = _align_node(wf, config, plan, group, specs_dir, caption_sources)
+        names.append(plan.alignment.name)
+    fits = []
+    for name in names:
+        node = _encode_node(config, runs_json, group, name, betas)
+        if bold is not None:
+            wf.connect(bold, "store", node, "bold_store")
+        if name in feature_sources:
+            wf.connect(*feature_sources[name], node, "feature_set")
+        else:  # the aligned space: each fold's features predict that fold's runs
+            for output in ("feature_set", "fold_feature_sets", "fold_held_out_runs"):
+                wf.connect(align, output, node, output)
+        fits.append(node)
+    return fits, align
 
 
 def _encode_node(
