@@ -672,84 +672,20 @@ def encode_runs(
     UsageError
         Test runs or CV groups that do not fit the runs.
     """
-    runs = list(runs)
-    if not runs:
-        raise DataError("no runs to encode")
-    trs = {round(float(run.tr), 6) for run in runs}
-    if len(trs) != 1:
-        listed = ", ".join(f"{run.name} ({run.tr:g} s)" for run in runs)
-        raise DataError(f"runs have different repetition times: {listed}")
-    if len(runs) < 2:
-        raise DataError(f"leave-one-run-out needs at least 2 runs; found 1: {runs[0].name}")
+    runs = _check_runs(runs)
     names = [run.name for run in runs]
     # the library API gets the checks of the settings (bids_vem.config), word for word
     EvaluationSettings(
         test_runs=tuple(test_runs), average_test_repeats=average_test_repeats, cv_groups=cv_groups
     )
-    groups = None
-    if cv_groups == "session":
-        missing = [run.name for run in runs if run.session is None]
-        if missing:
-            raise UsageError(
-                f"{option_name('cv_groups')} session: run(s) without a session: {', '.join(missing)}"
-            )
-        groups = [run.session for run in runs]
+    groups = _session_groups(runs) if cv_groups == "session" else None
     test = select_test_runs(runs, test_runs) if test_runs else None
-
-    if bold is None:
-        mask = intersect_masks([run.mask for run in runs])
-        Ys = []
-        for run in runs:
-            if confounds and run.confounds is None:
-                raise InputMissingError(
-                    f"{run.name}: confounds {', '.join(confounds)} requested but the run has no "
-                    "confounds file"
-                )
-            Ys.append(load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr))
-        data: VoxelData = InMemoryVoxelData(Ys)
-    else:
-        if list(bold.run_names) != names:
-            raise DataError(
-                f"{bold.header_path}: the voxel store holds runs {list(bold.run_names)}, "
-                f"not {names}"
-            )
-        mask = nib.load(bold.header_path.parent / bold.metadata["mask"])
-        data = bold
+    data, mask = _voxel_data(runs, bold, confounds)
     events = [_run_events(run.events, stim_column) for run in runs]
     repeats = repeated_sequences(test, events, names) if average_test_repeats else None
 
     def designs(features: FeatureSet) -> list[np.ndarray]:
-        frames = features.frames() if features.timed else None
-        # video frames are averaged within each TR, words of a story Lanczos-interpolated
-        resample = features.metadata.get("resample", "average")
-        out = []
-        for run, run_events, n_volumes in zip(runs, events, data.run_lengths, strict=True):
-            if features.timed:
-                # video frames: each frame at onset + its time, averaged within each TR
-                timecourse = video_timecourse(
-                    run_events,
-                    frames,
-                    n_volumes,
-                    run.tr,
-                    source=str(run.events),
-                    resample=resample,
-                )
-                out.append(
-                    build_run_design_from_timecourse(timecourse, delays, source=str(run.events))
-                )
-            else:
-                out.append(
-                    build_run_design(
-                        run_events,
-                        features,
-                        n_volumes,
-                        run.tr,
-                        delays,
-                        oversampling=oversampling,
-                        source=str(run.events),
-                    )
-                )
-        return out
+        return _run_designs(features, runs, events, data.run_lengths, delays, oversampling)
 
     Xs = designs(feature_set)
     test_designs: dict[int, list[np.ndarray]] = {}
@@ -780,3 +716,85 @@ def encode_runs(
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)
     return result
+
+
+def _check_runs(runs: Sequence[Run]) -> list[Run]:
+    """The runs, once known to be at least two with one repetition time."""
+    runs = list(runs)
+    if not runs:
+        raise DataError("no runs to encode")
+    trs = {round(float(run.tr), 6) for run in runs}
+    if len(trs) != 1:
+        listed = ", ".join(f"{run.name} ({run.tr:g} s)" for run in runs)
+        raise DataError(f"runs have different repetition times: {listed}")
+    if len(runs) < 2:
+        raise DataError(f"leave-one-run-out needs at least 2 runs; found 1: {runs[0].name}")
+    return runs
+
+
+def _session_groups(runs: list[Run]) -> list[str]:
+    """Each run's session, the unit of leave-one-session-out folds."""
+    missing = [run.name for run in runs if run.session is None]
+    if missing:
+        raise UsageError(
+            f"{option_name('cv_groups')} session: run(s) without a session: {', '.join(missing)}"
+        )
+    return [run.session for run in runs]
+
+
+def _voxel_data(runs: list[Run], bold: VoxelStore | None, confounds: Sequence[str]):
+    """The runs' cleaned BOLD (from the voxel store, or loaded here) and the common mask."""
+    names = [run.name for run in runs]
+    if bold is not None:
+        if list(bold.run_names) != names:
+            raise DataError(
+                f"{bold.header_path}: the voxel store holds runs {list(bold.run_names)}, "
+                f"not {names}"
+            )
+        return bold, nib.load(bold.header_path.parent / bold.metadata["mask"])
+    mask = intersect_masks([run.mask for run in runs])
+    Ys = []
+    for run in runs:
+        if confounds and run.confounds is None:
+            raise InputMissingError(
+                f"{run.name}: confounds {', '.join(confounds)} requested but the run has no "
+                "confounds file"
+            )
+        Ys.append(load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr))
+    return InMemoryVoxelData(Ys), mask
+
+
+def _run_designs(
+    features: FeatureSet,
+    runs: list[Run],
+    events: list[pd.DataFrame],
+    run_lengths: Sequence[int],
+    delays: Sequence[int],
+    oversampling: int,
+) -> list[np.ndarray]:
+    """Each run's design: stimulus features on the TR grid with FIR delays."""
+    frames = features.frames() if features.timed else None
+    # video frames are averaged within each TR, words of a story Lanczos-interpolated
+    resample = features.metadata.get("resample", "average")
+    out = []
+    for run, run_events, n_volumes in zip(runs, events, run_lengths, strict=True):
+        source = str(run.events)
+        if features.timed:
+            # timed rows (frames, words): each at its event's onset + its time
+            timecourse = video_timecourse(
+                run_events, frames, n_volumes, run.tr, source=source, resample=resample
+            )
+            out.append(build_run_design_from_timecourse(timecourse, delays, source=source))
+        else:
+            out.append(
+                build_run_design(
+                    run_events,
+                    features,
+                    n_volumes,
+                    run.tr,
+                    delays,
+                    oversampling=oversampling,
+                    source=source,
+                )  # fmt: skip
+            )
+    return out
