@@ -1,3 +1,4 @@
+# Longer than 500 lines: the feature stage (cache keys, the four kinds of stimulus input, derivatives).
 """The feature stage: one feature space over the unique stimuli, cached, and its derivative files."""
 
 from __future__ import annotations
