@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -220,7 +221,7 @@ def _typed(hint: Any, value: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Path:
         return Path(value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _typed(inner[0], value) if len(inner) == 1 else value
     if origin is tuple:
