@@ -27,7 +27,7 @@ import numpy as np
 from bids_vem import option_values as values
 from bids_vem._utils import LABEL
 from bids_vem.errors import UsageError
-from bids_vem.settings import Section, declared, setting
+from bids_vem.settings import Section, Setting, declared, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -652,33 +652,32 @@ for _name, _cls in SECTIONS.items():
         _SECTION_OF[_field.name] = _name
 
 
+#: field name -> (its dataclass field, its declaration)
+_DECLARED: dict[str, tuple[dataclasses.Field, Setting]] = {
+    f.name: (f, declaration)
+    for section in SECTIONS.values()
+    for f, declaration in declared(section)
+}
+
+
 def option_name(name: str) -> str:
     """How messages name a setting: its flag (``delays`` -> ``--delays``).
 
     Core code names settings by field; the declaration holds the flag, so renaming an option
     changes one place.
     """
-    section = SECTIONS.get(_SECTION_OF.get(name, ""))
-    if section is None:
-        return name
-    for f, declaration in declared(section):
-        if f.name == name:
-            return declaration.option or name
-    return name  # pragma: no cover
+    return _DECLARED[name][1].option or name if name in _DECLARED else name
 
 
 def setting_default(name: str) -> Any:
     """The declared default of the setting ``name`` (for core functions' keyword defaults)."""
-    f = next(f for f in dataclasses.fields(SECTIONS[_SECTION_OF[name]]) if f.name == name)
+    f = _DECLARED[name][0]
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def setting_choices(name: str) -> tuple[str, ...]:
     """The values the setting ``name`` may take (empty: not a choice)."""
-    for f, declaration in declared(SECTIONS[_SECTION_OF[name]]):
-        if f.name == name:
-            return declaration.choices
-    return ()  # pragma: no cover
+    return _DECLARED[name][1].choices
 
 
 def check_setting(name: str, value: Any) -> None:
@@ -687,13 +686,7 @@ def check_setting(name: str, value: Any) -> None:
     For core functions called outside a RunConfig (the library API): the same check as
     the section's, with the same message.
     """
-    section = SECTIONS[_SECTION_OF[name]]
-    for f, declaration in declared(section):
-        if f.name == name:
-            problem = declaration.problem(value)
-            if problem:
-                raise UsageError(f"{declaration.option or name} {problem}")
-            return
+    _DECLARED[name][1].check(value, name)
 
 
 @dataclass(frozen=True)

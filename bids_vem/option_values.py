@@ -193,8 +193,3 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def absolute_path(value, option: str = "") -> Path | None:
-    """A path made absolute (``~`` expanded); None stays None."""
-    return None if value is None else Path(value).expanduser().absolute()

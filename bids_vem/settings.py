@@ -101,6 +101,12 @@ class Setting:
         """The option's name in messages: its first ``--long`` flag."""
         return next((f for f in self.flags if f.startswith("--")), None)
 
+    def check(self, value: Any, name: str) -> None:
+        """Raise UsageError naming the option (else the field ``name``) when ``value`` is bad."""
+        problem = self.problem(value)
+        if problem:
+            raise UsageError(f"{self.option or name} {problem}")
+
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` (None: nothing). Lists are checked item by item."""
         items = value if self.kind == "list" and isinstance(value, tuple | list) else (value,)
@@ -168,9 +174,7 @@ class Section:
 
     def __post_init__(self) -> None:
         for f, declaration in declared(type(self)):
-            problem = declaration.problem(getattr(self, f.name))
-            if problem:
-                raise UsageError(f"{declaration.option or f.name} {problem}")
+            declaration.check(getattr(self, f.name), f.name)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-ready values (paths as strings; (name, path) pairs as a table)."""

@@ -663,7 +663,8 @@ def collect_runs_report(
                 f"or {option_name('bids_filters')}"
             )
         seen[identity] = pre.bold
-        events = _events_for(events_candidates, dict(pre.entities))
+        key = dict(pre.entities)
+        events = _events_for(events_candidates, key)
         if events is not None:
             used_events.add(events)
         reason = _why_unusable(pre, events, bids_dir, stim_column)
@@ -675,7 +676,7 @@ def collect_runs_report(
         except InputMissingError as err:
             unreadable.append(err)
             continue
-        tr = _repetition_time(pre, raw_bold.get(_run_key(dict(pre.entities))), header_tr)
+        tr = _repetition_time(pre, raw_bold.get(_run_key(key)), header_tr)
         shared = {f: getattr(pre, f) for f in ("subject", "session", "task", "run", "acquisition")}
         shared |= {f: getattr(pre, f) for f in ("space", "bold", "mask", "confounds")}
         runs.append(Run(**shared, events=events, tr=tr, n_volumes=n_volumes))

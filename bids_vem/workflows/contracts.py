@@ -112,9 +112,6 @@ class OutputPlan:
         """The run groups of one participant, in plan order."""
         return [group for group in self.run_groups if group.subject == subject]
 
-    def feature_space(self, name: str) -> FeatureSpaceEntry:
-        return next(fs for fs in self.feature_spaces if fs.name == name)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "bids_dir": str(self.bids_dir),
