@@ -297,10 +297,45 @@ class EvaluationSettings(Section):
         kind="flag",
     )
     cv_groups: str = setting(
-        "run",
-        help="What a cross-validation fold holds out: one run or one session.",
+        "auto",
+        help="What a cross-validation fold holds out: runs, sessions, or unique stimuli (the "
+        "samples a held-out stimulus shaped are dropped from training). auto: stimuli when a "
+        "stimulus is shown in more than one run, else runs.",
         flags=("--cv-groups",),
-        choices=("run", "session"),
+        choices=("auto", "run", "session", "stimulus"),
+    )
+    test_stimuli: str | None = setting(
+        None,
+        help="Explicit test stimuli: a text file of stimulus names (one per line, as the "
+        "events name them), or COLUMN=VALUE selecting the events whose column has that value "
+        "(THINGS: trial_type=test). Penalties by stimulus-disjoint CV on the other stimuli.",
+        flags=("--test-stimuli",),
+        metavar="FILE|COLUMN=VALUE",
+    )
+    permutations: int = setting(
+        1000,
+        help="Permutations of the null of each voxel's held-out r (stat-p, FDR stat-q and "
+        "family-wise stat-pfwe maps): predictions circularly shifted against the data "
+        "(time courses) or permuted among test stimuli (trial-wise). 0: none.",
+        flags=("--permutations",),
+        type="int",
+        minimum=0,
+    )
+    high_pass: float = setting(
+        0.01,
+        help="Cosine high-pass cutoff in Hz applied to the BOLD of continuous designs "
+        "(nilearn signal.clean); 0: linear detrending only.",
+        flags=("--high-pass",),
+        type="float",
+        minimum=0,
+    )
+    delays_seconds: tuple[float, ...] = setting(
+        (),
+        help="FIR delays in seconds (rounded to TRs of each run group), instead of --delays.",
+        flags=("--delays-seconds",),
+        kind="list",
+        type="float",
+        checks=((lambda d: all(float(x) >= 0 for x in d), "must be non-negative seconds"),),
     )
     design: str | None = setting(
         None,
@@ -339,6 +374,10 @@ class EvaluationSettings(Section):
             raise UsageError(
                 f"{option_name('betas')} gives single-trial responses: use "
                 f"{option_name('design')} trialwise"
+            )
+        if self.test_stimuli and self.test_runs:
+            raise UsageError(
+                f"{option_name('test_stimuli')} and {option_name('test_runs')} exclude each other"
             )
         if self.design == "trialwise" and self.test_runs:
             raise UsageError(

@@ -74,6 +74,7 @@ def plan_alignment_folds(
     *,
     groups: Sequence[Sequence[int]] | None = None,
     min_train: int = 4,
+    stimulus_groups: Sequence[Sequence[str]] | None = None,
 ) -> list[AlignmentFold]:
     """The alignments a run group needs: one per fold of runs, then ``final``.
 
@@ -90,6 +91,9 @@ def plan_alignment_folds(
         are held out by no fold.
     min_train : int
         Fewest stimuli an alignment can train on.
+    stimulus_groups : sequence of sequences of str, optional
+        The held-out stimuli of each fold when the encoding holds out stimuli, not runs
+        (:func:`bids_vem.encoding.stimulus_folds.deal_stimuli`); the folds then name no run.
 
     Returns
     -------
@@ -105,6 +109,19 @@ def plan_alignment_folds(
         images): the message suggests ``--align-corpus``.
     """
     n_runs = len(run_stimuli)
+    if stimulus_groups is not None:
+        every = sorted({str(s) for _, ids in run_stimuli for s in ids})
+        folds = []
+        for k, held in enumerate(stimulus_groups, start=1):
+            train = sorted(set(every) - {str(s) for s in held})
+            if len(train) < min_train:
+                raise DataError(
+                    f"alignment fold {k}: only {len(train)} stimuli are left to train on; align "
+                    f"on an external image-caption corpus with {option_name('align_corpus')}"
+                )
+            folds.append(AlignmentFold(f"fold-{k}", (), tuple(train), tuple(sorted(held))))
+        folds.append(AlignmentFold(FINAL_FOLD, (), tuple(every), ()))
+        return folds
     if n_runs < 2:
         raise DataError(f"alignment folds need at least 2 runs, found {n_runs}")
     if groups is None:

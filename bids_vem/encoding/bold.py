@@ -152,11 +152,31 @@ def intersect_masks(masks: Sequence[Path | nib.Nifti1Image]) -> nib.Nifti1Image:
     return nib.Nifti1Image(inside.astype(np.int8), first.affine)
 
 
+def run_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | None:
+    """The requested confounds of a run plus fMRIPrep's ``non_steady_state_outlier*`` columns.
+
+    fMRIPrep flags the first volumes, before the magnetisation reaches steady state, with one
+    spike regressor each; they are regressed out whenever the confounds file has them (as
+    nilearn's ``load_confounds`` does with its sample mask), requested or not.
+    """
+    columns = list(columns)
+    if path is not None and Path(path).exists():
+        try:
+            header = Path(path).open(encoding="utf-8").readline().rstrip("\n").split("\t")
+        except (OSError, UnicodeDecodeError):
+            header = []
+        columns += [
+            c for c in header if c.startswith("non_steady_state_outlier") and c not in columns
+        ]
+    return read_confounds(path, columns)
+
+
 def load_bold(
     bold: Path | nib.Nifti1Image,
     mask: Path | nib.Nifti1Image,
     confounds: np.ndarray | None,
     tr: float,
+    high_pass: float = 0.0,
 ) -> np.ndarray:
     """Masked, cleaned BOLD of one run.
 
@@ -174,6 +194,9 @@ def load_bold(
     confounds : ndarray of shape (n_volumes, n_confounds) or None
     tr : float
         Repetition time in seconds.
+    high_pass : float
+        Cutoff in Hz of a discrete cosine high-pass (``filter="cosine"``), regressed out with
+        the confounds; 0: none (linear detrending only).
 
     Returns
     -------
@@ -222,9 +245,16 @@ def load_bold(
     constant = np.ptp(signals, axis=0) == 0
     if constant.all():
         raise DataError(f"{name}: BOLD is constant (or not finite) in every voxel of the mask")
-    cleaned = signal.clean(
-        signals, detrend=True, standardize="zscore_sample", confounds=confounds, t_r=tr
+    # a cutoff below the run's lowest frequency adds no regressor: skip it
+    filtering = (
+        {"filter": "cosine", "high_pass": high_pass}
+        if high_pass > 0 and high_pass * n_volumes * tr > 1.0
+        else {"filter": False}
     )
+    cleaned = signal.clean(
+        signals, detrend=True, standardize="zscore_sample", confounds=confounds, t_r=tr,
+        **filtering,
+    )  # fmt: skip
     cleaned[:, constant] = 0.0
     if not np.all(np.isfinite(cleaned)):
         raise DataError(f"{name}: cleaning produced non-finite values (check the confounds)")
@@ -232,7 +262,7 @@ def load_bold(
 
 
 def write_bold_store(
-    runs: Sequence[Run], confounds: Sequence[str], header_path: Path | str
+    runs: Sequence[Run], confounds: Sequence[str], header_path: Path | str, high_pass: float = 0.0
 ) -> VoxelStore:
     """Clean every run's BOLD and write it once to a float32 voxel store (one run in memory).
 
@@ -245,9 +275,11 @@ def write_bold_store(
     runs : sequence of Run
         The runs of one encoding model, in fold order.
     confounds : sequence of str
-        Confound columns regressed out of each run.
+        Confound columns regressed out of each run (with its non-steady-state outliers).
     header_path : Path
         The store's JSON header (its data go beside it, ``.npy``).
+    high_pass : float
+        Cosine high-pass cutoff in Hz (:func:`load_bold`).
 
     Returns
     -------
@@ -275,8 +307,8 @@ def write_bold_store(
 
     def cleaned():
         for run in runs:
-            table = read_confounds(run.confounds, confounds)
-            yield run.name, load_bold(run.bold, mask, table, run.tr)
+            table = run_confounds(run.confounds, confounds)
+            yield run.name, load_bold(run.bold, mask, table, run.tr, high_pass)
 
     n_voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
     return write_voxel_store(
@@ -284,5 +316,5 @@ def write_bold_store(
         cleaned(),
         n_voxels,
         [run.n_volumes for run in runs],
-        metadata={"mask": mask_path.name, "confounds": list(confounds)},
+        metadata={"mask": mask_path.name, "confounds": list(confounds), "high_pass": high_pass},
     )

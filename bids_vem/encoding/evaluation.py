@@ -45,19 +45,35 @@ def _zscore_columns(x: torch.Tensor) -> torch.Tensor:
 class HeldOutScores:
     """Held-out r and R^2 per voxel, accumulated over test units and voxel chunks.
 
-    A test unit is one held-out run (or the average of repeated test runs) with its
-    prediction. ``r`` pools the units after z-scoring each unit's data and prediction (the
+    A test unit is one held-out run (or the average of repeated test runs), or the test
+    samples of a stimulus fold, with its prediction. With ``standardise`` (folds of runs),
+    ``r`` pools the units after z-scoring each unit's data and prediction (the
     length-weighted mean of per-unit correlations, blind to the scale differences between
-    the units' models); ``r2`` is ``1 - SSE / SST`` of the raw predictions over all units,
-    ``SST`` around the mean of all units' data. Sums are float64.
+    the units' models) and ``r2`` is ``1 - SSE / SST`` of the raw predictions over all units,
+    ``SST`` around the mean of all units' data. Without (stimulus folds, whose units can be a
+    handful of samples), each unit's data and prediction are centred, not scaled, then pooled:
+    ``r`` is the correlation and ``r2`` the ``1 - SSE / SST`` of the pooled centred values.
+    Sums are float64.
+
+    With ``n_permutations``, each unit also adds the numerators of ``r`` under a null that
+    pairs its data with a permuted prediction (:meth:`add_null`); :meth:`permutation_p` turns
+    them into per-voxel p-values.
 
     Parameters
     ----------
     n_voxels : int
+    standardise : bool
+    n_permutations : int
+    seed : int
+        Seed of the permutations (each unit's are drawn from it and the unit's number, so that
+        every voxel chunk sees the same permutations).
     """
 
-    def __init__(self, n_voxels: int) -> None:
+    def __init__(
+        self, n_voxels: int, *, standardise: bool = True, n_permutations: int = 0, seed: int = 0
+    ) -> None:
         self.n_voxels = int(n_voxels)
+        self.standardise = standardise
         self._zz = np.zeros(n_voxels)  # sum zy * zp
         self._yy = np.zeros(n_voxels)  # sum zy^2
         self._pp = np.zeros(n_voxels)  # sum zp^2
@@ -66,23 +82,36 @@ class HeldOutScores:
         self._n = np.zeros(n_voxels)
         self._mean = np.zeros(n_voxels)
         self._m2 = np.zeros(n_voxels)
+        self.n_permutations = int(n_permutations)
+        self.seed = int(seed)
+        self._null = np.zeros((self.n_permutations, n_voxels), dtype=np.float32)
+        # signal power and variance of the mean of repeated test runs (noise ceiling)
+        self._signal = np.zeros(n_voxels)
+        self._variance = np.zeros(n_voxels)
+        self.n_units = 0
 
-    @staticmethod
-    def moments(Y: torch.Tensor, prediction: torch.Tensor) -> tuple[np.ndarray, ...]:
+    def moments(self, Y: torch.Tensor, prediction: torch.Tensor) -> tuple[np.ndarray, ...]:
         """One test unit's sums for a chunk: data and prediction (n_samples, n_voxels_chunk)."""
         y = Y.to(torch.float64)
         p = prediction.to(torch.float64)
-        zy, zp = _zscore_columns(y), _zscore_columns(p)
+        zy, zp = self.normalised(y, p)
         mean = y.mean(0)
+        residual = (y - p) if self.standardise else (zy - zp)
         sums = [
             (zy * zp).sum(0),
             (zy * zy).sum(0),
             (zp * zp).sum(0),
-            ((y - p) ** 2).sum(0),
+            (residual**2).sum(0),
             mean,
             ((y - mean) ** 2).sum(0),
         ]
         return (float(y.shape[0]), *(t.cpu().numpy() for t in sums))
+
+    def normalised(self, y: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A unit's data and prediction as they enter ``r`` (z-scored, or centred)."""
+        if self.standardise:
+            return _zscore_columns(y), _zscore_columns(p)
+        return y - y.mean(0), p - p.mean(0)
 
     def commit(self, voxels: slice, moments: tuple[np.ndarray, ...]) -> None:
         """Add the :meth:`moments` of one unit (numpy only: cannot fail half-way on a GPU)."""
@@ -102,6 +131,52 @@ class HeldOutScores:
         """Add one test unit's data and prediction (n_samples, n_voxels_chunk) for ``voxels``."""
         self.commit(voxels, self.moments(Y, prediction))
 
+    def null_moments(
+        self, unit: int, Y: torch.Tensor, prediction: torch.Tensor, scheme: str
+    ) -> np.ndarray | None:
+        """Numerators of ``r`` of one unit under ``n_permutations`` nulls: (n_perm, n_voxels_chunk).
+
+        ``scheme`` ``"shift"``: the prediction is shifted circularly against the data (time
+        courses: keeps their autocorrelation; shifts of at least a tenth of the unit);
+        ``"permute"``: the rows (stimuli) of the prediction are permuted.
+        """
+        if not self.n_permutations:
+            return None
+        y, p = self.normalised(Y.to(torch.float64), prediction.to(torch.float64))
+        n = y.shape[0]
+        rng = np.random.default_rng([self.seed, int(unit)])
+        if n < 2:
+            return np.zeros((self.n_permutations, y.shape[1]), dtype=np.float32)
+        if scheme == "shift":
+            margin = max(1, n // 10) if n > 2 else 1
+            shifts = rng.integers(margin, max(margin + 1, n - margin + 1), self.n_permutations) % n
+            # circular cross-correlation of data and prediction at every shift, by FFT
+            spectrum = torch.fft.rfft(y, dim=0) * torch.conj(torch.fft.rfft(p, dim=0))
+            cross = torch.fft.irfft(spectrum, n=n, dim=0)  # cross[s] = sum_t y[t + s] p[t]
+            return (
+                cross[torch.as_tensor(shifts, device=cross.device)].cpu().numpy().astype(np.float32)
+            )
+        if scheme != "permute":
+            raise ValueError(f"scheme must be 'shift' or 'permute', got {scheme!r}")
+        orders = torch.as_tensor(
+            np.argsort(rng.random((self.n_permutations, n)), axis=1), device=y.device
+        )
+        out = torch.empty((self.n_permutations, y.shape[1]), dtype=torch.float64, device=y.device)
+        batch = max(1, int(2e7 // max(1, n * y.shape[1])))
+        for start in range(0, self.n_permutations, batch):
+            index = orders[start : start + batch]
+            out[start : start + batch] = (y[index] * p[None]).sum(1)
+        return out.cpu().numpy().astype(np.float32)
+
+    def commit_null(self, voxels: slice, null: np.ndarray | None) -> None:
+        if null is not None:
+            self._null[:, voxels] += null
+
+    def commit_repeats(self, voxels: slice, signal: np.ndarray, variance: np.ndarray) -> None:
+        """Add a repeated unit's signal power and variance of its mean, both summed over samples."""
+        self._signal[voxels] += signal
+        self._variance[voxels] += variance
+
     @property
     def r(self) -> np.ndarray:
         """(n_voxels,) float64; 0 where data or prediction are constant in every unit."""
@@ -111,8 +186,41 @@ class HeldOutScores:
     @property
     def r2(self) -> np.ndarray:
         """(n_voxels,) float64; 0 where the data are constant."""
-        ratio = np.divide(self._sse, self._m2, out=np.ones(self.n_voxels), where=self._m2 > 0)
+        sst = self._m2 if self.standardise else self._yy
+        ratio = np.divide(self._sse, sst, out=np.ones(self.n_voxels), where=sst > 0)
         return 1.0 - ratio
+
+    @property
+    def noise_ceiling(self) -> np.ndarray | None:
+        """Explainable fraction of the averaged test runs' variance (CCmax^2), if any repeated."""
+        if not self._variance.any():
+            return None
+        ratio = np.divide(
+            self._signal, self._variance, out=np.zeros(self.n_voxels), where=self._variance > 0
+        )
+        return np.clip(ratio, 0.0, 1.0)
+
+    def permutation_p(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per-voxel p, Benjamini-Hochberg q and family-wise p (max statistic) of ``r > 0``.
+
+        ``p = (1 + #{null r >= r}) / (n_permutations + 1)``; the family-wise p compares each
+        voxel's r with the largest null r over all voxels of each permutation.
+        """
+        if not self.n_permutations:
+            return None
+        from scipy import stats
+
+        den = np.sqrt(self._yy * self._pp)
+        safe = np.where(den > 0, den, 1.0)
+        null = self._null / safe[None].astype(np.float32)
+        null[:, den <= 0] = 0.0
+        r = self.r.astype(np.float32)
+        exceed = (null >= r[None] - 1e-7).sum(axis=0)
+        p = (1.0 + exceed) / (self.n_permutations + 1.0)
+        peak = null.max(axis=1)
+        fwe = (1.0 + (peak[:, None] >= r[None] - 1e-7).sum(axis=0)) / (self.n_permutations + 1.0)
+        q = stats.false_discovery_control(p, method="bh")
+        return p, q, fwe
 
 
 def _names_run(label: str, run: Run) -> bool:

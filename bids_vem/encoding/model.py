@@ -31,7 +31,8 @@ chunk by chunk: memory is set by the chunk (``mem_mb``), not by the number of vo
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -41,16 +42,30 @@ import pandas as pd
 import torch
 
 from bids_vem.config import EvaluationSettings, option_name
-from bids_vem.encoding.bold import intersect_masks, load_bold, read_confounds
+from bids_vem.encoding.bold import intersect_masks, load_bold, run_confounds
 from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
-    build_run_design,
+    add_delays,
     build_run_design_from_timecourse,
+    feature_timecourse,
     video_timecourse,
 )
 from bids_vem.encoding.device import resolve_device
 from bids_vem.encoding.evaluation import HeldOutScores, repeated_sequences, select_test_runs
-from bids_vem.encoding.ridge import leave_one_group_out, ridge_cv_alphas, solve_chunks
+from bids_vem.encoding.ridge import (
+    Split,
+    leave_one_group_out,
+    ridge_cv_alphas,
+    ridge_cv_splits,
+    solve_chunks,
+    stack_designs,
+)
+from bids_vem.encoding.stimulus_folds import (
+    StimulusSamples,
+    n_stimulus_folds,
+    samples_from_events,
+    stimulus_folds,
+)
 from bids_vem.encoding.voxel_data import (
     InMemoryVoxelData,
     RunSubset,
@@ -63,12 +78,18 @@ from bids_vem.features.feature_set import FeatureSet
 from bids_vem.inputs.runs import Run
 from bids_vem.outputs.atomic import atomic_path
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["EncodingResult", "fit_encoding_model", "encode_runs", "write_weights"]
 
-#: voxels with a held-out r above this count as "predicted" in summaries
+#: voxels with a held-out r above this count as "predicted" in summaries without permutations
 R_THRESHOLD = 0.1
+#: FDR level at which a voxel counts as predicted (with permutations)
+SIGNIFICANCE = 0.05
 
 _MAPS = ("r", "r2", "alpha", "cv_score")
+#: maps a result may have: permutation statistics and the noise ceiling
+_OPTIONAL_MAPS = ("p", "q", "p_fwe", "nc")
 
 
 @dataclass
@@ -139,10 +160,33 @@ class EncodingResult:
     repeats: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
     cv_groups: str = "run"
     voxel_chunk: int = 0
+    p: np.ndarray | None = None
+    q: np.ndarray | None = None
+    p_fwe: np.ndarray | None = None
+    nc: np.ndarray | None = None
+    n_permutations: int = 0
+    permutation: str = ""
+    cross_validation: str = ""
+    n_folds: int = 0
+    test_stimuli_in_training: tuple[int, ...] = ()
 
     @property
     def n_voxels(self) -> int:
         return int(self.r.shape[0])
+
+    @property
+    def rnorm(self) -> np.ndarray | None:
+        """Noise-normalised r, ``r / sqrt(nc)`` (NaN where the ceiling is 0), if ``nc``."""
+        if self.nc is None:
+            return None
+        nc = np.asarray(self.nc, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(nc > 0, self.r / np.sqrt(np.where(nc > 0, nc, 1.0)), np.nan)
+        return out.astype(np.float32)
+
+    def significant(self, level: float = SIGNIFICANCE) -> np.ndarray | None:
+        """Voxels whose permutation q (FDR) is below ``level``; None without permutations."""
+        return None if self.q is None else np.asarray(self.q) < level
 
     def summary(self) -> dict:
         """Scalar figures for reports and logs (JSON-ready)."""
@@ -165,6 +209,17 @@ class EncodingResult:
             "median_r": float(np.median(r)) if r.size else float("nan"),
             "max_r": float(np.max(r)) if r.size else float("nan"),
             f"n_voxels_r_above_{R_THRESHOLD}": int(np.sum(r > R_THRESHOLD)),
+            "cross_validation": self.cross_validation,
+            "n_folds": int(self.n_folds),
+            "max_test_stimuli_in_training": max(self.test_stimuli_in_training, default=0),
+            "n_permutations": int(self.n_permutations),
+            "n_voxels_q_below_0.05": (
+                int(np.sum(self.q < SIGNIFICANCE)) if self.q is not None else None
+            ),
+            "n_voxels_fwe_p_below_0.05": (
+                int(np.sum(self.p_fwe < SIGNIFICANCE)) if self.p_fwe is not None else None
+            ),
+            "median_nc": float(np.median(self.nc)) if self.nc is not None and r.size else None,
             "mean_r2": float(np.mean(self.r2)) if r.size else float("nan"),
             "max_r2": float(np.max(self.r2)) if r.size else float("nan"),
             "alpha_min": float(np.min(self.alphas)),
@@ -176,9 +231,9 @@ class EncodingResult:
         }
 
     def to_nifti(self, name: str) -> nib.Nifti1Image:
-        """One map (``"r"``, ``"r2"``, ``"alpha"`` or ``"cv_score"``) as a 3-D image (0 outside)."""
-        if name not in _MAPS:
-            raise ValueError(f"map must be one of {_MAPS}, got {name!r}")
+        """One map (``"r"``, ``"r2"``, ``"alpha"``, ``"cv_score"``, ``"p"``...) as a 3-D image."""
+        if name not in (*_MAPS, *_OPTIONAL_MAPS, "rnorm") or getattr(self, name) is None:
+            raise ValueError(f"this result has no map {name!r}")
         if self.mask is None or self.affine is None:
             raise ValueError("this result has no mask: it was not computed from images")
         volume = np.zeros(self.mask.shape, dtype=np.float32)
@@ -188,6 +243,11 @@ class EncodingResult:
     def save(self, path: Path | str) -> Path:
         """Write as ``.npz`` (no pickle), atomically; returns ``path``."""
         arrays = {name: np.asarray(getattr(self, name)) for name in (*_MAPS, "alphas")}
+        arrays |= {
+            name: np.asarray(getattr(self, name))
+            for name in _OPTIONAL_MAPS
+            if getattr(self, name) is not None
+        }
         if self.mask is not None:
             arrays["mask"] = np.asarray(self.mask, dtype=bool)
         if self.affine is not None:
@@ -201,6 +261,7 @@ class EncodingResult:
         header["runs"] = list(self.runs)
         header["test_runs"] = list(self.test_runs)
         header["repeats"] = [list(group) for group in self.repeats]
+        header["test_stimuli_in_training"] = [int(n) for n in self.test_stimuli_in_training]
         arrays["header"] = np.array(json.dumps(header))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:  # a file object: np.savez adds no suffix
@@ -213,12 +274,14 @@ class EncodingResult:
         with np.load(Path(path), allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             arrays = {name: data[name] for name in (*_MAPS, "alphas")}
+            arrays |= {name: data[name] for name in _OPTIONAL_MAPS if name in data}
             mask = data["mask"] if "mask" in data else None
             affine = data["affine"] if "affine" in data else None
         header["delays"] = tuple(header.get("delays", ()))
         header["runs"] = tuple(header.get("runs", ()))
         header["test_runs"] = tuple(header.get("test_runs", ()))
         header["repeats"] = tuple(tuple(group) for group in header.get("repeats", ()))
+        header["test_stimuli_in_training"] = tuple(header.get("test_stimuli_in_training", ()))
         return cls(**arrays, **header, mask=mask, affine=affine)
 
 
@@ -238,46 +301,40 @@ def _resolve_fold_designs(
     return test_designs.get(fold[0], Xs)
 
 
-def _predict_units(
-    designs: Sequence[np.ndarray],
-    data: VoxelData,
-    train: Sequence[int],
-    alpha: np.ndarray,
-    units: Sequence[Sequence[int]],
-    scores: HeldOutScores,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    chunks: ChunkPlan,
-) -> None:
-    """Fit on ``train`` and score each unit (runs averaged, truncated to the shortest run)."""
-    members = [i for unit in units for i in unit]
+@dataclass
+class _Unit:
+    """One test unit: its parts (repeated runs are averaged, truncated to the shortest), each
+    with the design rows that predict it, and an optional averaging of its rows (a trial-wise
+    fold: the repeats of each held-out stimulus)."""
 
-    def on_chunk(voxels: slice, predictions: list[torch.Tensor]) -> None:
-        by_run = dict(zip(members, predictions, strict=True))
-        moments = []
-        for unit in units:
-            n = min(data.run_lengths[i] for i in unit)
-            Y = sum(
-                torch.as_tensor(np.asarray(data.read(i, voxels))[:n]).to(device, torch.float64)
-                for i in unit
-            )
-            P = sum(by_run[i][:n].to(torch.float64) for i in unit)
-            moments.append(HeldOutScores.moments(Y / len(unit), P / len(unit)))
-        for moment in moments:  # committed once the whole chunk succeeded
-            scores.commit(voxels, moment)
+    parts: list[tuple[list, np.ndarray]]
+    averaging: np.ndarray | None = None
 
-    solve_chunks(
-        np.concatenate([designs[i] for i in train]),
-        data,
-        train,
-        alpha,
-        [designs[i] for i in members],
-        on_chunk,
-        device=device,
-        dtype=dtype,
-        chunks=chunks,
-    )
+
+def _unit_data(
+    unit: _Unit, data: VoxelData, predictions: list[torch.Tensor], voxels: slice, device
+):
+    """The unit's data and prediction for a chunk (float64), and its repeats' noise sums."""
+    from bids_vem.encoding.ridge import _read
+
+    ys = [_read(data, rows, voxels, device, torch.float64) for rows, _ in unit.parts]
+    n = min(len(y) for y in ys)
+    ys = [y[:n] for y in ys]
+    ps = [p[:n].to(torch.float64) for p in predictions]
+    Y, P = sum(ys) / len(ys), sum(ps) / len(ps)
+    repeats = None
+    if len(ys) > 1:
+        # Schoppe et al. (2016): signal power from the variance of the sum and of each repeat
+        k = len(ys)
+        total = sum(ys)
+        signal = (total.var(0, correction=0) - sum(y.var(0, correction=0) for y in ys)) / (
+            k * (k - 1)
+        )
+        repeats = ((signal * n).cpu().numpy(), (Y.var(0, correction=0) * n).cpu().numpy())
+    if unit.averaging is not None:
+        averaging = torch.as_tensor(unit.averaging, dtype=torch.float64, device=Y.device)
+        Y, P = averaging @ Y, averaging @ P
+    return Y, P, repeats
 
 
 def write_weights(
@@ -348,8 +405,15 @@ def fit_encoding_model(
     cv_groups_name: str = "run",
     mem_mb: float | None = None,
     weights_path: Path | str | None = None,
+    stimulus_samples: StimulusSamples | None = None,
+    folds: str = "auto",
+    test_stimuli: np.ndarray | None = None,
+    n_permutations: int = 0,
+    permutation: str = "shift",
+    seed: int = 0,
+    stimulus_fold_designs: Mapping[frozenset, tuple[list[np.ndarray], Callable]] | None = None,
 ) -> EncodingResult:
-    """Fit and evaluate a ridge encoding model with folds of whole runs (module docstring).
+    """Fit and evaluate a ridge encoding model (module docstring).
 
     Works with any designs and data paired by run: TR-level designs of continuous runs, or
     trial-wise designs (one row per trial) with the trial responses of each run.
@@ -397,6 +461,26 @@ def fit_encoding_model(
     weights_path : Path, optional
         Write the weights of the final model (all runs; with ``test_runs``, the training
         runs) there (:func:`write_weights`).
+    stimulus_samples : StimulusSamples, optional
+        Which stimuli shaped each sample (:mod:`bids_vem.encoding.stimulus_folds`): enables
+        stimulus-disjoint folds and the count of test stimuli seen in training.
+    folds : {"auto", "groups", "stimulus"}
+        ``"auto"``: folds of unique stimuli when a stimulus is shown in more than one CV group
+        (run or session), else folds of groups; ``"groups"``, ``"stimulus"``: forced.
+    test_stimuli : ndarray of bool, optional
+        Explicit test stimuli (over ``stimulus_samples.stim_ids``,
+        ``evaluation="test-stimuli"``).
+    n_permutations : int
+        Permutations of the null of every voxel's r (0: none): p, FDR q and family-wise p.
+    permutation : {"shift", "permute"}
+        What the null does to each test unit's prediction: circular shifts (time courses) or
+        permutations of its rows (stimuli, trial-wise).
+    seed : int
+        Seed of the permutations.
+    stimulus_fold_designs : mapping, optional
+        For a stimulus fold (the frozenset of its held-out stimulus ids), the designs of all
+        blocks and the partial-design function to use (an aligned encoder that never saw
+        them), as ``test_designs`` for folds of runs.
 
     Returns
     -------
@@ -425,20 +509,43 @@ def fit_encoding_model(
     fit = _Fit(
         Xs, data, alphas, names, dict(test_designs or {}),
         None if cv_groups is None else list(cv_groups), cv_groups_name, score,
-        dict(device=device, dtype=dtype, chunks=plan),
+        dict(device=device, dtype=dtype, chunks=plan), stimulus_samples, n_permutations,
+        permutation, seed, stimulus_fold_designs,
     )  # fmt: skip
-    if test_runs is None:
+    scheme = _choose_folds(fit, folds, test_runs, test_stimuli)
+    if test_stimuli is not None:
+        n_inner = len(leave_one_group_out(len(Xs), fit.groups))
+        evaluated = fit.on_test_stimuli(np.asarray(test_stimuli, dtype=bool), n_inner)
+    elif scheme.stimulus_folds is not None:
+        if test_designs and not stimulus_fold_designs:
+            raise UsageError(
+                "per-fold aligned features follow folds of runs, but these runs repeat stimuli "
+                f"and are evaluated on folds of stimuli: align on an external corpus "
+                f"({option_name('align_corpus')}) or force {option_name('cv_groups')} run"
+            )
+        evaluated = fit.stimulus_disjoint(scheme.stimulus_folds)
+    elif test_runs is None:
         if repeats:
             raise ValueError("repeats are averaged only among explicit test runs")
         evaluated = fit.nested_leave_one_out()
     else:
         evaluated = fit.on_test_runs(test_runs, repeats)
+    description = scheme.describe(fit.overlap)
+    if max(fit.overlap, default=0) > 0:
+        logger.warning(
+            "%s: %s; the scores measure in part how well the features tell the repeated "
+            "stimuli apart",
+            feature_space or "encoding model",
+            description,
+        )
+    else:
+        logger.info("%s cross-validation: %s", feature_space or "encoding model", description)
     alpha = evaluated.alpha
     if weights_path is not None:
         designs = evaluated.model_designs
         write_weights(
             weights_path,
-            np.concatenate([designs[i] for i in evaluated.model_runs]),
+            stack_designs(designs, evaluated.model_runs),
             data,
             evaluated.model_runs,
             alpha,
@@ -447,6 +554,13 @@ def fit_encoding_model(
     chosen = np.argmin(np.abs(np.log(alphas)[:, None] - np.log(alpha)[None, :]), axis=0)
     cv_score = evaluated.cv_scores[chosen, np.arange(alpha.size)]
     low, high = _edge_counts(alpha, alphas)
+    stats = fit.scores.permutation_p()
+    p, q, p_fwe = stats if stats is not None else (None, None, None)
+    nc = (
+        fit.scores.noise_ceiling
+        if stimulus_samples is None or not stimulus_samples.trialwise
+        else None
+    )
     return EncodingResult(
         r=fit.scores.r.astype(np.float32),
         r2=fit.scores.r2.astype(np.float32),
@@ -466,9 +580,108 @@ def fit_encoding_model(
         evaluation=evaluated.evaluation,
         test_runs=tuple(names[i] for i in evaluated.test),
         repeats=tuple(tuple(names[i] for i in unit) for unit in evaluated.units if len(unit) > 1),
-        cv_groups=cv_groups_name,
+        cv_groups="stimulus"
+        if evaluated.evaluation.endswith(("stimulus-folds", "stimuli"))
+        else cv_groups_name,
         voxel_chunk=plan.size,
+        p=None if p is None else p.astype(np.float32),
+        q=None if q is None else q.astype(np.float32),
+        p_fwe=None if p_fwe is None else p_fwe.astype(np.float32),
+        nc=None if nc is None else nc.astype(np.float32),
+        n_permutations=int(n_permutations),
+        permutation=_PERMUTATION_TEXT[permutation] if n_permutations else "",
+        cross_validation=description,
+        n_folds=scheme.n_folds,
+        test_stimuli_in_training=tuple(fit.overlap),
     )
+
+
+_PERMUTATION_TEXT = {
+    "shift": "each test unit's prediction circularly shifted against its data (time courses "
+    "keep their autocorrelation)",
+    "permute": "the test stimuli's predictions permuted among them (stimulus labels exchanged)",
+}
+
+
+@dataclass
+class _FoldScheme:
+    """The folds chosen, and the words that say why."""
+
+    kind: str  # "groups", "stimulus", "test-runs", "test-stimuli"
+    groups_name: str
+    n_folds: int
+    n_groups: int
+    n_stimuli: int = 0
+    n_repeated: int = 0
+    max_groups: int = 0
+    stimulus_folds: list[np.ndarray] | None = None
+    forced: bool = False
+
+    def describe(self, overlap: Sequence[int]) -> str:
+        g = self.groups_name
+        repeats = (
+            f"{self.n_repeated} of {self.n_stimuli} unique stimuli shown in more than one {g} "
+            f"(up to {self.max_groups} {g}s)"
+            if self.n_repeated
+            else f"no stimulus shown in more than one {g}"
+        )
+        seen = max(overlap, default=0)
+        leak = f"; up to {seen} test stimuli per fold also in training" if seen else ""
+        if self.kind == "stimulus":
+            why = "forced" if self.forced else "chosen because stimuli repeat"
+            return (
+                f"stimulus-disjoint: {self.n_folds} folds of unique stimuli ({repeats}; {why}); "
+                "each fold trains on the samples no held-out stimulus shaped and tests on the "
+                "held-out stimuli's samples, predicted from their features alone"
+            )
+        if self.kind == "test-stimuli":
+            return (
+                f"explicit test stimuli ({self.n_stimuli} stimuli held out; {repeats}); "
+                "penalties by stimulus-disjoint CV on the training stimuli"
+            )
+        if self.kind == "test-runs":
+            return f"explicit test runs; penalties by leave-one-{g}-out CV on the others ({repeats}){leak}"
+        return f"leave-one-{g}-out over {self.n_groups} {g}s ({repeats}){leak}"
+
+
+def _choose_folds(fit: _Fit, folds: str, test_runs, test_stimuli) -> _FoldScheme:
+    """Folds of groups or of stimuli (``folds``), with the figures that explain the choice."""
+    if folds not in ("auto", "groups", "stimulus"):
+        raise ValueError(f"folds must be auto, groups or stimulus, got {folds!r}")
+    n_groups = len(leave_one_group_out(fit.n_runs, fit.groups))
+    scheme = _FoldScheme("groups", fit.groups_name, n_groups, n_groups)
+    samples = fit.samples
+    if samples is None:
+        if folds == "stimulus" or test_stimuli is not None:
+            raise ValueError("stimulus folds need stimulus_samples")
+        return scheme
+    repeated = samples.repeated(fit.groups)
+    shown = samples.shown_in()
+    labels = list(dict.fromkeys(fit.groups)) if fit.groups is not None else None
+    if labels is not None:
+        shown = np.vstack([shown[[g == label for g in fit.groups]].any(0) for label in labels])
+    scheme.n_stimuli = samples.n_stimuli
+    scheme.n_repeated = int(repeated.sum())
+    scheme.max_groups = int(shown.sum(axis=0).max()) if samples.n_stimuli else 0
+    if test_stimuli is not None:
+        scheme.kind, scheme.n_folds = "test-stimuli", 1
+        scheme.n_stimuli = int(np.sum(test_stimuli))
+        return scheme
+    if test_runs is not None:
+        scheme.kind, scheme.n_folds = "test-runs", 1
+        return scheme
+    if folds == "groups" or (folds == "auto" and not repeated.any()):
+        return scheme
+    per_fold = 2 if samples.trialwise else 1
+    n_folds = n_stimulus_folds(n_groups, samples.n_stimuli, samples.trialwise)
+    if n_folds < 2:
+        raise DataError(
+            f"stimulus-disjoint cross-validation needs at least {2 * per_fold} unique stimuli; "
+            f"found {samples.n_stimuli}"
+        )
+    scheme.kind, scheme.n_folds, scheme.forced = "stimulus", n_folds, folds == "stimulus"
+    scheme.stimulus_folds = stimulus_folds(samples, n_folds)
+    return scheme
 
 
 def _check_designs(Xs: Sequence[np.ndarray], data: VoxelData, names: list[str]) -> int:
@@ -508,8 +721,9 @@ class _Fit:
     """The runs' designs and data, the penalty grid and the CV folds of one encoding model."""
 
     def __init__(
-        self, Xs, data, alphas, names, test_designs, groups, groups_name, score, options
-    ) -> None:
+        self, Xs, data, alphas, names, test_designs, groups, groups_name, score, options,
+        samples=None, n_permutations=0, permutation="shift", seed=0, fold_sets=None,
+    ) -> None:  # fmt: skip
         self.Xs, self.data, self.alphas, self.names = Xs, data, alphas, names
         self.n_runs = len(Xs)
         for test, designs in test_designs.items():
@@ -519,7 +733,21 @@ class _Fit:
                 raise ValueError(f"designs for held-out run {test} do not match the runs' designs")
         self.test_designs, self.groups, self.groups_name = test_designs, groups, groups_name
         self.score, self.options = score, options
-        self.scores = HeldOutScores(data.n_voxels)
+        self.samples: StimulusSamples | None = samples
+        self.n_permutations, self.permutation, self.seed = n_permutations, permutation, seed
+        self.scores = self._new_scores(standardise=True)
+        self.overlap: list[int] = []
+        self._n_units = 0
+        self._partial: dict[tuple, list[np.ndarray]] = {}
+        self.fold_sets = dict(fold_sets or {})
+
+    def _new_scores(self, standardise: bool) -> HeldOutScores:
+        return HeldOutScores(
+            self.data.n_voxels,
+            standardise=standardise,
+            n_permutations=self.n_permutations,
+            seed=self.seed,
+        )
 
     def _cv(self, designs, runs: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Penalty per voxel by leave-one-group-out CV over ``runs`` (default: all)."""
@@ -534,6 +762,37 @@ class _Fit:
             score=self.score, groups=groups, **self.options,
         )  # fmt: skip
 
+    def _predict(self, designs, train, alpha: np.ndarray, units: list[_Unit]) -> None:
+        """Fit on ``train`` (a selection) and score each unit, with its permutation nulls."""
+        scheme = self.permutation
+        keys = list(range(self._n_units, self._n_units + len(units)))
+        self._n_units += len(units)
+        device = self.options["device"]
+
+        def on_chunk(voxels: slice, predictions: list[torch.Tensor]) -> None:
+            results, start = [], 0
+            for key, unit in zip(keys, units, strict=True):
+                parts = predictions[start : start + len(unit.parts)]
+                start += len(unit.parts)
+                Y, P, repeats = _unit_data(unit, self.data, parts, voxels, device)
+                null = self.scores.null_moments(key, Y, P, scheme)
+                results.append((self.scores.moments(Y, P), null, repeats))
+            for moments, null, repeats in results:  # committed once the whole chunk succeeded
+                self.scores.commit(voxels, moments)
+                self.scores.commit_null(voxels, null)
+                if repeats is not None:
+                    self.scores.commit_repeats(voxels, *repeats)
+
+        solve_chunks(
+            stack_designs(designs, train), self.data, train, alpha,
+            [design for unit in units for _, design in unit.parts], on_chunk, **self.options,
+        )  # fmt: skip
+
+    def _run_overlap(self, test: list[int]) -> None:
+        if self.samples is not None:
+            train = [i for i in range(self.n_runs) if i not in test]
+            self.overlap.append(self.samples.overlap(test, train))
+
     def nested_leave_one_out(self) -> _Evaluated:
         """Every fold predicted by a model that never saw it, its penalties by inner CV."""
         folds = leave_one_group_out(self.n_runs, self.groups)
@@ -547,6 +806,7 @@ class _Fit:
         nested = len(folds) >= 3
         for fold in folds:
             train = [i for i in range(self.n_runs) if i not in fold]
+            self._run_overlap(fold)
             designs = _resolve_fold_designs(fold, self.Xs, self.test_designs)
             if nested:
                 alpha_fold, _ = self._cv(designs, train)
@@ -554,10 +814,8 @@ class _Fit:
                 alpha_fold, _ = self._cv(designs)
             else:
                 alpha_fold = alpha
-            _predict_units(
-                designs, self.data, train, alpha_fold, [[i] for i in fold], self.scores,
-                **self.options,
-            )  # fmt: skip
+            units = [_Unit([([i], designs[i])]) for i in fold]
+            self._predict(designs, train, alpha_fold, units)
         return _Evaluated("loro", alpha, cv_scores, nested, list(range(self.n_runs)), self.Xs)
 
     def on_test_runs(
@@ -579,11 +837,103 @@ class _Fit:
                 f"the training runs ({listed}) form fewer than 2 {self.groups_name}s: "
                 "no cross-validation of the penalties is possible"
             )
+        self._run_overlap(test)
         designs = _resolve_fold_designs(test, self.Xs, self.test_designs)
         alpha, cv_scores = self._cv(designs, train)
-        _predict_units(designs, self.data, train, alpha, units, self.scores, **self.options)
+        self._predict(
+            designs, train, alpha, [_Unit([([i], designs[i]) for i in unit]) for unit in units]
+        )
         evaluation = "test-runs-averaged" if repeats else "test-runs"
         return _Evaluated(evaluation, alpha, cv_scores, True, train, designs, test, units)
+
+    # ------------------------------------------------------------ stimulus-disjoint folds
+    def _fold_set(self, held: np.ndarray):
+        """The designs and partial designs that serve the fold holding out ``held``: an
+        aligned encoder that never saw those stimuli, else the shared ones."""
+        key = frozenset(self.samples.stim_ids[i] for i in np.flatnonzero(held))
+        return self.fold_sets.get(key, (self.Xs, self.samples.partial_designs))
+
+    def _held_designs(self, held: np.ndarray, Xs, partial) -> list[np.ndarray]:
+        """Each block's design from the stimuli ``held`` alone (cached per fold and encoder)."""
+        key = (id(partial), np.packbits(held).tobytes())
+        if key not in self._partial:
+            self._partial[key] = Xs if partial is None else partial(held)
+        return self._partial[key]
+
+    def _split(self, held: np.ndarray, within, Xs, partial) -> Split | None:
+        fold = self.samples.split(held, within)
+        if not fold.train or not fold.test:
+            return None
+        designs = self._held_designs(held, Xs, partial)
+        test = np.concatenate([np.asarray(designs[b])[rows] for b, rows in fold.test])
+        return Split(fold.train, fold.test, test)
+
+    def _cv_splits(self, splits: list[Split | None], Xs) -> tuple[np.ndarray, np.ndarray]:
+        splits = [split for split in splits if split is not None]
+        if len(splits) < 2:
+            raise DataError(
+                "stimulus-disjoint cross-validation: fewer than 2 folds keep both training and "
+                "test samples (every sample is shaped by stimuli of every fold); use "
+                f"{option_name('cv_groups')} run, or fewer, longer-spaced events"
+            )
+        return ridge_cv_splits(Xs, self.data, splits, self.alphas, score=self.score, **self.options)
+
+    def _stimulus_units(self, held: np.ndarray, test, Xs, partial) -> list[_Unit]:
+        designs = self._held_designs(held, Xs, partial)
+        units = []
+        for rows, averaging in self.samples.test_units(test):
+            design = np.concatenate([np.asarray(designs[b])[r] for b, r in rows])
+            units.append(_Unit([(rows, design)], averaging))
+        return units
+
+    def stimulus_disjoint(self, folds: list[np.ndarray]) -> _Evaluated:
+        """Nested CV over folds of unique stimuli (:mod:`bids_vem.encoding.stimulus_folds`)."""
+        self.scores = self._new_scores(standardise=False)
+        shared = self.samples.partial_designs
+        alpha, cv_scores = self._cv_splits(
+            [self._split(held, None, self.Xs, shared) for held in folds], self.Xs
+        )
+        nested = len(folds) >= 3
+        for k, held in enumerate(folds):
+            fold = self.samples.split(held)
+            if not fold.train or not fold.test:
+                continue
+            self.overlap.append(0)
+            Xs, partial = self._fold_set(held)
+            if nested:
+                inner = [
+                    self._split(other, fold.train, Xs, partial)
+                    for j, other in enumerate(folds)
+                    if j != k
+                ]
+                alpha_fold, _ = self._cv_splits(inner, Xs)
+            else:
+                alpha_fold = alpha
+            units = self._stimulus_units(held, fold.test, Xs, partial)
+            self._predict(Xs, fold.train, alpha_fold, units)
+        every = list(range(self.n_runs))
+        return _Evaluated("stimulus-folds", alpha, cv_scores, nested, every, self.Xs)
+
+    def on_test_stimuli(self, held: np.ndarray, n_inner: int) -> _Evaluated:
+        """Penalties by stimulus-disjoint CV on the other stimuli, one model, scored on ``held``."""
+        self.scores = self._new_scores(standardise=False)
+        fold = self.samples.split(held)
+        if not fold.train or not fold.test:
+            raise DataError(
+                f"{option_name('test_stimuli')}: every sample is shaped by a test stimulus; "
+                "nothing is left to train on"
+            )
+        Xs, partial = self._fold_set(held)
+        remaining = np.flatnonzero(~held)
+        inner = []
+        for part in np.array_split(remaining, max(2, min(n_inner, len(remaining)))):
+            mask = np.zeros_like(held)
+            mask[part] = True
+            inner.append(self._split(mask, fold.train, Xs, partial))
+        alpha, cv_scores = self._cv_splits(inner, Xs)
+        self.overlap.append(0)
+        self._predict(Xs, fold.train, alpha, self._stimulus_units(held, fold.test, Xs, partial))
+        return _Evaluated("test-stimuli", alpha, cv_scores, True, fold.train, Xs)
 
 
 def _run_events(path: Path, stim_column: str) -> pd.DataFrame:
@@ -614,9 +964,15 @@ def encode_runs(
     bold: VoxelStore | None = None,
     test_runs: Sequence[str] = (),
     average_test_repeats: bool = False,
-    cv_groups: str = "run",
+    cv_groups: str = "auto",
     mem_mb: float | None = None,
     weights_path: Path | str | None = None,
+    test_stimuli: str | None = None,
+    n_permutations: int = 0,
+    high_pass: float = 0.0,
+    delays_seconds: Sequence[float] = (),
+    seed: int = 0,
+    stimulus_fold_feature_sets: Sequence[tuple[Sequence[str], FeatureSet]] = (),
 ) -> EncodingResult:
     """Encoding model of one participant's runs from one feature space.
 
@@ -624,7 +980,9 @@ def encode_runs(
     frames, :func:`video_timecourse` then :func:`build_run_design_from_timecourse`), cleans its
     BOLD inside the voxels common to all runs' masks (:func:`load_bold`; or reads it from a
     :class:`~bids_vem.encoding.voxel_data.VoxelStore` written by
-    :func:`~bids_vem.encoding.bold.write_bold_store`), then calls :func:`fit_encoding_model`.
+    :func:`~bids_vem.encoding.bold.write_bold_store`), records which stimuli shape each TR
+    (:func:`~bids_vem.encoding.stimulus_folds.samples_from_events`), then calls
+    :func:`fit_encoding_model`.
 
     Parameters
     ----------
@@ -640,8 +998,8 @@ def encode_runs(
         Penalty grid.
     confounds : sequence of str
         Confound columns to regress out of the BOLD (ignored with ``bold``: the store was
-        cleaned when written).
-    device, n_voxels_chunk, score, mem_mb, weights_path
+        cleaned when written); fMRIPrep's non-steady-state outliers are always regressed out.
+    device, n_voxels_chunk, score, mem_mb, weights_path, n_permutations, seed
         As in :func:`fit_encoding_model`.
     oversampling : int
         Time-grid steps per TR for the design.
@@ -652,11 +1010,19 @@ def encode_runs(
         The runs' cleaned BOLD on disk (same runs, same order). Default: cleaned here, in memory.
     test_runs : sequence of str
         ``--test-runs`` labels (:func:`~bids_vem.encoding.evaluation.select_test_runs`).
-        Default: nested leave-one-out over all runs.
     average_test_repeats : bool
         Average test runs that show the same stimulus sequence before scoring.
-    cv_groups : {"run", "session"}
-        What a CV fold holds out.
+    cv_groups : {"auto", "run", "session", "stimulus"}
+        What a CV fold holds out (``auto``: stimuli when one is shown in several runs).
+    test_stimuli : str, optional
+        ``--test-stimuli``: a file of stimulus names, or ``COLUMN=VALUE`` of the events.
+    high_pass : float
+        Cosine high-pass of the BOLD cleaned here (Hz; 0: none).
+    delays_seconds : sequence of float
+        FIR delays in seconds, rounded to TRs (instead of ``delays``).
+    stimulus_fold_feature_sets : sequence of (stimulus ids, FeatureSet)
+        Features to use in the stimulus fold that holds out those stimuli (an aligned encoder
+        that never saw them).
 
     Returns
     -------
@@ -670,31 +1036,82 @@ def encode_runs(
     InputMissingError
         Unreadable files.
     UsageError
-        Test runs or CV groups that do not fit the runs.
+        Test runs, test stimuli or CV groups that do not fit the runs.
     """
     runs = _check_runs(runs)
     names = [run.name for run in runs]
     # the library API gets the checks of the settings (bids_vem.config), word for word
     EvaluationSettings(
-        test_runs=tuple(test_runs), average_test_repeats=average_test_repeats, cv_groups=cv_groups
+        test_runs=tuple(test_runs),
+        average_test_repeats=average_test_repeats,
+        cv_groups=cv_groups,
+        test_stimuli=test_stimuli,
     )
+    tr = float(runs[0].tr)
+    delays = delays_in_trs(delays, delays_seconds, tr)
     groups = _session_groups(runs) if cv_groups == "session" else None
     test = select_test_runs(runs, test_runs) if test_runs else None
-    data, mask = _voxel_data(runs, bold, confounds)
+    data, mask = _voxel_data(runs, bold, confounds, high_pass)
     events = [_run_events(run.events, stim_column) for run in runs]
     repeats = repeated_sequences(test, events, names) if average_test_repeats else None
 
-    def designs(features: FeatureSet) -> list[np.ndarray]:
-        return _run_designs(features, runs, events, data.run_lengths, delays, oversampling)
+    def timecourses(features: FeatureSet, subset: set[str] | None = None) -> list[np.ndarray]:
+        chosen = events if subset is None else [e[e["stim_id"].isin(subset)] for e in events]
+        return _run_timecourses(features, runs, chosen, data.run_lengths, oversampling)
 
-    Xs = designs(feature_set)
+    full = timecourses(feature_set)
+    Xs = [
+        build_run_design_from_timecourse(tc, delays, source=str(run.events))
+        for tc, run in zip(full, runs, strict=True)
+    ]
+    scales = [_column_scale(tc) for tc in full]
     test_designs: dict[int, list[np.ndarray]] = {}
     for held_out, features in fold_feature_sets:
-        fold_Xs = designs(features)
+        fold_Xs = [
+            build_run_design_from_timecourse(tc, delays, source=str(run.events))
+            for tc, run in zip(timecourses(features), runs, strict=True)
+        ]
         for run_name in held_out:
             if run_name not in names:
                 raise DataError(f"fold features name run {run_name}, which is not among {names}")
             test_designs[names.index(run_name)] = fold_Xs
+
+    def partial_for(features: FeatureSet, scales: list[np.ndarray]):
+        def partial_designs(held: np.ndarray) -> list[np.ndarray]:
+            # the held-out stimuli's part of each design: the full design's scale, not centred
+            chosen = {samples.stim_ids[i] for i in np.flatnonzero(held)}
+            return [
+                add_delays(tc / scale, delays).astype(np.float32)
+                for tc, scale in zip(timecourses(features, chosen), scales, strict=True)
+            ]
+
+        return partial_designs
+
+    partial_designs = partial_for(feature_set, scales)
+    stimulus_fold_designs = {}
+    for held_ids, features in stimulus_fold_feature_sets:
+        fold_full = timecourses(features)
+        fold_Xs = [
+            build_run_design_from_timecourse(tc, delays, source=str(run.events))
+            for tc, run in zip(fold_full, runs, strict=True)
+        ]
+        fold_scales = [_column_scale(tc) for tc in fold_full]
+        stimulus_fold_designs[frozenset(held_ids)] = (fold_Xs, partial_for(features, fold_scales))
+
+    extent = {}
+    if feature_set.timed:
+        extent = {
+            stim: float(np.max(stamps, initial=0.0))
+            for stim, (_, stamps) in feature_set.frames().items()
+        }
+    spread = 3 if feature_set.metadata.get("resample") == "lanczos" else 0
+    samples = samples_from_events(
+        events, data.run_lengths, tr, delays, extent=extent, spread=spread,
+        partial_designs=partial_designs,
+    )  # fmt: skip
+    held = None
+    if test_stimuli:
+        held = test_stimulus_mask(test_stimuli, samples.stim_ids, runs, stim_column)
     result = fit_encoding_model(
         Xs,
         data,
@@ -709,13 +1126,101 @@ def encode_runs(
         test_runs=test,
         repeats=repeats,
         cv_groups=groups,
-        cv_groups_name=cv_groups,
+        cv_groups_name="session" if cv_groups == "session" else "run",
         mem_mb=mem_mb,
         weights_path=weights_path,
+        stimulus_samples=samples,
+        folds=FOLDS_OF_CV_GROUPS[cv_groups],
+        test_stimuli=held,
+        n_permutations=n_permutations,
+        permutation="shift",
+        seed=seed,
+        stimulus_fold_designs=stimulus_fold_designs,
     )
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)
     return result
+
+
+#: ``--cv-groups`` value -> ``fit_encoding_model(folds=...)``
+FOLDS_OF_CV_GROUPS = {"auto": "auto", "run": "groups", "session": "groups", "stimulus": "stimulus"}
+
+#: FIR delays should span about this window (seconds) of the hemodynamic response
+DELAY_WINDOW = (2.0, 10.0)
+
+
+def delays_in_trs(
+    delays: Sequence[int], delays_seconds: Sequence[float], tr: float
+) -> tuple[int, ...]:
+    """The FIR delays in TRs (from seconds when given), with a warning when they do not cover
+    about 2-10 s after a stimulus at this TR."""
+    if delays_seconds:
+        out = tuple(sorted({int(round(float(s) / tr)) for s in delays_seconds}))
+    else:
+        out = tuple(int(d) for d in delays)
+    seconds = [d * tr for d in out]
+    low, high = DELAY_WINDOW
+    if seconds and (min(seconds) > low + tr / 2 or max(seconds) < high - tr):
+        logger.warning(
+            "FIR delays of %s TRs cover %.1f-%.1f s at TR %.2f s; the hemodynamic response spans "
+            "about %g-%g s after a stimulus (set %s or %s)",
+            list(out), min(seconds), max(seconds), tr, low, high,
+            option_name("delays"), option_name("delays_seconds"),
+        )  # fmt: skip
+    return out
+
+
+def test_stimulus_mask(
+    spec: str, stim_ids: Sequence[str], runs: Sequence[Run], stim_column: str
+) -> np.ndarray:
+    """``--test-stimuli`` as a mask over ``stim_ids``: a file of names, or COLUMN=VALUE.
+
+    Raises
+    ------
+    UsageError
+        The file is missing, the column absent from every run, or no stimulus matches.
+    """
+    from bids_vem.inputs.events import normalise_stim_id, read_tsv
+
+    flag = option_name("test_stimuli")
+    path = Path(spec)
+    if "=" in spec and not path.exists():
+        column, value = spec.split("=", 1)
+        names: set[str] = set()
+        seen_column = False
+        for run in runs:
+            frame = read_tsv(run.events)
+            if column not in frame.columns or stim_column not in frame.columns:
+                continue
+            seen_column = True
+            rows = frame[frame[column].astype(str).str.strip() == value.strip()]
+            names |= {n for n in (normalise_stim_id(v) for v in rows[stim_column]) if n}
+        if not seen_column:
+            raise UsageError(f"{flag} {spec}: no events file of these runs has a column '{column}'")
+        where = f"events with {column} = {value}"
+    else:
+        if not path.is_file():
+            raise UsageError(f"{flag} {spec}: not a file of stimulus names, nor COLUMN=VALUE")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        names = {n for n in (normalise_stim_id(line) for line in lines if line.strip()) if n}
+        where = str(path)
+    mask = np.array([s in names for s in stim_ids], dtype=bool)
+    if not mask.any():
+        shown = ", ".join(sorted(names)[:3]) or "none"
+        raise UsageError(f"{flag} {spec}: no stimulus of these runs is among the {where} ({shown})")
+    if mask.all():
+        raise UsageError(
+            f"{flag} {spec}: every stimulus is a test stimulus; none is left to train on"
+        )
+    return mask
+
+
+def _column_scale(timecourse: np.ndarray) -> np.ndarray:
+    """The standard deviation :func:`zscore` divides each column by (1 for constant columns)."""
+    centred = timecourse - timecourse.mean(axis=0)
+    std = np.sqrt((centred**2).mean(axis=0))
+    scale = np.abs(timecourse).max(axis=0) if timecourse.size else 0.0
+    return np.where(std <= 1e-12 * np.maximum(scale, 1e-300), np.inf, std)
 
 
 def _check_runs(runs: Sequence[Run]) -> list[Run]:
@@ -742,7 +1247,9 @@ def _session_groups(runs: list[Run]) -> list[str]:
     return [run.session for run in runs]
 
 
-def _voxel_data(runs: list[Run], bold: VoxelStore | None, confounds: Sequence[str]):
+def _voxel_data(
+    runs: list[Run], bold: VoxelStore | None, confounds: Sequence[str], high_pass: float = 0.0
+):
     """The runs' cleaned BOLD (from the voxel store, or loaded here) and the common mask."""
     names = [run.name for run in runs]
     if bold is not None:
@@ -760,19 +1267,19 @@ def _voxel_data(runs: list[Run], bold: VoxelStore | None, confounds: Sequence[st
                 f"{run.name}: confounds {', '.join(confounds)} requested but the run has no "
                 "confounds file"
             )
-        Ys.append(load_bold(run.bold, mask, read_confounds(run.confounds, confounds), run.tr))
+        table = run_confounds(run.confounds, confounds)
+        Ys.append(load_bold(run.bold, mask, table, run.tr, high_pass))
     return InMemoryVoxelData(Ys), mask
 
 
-def _run_designs(
+def _run_timecourses(
     features: FeatureSet,
     runs: list[Run],
     events: list[pd.DataFrame],
     run_lengths: Sequence[int],
-    delays: Sequence[int],
     oversampling: int,
 ) -> list[np.ndarray]:
-    """Each run's design: stimulus features on the TR grid with FIR delays."""
+    """Each run's stimulus features on the TR grid (before z-scoring and delays)."""
     frames = features.frames() if features.timed else None
     # video frames are averaged within each TR, words of a story Lanczos-interpolated
     resample = features.metadata.get("resample", "average")
@@ -781,18 +1288,18 @@ def _run_designs(
         source = str(run.events)
         if features.timed:
             # timed rows (frames, words): each at its event's onset + its time
-            timecourse = video_timecourse(
-                run_events, frames, n_volumes, run.tr, source=source, resample=resample
+            out.append(
+                video_timecourse(
+                    run_events, frames, n_volumes, run.tr, source=source, resample=resample
+                )
             )
-            out.append(build_run_design_from_timecourse(timecourse, delays, source=source))
         else:
             out.append(
-                build_run_design(
+                feature_timecourse(
                     run_events,
                     features,
                     n_volumes,
                     run.tr,
-                    delays,
                     oversampling=oversampling,
                     source=source,
                 )  # fmt: skip

@@ -44,7 +44,9 @@ from bids_vem.encoding.device import resolve_device
 from bids_vem.encoding.voxel_data import VoxelData, as_voxel_data
 
 __all__ = [
+    "Split",
     "ridge_cv_alphas",
+    "ridge_cv_splits",
     "fit_ridge",
     "ridge_predict",
     "score_correlation",
@@ -190,11 +192,39 @@ def _to_device(a: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch
     return torch.as_tensor(np.asarray(a)).to(device=device, dtype=dtype)
 
 
+#: samples of a fit: whole blocks (an int), or some rows of a block (block, row indices)
+Selection = Sequence["int | tuple[int, np.ndarray]"]
+
+
+def _parts(selection: Selection) -> list[tuple[int, np.ndarray | None]]:
+    return [
+        (int(s[0]), np.asarray(s[1])) if isinstance(s, tuple) else (int(s), None) for s in selection
+    ]
+
+
+def selection_length(run_lengths: Sequence[int], selection: Selection) -> int:
+    """Number of samples a selection holds."""
+    return sum(run_lengths[b] if rows is None else len(rows) for b, rows in _parts(selection))
+
+
+def stack_designs(Xs: Sequence[np.ndarray], selection: Selection) -> np.ndarray:
+    """The design rows of a selection, stacked."""
+    return np.concatenate(
+        [
+            np.asarray(Xs[b]) if rows is None else np.asarray(Xs[b])[rows]
+            for b, rows in _parts(selection)
+        ]
+    )
+
+
 def _read(
-    data: VoxelData, runs: Sequence[int], part: slice, device: torch.device, dtype: torch.dtype
+    data: VoxelData, selection: Selection, part: slice, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """The chunk ``part`` of the given runs, stacked: (sum of their samples, n_voxels_chunk)."""
-    blocks = [_to_device(data.read(i, part), device, dtype) for i in runs]
+    """The chunk ``part`` of the selected samples, stacked: (n_samples, n_voxels_chunk)."""
+    blocks = []
+    for block, rows in _parts(selection):
+        values = np.asarray(data.read(block, part))
+        blocks.append(_to_device(values if rows is None else values[rows], device, dtype))
     return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks)
 
 
@@ -271,12 +301,29 @@ def _scores_from_moments(
     return torch.where(den > 0, cov / torch.where(den > 0, den, 1.0), 0.0)
 
 
+@dataclass(frozen=True)
+class Split:
+    """One cross-validation fold: training samples, test samples, and the test design.
+
+    Attributes
+    ----------
+    train, test : sequence of int or (int, ndarray)
+        Whole blocks, or (block, row indices).
+    test_design : ndarray of shape (n_test, n_features), optional
+        Design that predicts the test samples, when not the test rows of the blocks' designs
+        (stimulus-disjoint folds predict from the held-out stimuli alone).
+    """
+
+    train: Selection
+    test: Selection
+    test_design: np.ndarray | None = None
+
+
 def _add_fold_scores(
     score_sum: np.ndarray,
     Xs: Sequence[np.ndarray],
     data: VoxelData,
-    train: list[int],
-    test: list[int],
+    split: Split,
     alphas_t: torch.Tensor,
     score: str,
     dtype: torch.dtype,
@@ -285,8 +332,11 @@ def _add_fold_scores(
 ) -> None:
     """Add one fold's scores of every penalty to ``score_sum`` (n_alphas, n_voxels)."""
     device = alphas_t.device
-    X_train = torch.cat([_to_device(Xs[i], device, torch.float64) for i in train])
-    X_test = torch.cat([_to_device(Xs[i], device, torch.float64) for i in test])
+    X_train = _to_device(stack_designs(Xs, split.train), device, torch.float64)
+    test_design = split.test_design
+    if test_design is None:
+        test_design = stack_designs(Xs, split.test)
+    X_test = _to_device(test_design, device, torch.float64)
     dec = _decompose(X_train, dtype, primal)
     held64 = X_test @ dec.to_features  # A: (n_test, r)
     del X_train, X_test
@@ -297,8 +347,8 @@ def _add_fold_scores(
     basis, triangle = basis.to(dtype), triangle.to(dtype)
 
     def work(part: slice) -> None:
-        Y_train = _read(data, train, part, device, dtype)
-        Y_test = _read(data, test, part, device, dtype)
+        Y_train = _read(data, split.train, part, device, dtype)
+        Y_test = _read(data, split.test, part, device, dtype)
         coefs = dec.left.T @ Y_train  # (r, n_voxels_chunk)
         del Y_train
         scores = _scores_from_moments(score, Y_test, basis, triangle, coefs, shrink, shrink_sum)
@@ -363,14 +413,49 @@ def ridge_cv_alphas(
     cv_scores : ndarray of shape (n_alphas, n_voxels), float64
         Score of every penalty averaged over folds, rows in the order of ``alphas``.
     """
-    alphas = _check_alphas(alphas)
-    if score not in _SCORES:
-        raise ValueError(f"score must be one of {sorted(_SCORES)}, got {score!r}")
     data = as_voxel_data(Ys)
-    n_features, n_voxels = _check_blocks(Xs, data)
+    _check_blocks(Xs, data)
     folds = leave_one_group_out(len(Xs), groups)
     if len(folds) < 2:
         raise ValueError(f"leave-one-group-out needs at least 2 groups, got {len(folds)}")
+    splits = [Split([i for i in range(len(Xs)) if i not in test], test) for test in folds]
+    return ridge_cv_splits(
+        Xs, data, splits, alphas, score=score, device=device, n_voxels_chunk=n_voxels_chunk,
+        dtype=dtype, primal=primal, chunks=chunks,
+    )  # fmt: skip
+
+
+def ridge_cv_splits(
+    Xs: Sequence[np.ndarray],
+    Ys: Sequence[np.ndarray] | VoxelData,
+    splits: Sequence[Split],
+    alphas: Sequence[float] | np.ndarray,
+    *,
+    score: str = "correlation",
+    device: str | torch.device = "cpu",
+    n_voxels_chunk: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    primal: bool | None = None,
+    chunks: ChunkPlan | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Choose one ridge penalty per voxel by cross-validation over the given splits.
+
+    As :func:`ridge_cv_alphas`, with folds given as :class:`Split` (any training and test
+    samples, and a test design of their own): stimulus-disjoint folds are splits.
+
+    Returns
+    -------
+    best_alphas : ndarray of shape (n_voxels,), float64
+    cv_scores : ndarray of shape (n_alphas, n_voxels), float64
+        Mean test score of every penalty over the splits.
+    """
+    alphas = _check_alphas(alphas)
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {sorted(_SCORES)}, got {score!r}")
+    if len(splits) < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {len(splits)}")
+    data = as_voxel_data(Ys)
+    n_features = int(np.shape(Xs[0])[1])
     device = resolve_device(device)
     plan = _chunk_plan(
         chunks,
@@ -378,17 +463,14 @@ def ridge_cv_alphas(
         n_samples=sum(data.run_lengths),
         n_features=n_features,
         n_alphas=len(alphas),
-        n_voxels=n_voxels,
+        n_voxels=data.n_voxels,
         dtype=dtype,
     )
     alphas_t = torch.as_tensor(alphas, dtype=torch.float64, device=device)
-
-    score_sum = np.zeros((len(alphas), n_voxels))
-    for test in folds:
-        train = [i for i in range(len(Xs)) if i not in test]
-        _add_fold_scores(score_sum, Xs, data, train, test, alphas_t, score, dtype, primal, plan)
-
-    cv_scores = score_sum / len(folds)
+    score_sum = np.zeros((len(alphas), data.n_voxels))
+    for split in splits:
+        _add_fold_scores(score_sum, Xs, data, split, alphas_t, score, dtype, primal, plan)
+    cv_scores = score_sum / len(splits)
     best = np.argmax(cv_scores + TIE_SLOPE * np.log(alphas)[:, None], axis=0)
     return alphas[best], cv_scores
 
@@ -417,7 +499,7 @@ def _eigen_coefficients(
 def solve_chunks(
     X_train: np.ndarray,
     data: VoxelData,
-    train_runs: Sequence[int],
+    train_runs: Selection,
     alpha_per_voxel: np.ndarray | float,
     outputs: Sequence[np.ndarray | None],
     on_chunk: Callable[[slice, list[torch.Tensor]], None],
@@ -439,8 +521,8 @@ def solve_chunks(
     X_train : ndarray of shape (n_train, n_features)
         The training runs' designs, stacked in the order of ``train_runs``.
     data : VoxelData
-    train_runs : sequence of int
-        Runs of ``data`` that are the training data.
+    train_runs : sequence of int or (int, ndarray)
+        Runs of ``data`` (or rows of runs) that are the training data.
     alpha_per_voxel : ndarray of shape (n_voxels,) or float
     outputs : sequence of (ndarray of shape (n_rows_i, n_features) or None)
     on_chunk : callable
@@ -450,7 +532,7 @@ def solve_chunks(
         As in :func:`ridge_cv_alphas`.
     """
     X_train = np.asarray(X_train)
-    n_train = sum(data.run_lengths[i] for i in train_runs)
+    n_train = selection_length(data.run_lengths, train_runs)
     if X_train.ndim != 2 or len(X_train) != n_train:
         raise ValueError(f"X_train {X_train.shape} and the training data ({n_train} rows) differ")
     alpha = _per_voxel_alphas(alpha_per_voxel, data.n_voxels)

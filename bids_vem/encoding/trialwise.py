@@ -17,9 +17,12 @@ volume naming its stimulus (:func:`read_trial_betas`). Either way, as in NSD pra
 4. :func:`~bids_vem.encoding.model.fit_encoding_model` fits ridge with one block per group
    (nested leave-one-group-out).
 
-A stimulus shown in several groups appears in training and held-out folds alike (as in NSD,
-whose images repeat across sessions): its held-out response is then predicted by a model that
-saw another response to the same features.
+When a stimulus is shown in several groups, folds of groups would test on stimuli the model
+was trained on; by default (``cv_groups="auto"``) the folds are then folds of unique stimuli
+(:mod:`bids_vem.encoding.stimulus_folds`): a held-out stimulus's rows leave training, and its
+responses in every group are averaged into one test response, as NSD and THINGS test on
+images never used in training. The noise ceiling comes from the repeated single trials
+(:mod:`bids_vem.encoding.noise_ceiling`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from bids_vem.config import check_setting, option_name
 from bids_vem.encoding.bold import load_mask
 from bids_vem.encoding.design import zscore
 from bids_vem.encoding.lss import MAX_TRIAL_CORRELATION, TrialBetas, estimate_trial_betas
-from bids_vem.encoding.model import EncodingResult, fit_encoding_model
+from bids_vem.encoding.model import FOLDS_OF_CV_GROUPS, EncodingResult, fit_encoding_model
+from bids_vem.encoding.noise_ceiling import ncsnr, trial_noise_ceiling
+from bids_vem.encoding.stimulus_folds import samples_from_rows
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.feature_set import FeatureSet
 from bids_vem.inputs.events import MISSING_VALUES, normalise_stim_id, read_tsv
@@ -303,6 +308,8 @@ class TrialBlocks:
         The stimulus of each row.
     n_trials : list of ndarray of shape (n_rows_g,), int
         Trials averaged into each row.
+    ncsnr : ndarray of shape (n_voxels,), optional
+        Noise-ceiling SNR from the repeated single trials (None without repeats).
     """
 
     names: list[str]
@@ -310,6 +317,7 @@ class TrialBlocks:
     Ys: list[np.ndarray]
     stim_ids: list[list[str]]
     n_trials: list[np.ndarray]
+    ncsnr: np.ndarray | None = None
 
 
 def _group_name(kind: str, session: str | None, run: str | None) -> str:
@@ -335,7 +343,7 @@ def trial_blocks(
     feature_set : FeatureSet
         One row per stimulus (not timed), naming every stimulus of the trials.
     cv_groups : {"run", "session"}
-        What a fold holds out.
+        What a group is (``auto`` and ``stimulus``: runs, the stimulus folds come later).
     average : bool
         Average repeats of a stimulus within a group (else one row per trial).
 
@@ -351,6 +359,8 @@ def trial_blocks(
         Stimuli without features, or a timed (video) feature space.
     """
     check_setting("cv_groups", cv_groups)
+    if cv_groups in ("auto", "stimulus"):  # folds of stimuli are made from the run groups
+        cv_groups = "run"
     where = trial_betas.source or "trial betas"
     if feature_set.timed:
         raise DataError(
@@ -402,7 +412,7 @@ def trial_blocks(
         (X[a:b] - X[a:b].mean(axis=0)).astype(np.float32)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
-    return TrialBlocks(names, Xs, Ys, ids, counts)
+    return TrialBlocks(names, Xs, Ys, ids, counts, ncsnr(responses, stim_ids))
 
 
 def encode_trials(
@@ -414,7 +424,7 @@ def encode_trials(
     confounds: Sequence[str] = (),
     device: str | torch.device = "cpu",
     stim_column: str = "stim_file",
-    cv_groups: str = "run",
+    cv_groups: str = "auto",
     average: bool = True,
     high_pass: float = 0.01,
     slice_time_ref: float = 0.0,
@@ -425,6 +435,9 @@ def encode_trials(
     n_voxels_chunk: int | None = None,
     mem_mb: float | None = None,
     weights_path: Path | str | None = None,
+    test_stimuli: str | None = None,
+    n_permutations: int = 0,
+    seed: int = 0,
 ) -> EncodingResult:
     """Trial-wise encoding model of one participant from one feature space.
 
@@ -446,8 +459,14 @@ def encode_trials(
         As in :func:`~bids_vem.encoding.model.fit_encoding_model`.
     stim_column : str
         Events column (runs), or preferred TSV column (betas image), naming the stimulus.
-    cv_groups : {"run", "session"}
-        What a fold holds out; repeats are averaged within it.
+    cv_groups : {"auto", "run", "session", "stimulus"}
+        What a fold holds out; repeats are averaged within a run (session). ``auto``: unique
+        stimuli when one is shown in several runs, else runs.
+    test_stimuli : str, optional
+        Explicit test stimuli (``--test-stimuli``: a file of names; ``COLUMN=VALUE`` of the
+        events when the trials come from runs).
+    n_permutations, seed
+        As in :func:`~bids_vem.encoding.model.fit_encoding_model` (stimuli permuted).
     average : bool
         Average repeats of a stimulus within a group.
     high_pass, slice_time_ref, max_correlation
@@ -486,13 +505,21 @@ def encode_trials(
             mask=mask,
             max_correlation=max_correlation,
         )
-    blocks = trial_blocks(trial_betas, feature_set, cv_groups=cv_groups, average=average)
+    groups_of = "session" if cv_groups == "session" else "run"
+    blocks = trial_blocks(trial_betas, feature_set, cv_groups=groups_of, average=average)
     if len(blocks.names) < 2:
         found = f": {blocks.names[0]}" if blocks.names else ""
         raise DataError(
             f"{trial_betas.source or 'trial betas'}: the trials form {len(blocks.names)} "
-            f"{cv_groups}(s){found}; leave-one-{cv_groups}-out needs at least 2"
+            f"{groups_of}(s){found}; leave-one-{groups_of}-out needs at least 2"
         )
+    samples = samples_from_rows(blocks.stim_ids, blocks.n_trials)
+    held = None
+    if test_stimuli:
+        from bids_vem.encoding.model import test_stimulus_mask
+
+        runs = [] if isinstance(runs_or_betas, (str, Path, TrialBetas)) else list(runs_or_betas)
+        held = test_stimulus_mask(test_stimuli, samples.stim_ids, runs, stim_column)
     result = fit_encoding_model(
         blocks.Xs,
         blocks.Ys,
@@ -502,10 +529,28 @@ def encode_trials(
         run_names=blocks.names,
         feature_space=feature_set.name,
         score=score,
-        cv_groups_name=cv_groups,
+        cv_groups_name=groups_of,
         mem_mb=mem_mb,
         weights_path=weights_path,
+        stimulus_samples=samples,
+        folds=FOLDS_OF_CV_GROUPS[cv_groups],
+        test_stimuli=held,
+        n_permutations=n_permutations,
+        permutation="permute",
+        seed=seed,
     )
+    if blocks.ncsnr is not None:
+        result.nc = trial_noise_ceiling(blocks.ncsnr, _test_trials(result, samples, held, blocks))
+        result.nc = result.nc.astype(np.float32)
     result.mask = trial_betas.mask
     result.affine = trial_betas.affine
     return result
+
+
+def _test_trials(result, samples, held, blocks: TrialBlocks) -> np.ndarray:
+    """Trials behind each test response: all of a stimulus's trials under stimulus folds,
+    else each held-out row's."""
+    if result.cv_groups == "stimulus":
+        trials = np.asarray(samples.trials)
+        return trials[held] if held is not None else trials
+    return np.concatenate(blocks.n_trials)

@@ -651,6 +651,7 @@ def collect_runs_report(
     runs: list[Run] = []
     skipped: list[SkippedRun] = []
     unreadable: list[InputMissingError] = []
+    timing: list[str] = []
     seen: dict[tuple, Path] = {}
     used_events: set[Path] = set()
     for pre in preprocs:
@@ -677,6 +678,11 @@ def collect_runs_report(
             unreadable.append(err)
             continue
         tr = _repetition_time(pre, raw_bold.get(_run_key(key)), header_tr)
+        reason = _timing_problem(pre, events, stim_column, n_volumes, tr)
+        if reason:
+            skipped.append(SkippedRun(pre.subject, pre.name, reason))
+            timing.append(reason)
+            continue
         shared = {f: getattr(pre, f) for f in ("subject", "session", "task", "run", "acquisition")}
         shared |= {f: getattr(pre, f) for f in ("space", "bold", "mask", "confounds")}
         runs.append(Run(**shared, events=events, tr=tr, n_volumes=n_volumes))
@@ -689,6 +695,8 @@ def collect_runs_report(
     )
     for sentence in skipped:
         logger.warning("skipping %s", sentence)
+    if not runs and timing:
+        raise DataError(f"no usable run in {bids_dir}: {timing[0]}")
     if not runs:
         raise InputMissingError(
             f"no usable run in {bids_dir} (space {space}, stimulus column '{stim_column}'): "
@@ -724,6 +732,38 @@ def _why_unusable(pre: PreprocBold, events: Path | None, bids_dir: Path, stim_co
         return f"{events.name} has no '{stim_column}' column (nor a word/text column)"
     if not tells_story and read_events(events, stim_column=stim_column)["stim_id"].isna().all():
         return f"{events.name} names no stimulus in '{stim_column}'"
+    return None
+
+
+#: a run whose events fall outside it for more than this fraction is refused
+OUTSIDE_FRACTION = 0.25
+
+
+def _timing_problem(
+    pre: PreprocBold, events: Path, stim_column: str, n_volumes: int, tr: float
+) -> str | None:
+    """Why the run's event timing cannot match its BOLD (onsets in ms, wrong TR), else None.
+
+    Events that start after the last volume were never seen: a few (a scan stopped early) are
+    dropped with a warning; more than a quarter of the run's events refuse the run.
+    """
+    columns = read_tsv_columns(events)
+    if stim_column not in columns:
+        return None  # a story's words: placed by their own times
+    table = read_events(events, stim_column=stim_column)
+    onsets = table["onset"].to_numpy(dtype=float)
+    duration = n_volumes * tr
+    outside = onsets[onsets >= duration]
+    if not outside.size:
+        return None
+    shown = ", ".join(f"{o:g}" for o in outside[:3]) + (", ..." if outside.size > 3 else "")
+    sentence = (
+        f"{events.name}: {outside.size} of {onsets.size} events start after the run's "
+        f"{duration:g} s ({n_volumes} volumes x TR {tr:g} s), at onsets {shown} s"
+    )
+    if outside.size > OUTSIDE_FRACTION * onsets.size:
+        return sentence + " (onsets in milliseconds, or a wrong RepetitionTime?)"
+    logger.warning("%s; those events are ignored", sentence)
     return None
 
 

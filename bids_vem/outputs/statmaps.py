@@ -44,8 +44,11 @@ __all__ = [
 STAT_DESCRIPTIONS: dict[str, str] = {
     "r": "Pearson correlation between the measured BOLD signal and the prediction of the "
     "encoding model from feature space '{feature_space}', on held-out runs.",
-    "r2": "Coefficient of determination (R^2) of the prediction of the encoding model from "
-    "feature space '{feature_space}', on held-out runs.",
+    "r2": "Coefficient of determination (R^2, 1 - SSE/SST) of the held-out prediction of the "
+    "encoding model from feature space '{feature_space}'. With penalties chosen by correlation "
+    "(the default), voxels without signal get heavily shrunken or anti-correlated "
+    "predictions and R^2 well below 0 there; read it where the r map is significant, or "
+    "choose penalties by R^2.",
     "alpha": "Ridge penalty chosen per voxel by cross-validation over whole runs, for feature "
     "space '{feature_space}'.",
     "meanr": "Mean over participants of the per-participant correlation maps (feature space "
@@ -56,6 +59,24 @@ STAT_DESCRIPTIONS: dict[str, str] = {
     "q": "Benjamini-Hochberg FDR-adjusted p-value of the group test (feature space "
     "'{feature_space}').",
 }
+
+#: Descriptions of a participant's permutation statistics and noise ceiling
+PARTICIPANT_STAT_DESCRIPTIONS: dict[str, str] = {
+    "p": "Permutation p-value of the held-out r of feature space '{feature_space}' "
+    "(one-sided, r > 0): (1 + number of null r >= r) / (1 + permutations).",
+    "q": "Benjamini-Hochberg FDR-adjusted permutation p-value over the voxels of the mask "
+    "(feature space '{feature_space}').",
+    "pfwe": "Family-wise permutation p-value (maximum statistic over the voxels of the mask) "
+    "of the held-out r of feature space '{feature_space}'.",
+    "nc": "Noise ceiling: the fraction (0-1) of the test data's variance that any model "
+    "could explain, from repeated stimuli (NSD's ncsnr, trial-wise) or repeated test runs "
+    "(Schoppe et al. 2016 CCmax^2); comparable with r^2.",
+    "rnorm": "Noise-normalised held-out r of feature space '{feature_space}': r / sqrt(nc) "
+    "(CCnorm); undefined (NaN) where the noise ceiling is 0.",
+}
+
+#: result attribute of each participant map beyond r, r2 and alpha
+_OPTIONAL_STATS = {"p": "p", "q": "q", "pfwe": "p_fwe", "nc": "nc", "rnorm": "rnorm"}
 
 #: TSV summary columns and their descriptions (the JSON sidecar of the TSV)
 SUMMARY_COLUMNS: dict[str, str] = {
@@ -75,6 +96,14 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "percent_alpha_at_min": "Percent of voxels whose chosen penalty is the smallest of the grid "
     "(the grid may be too narrow).",
     "percent_alpha_at_max": "Percent of voxels whose chosen penalty is the largest of the grid.",
+    "cross_validation": "How held-out scores were computed: the folds, and why they were chosen.",
+    "n_folds": "Number of cross-validation folds.",
+    "max_test_stimuli_in_training": "Most test stimuli of one fold that training also showed "
+    "(0 for stimulus-disjoint evaluation).",
+    "n_permutations": "Permutations of the null behind the p, q and pfwe maps (0: none).",
+    "n_voxels_q_below_0.05": "Predicted voxels: permutation FDR q < 0.05.",
+    "n_voxels_fwe_p_below_0.05": "Voxels with family-wise permutation p < 0.05.",
+    "median_nc": "Median noise ceiling (fraction of explainable variance) over voxels.",
 }
 
 _BIDS_URI = re.compile(r"^bids:[0-9a-zA-Z/#:?_\-.]+$")
@@ -339,10 +368,25 @@ def write_encoding_maps(
     Returns
     -------
     dict
-        ``{"r": path, "r2": path, "alpha": path}``.
+        ``{"r": path, "r2": path, "alpha": path}``, plus ``p``, ``q``, ``pfwe`` (with
+        permutations) and ``nc``, ``rnorm`` (with a noise ceiling) when the result has them.
     """
     entities = {"sub": subject, "ses": session, "task": task, "space": space, "desc": feature_space}
     paths: dict[str, Path] = {}
+    for stat, attribute in _OPTIONAL_STATS.items():
+        values = getattr(result, attribute, None)
+        if values is None:
+            continue
+        paths[stat] = write_statmap(
+            output_dir,
+            np.asarray(values),
+            mask_img,
+            entities=entities,
+            stat=stat,
+            description=PARTICIPANT_STAT_DESCRIPTIONS[stat].format(feature_space=feature_space),
+            sources=sources,
+            parameters=parameters,
+        )
     for stat in ("r", "r2", "alpha"):
         paths[stat] = write_statmap(
             output_dir,

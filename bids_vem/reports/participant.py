@@ -34,9 +34,13 @@ RESULT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("median_r", "median r", True),
     ("max_r", "max r", True),
     ("percent_r_above_threshold", "% voxels r > threshold", True),
+    ("n_voxels_q_below_0.05", "voxels FDR q < 0.05", True),
+    ("n_voxels_fwe_p_below_0.05", "voxels FWE p < 0.05", True),
+    ("median_nc", "median noise ceiling", True),
     ("mean_r2", "mean R²", True),
     ("percent_alpha_at_min", "% alpha at grid min", True),
     ("percent_alpha_at_max", "% alpha at grid max", True),
+    ("cross_validation", "cross-validation", False),
 )
 
 

@@ -225,6 +225,9 @@ class _AlignImageEncoderOutputSpec(TraitedSpec):
     feature_set = File(exists=True, desc="features of the final model, every stimulus")
     fold_feature_sets = traits.List(File(exists=True), desc="features of each fold's model")
     fold_held_out_runs = traits.List(traits.List(traits.Str), desc="runs each fold predicts")
+    fold_held_out_stimuli = traits.List(
+        traits.List(traits.Str), desc="stimuli each fold predicts (stimulus folds)"
+    )
     computed_at = traits.Float()
 
 
@@ -291,6 +294,9 @@ class AlignImageEncoder(SimpleInterface):
         self._results["feature_set"] = str(paths[-1])
         self._results["fold_feature_sets"] = [str(p) for p in paths[:-1]]
         self._results["fold_held_out_runs"] = [list(f.held_out_runs) for f, _ in fold_sets[:-1]]
+        self._results["fold_held_out_stimuli"] = [
+            list(f.held_out_ids) if not f.held_out_runs else [] for f, _ in fold_sets[:-1]
+        ]
         self._results["computed_at"] = time.time()
         return runtime
 
@@ -299,6 +305,7 @@ class AlignImageEncoder(SimpleInterface):
 class _PrepareBoldInputSpec(BaseInterfaceInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
     confounds = traits.List(traits.Str, desc="confound columns regressed out")
+    high_pass = traits.Float(0.0, usedefault=True, desc="cosine high-pass cutoff (Hz)")
     omp_nthreads = traits.Int(mandatory=True, nohash=True)
 
 
@@ -326,7 +333,10 @@ class PrepareBold(SimpleInterface):
         ]
         with limit_threads(self.inputs.omp_nthreads):
             store = write_bold_store(
-                runs, tuple(self.inputs.confounds), Path(runtime.cwd) / "bold.json"
+                runs,
+                tuple(self.inputs.confounds),
+                Path(runtime.cwd) / "bold.json",
+                self.inputs.high_pass,
             )
         self._results["store"] = str(store.header_path)
         self._results["computed_at"] = time.time()
@@ -340,6 +350,9 @@ class _FitEncodingInputSpec(_StepInputSpec):
         File(exists=True), desc="features that predict some runs (an alignment that held them out)"
     )
     fold_held_out_runs = traits.List(traits.List(traits.Str), desc="the runs of each fold")
+    fold_held_out_stimuli = traits.List(
+        traits.List(traits.Str), desc="the stimuli of each fold (stimulus folds)"
+    )
     run_group = traits.Str(mandatory=True, desc="the run group's name (sub-XX[_ses-YY]_task-ZZ)")
     feature_space = traits.Str(mandatory=True, desc="the feature space's name")
     stim_column = traits.Str(mandatory=True, desc="events column naming the stimulus")
@@ -377,14 +390,20 @@ class FitEncoding(SimpleInterface):
         store = VoxelStore(Path(self.inputs.bold_store)) if self.inputs.bold_store else None
         weights = Path(runtime.cwd) / "weights.npy" if self.inputs.save_weights else None
         feature_set = load_feature_set(Path(self.inputs.feature_set))
-        fold_feature_sets = [
-            (tuple(held_out), load_feature_set(Path(path)))
-            for held_out, path in zip(
-                self.inputs.fold_held_out_runs or [],
-                self.inputs.fold_feature_sets or [],
-                strict=True,
-            )
-        ]
+        fold_feature_sets, stimulus_fold_feature_sets = [], []
+        held_stimuli = self.inputs.fold_held_out_stimuli or [[]] * len(
+            self.inputs.fold_feature_sets or []
+        )
+        for held_out, stimuli, path in zip(
+            self.inputs.fold_held_out_runs or [],
+            held_stimuli,
+            self.inputs.fold_feature_sets or [],
+            strict=True,
+        ):
+            if held_out:
+                fold_feature_sets.append((tuple(held_out), load_feature_set(Path(path))))
+            else:
+                stimulus_fold_feature_sets.append((tuple(stimuli), load_feature_set(Path(path))))
         if settings.design == "trialwise":
             from bids_vem.encoding.bold import intersect_masks
             from bids_vem.encoding.trialwise import encode_trials
@@ -421,6 +440,12 @@ class FitEncoding(SimpleInterface):
                     cv_groups=settings.cv_groups,
                     mem_mb=self.inputs.mem_mb or None,
                     weights_path=weights,
+                    test_stimuli=settings.test_stimuli,
+                    n_permutations=settings.permutations,
+                    high_pass=settings.high_pass,
+                    delays_seconds=settings.delays_seconds,
+                    stimulus_fold_feature_sets=stimulus_fold_feature_sets,
+                    seed=self.inputs.random_seed,
                 )
         from bids_vem.workflows.contracts import FitRecord
 

@@ -306,6 +306,7 @@ def _group_nodes(
         bold = pe.Node(PrepareBold(), name=f"bold_{group.name.replace('-', '')}")
         bold.inputs.runs = str(runs_json)
         bold.inputs.confounds = list(config.confounds)
+        bold.inputs.high_pass = config.high_pass if config.design == "continuous" else 0.0
         bold.inputs.omp_nthreads = config.omp_nthreads
         bold.n_procs = config.omp_nthreads
     betas = (plan.betas or {}).get(group.name)
@@ -322,7 +323,12 @@ def _group_nodes(
         if name in feature_sources:
             wf.connect(*feature_sources[name], node, "feature_set")
         else:  # the aligned space: each fold's features predict that fold's runs
-            for output in ("feature_set", "fold_feature_sets", "fold_held_out_runs"):
+            for output in (
+                "feature_set",
+                "fold_feature_sets",
+                "fold_held_out_runs",
+                "fold_held_out_stimuli",
+            ):
                 wf.connect(align, output, node, output)
         fits.append(node)
     return fits, align

@@ -289,6 +289,11 @@ def _write_fit(
         "Evaluation": result.evaluation,
         "TestRuns": list(result.test_runs),
         "RepeatedTestRuns": [list(repeat) for repeat in result.repeats],
+        "CrossValidation": result.cross_validation,
+        "CrossValidationFolds": int(result.n_folds),
+        "TestStimuliInTraining": list(result.test_stimuli_in_training),
+        "Permutations": int(result.n_permutations),
+        "PermutationScheme": result.permutation or None,
     }
     entities = {"sub": subject, "ses": group.session, "task": group.task, "space": group.space}
     names = {"subject": subject, "session": group.session, "task": group.task}
@@ -311,15 +316,17 @@ def _write_fit(
             parameters=parameters,
         )
     row = encoding_summary_row(result, **names, alphas=list(result.alphas))
+    significant = result.significant()
     logger.info(
-        "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels; %d voxel(s) chose a penalty "
-        "at an edge of the grid (%d low, %d high)",
+        "sub-%s task-%s %s: mean r %.3f, max r %.3f over %d voxels%s; %d voxel(s) chose a "
+        "penalty at an edge of the grid (%d low, %d high)",
         subject,
         group.task,
         fs.name,
         float(np.mean(result.r)),
         float(np.max(result.r)),
         result.n_voxels,
+        "" if significant is None else f", {int(significant.sum())} significant (FDR q < 0.05)",
         int(result.n_alpha_low + result.n_alpha_high),
         result.n_alpha_low,
         result.n_alpha_high,

@@ -305,6 +305,29 @@ def _encoding_folds(config: RunConfig, group: RunGroup) -> list[list[int]] | Non
     return None
 
 
+def _stimulus_folds(config: RunConfig, group: RunGroup, run_stimuli) -> list[list[str]] | None:
+    """The held-out stimuli of each fold when the encoding of ``group`` holds out stimuli
+    (``--test-stimuli``, ``--cv-groups stimulus``, or ``auto`` with stimuli repeated across
+    runs): the alignment of a fold must not see them. Else None."""
+    from bids_vem.encoding.model import test_stimulus_mask
+    from bids_vem.encoding.stimulus_folds import deal_stimuli, n_stimulus_folds
+
+    if config.test_runs or config.cv_groups in ("run", "session"):
+        return None
+    every = sorted({s for _, ids in run_stimuli for s in ids})
+    if config.test_stimuli:
+        mask = test_stimulus_mask(config.test_stimuli, every, group.runs, config.stim_column)
+        return [[s for s, held in zip(every, mask, strict=True) if held]]
+    counts: dict[str, int] = {}
+    for _, ids in run_stimuli:
+        for s in set(ids):
+            counts[s] = counts.get(s, 0) + 1
+    if config.cv_groups == "auto" and max(counts.values(), default=0) < 2:
+        return None
+    n_folds = n_stimulus_folds(len(group.runs), len(every), config.design == "trialwise")
+    return deal_stimuli(every, n_folds) if n_folds >= 2 else None
+
+
 def _plan_alignment(
     config: RunConfig,
     models: list[tuple[FeatureSpaceSpec, tuple[FeatureSpaceSpec, ...]]],
@@ -354,7 +377,10 @@ def _plan_alignment(
         try:
             folds[group.name] = tuple(
                 plan_alignment_folds(
-                    run_stimuli, config.align_folds, groups=_encoding_folds(config, group)
+                    run_stimuli,
+                    config.align_folds,
+                    groups=_encoding_folds(config, group),
+                    stimulus_groups=_stimulus_folds(config, group, run_stimuli),
                 )
             )
         except DataError as err:

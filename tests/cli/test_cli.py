@@ -352,7 +352,7 @@ def test_evaluation_options_parse_and_survive_the_config_file(tmp_path):
     again = parse(["/data/ds", "/data/out", "participant", "--config-file", str(toml)])
     assert again.test_runs == config.test_runs and again.cv_groups == "session"
     defaults = parse(["/data/ds", "/data/out", "participant"])
-    assert defaults.test_runs == () and defaults.cv_groups == "run"
+    assert defaults.test_runs == () and defaults.cv_groups == "auto"
     assert not defaults.average_test_repeats and not defaults.save_weights
 
 

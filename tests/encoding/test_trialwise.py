@@ -253,7 +253,7 @@ def test_trial_labels_features_and_groups_are_checked(tmp_path):
         encode_trials(path, features, alphas=ALPHAS, cv_groups="session")
     with pytest.raises(DataError, match="form 1 run"):
         encode_trials(path, features, alphas=ALPHAS)
-    with pytest.raises(UsageError, match="--cv-groups must be run or session"):
+    with pytest.raises(UsageError, match="--cv-groups must be auto, run, session or stimulus"):
         encode_trials(path, features, alphas=ALPHAS, cv_groups="trial")
     path = _write_betas(tmp_path, 3, pd.DataFrame({"stim_id": ["a", "b", "z"], "run": [1, 1, 2]}))
     with pytest.raises(DataError, match="1 stimulus id.* not in feature space 'toy': z"):

@@ -386,3 +386,21 @@ def test_fixture_ds000117_has_no_fmriprep(shared_fixtures):
     root = shared_fixtures / "bids-examples" / "ds000117"
     with pytest.raises(InputMissingError, match="spaces found: none"):
         collect_runs(root, participant_label=["01"])
+
+
+def test_events_outside_the_run_are_refused_with_exit_65(bids_factory, tools, caplog):
+    # onsets in milliseconds: every event after the end of the run
+    in_ms = [(0, 1, "a.png"), (4000, 1, "b.png"), (8000, 1, "a.png"), (12000, 1, "b.png")]
+    root = bids_factory([tools.RunSpec("01", events=in_ms)])
+    with pytest.raises(DataError) as info:
+        collect_runs(root)
+    assert info.value.exit_code == 65
+    message = str(info.value)
+    assert "sub-01_task-scenes_run-1_events.tsv: 3 of 4 events start after the run's" in message
+    assert "4000, 8000, 12000" in message and "milliseconds" in message
+    # one late event (a scan stopped early) is dropped with a warning, the run kept
+    late = [(0, 1, "a.png"), (4, 1, "b.png"), (6, 1, "a.png"), (10_000, 1, "b.png")]
+    root = bids_factory([tools.RunSpec("01", events=late)])
+    with caplog.at_level(logging.WARNING):
+        runs = collect_runs(root)
+    assert len(runs) == 1 and "1 of 4 events start after" in caplog.text
