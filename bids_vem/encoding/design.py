@@ -25,6 +25,7 @@ from bids_vem.features.feature_set import FeatureSet
 
 __all__ = [
     "feature_timecourse",
+    "column_scale",
     "zscore",
     "add_delays",
     "build_run_design",
@@ -141,6 +142,21 @@ def feature_timecourse(
     return out
 
 
+def column_scale(x: np.ndarray, axis: int = 0, *, keepdims: bool = False) -> np.ndarray:
+    """The standard deviation (ddof 0) that :func:`zscore` divides by along ``axis``;
+    ``inf`` for constant columns (which :func:`zscore` makes 0).
+
+    A part of a design divided by it (the held-out stimuli alone) is on the full design's scale.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    centred = x64 - x64.mean(axis=axis, keepdims=True)
+    std = np.sqrt((centred**2).mean(axis=axis, keepdims=True))
+    # relative threshold: a column constant up to rounding is constant
+    scale = np.abs(x64).max(axis=axis, keepdims=True) if x64.size else 0.0
+    std = np.where(std <= 1e-12 * np.maximum(scale, 1e-300), np.inf, std)
+    return std if keepdims else std.squeeze(axis)
+
+
 def zscore(x: np.ndarray, axis: int = 0) -> np.ndarray:
     """Centre and scale to unit standard deviation (ddof 0) along ``axis``.
 
@@ -150,12 +166,7 @@ def zscore(x: np.ndarray, axis: int = 0) -> np.ndarray:
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     x64 = x.astype(np.float64, copy=False)
     centred = x64 - x64.mean(axis=axis, keepdims=True)
-    std = np.sqrt((centred**2).mean(axis=axis, keepdims=True))
-    # relative threshold: a column constant up to rounding is constant
-    scale = np.abs(x64).max(axis=axis, keepdims=True) if x64.size else 0.0
-    constant = std <= 1e-12 * np.maximum(scale, 1e-300)
-    std = np.where(constant, 1.0, std)
-    out = np.where(constant, 0.0, centred / std)
+    out = centred / column_scale(x64, axis, keepdims=True) + 0.0  # + 0.0: no -0.0
     return out.astype(dtype, copy=False)
 
 

@@ -9,7 +9,9 @@ Three modes (``EncodingResult.evaluation``):
 - ``"test-runs-averaged"``: as ``"test-runs"``, but test runs that show the same stimulus
   sequence (same stimuli at the same onsets, Huth/Gallant validation runs) are averaged
   (BOLD after cleaning and z-scoring) before scoring: the average has less noise, so its
-  r comes closer to the noise ceiling.
+  r comes closer to the noise ceiling;
+- ``"stimulus-folds"`` and ``"test-stimuli"``: folds of unique stimuli, or explicit test
+  stimuli (:mod:`bids_vem.encoding.stimulus_folds`).
 
 Held-out scores are accumulated chunk by chunk (:class:`HeldOutScores`): the predictions of
 all voxels are never in memory at once.
@@ -30,7 +32,7 @@ from bids_vem.inputs.runs import Run
 
 __all__ = ["HeldOutScores", "select_test_runs", "repeated_sequences", "EVALUATION_MODES"]
 
-EVALUATION_MODES = ("loro", "test-runs", "test-runs-averaged")
+EVALUATION_MODES = ("loro", "test-runs", "test-runs-averaged", "stimulus-folds", "test-stimuli")
 
 
 def _zscore_columns(x: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
     add_delays,
     build_run_design_from_timecourse,
+    column_scale,
     feature_timecourse,
     video_timecourse,
 )
@@ -55,6 +56,7 @@ from bids_vem.encoding.evaluation import HeldOutScores, repeated_sequences, sele
 from bids_vem.encoding.ridge import (
     Split,
     leave_one_group_out,
+    read_selection,
     ridge_cv_alphas,
     ridge_cv_splits,
     solve_chunks,
@@ -315,9 +317,7 @@ def _unit_data(
     unit: _Unit, data: VoxelData, predictions: list[torch.Tensor], voxels: slice, device
 ):
     """The unit's data and prediction for a chunk (float64), and its repeats' noise sums."""
-    from bids_vem.encoding.ridge import _read
-
-    ys = [_read(data, rows, voxels, device, torch.float64) for rows, _ in unit.parts]
+    ys = [read_selection(data, rows, voxels, device, torch.float64) for rows, _ in unit.parts]
     n = min(len(y) for y in ys)
     ys = [y[:n] for y in ys]
     ps = [p[:n].to(torch.float64) for p in predictions]
@@ -612,6 +612,7 @@ class _FoldScheme:
     n_folds: int
     n_groups: int
     n_stimuli: int = 0
+    n_test_stimuli: int = 0
     n_repeated: int = 0
     max_groups: int = 0
     stimulus_folds: list[np.ndarray] | None = None
@@ -636,7 +637,7 @@ class _FoldScheme:
             )
         if self.kind == "test-stimuli":
             return (
-                f"explicit test stimuli ({self.n_stimuli} stimuli held out; {repeats}); "
+                f"explicit test stimuli ({self.n_test_stimuli} stimuli held out; {repeats}); "
                 "penalties by stimulus-disjoint CV on the training stimuli"
             )
         if self.kind == "test-runs":
@@ -655,17 +656,14 @@ def _choose_folds(fit: _Fit, folds: str, test_runs, test_stimuli) -> _FoldScheme
         if folds == "stimulus" or test_stimuli is not None:
             raise ValueError("stimulus folds need stimulus_samples")
         return scheme
-    repeated = samples.repeated(fit.groups)
-    shown = samples.shown_in()
-    labels = list(dict.fromkeys(fit.groups)) if fit.groups is not None else None
-    if labels is not None:
-        shown = np.vstack([shown[[g == label for g in fit.groups]].any(0) for label in labels])
+    per_stimulus = samples.shown_in(fit.groups).sum(axis=0)  # groups showing each stimulus
     scheme.n_stimuli = samples.n_stimuli
-    scheme.n_repeated = int(repeated.sum())
-    scheme.max_groups = int(shown.sum(axis=0).max()) if samples.n_stimuli else 0
+    scheme.n_repeated = int(np.sum(per_stimulus > 1))
+    scheme.max_groups = int(per_stimulus.max()) if samples.n_stimuli else 0
+    repeated = per_stimulus > 1
     if test_stimuli is not None:
         scheme.kind, scheme.n_folds = "test-stimuli", 1
-        scheme.n_stimuli = int(np.sum(test_stimuli))
+        scheme.n_test_stimuli = int(np.sum(test_stimuli))
         return scheme
     if test_runs is not None:
         scheme.kind, scheme.n_folds = "test-runs", 1
@@ -1064,7 +1062,7 @@ def encode_runs(
         build_run_design_from_timecourse(tc, delays, source=str(run.events))
         for tc, run in zip(full, runs, strict=True)
     ]
-    scales = [_column_scale(tc) for tc in full]
+    scales = [column_scale(tc) for tc in full]
     test_designs: dict[int, list[np.ndarray]] = {}
     for held_out, features in fold_feature_sets:
         fold_Xs = [
@@ -1095,7 +1093,7 @@ def encode_runs(
             build_run_design_from_timecourse(tc, delays, source=str(run.events))
             for tc, run in zip(fold_full, runs, strict=True)
         ]
-        fold_scales = [_column_scale(tc) for tc in fold_full]
+        fold_scales = [column_scale(tc) for tc in fold_full]
         stimulus_fold_designs[frozenset(held_ids)] = (fold_Xs, partial_for(features, fold_scales))
 
     extent = {}
@@ -1213,14 +1211,6 @@ def test_stimulus_mask(
             f"{flag} {spec}: every stimulus is a test stimulus; none is left to train on"
         )
     return mask
-
-
-def _column_scale(timecourse: np.ndarray) -> np.ndarray:
-    """The standard deviation :func:`zscore` divides each column by (1 for constant columns)."""
-    centred = timecourse - timecourse.mean(axis=0)
-    std = np.sqrt((centred**2).mean(axis=0))
-    scale = np.abs(timecourse).max(axis=0) if timecourse.size else 0.0
-    return np.where(std <= 1e-12 * np.maximum(scale, 1e-300), np.inf, std)
 
 
 def _check_runs(runs: Sequence[Run]) -> list[Run]:

@@ -52,6 +52,7 @@ __all__ = [
     "score_correlation",
     "score_r2",
     "leave_one_group_out",
+    "read_selection",
     "solve_chunks",
 ]
 
@@ -217,7 +218,7 @@ def stack_designs(Xs: Sequence[np.ndarray], selection: Selection) -> np.ndarray:
     )
 
 
-def _read(
+def read_selection(
     data: VoxelData, selection: Selection, part: slice, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
     """The chunk ``part`` of the selected samples, stacked: (n_samples, n_voxels_chunk)."""
@@ -347,8 +348,8 @@ def _add_fold_scores(
     basis, triangle = basis.to(dtype), triangle.to(dtype)
 
     def work(part: slice) -> None:
-        Y_train = _read(data, split.train, part, device, dtype)
-        Y_test = _read(data, split.test, part, device, dtype)
+        Y_train = read_selection(data, split.train, part, device, dtype)
+        Y_test = read_selection(data, split.test, part, device, dtype)
         coefs = dec.left.T @ Y_train  # (r, n_voxels_chunk)
         del Y_train
         scores = _scores_from_moments(score, Y_test, basis, triangle, coefs, shrink, shrink_sum)
@@ -550,7 +551,7 @@ def solve_chunks(
         matrices.append((_to_device(D, device, torch.float64) @ dec.to_features).to(dtype))
 
     def work(part: slice) -> None:
-        Y_train = _read(data, train_runs, part, device, dtype)
+        Y_train = read_selection(data, train_runs, part, device, dtype)
         coefs = _eigen_coefficients(dec, Y_train, alpha[part], dtype)
         results = [matrix @ coefs for matrix in matrices]
         on_chunk(part, results)

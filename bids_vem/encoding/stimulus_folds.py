@@ -85,28 +85,29 @@ class StimulusSamples:
     partial_designs: Callable[[np.ndarray], list[np.ndarray]] | None = None
     trialwise: bool = False
     trials: np.ndarray | None = field(default=None)
+    _shown: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def n_stimuli(self) -> int:
         return len(self.stim_ids)
 
-    def shown_in(self) -> np.ndarray:
-        """(n_blocks, n_stimuli) bool: which blocks a stimulus shaped samples of."""
+    def shown_in(self, groups: Sequence[Hashable] | None = None) -> np.ndarray:
+        """(n_groups, n_stimuli) bool: which CV groups (blocks by default) a stimulus shaped
+        samples of; groups in order of first appearance."""
+        if self._shown is None:
+            self._shown = np.vstack(
+                [np.asarray(block.sum(axis=0)).ravel() > 0 for block in self.influence]
+            ).reshape(len(self.influence), self.n_stimuli)
+        if groups is None:
+            return self._shown
+        labels = list(dict.fromkeys(groups))
         return np.vstack(
-            [np.asarray(block.sum(axis=0)).ravel() > 0 for block in self.influence]
-        ).reshape(len(self.influence), self.n_stimuli)
-
-    def samples_per_stimulus(self) -> np.ndarray:
-        return np.asarray(sum(block.sum(axis=0) for block in self.influence)).ravel()
+            [self._shown[[g == label for g in groups]].any(axis=0) for label in labels]
+        )
 
     def repeated(self, groups: Sequence[Hashable] | None = None) -> np.ndarray:
         """(n_stimuli,) bool: stimuli shown in more than one CV group (blocks by default)."""
-        shown = self.shown_in()
-        if groups is None:
-            return shown.sum(axis=0) > 1
-        labels = list(dict.fromkeys(groups))
-        per_group = np.vstack([shown[[g == label for g in groups]].any(axis=0) for label in labels])
-        return per_group.sum(axis=0) > 1
+        return self.shown_in(groups).sum(axis=0) > 1
 
     def overlap(self, test_blocks: Sequence[int], train_blocks: Sequence[int]) -> int:
         """Number of stimuli of the test blocks that the training blocks also show."""

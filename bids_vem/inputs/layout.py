@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 
 from bids_vem._utils import LABEL
 from bids_vem.config import option_name
@@ -668,7 +669,7 @@ def collect_runs_report(
         events = _events_for(events_candidates, key)
         if events is not None:
             used_events.add(events)
-        reason = _why_unusable(pre, events, bids_dir, stim_column)
+        reason, onsets = _why_unusable(pre, events, bids_dir, stim_column)
         if reason:
             skipped.append(SkippedRun(pre.subject, pre.name, reason))
             continue
@@ -678,7 +679,7 @@ def collect_runs_report(
             unreadable.append(err)
             continue
         tr = _repetition_time(pre, raw_bold.get(_run_key(key)), header_tr)
-        reason = _timing_problem(pre, events, stim_column, n_volumes, tr)
+        reason = _timing_problem(events, onsets, n_volumes, tr)
         if reason:
             skipped.append(SkippedRun(pre.subject, pre.name, reason))
             timing.append(reason)
@@ -720,19 +721,24 @@ def _known_participants(bids_dir: Path, participant_label: Sequence[str]) -> tup
     return subjects
 
 
-def _why_unusable(pre: PreprocBold, events: Path | None, bids_dir: Path, stim_column: str):
-    """Why a preprocessed run cannot be modelled (no events, mask or stimuli), else None."""
+def _why_unusable(
+    pre: PreprocBold, events: Path | None, bids_dir: Path, stim_column: str
+) -> tuple[str | None, np.ndarray | None]:
+    """Why a preprocessed run cannot be modelled (no events, mask or stimuli), else None; and
+    the onsets of its events (None for a story, whose words carry their own times)."""
     if events is None:
-        return f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})"
+        return f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})", None
     if pre.mask is None:
-        return f"no brain mask in space {pre.space} beside {pre.bold}"
+        return f"no brain mask in space {pre.space} beside {pre.bold}", None
     columns = read_tsv_columns(events)
-    tells_story = stim_column not in columns and any(c in columns for c in WORD_COLUMNS)
-    if stim_column not in columns and not tells_story:
-        return f"{events.name} has no '{stim_column}' column (nor a word/text column)"
-    if not tells_story and read_events(events, stim_column=stim_column)["stim_id"].isna().all():
-        return f"{events.name} names no stimulus in '{stim_column}'"
-    return None
+    if stim_column not in columns:
+        if any(c in columns for c in WORD_COLUMNS):
+            return None, None
+        return f"{events.name} has no '{stim_column}' column (nor a word/text column)", None
+    table = read_events(events, stim_column=stim_column)
+    if table["stim_id"].isna().all():
+        return f"{events.name} names no stimulus in '{stim_column}'", None
+    return None, table["onset"].to_numpy(dtype=float)
 
 
 #: a run whose events fall outside it for more than this fraction is refused
@@ -740,18 +746,15 @@ OUTSIDE_FRACTION = 0.25
 
 
 def _timing_problem(
-    pre: PreprocBold, events: Path, stim_column: str, n_volumes: int, tr: float
+    events: Path, onsets: np.ndarray | None, n_volumes: int, tr: float
 ) -> str | None:
     """Why the run's event timing cannot match its BOLD (onsets in ms, wrong TR), else None.
 
     Events that start after the last volume were never seen: a few (a scan stopped early) are
     dropped with a warning; more than a quarter of the run's events refuse the run.
     """
-    columns = read_tsv_columns(events)
-    if stim_column not in columns:
+    if onsets is None:
         return None  # a story's words: placed by their own times
-    table = read_events(events, stim_column=stim_column)
-    onsets = table["onset"].to_numpy(dtype=float)
     duration = n_volumes * tr
     outside = onsets[onsets >= duration]
     if not outside.size:

@@ -110,7 +110,7 @@ def test_a_small_memory_budget_sets_small_chunks_and_changes_nothing():
 def test_cuda_out_of_memory_halves_the_chunk_once_logged_and_changes_nothing(monkeypatch, caplog):
     Xs, Ys = _problem(seed=3)
     reference = fit_encoding_model(Xs, Ys, ALPHAS, n_voxels_chunk=53)
-    real_read = ridge._read
+    real_read = ridge.read_selection
     calls = {"oom": 0}
 
     def read(data, runs, part, device, dtype):
@@ -120,7 +120,7 @@ def test_cuda_out_of_memory_halves_the_chunk_once_logged_and_changes_nothing(mon
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real_read(data, runs, part, device, dtype)
 
-    monkeypatch.setattr(ridge, "_read", read)
+    monkeypatch.setattr(ridge, "read_selection", read)
     with caplog.at_level(logging.WARNING, logger="bids_vem.encoding"):
         result = fit_encoding_model(Xs, Ys, ALPHAS, n_voxels_chunk=53)
     _assert_same_maps(reference, result)
