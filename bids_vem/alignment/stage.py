@@ -352,6 +352,7 @@ def train_aligned_model(
                 "Fold": {
                     "name": fold.name,
                     "held_out_runs": list(fold.held_out_runs),
+                    "held_out_stimuli": list(fold.held_out_ids),
                     "n_train_stimuli": len(result.train_ids),
                     "n_validation_stimuli": len(result.val_ids),
                     "n_held_out_stimuli": len(fold.held_out_ids),

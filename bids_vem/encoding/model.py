@@ -30,6 +30,7 @@ chunk by chunk: memory is set by the chunk (``mem_mb``), not by the number of vo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -1053,9 +1054,8 @@ def encode_runs(
     events = [_run_events(run.events, stim_column) for run in runs]
     repeats = repeated_sequences(test, events, names) if average_test_repeats else None
 
-    def timecourses(features: FeatureSet, subset: set[str] | None = None) -> list[np.ndarray]:
-        chosen = events if subset is None else [e[e["stim_id"].isin(subset)] for e in events]
-        return _run_timecourses(features, runs, chosen, data.run_lengths, oversampling)
+    def timecourses(features: FeatureSet) -> list[np.ndarray]:
+        return _run_timecourses(features, runs, events, data.run_lengths, oversampling)
 
     full = timecourses(feature_set)
     Xs = [
@@ -1080,7 +1080,7 @@ def encode_runs(
             chosen = {samples.stim_ids[i] for i in np.flatnonzero(held)}
             return [
                 add_delays(tc / scale, delays).astype(np.float32)
-                for tc, scale in zip(timecourses(features, chosen), scales, strict=True)
+                for tc, scale in zip(timecourses(_only(features, chosen)), scales, strict=True)
             ]
 
         return partial_designs
@@ -1138,6 +1138,15 @@ def encode_runs(
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)
     return result
+
+
+def _only(features: FeatureSet, stim_ids: set[str]) -> FeatureSet:
+    """``features`` with every other stimulus's rows zeroed: placed with all the run's events,
+    they give the held-out stimuli's part of the time course (frames averaged within a TR
+    keep the count of every frame shown in it)."""
+    keep = np.isin(np.asarray(features.stim_ids, dtype=object), list(stim_ids))
+    values = np.where(keep[:, None], features.values, 0).astype(features.values.dtype)
+    return dataclasses.replace(features, values=values)
 
 
 #: ``--cv-groups`` value -> ``fit_encoding_model(folds=...)``

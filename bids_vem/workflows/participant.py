@@ -23,7 +23,7 @@ from bids_vem.workflows.interfaces import (
 )
 from bids_vem.workflows.plan import ParticipantPlan
 
-__all__ = ["init_participant_wf", "output_plan", "cross_validation_text"]
+__all__ = ["init_participant_wf", "output_plan"]
 
 
 def _fingerprint(path: Path | None) -> list | None:
@@ -56,23 +56,6 @@ def _scored_runs(config: RunConfig) -> str:
     return "test runs"
 
 
-def cross_validation_text(config: RunConfig) -> str:
-    """The CrossValidation parameter of the sidecars: how penalties and scores were obtained."""
-    unit = config.cv_groups
-    if not config.test_runs:
-        return (
-            f"nested leave-one-{unit}-out (penalty per voxel by inner leave-one-{unit}-out CV; "
-            f"each {unit} predicted by a model that never saw it)"
-        )
-    text = (
-        f"test runs {' '.join(config.test_runs)}: penalty per voxel by leave-one-{unit}-out CV "
-        "on the other runs, one model fitted on them, scores on the test runs only"
-    )
-    if config.average_test_repeats:
-        text += "; test runs showing the same stimulus sequence averaged before scoring"
-    return text
-
-
 def _step(interface, name: str, config: RunConfig, **node_kwargs) -> pe.Node:
     """A computing node with the execution settings every step takes (device, seed, threads)."""
     node = pe.Node(interface, name=name, **node_kwargs)
@@ -91,9 +74,9 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
         "Delays": list(config.delays),
         "Alphas": list(config.alphas),
         "Confounds": list(config.confounds),
-        "CrossValidation": cross_validation_text(config),
-        "Evaluation": config.evaluation.evaluation_mode,
         "TestRuns": list(config.test_runs),
+        "AverageTestRepeats": config.average_test_repeats,
+        "TestStimuli": config.test_stimuli,
         "CVFolds": config.cv_groups,
         "Scoring": (
             f"Pearson r between measured and predicted BOLD over all {_scored_runs(config)}, "
@@ -109,11 +92,11 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
             if plan.betas
             else f"least-squares-separate single-trial betas (nilearn {config.hrf_model} HRF, "
             "cosine drift 0.01 Hz, confounds), z-scored per session, repeats of a stimulus "
-            f"averaged within each {config.cv_groups}"
+            "averaged within each run (session with --cv-groups session), and across them "
+            "for a held-out stimulus"
         )
         parameters["Scoring"] = (
-            f"Pearson r between measured and predicted trial responses over all held-out "
-            f"{config.cv_groups}s"
+            "Pearson r between measured and predicted trial responses over all held-out responses"
         )
     return parameters
 

@@ -58,14 +58,31 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
     trs = sorted({run.tr for group in plan.run_groups for run in group.runs})
     unit = parameters.get("CVFolds", "run")
     test_runs = parameters.get("TestRuns") or []
-    if not test_runs:
+    stimulus_folds = (
+        "folds of unique stimuli (the samples a held-out stimulus shaped left out of training; "
+        "nested: each stimulus predicted by a model that never saw it)"
+    )
+    if parameters.get("TestStimuli"):
+        cv = (
+            f"explicit test stimuli ({parameters['TestStimuli']}) held out from all fitting, "
+            "penalties by stimulus-disjoint cross-validation on the other stimuli"
+        )
+    elif unit == "stimulus":
+        cv = stimulus_folds
+    elif unit == "auto" and not test_runs:
+        cv = (
+            f"{stimulus_folds} where a stimulus is shown in more than one run, else "
+            "leave-one-run-out (nested)"
+        )
+    elif not test_runs:
         cv = f"leave-one-{unit}-out (nested: each {unit} predicted by a model that never saw it)"
     else:
+        unit = "run" if unit == "auto" else unit
         cv = (
             f"leave-one-{unit}-out cross-validation on the training runs, with test runs "
             f"{', '.join(test_runs)} held out from all fitting"
         )
-        if parameters.get("Evaluation") == "test-runs-averaged":
+        if parameters.get("AverageTestRepeats"):
             cv += " (repeated test runs averaged before scoring)"
     return {
         "delays": parameters.get("Delays", []),
@@ -290,6 +307,7 @@ def _write_fit(
         "TestRuns": list(result.test_runs),
         "RepeatedTestRuns": [list(repeat) for repeat in result.repeats],
         "CrossValidation": result.cross_validation,
+        "Scoring": _scoring(result, plan.parameters.get("Scoring")),
         "CrossValidationFolds": int(result.n_folds),
         "TestStimuliInTraining": list(result.test_stimuli_in_training),
         "Permutations": int(result.n_permutations),
@@ -332,6 +350,18 @@ def _write_fit(
         result.n_alpha_high,
     )
     return paths, row
+
+
+def _scoring(result: EncodingResult, planned: str | None) -> str | None:
+    """How r is computed: the plan's sentence for folds of runs, pooled centred samples for
+    folds of stimuli."""
+    if result.cv_groups != "stimulus":
+        return planned
+    return (
+        "Pearson r between measured and predicted responses over the held-out stimuli's "
+        "samples of every fold pooled, each fold's (per run) data and predictions centred but "
+        "not scaled; repeats of a held-out stimulus averaged first (trial-wise)"
+    )
 
 
 def write_weights_derivative(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bids_vem.cli.run import main
+from bids_vem.encoding.stimulus_folds import deal_stimuli
 from bids_vem.errors import DataError
 from bids_vem.inputs.events import read_events
 from bids_vem.outputs.validator import validate_derivatives
@@ -96,16 +97,25 @@ def test_no_alignment_trains_on_the_stimuli_of_the_run_it_predicts(aligned_run):
     for events in sorted((demo.bids_dir / "sub-01" / "func").glob("*_events.tsv")):
         run = events.name.removesuffix("_events.tsv")
         shown[run] = set(read_events(events, "stim_file")["stim_id"])
+    every = set().union(*shown.values())
     sidecars = list((work / "alignment").glob("*/model/alignment.json"))
-    assert len(sidecars) == 5  # 4 folds (one per run) + the final alignment
+    # each image is shown in two runs: the encoding holds out stimuli, in 4 folds (one per
+    # run's worth), and so does the alignment; + the final alignment
+    assert len(sidecars) == 5
+    held_out_of_folds = []
     for sidecar in sidecars:
         fold = json.loads(sidecar.read_text())["Fold"]
         # every stimulus the training loop actually read, as recorded beside the model
         trained = set(json.loads((sidecar.parent / "train_ids.json").read_text()))
-        for run in fold["held_out_runs"]:
-            assert not trained & shown[run], (fold["name"], run)
-        if fold["name"] != "final":
-            assert len(fold["held_out_runs"]) == 1
+        if fold["name"] == "final":
+            continue
+        held_out = every - trained
+        assert fold["held_out_runs"] == [] and fold["n_held_out_stimuli"] == 24
+        assert len(held_out) >= 24, fold["name"]
+        held_out_of_folds.append(set(fold["held_out_stimuli"]))
+        assert not trained & held_out_of_folds[-1], fold["name"]
+    # the folds' held-out stimuli are the encoding's folds: each image held out once
+    assert sorted(s for held in held_out_of_folds for s in held) == sorted(every)
 
 
 def test_rerun_trains_nothing(aligned_run, capsys):
@@ -150,7 +160,7 @@ def _plan(demo, tmp_path, *extra):
     ("extra", "held_out"),
     [
         (["--test-runs", "2"], [["sub-01_task-shapes_run-2"]]),
-        ([], [[f"sub-01_task-shapes_run-{k}"] for k in (1, 2, 3, 4)]),
+        (["--cv-groups", "run"], [[f"sub-01_task-shapes_run-{k}"] for k in (1, 2, 3, 4)]),
     ],
 )
 def test_alignment_folds_follow_the_evaluation(demo_dataset, tmp_path, extra, held_out):
@@ -159,7 +169,17 @@ def test_alignment_folds_follow_the_evaluation(demo_dataset, tmp_path, extra, he
     assert folds[-1].name == "final" and not folds[-1].held_out_ids
 
 
+def test_alignment_folds_are_the_stimulus_folds_when_images_repeat(demo_dataset, tmp_path):
+    # every image is shown in two runs: by default the encoding holds out images, and each
+    # alignment fold holds out exactly the images of one encoding fold
+    folds = _plan(demo_dataset, tmp_path).alignment.folds["sub-01_task-shapes"]
+    every = folds[-1].train_ids
+    assert deal_stimuli(every, 4) == [list(f.held_out_ids) for f in folds[:-1]]
+    for fold in folds[:-1]:
+        assert not fold.held_out_runs and not set(fold.train_ids) & set(fold.held_out_ids)
+
+
 def test_folds_whose_runs_show_every_image_ask_for_a_corpus(demo_dataset, tmp_path):
     # the demo shows each image in two runs: runs 1 and 2 together show all 96
     with pytest.raises(DataError, match="--align-corpus"):
-        _plan(demo_dataset, tmp_path, "--align-folds", "2")
+        _plan(demo_dataset, tmp_path, "--cv-groups", "run", "--align-folds", "2")

@@ -39,7 +39,11 @@ def test_test_runs_are_recorded_and_weights_written(test_run_fit):
     sidecar = json.loads((out / f"{stem}_stat-r_statmap.json").read_text())
     assert sidecar["Evaluation"] == "test-runs"
     assert sidecar["TestRuns"] == ["sub-01_task-shapes_run-4"]
-    assert sidecar["CrossValidation"].startswith("test runs 4: penalty per voxel by leave-one-run")
+    assert sidecar["CrossValidation"].startswith(
+        "explicit test runs; penalties by leave-one-run-out CV on the others"
+    )
+    # the demo shows each image in two runs: the test run's images were also trained on
+    assert sidecar["TestStimuliInTraining"] == [48]
     with open(out / "sub-01" / "func" / "sub-01_summary.tsv") as handle:
         row = next(csv.DictReader(handle, delimiter="\t"))
     assert row["evaluation"] == "test-runs" and row["n_test_runs"] == "1"
