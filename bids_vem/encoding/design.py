@@ -25,6 +25,7 @@ from bids_vem.features.feature_set import FeatureSet
 
 __all__ = [
     "feature_timecourse",
+    "stimulus_occupancy",
     "column_scale",
     "zscore",
     "add_delays",
@@ -114,6 +115,18 @@ def feature_timecourse(
             f"{events['duration'].iloc[row]!r}; expected finite numbers, duration >= 0"
         )
 
+    occupancy = _occupancy(onset, duration, n_volumes, tr, oversampling)
+    if occupancy.nnz == 0:
+        return out
+    event_features = features.rows([stim_ids[i] for i in keep]).astype(np.float64)
+    out[:] = occupancy @ event_features
+    return out
+
+
+def _occupancy(
+    onset: np.ndarray, duration: np.ndarray, n_volumes: int, tr: float, oversampling: int
+) -> sparse.csr_matrix:
+    """(n_volumes, n_events) weights: the fraction of each TR's grid points an event covers."""
     # grid point j covers [j * step, (j + 1) * step); an event covers points start..stop-1
     step = tr / oversampling
     n_grid = n_volumes * oversampling
@@ -122,8 +135,6 @@ def feature_timecourse(
     stop = np.maximum(stop, start + 1)  # zero (or sub-step) duration: one grid step
     start = np.clip(start, 0, n_grid)
     stop = np.clip(stop, 0, n_grid)
-
-    # sparse (n_volumes, n_events) weights: fraction of each TR's grid points the event covers
     rows, cols, weights = [], [], []
     for event, (first, last) in enumerate(zip(start, stop, strict=True)):
         if last <= first:
@@ -134,12 +145,32 @@ def feature_timecourse(
             rows.append(volume)
             cols.append(event)
             weights.append((hi - lo) / oversampling)
-    if not rows:
-        return out
-    occupancy = sparse.coo_matrix((weights, (rows, cols)), shape=(n_volumes, len(keep))).tocsr()
-    event_features = features.rows([stim_ids[i] for i in keep]).astype(np.float64)
-    out[:] = occupancy @ event_features
-    return out
+    return sparse.coo_matrix((weights, (rows, cols)), shape=(n_volumes, len(onset))).tocsr()
+
+
+def stimulus_occupancy(
+    events: pd.DataFrame,
+    stim_ids: Sequence[str],
+    n_volumes: int,
+    tr: float,
+    oversampling: int = 10,
+) -> sparse.csr_matrix:
+    """(n_volumes, len(stim_ids)) weights: how much of each TR each stimulus fills, as
+    :func:`feature_timecourse` places it (its time course is ``occupancy @ features``).
+
+    Events whose stimulus is not in ``stim_ids`` (or is missing) are left out.
+    """
+    column = {s: i for i, s in enumerate(stim_ids)}
+    ids = _stimulus_ids(events)
+    keep = [i for i, s in enumerate(ids) if s is not None and s in column]
+    onset = events["onset"].to_numpy(dtype=float)[keep]
+    duration = events["duration"].to_numpy(dtype=float)[keep]
+    per_event = _occupancy(onset, duration, n_volumes, tr, oversampling)
+    which = sparse.csr_matrix(
+        (np.ones(len(keep)), (np.arange(len(keep)), [column[ids[i]] for i in keep])),
+        shape=(len(keep), len(stim_ids)),
+    )
+    return (per_event @ which).tocsr()
 
 
 def column_scale(x: np.ndarray, axis: int = 0, *, keepdims: bool = False) -> np.ndarray:

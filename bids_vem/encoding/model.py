@@ -50,6 +50,7 @@ from bids_vem.encoding.design import (
     build_run_design_from_timecourse,
     column_scale,
     feature_timecourse,
+    stimulus_occupancy,
     video_timecourse,
 )
 from bids_vem.encoding.device import resolve_device
@@ -312,6 +313,11 @@ class _Unit:
 
     parts: list[tuple[list, np.ndarray]]
     averaging: np.ndarray | None = None
+    #: for the null that relabels held-out stimuli (:meth:`StimulusSamples.slots`): where each
+    #: sits in the unit, their feature rows, and the fold (one relabelling per fold)
+    slots: np.ndarray | None = None
+    held_features: np.ndarray | None = None
+    fold: int = 0
 
 
 def _unit_data(
@@ -336,6 +342,17 @@ def _unit_data(
         averaging = torch.as_tensor(unit.averaging, dtype=torch.float64, device=Y.device)
         Y, P = averaging @ Y, averaging @ P
     return Y, P, repeats
+
+
+def _held_out_terms(unit: _Unit, weights: torch.Tensor) -> torch.Tensor:
+    """Each held-out stimulus's prediction per delay, ``G[d] = features @ W_d``:
+    (n_delays, n_held, n_voxels_chunk); the design's columns are delay-major."""
+    n_delays = unit.slots.shape[0]
+    features = torch.as_tensor(unit.held_features, dtype=weights.dtype, device=weights.device)
+    width = features.shape[1]
+    return torch.stack(
+        [features @ weights[d * width : (d + 1) * width] for d in range(n_delays)]
+    ).to(torch.float64)
 
 
 def write_weights(
@@ -412,7 +429,8 @@ def fit_encoding_model(
     n_permutations: int = 0,
     permutation: str = "shift",
     seed: int = 0,
-    stimulus_fold_designs: Mapping[frozenset, tuple[list[np.ndarray], Callable]] | None = None,
+    stimulus_fold_designs: Mapping[frozenset, tuple[list[np.ndarray], Callable, Callable | None]]
+    | None = None,
 ) -> EncodingResult:
     """Fit and evaluate a ridge encoding model (module docstring).
 
@@ -480,8 +498,9 @@ def fit_encoding_model(
         Seed of the permutations.
     stimulus_fold_designs : mapping, optional
         For a stimulus fold (the frozenset of its held-out stimulus ids), the designs of all
-        blocks and the partial-design function to use (an aligned encoder that never saw
-        them), as ``test_designs`` for folds of runs.
+        blocks, the partial-design function and the held-out feature rows function
+        (:class:`~bids_vem.encoding.stimulus_folds.StimulusSamples`) to use: an aligned encoder
+        that never saw them, as ``test_designs`` for folds of runs.
 
     Returns
     -------
@@ -546,7 +565,7 @@ def fit_encoding_model(
         designs = evaluated.model_designs
         write_weights(
             weights_path,
-            stack_designs(designs, evaluated.model_runs),
+            stack_designs(designs, evaluated.model_runs, training=True),
             data,
             evaluated.model_runs,
             alpha,
@@ -734,16 +753,16 @@ class _Fit:
         self.score, self.options = score, options
         self.samples: StimulusSamples | None = samples
         self.n_permutations, self.permutation, self.seed = n_permutations, permutation, seed
-        self.scores = self._new_scores(standardise=True)
+        self.scores = self._new_scores(centred_r2=False)
         self.overlap: list[int] = []
         self._n_units = 0
         self._partial: dict[tuple, list[np.ndarray]] = {}
         self.fold_sets = dict(fold_sets or {})
 
-    def _new_scores(self, standardise: bool) -> HeldOutScores:
+    def _new_scores(self, centred_r2: bool) -> HeldOutScores:
         return HeldOutScores(
             self.data.n_voxels,
-            standardise=standardise,
+            centred_r2=centred_r2,
             n_permutations=self.n_permutations,
             seed=self.seed,
         )
@@ -763,18 +782,26 @@ class _Fit:
 
     def _predict(self, designs, train, alpha: np.ndarray, units: list[_Unit]) -> None:
         """Fit on ``train`` (a selection) and score each unit, with its permutation nulls."""
-        scheme = self.permutation
         keys = list(range(self._n_units, self._n_units + len(units)))
         self._n_units += len(units)
         device = self.options["device"]
+        relabel = self.n_permutations > 0 and any(u.slots is not None for u in units)
+        outputs = [design for unit in units for _, design in unit.parts]
 
         def on_chunk(voxels: slice, predictions: list[torch.Tensor]) -> None:
+            # with relabelling nulls the last output is the weights (n_columns, n_voxels_chunk)
+            weights = predictions[-1] if relabel else None
             results, start = [], 0
             for key, unit in zip(keys, units, strict=True):
                 parts = predictions[start : start + len(unit.parts)]
                 start += len(unit.parts)
                 Y, P, repeats = _unit_data(unit, self.data, parts, voxels, device)
-                null = self.scores.null_moments(key, Y, P, scheme)
+                if unit.slots is not None and self.n_permutations:
+                    null = self.scores.null_relabel(
+                        unit.fold, Y, unit.slots, _held_out_terms(unit, weights)
+                    )
+                else:
+                    null = self.scores.null_moments(key, Y, P, self.permutation)
                 results.append((self.scores.moments(Y, P), null, repeats))
             for moments, null, repeats in results:  # committed once the whole chunk succeeded
                 self.scores.commit(voxels, moments)
@@ -782,10 +809,12 @@ class _Fit:
                 if repeats is not None:
                     self.scores.commit_repeats(voxels, *repeats)
 
+        self.scores.begin_fold()
         solve_chunks(
-            stack_designs(designs, train), self.data, train, alpha,
-            [design for unit in units for _, design in unit.parts], on_chunk, **self.options,
+            stack_designs(designs, train, training=True), self.data, train, alpha,
+            outputs + ([None] if relabel else []), on_chunk, **self.options,
         )  # fmt: skip
+        self.scores.end_fold()
 
     def _run_overlap(self, test: list[int]) -> None:
         if self.samples is not None:
@@ -847,10 +876,11 @@ class _Fit:
 
     # ------------------------------------------------------------ stimulus-disjoint folds
     def _fold_set(self, held: np.ndarray):
-        """The designs and partial designs that serve the fold holding out ``held``: an
-        aligned encoder that never saw those stimuli, else the shared ones."""
+        """The designs, partial designs and held-out feature rows that serve the fold holding
+        out ``held``: an aligned encoder that never saw those stimuli, else the shared ones."""
         key = frozenset(self.samples.stim_ids[i] for i in np.flatnonzero(held))
-        return self.fold_sets.get(key, (self.Xs, self.samples.partial_designs))
+        shared = (self.Xs, self.samples.partial_designs, self.samples.held_features)
+        return self.fold_sets.get(key, shared)
 
     def _held_designs(self, held: np.ndarray, Xs, partial) -> list[np.ndarray]:
         """Each block's design from the stimuli ``held`` alone (cached per fold and encoder)."""
@@ -877,17 +907,26 @@ class _Fit:
             )
         return ridge_cv_splits(Xs, self.data, splits, self.alphas, score=self.score, **self.options)
 
-    def _stimulus_units(self, held: np.ndarray, test, Xs, partial) -> list[_Unit]:
+    def _stimulus_units(self, held: np.ndarray, test, fold_set, fold: int) -> list[_Unit]:
+        Xs, partial, held_features = fold_set
         designs = self._held_designs(held, Xs, partial)
         units = []
         for rows, averaging in self.samples.test_units(test):
             design = np.concatenate([np.asarray(designs[b])[r] for b, r in rows])
-            units.append(_Unit([(rows, design)], averaging))
+            unit = _Unit([(rows, design)], averaging, fold=fold)
+            if averaging is None and self.n_permutations:
+                ((block, block_rows),) = rows
+                unit.slots = self.samples.slots(held, block, block_rows)
+                if self.samples.one_per_row:
+                    unit.held_features = self.samples.row_features(held, Xs)
+                elif unit.slots is not None:
+                    unit.held_features = held_features(held, block)
+            units.append(unit)
         return units
 
     def stimulus_disjoint(self, folds: list[np.ndarray]) -> _Evaluated:
         """Nested CV over folds of unique stimuli (:mod:`bids_vem.encoding.stimulus_folds`)."""
-        self.scores = self._new_scores(standardise=False)
+        self.scores = self._new_scores(centred_r2=True)
         shared = self.samples.partial_designs
         alpha, cv_scores = self._cv_splits(
             [self._split(held, None, self.Xs, shared) for held in folds], self.Xs
@@ -898,7 +937,8 @@ class _Fit:
             if not fold.train or not fold.test:
                 continue
             self.overlap.append(0)
-            Xs, partial = self._fold_set(held)
+            fold_set = self._fold_set(held)
+            Xs, partial, _ = fold_set
             if nested:
                 inner = [
                     self._split(other, fold.train, Xs, partial)
@@ -908,21 +948,22 @@ class _Fit:
                 alpha_fold, _ = self._cv_splits(inner, Xs)
             else:
                 alpha_fold = alpha
-            units = self._stimulus_units(held, fold.test, Xs, partial)
+            units = self._stimulus_units(held, fold.test, fold_set, k)
             self._predict(Xs, fold.train, alpha_fold, units)
         every = list(range(self.n_runs))
         return _Evaluated("stimulus-folds", alpha, cv_scores, nested, every, self.Xs)
 
     def on_test_stimuli(self, held: np.ndarray, n_inner: int) -> _Evaluated:
         """Penalties by stimulus-disjoint CV on the other stimuli, one model, scored on ``held``."""
-        self.scores = self._new_scores(standardise=False)
+        self.scores = self._new_scores(centred_r2=True)
         fold = self.samples.split(held)
         if not fold.train or not fold.test:
             raise DataError(
                 f"{option_name('test_stimuli')}: every sample is shaped by a test stimulus; "
                 "nothing is left to train on"
             )
-        Xs, partial = self._fold_set(held)
+        fold_set = self._fold_set(held)
+        Xs, partial, _ = fold_set
         remaining = np.flatnonzero(~held)
         inner = []
         for part in np.array_split(remaining, max(2, min(n_inner, len(remaining)))):
@@ -931,7 +972,7 @@ class _Fit:
             inner.append(self._split(mask, fold.train, Xs, partial))
         alpha, cv_scores = self._cv_splits(inner, Xs)
         self.overlap.append(0)
-        self._predict(Xs, fold.train, alpha, self._stimulus_units(held, fold.test, Xs, partial))
+        self._predict(Xs, fold.train, alpha, self._stimulus_units(held, fold.test, fold_set, 0))
         return _Evaluated("test-stimuli", alpha, cv_scores, True, fold.train, Xs)
 
 
@@ -1085,7 +1126,13 @@ def encode_runs(
 
         return partial_designs
 
-    partial_designs = partial_for(feature_set, scales)
+    def held_features_for(features: FeatureSet, scales: list[np.ndarray]):
+        def held_features(held: np.ndarray, block: int) -> np.ndarray:
+            rows = features.rows([samples.stim_ids[i] for i in np.flatnonzero(held)])
+            return rows.astype(np.float64) / scales[block]
+
+        return None if features.timed else held_features
+
     stimulus_fold_designs = {}
     for held_ids, features in stimulus_fold_feature_sets:
         fold_full = timecourses(features)
@@ -1094,7 +1141,11 @@ def encode_runs(
             for tc, run in zip(fold_full, runs, strict=True)
         ]
         fold_scales = [column_scale(tc) for tc in fold_full]
-        stimulus_fold_designs[frozenset(held_ids)] = (fold_Xs, partial_for(features, fold_scales))
+        stimulus_fold_designs[frozenset(held_ids)] = (
+            fold_Xs,
+            partial_for(features, fold_scales),
+            held_features_for(features, fold_scales),
+        )
 
     extent = {}
     if feature_set.timed:
@@ -1103,9 +1154,17 @@ def encode_runs(
             for stim, (_, stamps) in feature_set.frames().items()
         }
     spread = 3 if feature_set.metadata.get("resample") == "lanczos" else 0
+    occupancy = None
+    if not feature_set.timed:  # where each image sits in time: the null relabels images
+        ids = sorted({s for e in events for s in e["stim_id"].dropna().astype(str)})
+        occupancy = [
+            stimulus_occupancy(e, ids, n, tr, oversampling)
+            for e, n in zip(events, data.run_lengths, strict=True)
+        ]
     samples = samples_from_events(
         events, data.run_lengths, tr, delays, extent=extent, spread=spread,
-        partial_designs=partial_designs,
+        partial_designs=partial_for(feature_set, scales), occupancy=occupancy,
+        held_features=held_features_for(feature_set, scales),
     )  # fmt: skip
     held = None
     if test_stimuli:

@@ -208,24 +208,49 @@ def selection_length(run_lengths: Sequence[int], selection: Selection) -> int:
     return sum(run_lengths[b] if rows is None else len(rows) for b, rows in _parts(selection))
 
 
-def stack_designs(Xs: Sequence[np.ndarray], selection: Selection) -> np.ndarray:
-    """The design rows of a selection, stacked."""
-    return np.concatenate(
-        [
-            np.asarray(Xs[b]) if rows is None else np.asarray(Xs[b])[rows]
-            for b, rows in _parts(selection)
-        ]
-    )
+def stack_designs(
+    Xs: Sequence[np.ndarray], selection: Selection, *, training: bool = False
+) -> np.ndarray:
+    """The design rows of a selection, stacked.
+
+    With ``training``, the rows taken from part of a block are centred (see
+    :func:`read_selection`).
+    """
+    out = []
+    for b, rows in _parts(selection):
+        X = np.asarray(Xs[b])
+        if rows is not None:
+            X = X[rows]
+            if training:
+                X = X - X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+        out.append(X)
+    return np.concatenate(out)
 
 
 def read_selection(
-    data: VoxelData, selection: Selection, part: slice, device: torch.device, dtype: torch.dtype
+    data: VoxelData,
+    selection: Selection,
+    part: slice,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    training: bool = False,
 ) -> torch.Tensor:
-    """The chunk ``part`` of the selected samples, stacked: (n_samples, n_voxels_chunk)."""
+    """The chunk ``part`` of the selected samples, stacked: (n_samples, n_voxels_chunk).
+
+    With ``training``, the rows taken from part of a block are centred. Whole blocks are
+    z-scored already; but a block's z-scoring (data) and its design's (features) include the
+    samples a stimulus fold holds out, and through the two means a model without intercept
+    would learn the held-out stimuli's responses. Centring the training rows of each block on
+    their own removes them (an intercept per block fitted on training rows only).
+    """
     blocks = []
     for block, rows in _parts(selection):
         values = np.asarray(data.read(block, part))
-        blocks.append(_to_device(values if rows is None else values[rows], device, dtype))
+        tensor = _to_device(values if rows is None else values[rows], device, dtype)
+        if rows is not None and training:
+            tensor = tensor - tensor.mean(0, dtype=torch.float64).to(dtype)
+        blocks.append(tensor)
     return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks)
 
 
@@ -333,7 +358,7 @@ def _add_fold_scores(
 ) -> None:
     """Add one fold's scores of every penalty to ``score_sum`` (n_alphas, n_voxels)."""
     device = alphas_t.device
-    X_train = _to_device(stack_designs(Xs, split.train), device, torch.float64)
+    X_train = _to_device(stack_designs(Xs, split.train, training=True), device, torch.float64)
     test_design = split.test_design
     if test_design is None:
         test_design = stack_designs(Xs, split.test)
@@ -348,7 +373,7 @@ def _add_fold_scores(
     basis, triangle = basis.to(dtype), triangle.to(dtype)
 
     def work(part: slice) -> None:
-        Y_train = read_selection(data, split.train, part, device, dtype)
+        Y_train = read_selection(data, split.train, part, device, dtype, training=True)
         Y_test = read_selection(data, split.test, part, device, dtype)
         coefs = dec.left.T @ Y_train  # (r, n_voxels_chunk)
         del Y_train
@@ -551,7 +576,7 @@ def solve_chunks(
         matrices.append((_to_device(D, device, torch.float64) @ dec.to_features).to(dtype))
 
     def work(part: slice) -> None:
-        Y_train = read_selection(data, train_runs, part, device, dtype)
+        Y_train = read_selection(data, train_runs, part, device, dtype, training=True)
         coefs = _eigen_coefficients(dec, Y_train, alpha[part], dtype)
         results = [matrix @ coefs for matrix in matrices]
         on_chunk(part, results)

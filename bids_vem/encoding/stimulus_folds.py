@@ -78,6 +78,17 @@ class StimulusSamples:
         into one test response.
     trials : ndarray of shape (n_stimuli,), optional
         Single trials behind each stimulus (trial-wise; for the noise ceiling).
+    occupancy : list of scipy.sparse.csr_matrix of shape (n_samples_b, n_stimuli), optional
+        Per block, how much of each sample each stimulus fills before the delays (the
+        weights of :func:`~bids_vem.encoding.design.feature_timecourse`): with ``delays`` and
+        ``held_features`` it lets the permutation null relabel held-out stimuli
+        (:meth:`slots`). None for samples that each show one stimulus (rows), and for timed
+        stimuli (frames), whose null shifts the prediction in time instead.
+    delays : tuple of int
+        FIR delays in samples.
+    held_features : callable, optional
+        ``held_features(held, block)``: the held-out stimuli's feature rows on the scale of
+        that block's design (n_held, n_features).
     """
 
     stim_ids: list[str]
@@ -85,6 +96,10 @@ class StimulusSamples:
     partial_designs: Callable[[np.ndarray], list[np.ndarray]] | None = None
     trialwise: bool = False
     trials: np.ndarray | None = field(default=None)
+    occupancy: list[sparse.csr_matrix] | None = None
+    delays: tuple[int, ...] = (0,)
+    held_features: Callable[[np.ndarray, int], np.ndarray] | None = None
+    one_per_row: bool = False
     _shown: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
@@ -144,6 +159,42 @@ class StimulusSamples:
         """The design that predicts ``test`` from the held-out stimuli alone, rows stacked."""
         designs = Xs if self.partial_designs is None else self.partial_designs(held)
         return np.concatenate([np.asarray(designs[b])[rows] for b, rows in test])
+
+    def slots(self, held: np.ndarray, block: int, rows: np.ndarray) -> np.ndarray | None:
+        """Where each held-out stimulus sits in ``rows`` of ``block``, per delay.
+
+        Returns
+        -------
+        ndarray of shape (n_delays, n_rows, n_held), or None
+            The prediction of those rows is ``sum_d slots[d] @ G[d]`` with ``G[d]`` the
+            held-out stimuli's features times the weights of delay ``d``; the null relabels
+            the stimuli by permuting the rows of ``G``. None when the samples cannot say
+            (timed stimuli).
+        """
+        held_index = np.flatnonzero(held)
+        if self.one_per_row:
+            member = self.influence[block][rows][:, held_index].toarray().astype(np.float64)
+            return member[None]
+        if self.occupancy is None or self.held_features is None:
+            return None
+        occupancy = self.occupancy[block][:, held_index].toarray()
+        out = np.zeros((len(self.delays), len(rows), len(held_index)))
+        for i, delay in enumerate(self.delays):
+            source = np.asarray(rows) - delay
+            inside = (source >= 0) & (source < occupancy.shape[0])
+            out[i, inside] = occupancy[source[inside]]
+        return out
+
+    def row_features(self, held: np.ndarray, designs: Sequence[np.ndarray]) -> np.ndarray:
+        """One design row of each held-out stimulus (samples that each show one stimulus)."""
+        out = []
+        for index in np.flatnonzero(held):
+            for block, matrix in enumerate(self.influence):
+                rows = matrix[:, index].nonzero()[0]
+                if rows.size:
+                    out.append(np.asarray(designs[block])[rows[0]])
+                    break
+        return np.asarray(out, dtype=np.float64)
 
     def test_units(
         self, test: Sequence[tuple[int, np.ndarray]]
@@ -240,7 +291,7 @@ def samples_from_rows(
         total = np.zeros(len(stim_ids))
         for rows, counts in zip(row_stimuli, trials, strict=True):
             np.add.at(total, [column[str(s)] for s in rows], np.asarray(counts, dtype=float))
-    return StimulusSamples(stim_ids, influence, None, trialwise, total)
+    return StimulusSamples(stim_ids, influence, None, trialwise, total, one_per_row=True)
 
 
 def samples_from_events(
@@ -252,6 +303,8 @@ def samples_from_events(
     extent: dict[str, float] | None = None,
     spread: int = 0,
     partial_designs: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    occupancy: list[sparse.csr_matrix] | None = None,
+    held_features: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> StimulusSamples:
     """Continuous samples: the TRs each event's stimulus reaches through the FIR delays.
 
@@ -268,8 +321,9 @@ def samples_from_events(
         How long a stimulus lasts when its event has no duration (a video's length).
     spread : int
         TRs an event reaches beyond its span before the delays (interpolation windows).
-    partial_designs : callable, optional
-        As :attr:`StimulusSamples.partial_designs`.
+    partial_designs, occupancy, held_features
+        As the attributes of :class:`StimulusSamples` (``occupancy`` columns in the order of
+        the sorted stimulus ids).
     """
     ids: list[str] = []
     for frame in events:
@@ -300,7 +354,10 @@ def samples_from_events(
         )
         matrix.data[:] = True  # duplicates summed: back to booleans
         influence.append(matrix)
-    return StimulusSamples(stim_ids, influence, partial_designs, False)
+    return StimulusSamples(
+        stim_ids, influence, partial_designs, False, occupancy=occupancy,
+        delays=tuple(int(d) for d in delays), held_features=held_features,
+    )  # fmt: skip
 
 
 def _missing(value: object) -> bool:

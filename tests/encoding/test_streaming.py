@@ -113,12 +113,12 @@ def test_cuda_out_of_memory_halves_the_chunk_once_logged_and_changes_nothing(mon
     real_read = ridge.read_selection
     calls = {"oom": 0}
 
-    def read(data, runs, part, device, dtype):
+    def read(data, runs, part, device, dtype, **options):
         # a GPU that holds at most 10 voxels' worth of data
         if part.stop - part.start > 10:
             calls["oom"] += 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_read(data, runs, part, device, dtype)
+        return real_read(data, runs, part, device, dtype, **options)
 
     monkeypatch.setattr(ridge, "read_selection", read)
     with caplog.at_level(logging.WARNING, logger="bids_vem.encoding"):
