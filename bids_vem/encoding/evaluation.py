@@ -72,15 +72,6 @@ def combine_fold_p(fold_p: np.ndarray) -> np.ndarray:
     return stats.norm.sf(combined)
 
 
-def _zscore_columns_batched(x: torch.Tensor) -> torch.Tensor:
-    """:func:`_zscore_columns` of each (n, c) matrix of a (B, n, c) batch."""
-    centred = x - x.mean(1, keepdim=True)
-    std = torch.sqrt((centred * centred).mean(1, keepdim=True))
-    scale = x.abs().amax(1, keepdim=True)
-    constant = std <= 1e-12 * torch.clamp(scale, min=1e-300)
-    return torch.where(constant, 0.0, centred / torch.where(constant, 1.0, std))
-
-
 class HeldOutScores:
     """Held-out r and R^2 per voxel, accumulated over test units and voxel chunks.
 
@@ -221,7 +212,12 @@ class HeldOutScores:
         return out.cpu().numpy().astype(np.float32)
 
     def null_relabel(
-        self, fold: int, Y: torch.Tensor, slots: np.ndarray, terms: torch.Tensor
+        self,
+        fold: int,
+        Y: torch.Tensor,
+        prediction: torch.Tensor,
+        slots: np.ndarray,
+        terms: torch.Tensor,
     ) -> np.ndarray | None:
         """Numerators of ``r`` of one unit when the fold's held-out stimuli are relabelled:
         (n_perm, n_voxels_chunk).
@@ -230,25 +226,31 @@ class HeldOutScores:
         held-out stimulus's features times the weights of delay ``d``); a permutation gives
         stimulus ``s``'s place in time to stimulus ``pi(s)``'s features, the exchangeable unit
         of a stimulus design (the BOLD and the timing stay as they are). One permutation per
-        fold, shared by the fold's units. Each relabelled prediction is z-scored as the
-        observed one is, so that the null statistic is the same correlation.
+        fold, shared by the fold's units. The statistic is the covariance of the z-scored
+        data with the relabelled prediction over the observed prediction's standard deviation
+        (the numerator of ``r`` for the observed labels), so that it needs only
+        ``slots^T y`` per stimulus: ``n_perm x n_delays x n_held`` products per voxel, not a
+        whole prediction per permutation.
         """
         if not self.n_permutations:
             return None
         y = _zscore_columns(Y.to(torch.float64))
+        p = prediction.to(torch.float64)
+        spread = torch.sqrt(((p - p.mean(0)) ** 2).mean(0))
+        spread = torch.where(spread > 0, spread, torch.inf)
         placed = torch.as_tensor(slots, dtype=torch.float64, device=y.device)
-        n_delays, n_rows, n_held = placed.shape
+        projected = torch.einsum("drs,rc->dsc", placed, y)  # (n_delays, n_held, c)
+        n_delays, n_held = projected.shape[:2]
         rng = np.random.default_rng([self.seed, 7919, int(fold)])
         orders = torch.as_tensor(
             np.argsort(rng.random((self.n_permutations, n_held)), axis=1), device=y.device
         )
         out = torch.empty((self.n_permutations, y.shape[1]), dtype=torch.float64, device=y.device)
-        batch = max(1, int(2e7 // max(1, n_rows * y.shape[1] + n_delays * n_held * y.shape[1])))
+        batch = max(1, int(2e7 // max(1, n_delays * n_held * y.shape[1])))
         for start in range(0, self.n_permutations, batch):
             relabelled = terms[:, orders[start : start + batch]]  # (n_delays, B, n_held, c)
-            predictions = torch.einsum("drs,dbsc->brc", placed, relabelled)
-            out[start : start + batch] = (y[None] * _zscore_columns_batched(predictions)).sum(1)
-        return out.cpu().numpy().astype(np.float32)
+            out[start : start + batch] = (relabelled * projected[:, None]).sum((0, 2))
+        return (out / spread).cpu().numpy().astype(np.float32)
 
     def commit_null(self, voxels: slice, null: np.ndarray | None) -> None:
         if null is not None:

@@ -798,7 +798,7 @@ class _Fit:
                 Y, P, repeats = _unit_data(unit, self.data, parts, voxels, device)
                 if unit.slots is not None and self.n_permutations:
                     null = self.scores.null_relabel(
-                        unit.fold, Y, unit.slots, _held_out_terms(unit, weights)
+                        unit.fold, Y, P, unit.slots, _held_out_terms(unit, weights)
                     )
                 else:
                     null = self.scores.null_moments(key, Y, P, self.permutation)
