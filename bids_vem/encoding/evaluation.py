@@ -129,7 +129,11 @@ class HeldOutScores:
         self._fold = [np.zeros(n_voxels) for _ in range(3)]
         self._null = np.zeros((self.n_permutations, n_voxels), dtype=np.float32)
         self._fold_p: list[np.ndarray] = []
+        self._folds_begun = 0
         self._fwe_sum = np.zeros(n_voxels)
+        # per test unit, the sums of zy * zp, zy^2 and zp^2 over blocks of its samples
+        self._blocks: dict[int, np.ndarray] = {}
+        self._block_fold: dict[int, int] = {}
         # signal power and variance of the mean of repeated test runs (noise ceiling)
         self._signal = np.zeros(n_voxels)
         self._variance = np.zeros(n_voxels)
@@ -252,6 +256,43 @@ class HeldOutScores:
             out[start : start + batch] = (relabelled * projected[:, None]).sum((0, 2))
         return (out / spread).cpu().numpy().astype(np.float32)
 
+    @staticmethod
+    def block_sums(Y: torch.Tensor, prediction: torch.Tensor, block_rows: int) -> np.ndarray:
+        """A unit's ``zy * zp``, ``zy^2`` and ``zp^2`` summed over consecutive blocks of
+        ``block_rows`` samples: (3, n_blocks, n_voxels_chunk), the pieces of ``r`` that a
+        paired bootstrap resamples (:mod:`bids_vem.analysis.paired`)."""
+        zy = _zscore_columns(Y.to(torch.float64))
+        zp = _zscore_columns(prediction.to(torch.float64))
+        n = zy.shape[0]
+        which = torch.as_tensor(np.arange(n) // max(1, block_rows), device=zy.device)
+        n_blocks = int(which[-1]) + 1 if n else 0
+        out = torch.zeros((3, n_blocks, zy.shape[1]), dtype=torch.float64, device=zy.device)
+        for i, values in enumerate((zy * zp, zy * zy, zp * zp)):
+            out[i].index_add_(0, which, values)
+        return out.cpu().numpy().astype(np.float32)
+
+    def commit_blocks(self, unit: int, voxels: slice, sums: np.ndarray) -> None:
+        if unit not in self._blocks:
+            self._blocks[unit] = np.zeros((3, sums.shape[1], self.n_voxels), dtype=np.float32)
+            self._block_fold[unit] = self._folds_begun
+        self._blocks[unit][:, :, voxels] = sums
+
+    @property
+    def block_moments(self) -> np.ndarray | None:
+        """(3, n_blocks, n_voxels) float32 over all test units, in unit order (None if none)."""
+        if not self._blocks:
+            return None
+        return np.concatenate([self._blocks[k] for k in sorted(self._blocks)], axis=1)
+
+    @property
+    def block_folds(self) -> np.ndarray | None:
+        """(n_blocks,) int: the fold of each block of :attr:`block_moments`."""
+        if not self._blocks:
+            return None
+        return np.concatenate(
+            [np.full(self._blocks[k].shape[1], self._block_fold[k]) for k in sorted(self._blocks)]
+        )
+
     def commit_null(self, voxels: slice, null: np.ndarray | None) -> None:
         if null is not None:
             self._null[:, voxels] += null
@@ -285,6 +326,7 @@ class HeldOutScores:
 
     def begin_fold(self) -> None:
         """Start the units of one fold (one model)."""
+        self._folds_begun += 1
         for total in self._fold:
             total[:] = 0.0
         self._null[:] = 0.0

@@ -137,9 +137,28 @@ class EncodingResult:
     repeats : tuple of tuple of str
         Test runs averaged together (``"test-runs-averaged"``).
     cv_groups : str
-        What a CV fold holds out: ``"run"`` or ``"session"``.
+        What a CV fold holds out: ``"run"``, ``"session"`` or ``"stimulus"``.
     voxel_chunk : int
         Voxels per chunk at the end of the fit (after any out-of-memory halving); 0 if unknown.
+    p, q, p_fwe : ndarray of shape (n_voxels,), float32, or None
+        Permutation p-value of ``r > 0``, its Benjamini-Hochberg q and the family-wise p
+        (:class:`~bids_vem.encoding.evaluation.HeldOutScores`); None without permutations.
+    nc : ndarray of shape (n_voxels,), float32, or None
+        Noise ceiling, a fraction of the test data's variance
+        (:mod:`bids_vem.encoding.noise_ceiling`); None without repeats.
+    n_permutations : int
+    permutation : str
+        What the null permuted, in words.
+    cross_validation : str
+        The folds, and why they were chosen, in words (the sidecars' ``CrossValidation``).
+    n_folds : int
+    test_stimuli_in_training : tuple of int
+        Per fold, the test stimuli that training also showed (0 for stimulus folds).
+    block_moments : ndarray of shape (3, n_blocks, n_voxels), float32, or None
+        Sums of z-scored data x prediction, data^2 and prediction^2 over blocks of test
+        samples (:mod:`bids_vem.analysis.paired`).
+    block_folds : ndarray of shape (n_blocks,), int, or None
+        The fold (model) of each block.
     """
 
     r: np.ndarray
@@ -173,6 +192,8 @@ class EncodingResult:
     cross_validation: str = ""
     n_folds: int = 0
     test_stimuli_in_training: tuple[int, ...] = ()
+    block_moments: np.ndarray | None = None
+    block_folds: np.ndarray | None = None
 
     @property
     def n_voxels(self) -> int:
@@ -252,6 +273,9 @@ class EncodingResult:
             for name in _OPTIONAL_MAPS
             if getattr(self, name) is not None
         }
+        if self.block_moments is not None:
+            arrays["block_moments"] = np.asarray(self.block_moments, dtype=np.float32)
+            arrays["block_folds"] = np.asarray(self.block_folds, dtype=np.int64)
         if self.mask is not None:
             arrays["mask"] = np.asarray(self.mask, dtype=bool)
         if self.affine is not None:
@@ -259,7 +283,8 @@ class EncodingResult:
         header = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in arrays and f.name not in ("mask", "affine")
+            if f.name not in arrays
+            and f.name not in ("mask", "affine", "block_moments", "block_folds")
         }
         header["delays"] = [int(d) for d in self.delays]
         header["runs"] = list(self.runs)
@@ -278,7 +303,11 @@ class EncodingResult:
         with np.load(Path(path), allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             arrays = {name: data[name] for name in (*_MAPS, "alphas")}
-            arrays |= {name: data[name] for name in _OPTIONAL_MAPS if name in data}
+            arrays |= {
+                name: data[name]
+                for name in (*_OPTIONAL_MAPS, "block_moments", "block_folds")
+                if name in data
+            }
             mask = data["mask"] if "mask" in data else None
             affine = data["affine"] if "affine" in data else None
         header["delays"] = tuple(header.get("delays", ()))
@@ -342,6 +371,17 @@ def _unit_data(
         averaging = torch.as_tensor(unit.averaging, dtype=torch.float64, device=Y.device)
         Y, P = averaging @ Y, averaging @ P
     return Y, P, repeats
+
+
+#: samples of a time course per block of the paired bootstrap (keeps its autocorrelation)
+BLOCK_TRS = 10
+
+
+def _block_rows(n_rows: int, permutation: str) -> int:
+    """Block size of a unit: 10 TRs of a time course; test stimuli in about 20 blocks."""
+    if permutation == "permute":
+        return max(1, -(-n_rows // 20))
+    return BLOCK_TRS
 
 
 def _held_out_terms(unit: _Unit, weights: torch.Tensor) -> torch.Tensor:
@@ -613,6 +653,8 @@ def fit_encoding_model(
         cross_validation=description,
         n_folds=scheme.n_folds,
         test_stimuli_in_training=tuple(fit.overlap),
+        block_moments=fit.scores.block_moments,
+        block_folds=fit.scores.block_folds,
     )
 
 
@@ -802,10 +844,13 @@ class _Fit:
                     )
                 else:
                     null = self.scores.null_moments(key, Y, P, self.permutation)
-                results.append((self.scores.moments(Y, P), null, repeats))
-            for moments, null, repeats in results:  # committed once the whole chunk succeeded
+                blocks = self.scores.block_sums(Y, P, _block_rows(len(Y), self.permutation))
+                results.append((key, self.scores.moments(Y, P), null, repeats, blocks))
+            # committed once the whole chunk succeeded
+            for key, moments, null, repeats, blocks in results:
                 self.scores.commit(voxels, moments)
                 self.scores.commit_null(voxels, null)
+                self.scores.commit_blocks(key, voxels, blocks)
                 if repeats is not None:
                     self.scores.commit_repeats(voxels, *repeats)
 

@@ -98,7 +98,25 @@ def comparison_html(comparisons: Sequence[Mapping[str, Any]], output_dir: Path |
         html = f"<h3>{esc(_label(item))}</h3>" + table(
             headers, body, numeric=[False, False] + [True] * len(keys)
         )
+        if item.get("pairs"):
+            html += "<p>Paired tests, voxel by voxel (sign flips of blocks of test samples, " + (
+                "fold by fold; FDR q < 0.05):</p>"
+            ) + table(
+                ["a", "b", "why", "mean r(a) - r(b)", "voxels a better", "voxels b better",
+                 "median p"],
+                [
+                    [row["feature_space_a"], row["feature_space_b"], row["why"],
+                     row["mean_r_diff"], row["n_voxels_a_better"], row["n_voxels_b_better"],
+                     row["median_p"]]
+                    for row, _ in item["pairs"]
+                ],
+                numeric=[False, False, False, True, True, True, True],
+            )  # fmt: skip
         links = []
+        if item.get("pairs_tsv"):
+            links.append(
+                f'<a href="{esc(relative_link(item["pairs_tsv"], output_dir))}">paired tests (TSV)</a>'
+            )
         if item.get("tsv"):
             links.append(
                 f'<a href="{esc(relative_link(item["tsv"], output_dir))}">comparison table (TSV)</a>'
@@ -121,7 +139,7 @@ def comparison_html(comparisons: Sequence[Mapping[str, Any]], output_dir: Path |
     if not blocks:
         return f"<p>No comparison (use {option_name('align')} or {option_name('rois')}).</p>"
     return (
-        "<p>Held-out r of every feature space over the same voxels. Voxel counts describe; "
-        "they are not a test (neighbouring voxels are correlated): the group level tests "
-        "the maps across participants.</p>" + "".join(blocks)
+        "<p>Held-out r of every feature space over the same voxels. The first table "
+        "describes; the paired tests below it compare two feature spaces on the same test "
+        "samples, and the group level tests the maps across participants.</p>" + "".join(blocks)
     )

@@ -31,6 +31,71 @@ logger = logging.getLogger(__name__)
 FDR_Q = 0.05
 
 
+def _paired_group_tests(output_dir: Path, found) -> list[dict]:
+    """Every pair of feature spaces of one task and space, tested across the participants
+    who have both: paired t-test of Fisher-z differences, two-sided, BH FDR (maps
+    ``desc-<a>vs<b>_stat-<meandiff|t|p|q>``; the aligned space vs its base is the group
+    test of ``rgain``)."""
+    from itertools import combinations
+
+    from bids_vem.analysis.paired import paired_group_test
+
+    by_map: dict[tuple[str, str], list] = {}
+    for maps in found:
+        by_map.setdefault((maps.task, maps.space), []).append(maps)
+    rows = []
+    for (task, space), spaces in sorted(by_map.items()):
+        for a, b in combinations(sorted(spaces, key=lambda m: m.feature_space), 2):
+            subjects = sorted(set(a.paths) & set(b.paths))
+            if len(subjects) < 2:
+                continue
+            paths = [a.paths[s] for s in subjects] + [b.paths[s] for s in subjects]
+            values, mask_img = stack_maps(paths)
+            test = paired_group_test(values[: len(subjects)], values[len(subjects) :])
+            name = f"{a.feature_space}vs{b.feature_space}"
+            write_group_maps(
+                output_dir,
+                {stat: test[stat] for stat in ("meandiff", "t", "p", "q")},
+                mask_img,
+                task=task,
+                space=space,
+                feature_space=name,
+                n_subjects=len(subjects),
+                sources=[bids_uri("", p.relative_to(output_dir)) for p in paths],
+                parameters={
+                    "Test": f"paired t-test across participants of Fisher-z(r) of "
+                    f"{a.feature_space} minus {b.feature_space}, two-sided",
+                    "Correction": "Benjamini-Hochberg FDR over the voxels of the group mask",
+                    "Participants": [f"sub-{s}" for s in subjects],
+                },
+            )
+            significant = test["q"] < FDR_Q
+            rows.append(
+                {
+                    "task": task,
+                    "space": space,
+                    "feature_space": name,
+                    "n_subjects": len(subjects),
+                    "n_voxels": int(values.shape[1]),
+                    "mean_r_diff": float(np.nanmean(test["meandiff"])),
+                    f"n_voxels_a_better_q_below_{FDR_Q}": int(
+                        np.sum(significant & (test["t"] > 0))
+                    ),
+                    f"n_voxels_b_better_q_below_{FDR_Q}": int(
+                        np.sum(significant & (test["t"] < 0))
+                    ),
+                }
+            )
+            logger.info(
+                "task-%s %s vs %s: %d participants, %d voxel(s) better and %d worse at FDR "
+                "q < %.2f (paired t-test of Fisher-z differences)",
+                task, a.feature_space, b.feature_space, len(subjects),
+                rows[-1][f"n_voxels_a_better_q_below_{FDR_Q}"],
+                rows[-1][f"n_voxels_b_better_q_below_{FDR_Q}"], FDR_Q,
+            )  # fmt: skip
+    return rows
+
+
 def run_group_level(config: RunConfig) -> Path:
     """Test encoding accuracy across participants for every (task, space, feature space).
 
@@ -49,7 +114,8 @@ def run_group_level(config: RunConfig) -> Path:
     output_dir = config.output_dir
     rows, figures, errors = [], [], []
     tested = 0
-    for maps in find_participant_r_maps(output_dir, config.participant_label, config.task):
+    found = find_participant_r_maps(output_dir, config.participant_label, config.task)
+    for maps in found:
         label = f"task-{maps.task} space-{maps.space} {maps.feature_space}"
         if len(maps.paths) < 2:
             errors.append(
@@ -117,6 +183,7 @@ def run_group_level(config: RunConfig) -> Path:
         raise DataError(
             f"group level: no map has 2 or more participants in {output_dir}; " + "; ".join(errors)
         )
+    rows += _paired_group_tests(output_dir, found)
     write_group_summary(output_dir, rows)
     return write_group_report(
         output_dir,

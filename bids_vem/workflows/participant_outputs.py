@@ -258,6 +258,8 @@ def write_participant_outputs(
                 "r": result.r,
                 "mask": result.mask,
                 "affine": result.affine,
+                "modality": fs.modality,
+                "blocks": (result.block_moments, result.block_folds),
             }
             results.append(group_results[fs.name])
         comparison = _compare(output_dir, subject, group, plan, group_results)
@@ -430,7 +432,8 @@ def _compare(
     rois = plan.rois
     out: dict = {"task": group.task, "session": group.session, "space": group.space}
     out["rows"] = []
-    if not alignment and not rois:
+    pairs = _pairs(group_results, alignment)
+    if not alignment and not rois and not pairs:
         return out
     first = next(iter(group_results.values()))
     affine = first["affine"]
@@ -457,11 +460,45 @@ def _compare(
     out["tsv"] = write_summary_tsv(
         derivative_path(output_dir, entities, "comparison", ".tsv"), rows, descriptions
     )
+    tested = _paired_tests(group_results, pairs)
+    if tested:
+        out["pairs"] = tested
+        out["pairs_tsv"] = write_summary_tsv(
+            derivative_path(output_dir, entities | {"desc": "paired"}, "comparison", ".tsv"),
+            [row for row, _ in tested],
+            PAIRED_COLUMNS,
+        )
     out["rows"] = rows
     out["reference"] = reference
     if alignment and reference is not None and alignment.name in group_results:
         gain = group_results[alignment.name]["r"] - group_results[reference]["r"]
-        out["maps"] = [
+        tests = {(row["feature_space_a"], row["feature_space_b"]): t for row, t in tested}
+        gain_test = tests.get((alignment.name, reference))
+        out["maps"] = (
+            []
+            if gain_test is None
+            else [
+                write_statmap(
+                    output_dir,
+                    gain_test[stat],
+                    nib.Nifti1Image(result_mask.astype(np.uint8), affine),
+                    entities=entities | {"desc": alignment.name},
+                    stat=f"rgain{stat}",
+                    description=(
+                        f"{'Two-sided p-value' if stat == 'p' else 'Benjamini-Hochberg q'} of the "
+                        f"paired sign-flip test of held-out r, aligned {alignment.name} vs unaligned "
+                        f"{reference} (blocks of test samples, fold by fold, folds combined)"
+                    ),
+                    sources=[
+                        bids_uri("", str(group_results[name]["paths"]["r"].relative_to(output_dir)))
+                        for name in (alignment.name, reference)
+                    ],
+                )
+                for stat in ("p", "q")
+            ]
+        )
+        out["maps"].insert(
+            0,
             write_statmap(
                 output_dir,
                 gain,
@@ -476,6 +513,58 @@ def _compare(
                     bids_uri("", str(group_results[name]["paths"]["r"].relative_to(output_dir)))
                     for name in (alignment.name, reference)
                 ],
-            )
-        ]
+            ),
+        )
+    return out
+
+
+#: columns of the paired comparison TSV
+PAIRED_COLUMNS = {
+    "feature_space_a": "First feature space of the pair.",
+    "feature_space_b": "Second feature space of the pair.",
+    "why": "Why the pair is compared (aligned vs its base; caption text vs image).",
+    "mean_r_diff": "Mean over voxels of r(a) - r(b).",
+    "n_voxels_a_better": "Voxels where r(a) > r(b) at FDR q < 0.05 (paired sign-flip test).",
+    "n_voxels_b_better": "Voxels where r(b) > r(a) at FDR q < 0.05.",
+    "median_p": "Median two-sided p of the paired test over voxels.",
+}
+
+
+def _pairs(group_results: dict[str, dict], alignment) -> list[tuple[str, str, str]]:
+    """The pairs of feature spaces compared voxel by voxel: the aligned space vs its base, each
+    text space vs each image space."""
+    pairs = []
+    if alignment and alignment.name in group_results and alignment.base in group_results:
+        pairs.append((alignment.name, alignment.base, "aligned vs unaligned"))
+    text = [n for n, r in group_results.items() if r["modality"] == "text"]
+    image = [n for n, r in group_results.items() if r["modality"] in ("image", "aligned")]
+    for a in text:
+        for b in image:
+            if (a, b) not in [(x, y) for x, y, _ in pairs]:
+                pairs.append((a, b, "caption text vs image"))
+    return pairs
+
+
+def _paired_tests(group_results: dict[str, dict], pairs) -> list[tuple[dict, dict]]:
+    """One TSV row and the per-voxel test of each pair whose fits share their test blocks."""
+    from bids_vem.analysis.paired import paired_sign_flip
+
+    out = []
+    for a, b, why in pairs:
+        (blocks_a, folds), (blocks_b, _) = group_results[a]["blocks"], group_results[b]["blocks"]
+        if blocks_a is None or blocks_b is None or blocks_a.shape != blocks_b.shape:
+            logger.warning("%s vs %s: the fits do not share their test blocks; not compared", a, b)
+            continue
+        test = paired_sign_flip(blocks_a, blocks_b, folds)
+        significant = test["q"] < 0.05
+        row = {
+            "feature_space_a": a,
+            "feature_space_b": b,
+            "why": why,
+            "mean_r_diff": float(np.mean(test["diff"])),
+            "n_voxels_a_better": int(np.sum(significant & (test["diff"] > 0))),
+            "n_voxels_b_better": int(np.sum(significant & (test["diff"] < 0))),
+            "median_p": float(np.median(test["p"])),
+        }
+        out.append((row, test))
     return out

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bids_vem.analysis.paired import paired_group_test, paired_sign_flip
 from bids_vem.encoding.design import build_run_design
 from bids_vem.encoding.evaluation import combine_fold_p
 from bids_vem.encoding.model import encode_runs, fit_encoding_model
@@ -228,3 +229,39 @@ def test_combined_fold_p_values_keep_their_level_under_correlated_folds():
         naive = stats.norm.sf(z.sum(0) / np.sqrt(n_folds))
         if rho >= 0.3:
             assert np.mean(naive < 0.05) > 0.08
+
+
+def test_paired_sign_flip_finds_a_planted_difference_and_not_a_null_one():
+    Xs, Ys, samples = _repeated(signal=1.5, trialwise=False, n_stimuli=80, n_runs=6)
+    rng = np.random.default_rng(5)
+    noisy = [X + 1.5 * rng.standard_normal(X.shape) for X in Xs]  # the same features, blurred
+    # two feature spaces unrelated to the data: the same expected r (0), whatever the data
+    random = [rng.standard_normal(X.shape) for X in Xs]
+    also = [rng.standard_normal(X.shape) for X in Xs]
+    fits = {
+        name: fit_encoding_model(designs, Ys, ALPHAS, stimulus_samples=samples)
+        for name, designs in (("true", Xs), ("noisy", noisy), ("random", random), ("also", also))
+    }
+
+    def paired(a, b):
+        return paired_sign_flip(fits[a].block_moments, fits[b].block_moments, fits[a].block_folds)
+
+    better = paired("true", "noisy")
+    np.testing.assert_allclose(better["diff"], fits["true"].r - fits["noisy"].r, atol=1e-5)
+    assert np.mean(better["q"] < 0.05) > 0.8 and np.all(better["diff"] > 0)
+    same = paired("random", "also")
+    _valid(same["p"])
+    assert np.mean(same["q"] < 0.05) < 0.05
+
+
+def test_paired_group_test_of_fisher_z_differences():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.05, 0.3, size=(12, 500))
+    gain = np.where(np.arange(500) < 100, 0.1, 0.0)
+    aligned = base + gain + 0.02 * rng.standard_normal(base.shape)
+    out = paired_group_test(aligned, base)
+    assert np.mean(out["q"][:100] < 0.05) > 0.95 and np.mean(out["q"][100:] < 0.05) < 0.05
+    np.testing.assert_allclose(out["meandiff"][:100], 0.1, atol=0.02)
+    expected = stats.ttest_rel(np.arctanh(aligned), np.arctanh(base), axis=0)
+    np.testing.assert_allclose(out["t"], expected.statistic, rtol=1e-8)
+    np.testing.assert_allclose(out["p"], expected.pvalue, rtol=1e-8)
