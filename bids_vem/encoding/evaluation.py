@@ -232,9 +232,9 @@ class HeldOutScores:
         of a stimulus design (the BOLD and the timing stay as they are). One permutation per
         fold, shared by the fold's units. The statistic is the covariance of the z-scored
         data with the relabelled prediction over the observed prediction's standard deviation
-        (the numerator of ``r`` for the observed labels), so that it needs only
-        ``slots^T y`` per stimulus: ``n_perm x n_delays x n_held`` products per voxel, not a
-        whole prediction per permutation.
+        (the numerator of ``r`` for the observed labels), so that it needs only the
+        ``n_held x n_held`` matrix of what each stimulus's features give in each stimulus's
+        place, not a whole prediction per permutation.
         """
         if not self.n_permutations:
             return None
@@ -244,16 +244,25 @@ class HeldOutScores:
         spread = torch.where(spread > 0, spread, torch.inf)
         placed = torch.as_tensor(slots, dtype=torch.float64, device=y.device)
         projected = torch.einsum("drs,rc->dsc", placed, y)  # (n_delays, n_held, c)
-        n_delays, n_held = projected.shape[:2]
+        # pairs[s, t] = what stimulus t's features contribute in stimulus s's place
+        pairs = torch.einsum("dsc,dtc->stc", projected, terms.to(torch.float64))
+        n_held = pairs.shape[0]
         rng = np.random.default_rng([self.seed, 7919, int(fold)])
-        orders = torch.as_tensor(
-            np.argsort(rng.random((self.n_permutations, n_held)), axis=1), device=y.device
-        )
-        out = torch.empty((self.n_permutations, y.shape[1]), dtype=torch.float64, device=y.device)
-        batch = max(1, int(2e7 // max(1, n_delays * n_held * y.shape[1])))
-        for start in range(0, self.n_permutations, batch):
-            relabelled = terms[:, orders[start : start + batch]]  # (n_delays, B, n_held, c)
-            out[start : start + batch] = (relabelled * projected[:, None]).sum((0, 2))
+        orders = np.argsort(rng.random((self.n_permutations, n_held)), axis=1)
+        if n_held <= 64:  # one product with the permutations as 0/1 matrices
+            chosen = np.zeros((self.n_permutations, n_held, n_held))
+            chosen[np.arange(self.n_permutations)[:, None], np.arange(n_held), orders] = 1.0
+            chosen = torch.as_tensor(chosen.reshape(self.n_permutations, -1), device=y.device)
+            out = chosen @ pairs.reshape(n_held * n_held, -1)
+        else:
+            orders_t = torch.as_tensor(orders, device=y.device)
+            rows = torch.arange(n_held, device=y.device)
+            out = torch.empty(
+                (self.n_permutations, y.shape[1]), dtype=torch.float64, device=y.device
+            )
+            batch = max(1, int(2e7 // max(1, n_held * y.shape[1])))
+            for start in range(0, self.n_permutations, batch):
+                out[start : start + batch] = pairs[rows, orders_t[start : start + batch]].sum(1)
         return (out / spread).cpu().numpy().astype(np.float32)
 
     @staticmethod

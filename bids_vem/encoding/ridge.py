@@ -33,6 +33,7 @@ Objective (no intercept: designs and BOLD are z-scored per run)::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -97,16 +98,39 @@ def _serial_cpu(function: Callable, matrix: torch.Tensor, max_size: int = _SERIA
         torch.set_num_threads(threads)
 
 
+#: the last eigendecompositions, by the content of their design: nested CV decomposes an outer
+#: fold's training design for its inner CV (:mod:`bids_vem.encoding.logo`) and again to refit
+_EIGH_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_EIGH_CACHE_SIZE = 2
+
+
+def gram_eigh(X64: torch.Tensor, primal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (clamped at 0) and eigenvectors of ``X^T X`` (primal) or ``X X^T``, float64;
+    the last two designs' are kept (keyed by their bytes) and not computed again."""
+    data = X64.detach().cpu().numpy()
+    key = (
+        primal,
+        data.shape,
+        str(X64.device),
+        hashlib.blake2b(data.tobytes(), digest_size=16).digest(),
+    )
+    if key not in _EIGH_CACHE:
+        gram = X64.T @ X64 if primal else X64 @ X64.T
+        eigenvalues, vectors = _serial_cpu(torch.linalg.eigh, gram)
+        # rounding can leave tiny negative eigenvalues of a positive semi-definite matrix
+        while len(_EIGH_CACHE) >= _EIGH_CACHE_SIZE:
+            _EIGH_CACHE.pop(next(iter(_EIGH_CACHE)))
+        _EIGH_CACHE[key] = (eigenvalues.clamp_min(0.0), vectors)
+    return _EIGH_CACHE[key]
+
+
 def _decompose(X: torch.Tensor, dtype: torch.dtype, primal: bool | None = None) -> _Decomposition:
     """Decompose ``X`` (n_samples, n_features), choosing primal or dual by the smaller dimension."""
     X64 = X.to(torch.float64)
     n_samples, n_features = X64.shape
     if primal is None:
         primal = n_samples >= n_features
-    gram = X64.T @ X64 if primal else X64 @ X64.T
-    eigenvalues, vectors = _serial_cpu(torch.linalg.eigh, gram)
-    # rounding can leave tiny negative eigenvalues of a positive semi-definite matrix
-    eigenvalues = eigenvalues.clamp_min(0.0)
+    eigenvalues, vectors = gram_eigh(X64, primal)
     if primal:
         left, to_features = X64 @ vectors, vectors
     else:
@@ -444,11 +468,58 @@ def ridge_cv_alphas(
     folds = leave_one_group_out(len(Xs), groups)
     if len(folds) < 2:
         raise ValueError(f"leave-one-group-out needs at least 2 groups, got {len(folds)}")
+    if primal is None:
+        return _logo_cv_alphas(
+            Xs, data, folds, alphas, score=score, device=device, n_voxels_chunk=n_voxels_chunk,
+            dtype=dtype, chunks=chunks,
+        )  # fmt: skip
     splits = [Split([i for i in range(len(Xs)) if i not in test], test) for test in folds]
     return ridge_cv_splits(
         Xs, data, splits, alphas, score=score, device=device, n_voxels_chunk=n_voxels_chunk,
         dtype=dtype, primal=primal, chunks=chunks,
     )  # fmt: skip
+
+
+def _logo_cv_alphas(
+    Xs, data: VoxelData, folds, alphas, *, score, device, n_voxels_chunk, dtype, chunks
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ridge_cv_alphas` for folds of whole blocks, from one decomposition of all blocks
+    (:mod:`bids_vem.encoding.logo`) instead of one per fold."""
+    from bids_vem.encoding.logo import LeaveOneGroupOut
+
+    alphas = _check_alphas(alphas)
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {sorted(_SCORES)}, got {score!r}")
+    device = resolve_device(device)
+    bounds = np.cumsum([0, *data.run_lengths])
+    groups = [np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in fold]) for fold in folds]
+    X = _to_device(np.concatenate([np.asarray(X) for X in Xs]), device, torch.float64)
+    logo = LeaveOneGroupOut(X, groups)
+    plan = _chunk_plan(
+        chunks,
+        n_voxels_chunk,
+        n_samples=int(bounds[-1]),
+        n_features=X.shape[1],
+        n_alphas=len(alphas),
+        n_voxels=data.n_voxels,
+        dtype=dtype,
+    )
+    scorer = _correlation if score == "correlation" else _r2
+    score_sum = np.zeros((len(alphas), data.n_voxels))
+    every = list(range(data.n_runs))
+
+    def work(part: slice) -> None:
+        Y = read_selection(data, every, part, device, torch.float64)
+        scores = torch.zeros((len(alphas), Y.shape[1]), dtype=torch.float64, device=device)
+        for k, predictions in enumerate(logo.held_out(Y, alphas)):
+            for rows, predicted in zip(logo.groups, predictions, strict=True):
+                scores[k] += scorer(Y[rows], predicted)
+        score_sum[:, part] += scores.cpu().numpy()
+
+    plan.run(data.n_voxels, work)
+    cv_scores = score_sum / len(folds)
+    best = np.argmax(cv_scores + TIE_SLOPE * np.log(alphas)[:, None], axis=0)
+    return alphas[best], cv_scores
 
 
 def ridge_cv_splits(

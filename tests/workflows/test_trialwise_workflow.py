@@ -58,6 +58,24 @@ def test_trialwise_model_finds_the_semantic_voxels(trialwise_run):
     assert "One response per trial" in (root / "out" / "logs" / "CITATION.md").read_text()
 
 
+def test_trialwise_noise_ceiling_is_higher_where_the_simulation_put_signal(trialwise_run):
+    """Each image is shown twice: the repeats give NSD's ncsnr-based noise ceiling (stat-nc)
+    and the noise-normalised r (stat-rnorm); the ceiling follows the simulated signal."""
+    demo, root = trialwise_run
+    func = root / "out" / "sub-01" / "func"
+    classes = np.asarray(
+        nib.load(
+            str(demo.ground_truth_dir / f"sub-01_space-{SPACE}_desc-voxelclass_dseg.nii.gz")
+        ).dataobj
+    )
+    nc = np.asarray(nib.load(str(func / f"{STEM}_desc-minilm_stat-nc_statmap.nii.gz")).dataobj)
+    assert (func / f"{STEM}_desc-minilm_stat-rnorm_statmap.nii.gz").is_file()
+    assert np.all((nc >= 0) & (nc <= 1))
+    assert np.median(nc[classes == 2]) > 2 * np.median(nc[classes == 1]) + 0.01
+    sidecar = json.loads((func / f"{STEM}_desc-minilm_stat-nc_statmap.json").read_text())
+    assert "ncsnr" in sidecar["Description"]
+
+
 def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_path):
     from bids_vem.encoding.lss import estimate_trial_betas
     from bids_vem.encoding.trialwise import write_trial_betas
