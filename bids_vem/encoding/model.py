@@ -1,8 +1,10 @@
-# Longer than 500 lines: EncodingResult, the fit with its two evaluation schemes and encode_runs share their helpers.
-"""The voxelwise encoding model of one participant and one feature space, cross-validated by run.
+# Longer than 500 lines: EncodingResult, the fit with its evaluation schemes and encode_runs share their helpers.
+"""The voxelwise encoding model of one participant and one feature space, cross-validated.
 
-Two cross-validations, both with whole runs as folds (never random TRs, whose autocorrelation
-would leak between training and test):
+Folds are whole runs, or, when a stimulus is shown in more than one run, unique stimuli
+(:mod:`bids_vem.encoding.stimulus_folds`; ``folds="auto"``); never random TRs, whose
+autocorrelation would leak between training and test. With folds of runs, two
+cross-validations:
 
 - **held-out scores** (``r``, ``r2``), nested leave-one-run-out: each run is predicted by a model
   that never saw it, whose per-voxel penalties were chosen by an inner leave-one-run-out CV on
@@ -23,9 +25,13 @@ penalty, a small optimistic bias; ``nested`` is False in the result).
 Other evaluations (:mod:`bids_vem.encoding.evaluation`): explicit test runs (penalty map by
 leave-one-run-out CV on the other runs, one model fitted on them, scores on the test runs only),
 optionally with repeated test runs averaged; folds of whole sessions instead of runs
-(``cv_groups``). Voxel data are read in voxel chunks (from memory or from a
-:class:`~bids_vem.encoding.voxel_data.VoxelStore` on disk) and held-out scores accumulated
-chunk by chunk: memory is set by the chunk (``mem_mb``), not by the number of voxels.
+(``cv_groups``); folds of stimuli, nested the same way, or explicit test stimuli. Every fold's
+count of test stimuli also seen in training is recorded. Permutation statistics, noise ceilings
+and the block moments of paired comparisons come from the held-out predictions
+(:class:`~bids_vem.encoding.evaluation.HeldOutScores`). Voxel data are read in voxel chunks
+(from memory or from a :class:`~bids_vem.encoding.voxel_data.VoxelStore` on disk) and held-out
+scores accumulated chunk by chunk: memory is set by the chunk (``mem_mb``), not by the number
+of voxels.
 """
 
 from __future__ import annotations
