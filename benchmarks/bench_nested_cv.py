@@ -11,12 +11,14 @@ correlations of each shifted prediction).
 Shapes of issue 11: ``--shape block`` (12 runs x 121 TRs, 1,536 design columns, 530 voxels;
 a Haxby-style block design) and ``--shape large`` (40 runs x 256 TRs, 2,048 columns, 50,000
 voxels); the reference at the large shape runs one outer fold and is extrapolated (``x 40``),
-said so in the output.
+said so in the output. ``--voxels`` replaces the shape's number of voxels (the large shape's
+50,000 take hours on a 2-core CPU, for both; the time of both grows linearly in voxels).
 
 Usage::
 
     python benchmarks/bench_nested_cv.py --shape block
     python benchmarks/bench_nested_cv.py --shape block --permutations 1000
+    python benchmarks/bench_nested_cv.py --shape large --voxels 1000
     python benchmarks/bench_nested_cv.py --shape large --device cuda
 """
 
@@ -116,8 +118,10 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--voxels", type=int, help="replaces the shape's number of voxels")
     args = parser.parse_args()
     n_runs, n_trs, n_columns, n_voxels = SHAPES[args.shape]
+    n_voxels = args.voxels or n_voxels
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {args.device}"

@@ -13,7 +13,10 @@ cross-validations:
   length-weighted mean of the per-run correlations, blind to the scale differences between the
   runs' models: a correlation-scored CV often picks a huge penalty for weak voxels, whose
   predictions keep their time course but shrink towards 0); ``r2`` is ``1 - SSE / SST`` of the
-  raw held-out predictions over all runs, so it does see those scales.
+  raw held-out predictions over all runs, so it does see those scales. Computed, when every fold
+  uses the same designs and memory allows, from one decomposition of all runs
+  (:class:`~bids_vem.encoding.logo.NestedLeaveOneGroupOut`: the same numbers as refitting every
+  inner and outer fold, without refitting any).
 - **penalty map** (``alpha``, ``cv_score``), leave-one-run-out over all runs: the penalty a final
   model fitted on all runs would use, and its mean CV score. The number of voxels whose penalty
   sits on an edge of the grid says whether the grid was wide enough.
@@ -39,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,10 +51,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from bids_vem.config import EvaluationSettings, option_name
 from bids_vem.encoding.bold import intersect_masks, load_bold, run_confounds
-from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
+from bids_vem.encoding.chunks import ChunkPlan, engine_bytes, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
     add_delays,
     build_run_design_from_timecourse,
@@ -61,7 +66,9 @@ from bids_vem.encoding.design import (
 )
 from bids_vem.encoding.device import resolve_device
 from bids_vem.encoding.evaluation import HeldOutScores, repeated_sequences, select_test_runs
+from bids_vem.encoding.logo import NestedLeaveOneGroupOut
 from bids_vem.encoding.ridge import (
+    TIE_SLOPE,
     Split,
     leave_one_group_out,
     read_selection,
@@ -379,6 +386,19 @@ def _unit_data(
     return Y, P, repeats
 
 
+#: working arrays larger than this live in a temporary file (mapped), not in memory
+_SCRATCH_IN_MEMORY = 1 << 30
+
+
+def _scratch(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised working array; past 1 GiB memory-mapped on an anonymous temporary file
+    (deleted when the array is), so that a whole-brain fit stays within its memory budget."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= _SCRATCH_IN_MEMORY:
+        return np.empty(shape, dtype)
+    return np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=shape)
+
+
 #: samples of a time course per block of the paired bootstrap (keeps its autocorrelation)
 BLOCK_TRS = 10
 
@@ -578,6 +598,7 @@ def fit_encoding_model(
         dict(device=device, dtype=dtype, chunks=plan), stimulus_samples, n_permutations,
         permutation, seed, stimulus_fold_designs,
     )  # fmt: skip
+    fit.mem_mb = mem_mb
     scheme = _choose_folds(fit, folds, test_runs, test_stimuli)
     if test_stimuli is not None:
         n_inner = len(leave_one_group_out(len(Xs), fit.groups))
@@ -806,6 +827,8 @@ class _Fit:
         self._n_units = 0
         self._partial: dict[tuple, list[np.ndarray]] = {}
         self.fold_sets = dict(fold_sets or {})
+        #: the memory budget of the fit (``--mem``), None for none
+        self.mem_mb: float | None = None
 
     def _new_scores(self, centred_r2: bool) -> HeldOutScores:
         return HeldOutScores(
@@ -828,16 +851,15 @@ class _Fit:
             score=self.score, groups=groups, **self.options,
         )  # fmt: skip
 
-    def _predict(self, designs, train, alpha: np.ndarray, units: list[_Unit]) -> None:
-        """Fit on ``train`` (a selection) and score each unit, with its permutation nulls."""
+    def _chunk_scorer(self, units: list[_Unit], relabel: bool) -> Callable:
+        """``on_chunk(voxels, predictions)`` scoring each unit (its predictions in the order of
+        its parts) with its permutation nulls; with ``relabel`` the last prediction is the
+        weights (n_columns, n_voxels_chunk)."""
         keys = list(range(self._n_units, self._n_units + len(units)))
         self._n_units += len(units)
         device = self.options["device"]
-        relabel = self.n_permutations > 0 and any(u.slots is not None for u in units)
-        outputs = [design for unit in units for _, design in unit.parts]
 
         def on_chunk(voxels: slice, predictions: list[torch.Tensor]) -> None:
-            # with relabelling nulls the last output is the weights (n_columns, n_voxels_chunk)
             weights = predictions[-1] if relabel else None
             results, start = [], 0
             for key, unit in zip(keys, units, strict=True):
@@ -860,12 +882,80 @@ class _Fit:
                 if repeats is not None:
                     self.scores.commit_repeats(voxels, *repeats)
 
+        return on_chunk
+
+    def _predict(self, designs, train, alpha: np.ndarray, units: list[_Unit]) -> None:
+        """Fit on ``train`` (a selection) and score each unit, with its permutation nulls."""
+        relabel = self.n_permutations > 0 and any(u.slots is not None for u in units)
+        outputs = [design for unit in units for _, design in unit.parts]
+        on_chunk = self._chunk_scorer(units, relabel)
         self.scores.begin_fold()
         solve_chunks(
             stack_designs(designs, train, training=True), self.data, train, alpha,
             outputs + ([None] if relabel else []), on_chunk, **self.options,
         )  # fmt: skip
         self.scores.end_fold()
+
+    def _nested_from_one_decomposition(self, folds: list[list[int]]):
+        """Nested leave-one-group-out from one decomposition of all runs
+        (:class:`~bids_vem.encoding.logo.NestedLeaveOneGroupOut`), float64.
+
+        Returns
+        -------
+        alpha, cv_scores : ndarray
+            The penalty map over all folds, as :meth:`_cv`.
+        predictions : ndarray of shape (n_samples, n_voxels), float32
+            Each fold's held-out prediction (runs in the order of ``folds``), its penalties
+            chosen by CV on the other folds.
+        """
+        device, plan, alphas = self.options["device"], self.options["chunks"], self.alphas
+        order = [run for fold in folds for run in fold]
+        sizes = [sum(self.data.run_lengths[run] for run in fold) for fold in folds]
+        X = torch.as_tensor(stack_designs(self.Xs, order)).to(device, torch.float64)
+        engine = NestedLeaveOneGroupOut(X, sizes)
+        n_groups, n_voxels = engine.n_groups, self.data.n_voxels
+        coefs = _scratch((engine.left.shape[1], n_voxels), np.float64)
+
+        def read(part: slice) -> torch.Tensor:
+            return read_selection(self.data, order, part, device, torch.float64)
+
+        def project(part: slice) -> None:
+            coefs[:, part] = engine.coefficients(read(part)).cpu().numpy()
+
+        plan.run(n_voxels, project)
+        outer = np.zeros((len(alphas), n_voxels))
+        inner = np.zeros((n_groups, len(alphas), n_voxels))
+        for k, alpha in enumerate(
+            tqdm(alphas, desc="nested CV penalties", unit="penalty", disable=None, leave=False)
+        ):
+            ops = engine.operators(float(alpha))
+
+            def score(part: slice, k: int = k, ops=ops) -> None:
+                C = torch.as_tensor(coefs[:, part]).to(device)
+                out, within = engine.scores(engine.group_data(read(part)), C, ops, self.score)
+                outer[k, part] = out.sum(0).cpu().numpy()
+                inner[:, k, part] = within.cpu().numpy()
+
+            plan.run(n_voxels, score)
+            del ops, score  # one penalty's operators in memory at a time (2 n^2 floats)
+        slope = TIE_SLOPE * np.log(alphas)[:, None]
+        cv_scores = outer / n_groups
+        alpha_map = alphas[np.argmax(cv_scores + slope, axis=0)]
+        chosen = np.argmax(inner / (n_groups - 1) + slope[None], axis=1)  # (n_groups, n_voxels)
+        predictions = _scratch((X.shape[0], n_voxels), np.float32)
+
+        def predict(part: slice) -> None:
+            Y, C = read(part), torch.as_tensor(coefs[:, part]).to(device)
+            for h, rows in enumerate(engine.slices):
+                block = np.empty((rows.stop - rows.start, part.stop - part.start), np.float32)
+                for k in np.unique(chosen[h, part]):
+                    these = torch.as_tensor(np.flatnonzero(chosen[h, part] == k), device=device)
+                    held = engine.held_out_at(Y[:, these], C[:, these], h, float(alphas[k]))
+                    block[:, these.cpu().numpy()] = held.cpu().numpy()
+                predictions[rows, part] = block
+
+        plan.run(n_voxels, predict)
+        return alpha_map, cv_scores, predictions
 
     def _run_overlap(self, test: list[int]) -> None:
         if self.samples is not None:
@@ -880,9 +970,11 @@ class _Fit:
                 f"leave-one-{self.groups_name}-out needs at least 2 {self.groups_name}s; "
                 f"found 1 ({', '.join(self.names)})"
             )
+        nested = len(folds) >= 3
+        if nested and not self.test_designs and self._shared_fits_in_memory(len(folds)):
+            return self._nested_leave_one_out_shared(folds)
         # penalties a final model on all runs would use
         alpha, cv_scores = self._cv(self.Xs)
-        nested = len(folds) >= 3
         for fold in folds:
             train = [i for i in range(self.n_runs) if i not in fold]
             self._run_overlap(fold)
@@ -896,6 +988,57 @@ class _Fit:
             units = [_Unit([([i], designs[i])]) for i in fold]
             self._predict(designs, train, alpha_fold, units)
         return _Evaluated("loro", alpha, cv_scores, nested, list(range(self.n_runs)), self.Xs)
+
+    def _shared_fits_in_memory(self, n_folds: int) -> bool:
+        """Whether :meth:`_nested_leave_one_out_shared` stays within ``mem_mb``: it holds two
+        ``(n_samples, n_samples)`` matrices and every fold's CV scores of every voxel, where
+        refitting fold by fold holds one fold's decomposition."""
+        if self.mem_mb is None:
+            return True
+        n, p = sum(self.data.run_lengths), self.Xs[0].shape[1]
+        rank, n_voxels = min(n, p), self.data.n_voxels
+        scores = 8 * (n_folds + 1) * len(self.alphas) * n_voxels
+        scratch = min(8 * rank * n_voxels, _SCRATCH_IN_MEMORY) + min(
+            4 * n * n_voxels, _SCRATCH_IN_MEMORY
+        )
+        fixed = 8 * (n * p + n * rank + 2 * n * n) + scores + scratch
+        chunk = self.options["chunks"].size
+        needed = engine_bytes(n, p, len(self.alphas), n_voxels, 0) + fixed + 8 * 7 * n * chunk
+        if needed <= self.mem_mb * 2**20:
+            return True
+        logger.info(
+            "nested CV refits each fold: one decomposition for all folds would need %.0f MB "
+            "(budget %.0f MB)",
+            needed / 2**20,
+            self.mem_mb,
+        )
+        return False
+
+    def _nested_leave_one_out_shared(self, folds: list[list[int]]) -> _Evaluated:
+        """:meth:`nested_leave_one_out` when every fold uses the same designs: the inner CVs,
+        the held-out predictions and the penalty map from one decomposition of all runs (the
+        same numbers as refitting each fold, to rounding)."""
+        alpha, cv_scores, predictions = self._nested_from_one_decomposition(folds)
+        plan = self.options["chunks"]
+        start = {}
+        offset = 0
+        for run in (run for fold in folds for run in fold):
+            start[run] = offset
+            offset += self.data.run_lengths[run]
+        for fold in folds:
+            self._run_overlap(fold)
+            units = [_Unit([([i], self.Xs[i])]) for i in fold]
+            on_chunk = self._chunk_scorer(units, relabel=False)
+            rows = [slice(start[i], start[i] + self.data.run_lengths[i]) for i in fold]
+
+            def work(part: slice, rows=rows, on_chunk=on_chunk) -> None:
+                device = self.options["device"]
+                on_chunk(part, [torch.as_tensor(predictions[r, part]).to(device) for r in rows])
+
+            self.scores.begin_fold()
+            plan.run(self.data.n_voxels, work)
+            self.scores.end_fold()
+        return _Evaluated("loro", alpha, cv_scores, True, list(range(self.n_runs)), self.Xs)
 
     def on_test_runs(
         self, test_runs: Sequence[int], repeats: Sequence[Sequence[int]] | None

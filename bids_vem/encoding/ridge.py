@@ -305,6 +305,13 @@ def _r2(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
 _SCORES = ("correlation", "r2")
 
 
+def ridge_scorer(score: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The per-voxel scorer of ``score`` (``"correlation"`` or ``"r2"``): ``scorer(y, pred)``."""
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {sorted(_SCORES)}, got {score!r}")
+    return _correlation if score == "correlation" else _r2
+
+
 def _scores_from_moments(
     score: str,
     Y_test: torch.Tensor,
@@ -504,7 +511,7 @@ def _logo_cv_alphas(
         n_voxels=data.n_voxels,
         dtype=dtype,
     )
-    scorer = _correlation if score == "correlation" else _r2
+    scorer = ridge_scorer(score)
     score_sum = np.zeros((len(alphas), data.n_voxels))
     every = list(range(data.n_runs))
 

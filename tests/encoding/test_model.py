@@ -358,3 +358,31 @@ def test_encode_runs_refuses_mixed_runs(tmp_path):
     shifted, _ = _runs(other, n_runs=1, affine=np.diag([3.0, 3.0, 3.0, 1.0]))
     with pytest.raises(DataError, match="grid"):
         encode_runs([runs[0], shifted[0]], features, **options)
+
+
+def test_nested_cv_over_interleaved_sessions_matches_himalaya_in_the_dual():
+    """Folds of sessions whose runs interleave, more design columns than samples (the dual):
+    the nested CV from one decomposition equals himalaya's fold-by-fold refits."""
+    Xs, Ys, _, _ = _simulation(n_runs=6, n_per_run=30, n_features=200, n_signal=8, n_noise=4)
+    sessions = ["a", "b", "a", "c", "b", "c"]
+    result = fit_encoding_model(Xs, Ys, ALPHAS, dtype=torch.float64, cv_groups=sessions)
+    assert result.nested and result.n_folds == 3
+    folds = [[0, 2], [1, 4], [3, 5]]
+    zy, zp = [], []
+    for fold in folds:
+        train = [i for i in range(6) if i not in fold]
+        inner_folds = [f for f in folds if f != fold]
+        X, Y = np.concatenate([Xs[i] for i in train]), np.concatenate([Ys[i] for i in train])
+        labels = np.concatenate([np.full(30, 0 if i in inner_folds[0] else 1) for i in train])
+        index = np.arange(len(labels))
+        model = RidgeCV(
+            alphas=ALPHAS,
+            cv=[(index[labels != k], index[labels == k]) for k in (0, 1)],
+            solver_params=dict(score_func=correlation_score, local_alpha=True, warn=False),
+        ).fit(X, Y)
+        for i in fold:
+            zy.append(stats.zscore(Ys[i]))
+            zp.append(stats.zscore(model.predict(Xs[i])))
+    Y, P = np.concatenate(zy), np.concatenate(zp)
+    expected = [np.corrcoef(Y[:, v], P[:, v])[0, 1] for v in range(Y.shape[1])]
+    np.testing.assert_allclose(result.r, expected, atol=1e-5)

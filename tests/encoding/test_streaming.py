@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import bids_vem.encoding.model as model
 import bids_vem.encoding.ridge as ridge
 from bids_vem.encoding.chunks import ChunkPlan, engine_bytes, voxel_chunk_for_memory
 from bids_vem.encoding.model import fit_encoding_model, write_weights
@@ -85,7 +86,7 @@ def test_store_gives_the_maps_of_the_in_memory_fit(tmp_path, device):
     _assert_same_maps(explicit, explicit_streamed)
 
 
-def test_a_small_memory_budget_sets_small_chunks_and_changes_nothing():
+def test_a_small_memory_budget_sets_small_chunks_and_changes_nothing(caplog):
     Xs, Ys = _problem(seed=2)
     n_samples = sum(len(X) for X in Xs)
     sizes = dict(n_samples=n_samples, n_features=10, n_alphas=len(ALPHAS), n_voxels=53)
@@ -96,8 +97,11 @@ def test_a_small_memory_budget_sets_small_chunks_and_changes_nothing():
     chunk = voxel_chunk_for_memory(tight_mb, **sizes)
     assert 1 < chunk < 53
     assert engine_bytes(chunk=chunk, **sizes) <= tight_mb * 2**20
-    tight = fit_encoding_model(Xs, Ys, ALPHAS, mem_mb=tight_mb)
+    with caplog.at_level(logging.INFO, logger="bids_vem.encoding"):
+        tight = fit_encoding_model(Xs, Ys, ALPHAS, mem_mb=tight_mb)
     assert roomy.voxel_chunk == 53 and tight.voxel_chunk == chunk
+    # the roomy fit's nested CV came from one decomposition, the tight one's refits each fold
+    assert "nested CV refits each fold" in caplog.text
     _assert_same_maps(roomy, tight)
     assert voxel_chunk_for_memory(1, **sizes) == 1  # too small a budget: one voxel at a time
     # whole-brain sizes: chunks shrink with the budget, never below 1, never above n_voxels
@@ -120,7 +124,9 @@ def test_cuda_out_of_memory_halves_the_chunk_once_logged_and_changes_nothing(mon
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real_read(data, runs, part, device, dtype, **options)
 
+    # the data are read by the refits (ridge) and by the nested CV from one decomposition (model)
     monkeypatch.setattr(ridge, "read_selection", read)
+    monkeypatch.setattr(model, "read_selection", read)
     with caplog.at_level(logging.WARNING, logger="bids_vem.encoding"):
         result = fit_encoding_model(Xs, Ys, ALPHAS, n_voxels_chunk=53)
     _assert_same_maps(reference, result)
