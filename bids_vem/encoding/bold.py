@@ -9,17 +9,62 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn import masking, signal
+from nilearn import image, masking, signal
 
 from bids_vem._utils import first_line
 from bids_vem.encoding.voxel_data import VoxelStore, write_voxel_store
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.runs import Run
 
-__all__ = ["read_confounds", "load_bold", "load_mask", "intersect_masks", "write_bold_store"]
+__all__ = [
+    "read_confounds",
+    "legacy_confound_name",
+    "load_bold",
+    "load_mask",
+    "intersect_masks",
+    "epi_mask",
+    "runs_mask",
+    "mask_description",
+    "write_bold_store",
+]
 
 # what reading a truncated/damaged (gzipped) NIfTI raises
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError)
+
+
+#: fMRIPrep < 1.2 confound names (``*_bold_confounds.tsv``, e.g. OpenNeuro's BOLD5000) of
+#: today's names; numbered families (``a_comp_cor_00`` -> ``aCompCor00``) by prefix
+_LEGACY_CONFOUNDS = {
+    "trans_x": "X",
+    "trans_y": "Y",
+    "trans_z": "Z",
+    "rot_x": "RotX",
+    "rot_y": "RotY",
+    "rot_z": "RotZ",
+    "framewise_displacement": "FramewiseDisplacement",
+    "csf": "CSF",
+    "white_matter": "WhiteMatter",
+    "global_signal": "GlobalSignal",
+    "std_dvars": "stdDVARS",
+    "dvars": "non-stdDVARS",
+}
+_LEGACY_FAMILIES = {
+    "a_comp_cor_": "aCompCor",
+    "t_comp_cor_": "tCompCor",
+    "cosine": "Cosine",
+    "non_steady_state_outlier": "NonSteadyStateOutlier",
+}
+
+
+def legacy_confound_name(name: str) -> str | None:
+    """The fMRIPrep < 1.2 name of a confound column (``trans_x`` -> ``X``), None if none."""
+    if name in _LEGACY_CONFOUNDS:
+        return _LEGACY_CONFOUNDS[name]
+    for modern, legacy in _LEGACY_FAMILIES.items():
+        number = name[len(modern) :].lstrip("_")
+        if name.startswith(modern) and number.isdigit():
+            return f"{legacy}{int(number):02d}"
+    return None
 
 
 def read_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | None:
@@ -59,6 +104,13 @@ def read_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | No
         raise InputMissingError(f"{path}: confounds file not found") from err
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputMissingError(f"{path}: cannot read confounds ({first_line(err)})") from err
+    # today's names read from an fMRIPrep < 1.2 file under their old names
+    columns = [
+        legacy_confound_name(c)
+        if c not in table.columns and legacy_confound_name(c) in table.columns
+        else c
+        for c in columns
+    ]
     absent = [c for c in columns if c not in table.columns]
     if absent:
         available = list(table.columns)
@@ -128,8 +180,16 @@ def _same_grid(a, b) -> bool:
     return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
 
 
-def intersect_masks(masks: Sequence[Path | nib.Nifti1Image]) -> nib.Nifti1Image:
+def intersect_masks(
+    masks: Sequence[Path | nib.Nifti1Image], names: Sequence[str] | None = None
+) -> nib.Nifti1Image:
     """Voxels inside every mask (one voxel set for all runs of a participant).
+
+    Parameters
+    ----------
+    masks : sequence of Path or image
+    names : sequence of str, optional
+        What to call each mask in messages (default: its path, or "mask").
 
     Raises
     ------
@@ -137,7 +197,10 @@ def intersect_masks(masks: Sequence[Path | nib.Nifti1Image]) -> nib.Nifti1Image:
         The masks are on different grids, or have no voxel in common.
     """
     images = [load_mask(m) for m in masks]
-    names = [str(m) if not isinstance(m, nib.spatialimages.SpatialImage) else "mask" for m in masks]
+    if names is None:
+        names = [
+            str(m) if not isinstance(m, nib.spatialimages.SpatialImage) else "mask" for m in masks
+        ]
     first = images[0]
     inside = np.asarray(first.dataobj) > 0
     for img, name in zip(images[1:], names[1:], strict=True):
@@ -150,6 +213,68 @@ def intersect_masks(masks: Sequence[Path | nib.Nifti1Image]) -> nib.Nifti1Image:
     if not inside.any():
         raise DataError(f"brain masks {', '.join(names)} have no voxel in common")
     return nib.Nifti1Image(inside.astype(np.int8), first.affine)
+
+
+def epi_mask(bold: Path | nib.Nifti1Image) -> nib.Nifti1Image:
+    """A brain mask derived from a preprocessed BOLD series (nilearn's ``compute_epi_mask``:
+    the mean image thresholded between its histogram's modes, the largest connected part).
+
+    Raises
+    ------
+    InputMissingError
+        The BOLD cannot be read.
+    DataError
+        The derived mask is empty (a constant or blank series).
+    """
+    img, name = _load_image(bold, "preprocessed BOLD")
+    mean = np.asarray(image.mean_img(img, copy_header=True).dataobj)
+    if not np.isfinite(mean).all() or np.ptp(mean) == 0:
+        # nilearn would still threshold a flat image into an arbitrary block of voxels
+        raise DataError(
+            f"{name}: no brain mask can be derived from the BOLD: its mean image is constant "
+            "or not finite (a blank series?)"
+        )
+    try:
+        mask = masking.compute_epi_mask(img)
+    except _READ_ERRORS as err:
+        raise DataError(
+            f"{name}: no brain mask can be derived from the BOLD ({first_line(err)})"
+        ) from err
+    if not np.asarray(mask.dataobj).any():
+        raise DataError(f"{name}: the brain mask derived from the BOLD is empty")
+    return nib.Nifti1Image((np.asarray(mask.dataobj) > 0).astype(np.int8), mask.affine)
+
+
+def runs_mask(runs: Sequence[Run]) -> nib.Nifti1Image:
+    """The voxels of a run group: inside every run's brain mask; a run whose derivatives have
+    no mask (NOD's fMRIPrep outputs) contributes the mask derived from its BOLD (:func:`epi_mask`).
+    """
+    masks, names = [], []
+    for run in runs:
+        if run.mask is not None:
+            masks.append(run.mask)
+            names.append(str(run.mask))
+        else:
+            masks.append(epi_mask(run.bold))
+            names.append(f"the mask derived from {run.bold}")
+    return intersect_masks(masks, names)
+
+
+def mask_description(runs: Sequence[Run]) -> str:
+    """One sentence for sidecars and logs: where the voxels of a run group come from."""
+    derived = sum(run.mask is None for run in runs)
+    n = len(runs)
+    if not derived:
+        return f"fMRIPrep brain masks (desc-brain_mask), intersected across {n} run(s)"
+    if derived == n:
+        return (
+            f"no brain mask in the derivatives: derived from the BOLD of each run (nilearn "
+            f"compute_epi_mask), intersected across {n} run(s)"
+        )
+    return (
+        f"fMRIPrep brain masks of {n - derived} run(s) and masks derived from the BOLD of "
+        f"{derived} run(s) without one (nilearn compute_epi_mask), intersected across {n} runs"
+    )
 
 
 def run_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | None:
@@ -166,7 +291,10 @@ def run_confounds(path: Path | None, columns: Sequence[str]) -> np.ndarray | Non
         except (OSError, UnicodeDecodeError):
             header = []
         columns += [
-            c for c in header if c.startswith("non_steady_state_outlier") and c not in columns
+            c
+            for c in header
+            if c.startswith(("non_steady_state_outlier", "NonSteadyStateOutlier"))
+            and c not in columns
         ]
     return read_confounds(path, columns)
 
@@ -266,7 +394,7 @@ def write_bold_store(
 ) -> VoxelStore:
     """Clean every run's BOLD and write it once to a float32 voxel store (one run in memory).
 
-    The voxels are those inside every run's mask (:func:`intersect_masks`), saved beside the
+    The voxels are those inside every run's mask (:func:`runs_mask`), saved beside the
     store as ``<name>_mask.nii.gz``; each run is cleaned by :func:`load_bold` and written
     before the next is read.
 
@@ -294,7 +422,7 @@ def write_bold_store(
 
     runs = list(runs)
     header_path = Path(header_path)
-    mask = intersect_masks([run.mask for run in runs])
+    mask = runs_mask(runs)
     mask_path = header_path.with_name(header_path.name.split(".")[0] + "_mask.nii.gz")
     with atomic_path(mask_path) as tmp:
         mask.to_filename(tmp)
@@ -316,5 +444,10 @@ def write_bold_store(
         cleaned(),
         n_voxels,
         [run.n_volumes for run in runs],
-        metadata={"mask": mask_path.name, "confounds": list(confounds), "high_pass": high_pass},
+        metadata={
+            "mask": mask_path.name,
+            "mask_description": mask_description(runs),
+            "confounds": list(confounds),
+            "high_pass": high_pass,
+        },
     )

@@ -36,7 +36,7 @@ from nilearn import masking
 from nilearn.glm.first_level import compute_regressor, make_first_level_design_matrix, mean_scaling
 
 from bids_vem.config import option_name
-from bids_vem.encoding.bold import intersect_masks, load_mask, read_confounds
+from bids_vem.encoding.bold import load_mask, read_confounds, runs_mask
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.inputs.events import read_events
 from bids_vem.inputs.runs import Run
@@ -546,7 +546,7 @@ def estimate_trial_betas(
     if not runs:
         raise DataError("no runs to estimate trial responses from")
     _check_hrf(hrf_model)
-    mask_img = load_mask(mask) if mask is not None else intersect_masks([r.mask for r in runs])
+    mask_img = load_mask(mask) if mask is not None else runs_mask(runs)
     betas, tables = [], []
     for run in runs:
         if confounds and run.confounds is None:

@@ -54,7 +54,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bids_vem.config import EvaluationSettings, option_name
-from bids_vem.encoding.bold import intersect_masks, load_bold, run_confounds
+from bids_vem.encoding.bold import load_bold, run_confounds, runs_mask
 from bids_vem.encoding.chunks import ChunkPlan, engine_bytes, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
     add_delays,
@@ -1172,11 +1172,11 @@ class _Fit:
 
 def _run_events(path: Path, stim_column: str) -> pd.DataFrame:
     """The run's events; a run whose events carry the words of a story is one event, its story."""
-    from bids_vem.inputs.events import read_events, read_tsv_columns
+    from bids_vem.inputs.events import read_events, read_tsv_columns, stim_column_of
     from bids_vem.inputs.stimuli import WORD_COLUMNS, words_stim_id
 
     columns = read_tsv_columns(path)
-    if stim_column not in columns and any(c in columns for c in WORD_COLUMNS):
+    if stim_column_of(columns, stim_column) is None and any(c in columns for c in WORD_COLUMNS):
         # words sit at their own onsets (times from the run start): place the story at 0
         return pd.DataFrame({"onset": [0.0], "duration": [0.0], "stim_id": [words_stim_id(path)]})
     return read_events(path, stim_column)
@@ -1440,7 +1440,7 @@ def test_stimulus_mask(
     UsageError
         The file is missing, the column absent from every run, or no stimulus matches.
     """
-    from bids_vem.inputs.events import normalise_stim_id, read_tsv
+    from bids_vem.inputs.events import normalise_stim_id, read_tsv, stim_column_of
 
     flag = option_name("test_stimuli")
     path = Path(spec)
@@ -1450,11 +1450,12 @@ def test_stimulus_mask(
         seen_column = False
         for run in runs:
             frame = read_tsv(run.events)
-            if column not in frame.columns or stim_column not in frame.columns:
+            stimuli = stim_column_of(list(frame.columns), stim_column)
+            if column not in frame.columns or stimuli is None:
                 continue
             seen_column = True
             rows = frame[frame[column].astype(str).str.strip() == value.strip()]
-            names |= {n for n in (normalise_stim_id(v) for v in rows[stim_column]) if n}
+            names |= {n for n in (normalise_stim_id(v) for v in rows[stimuli]) if n}
         if not seen_column:
             raise UsageError(f"{flag} {spec}: no events file of these runs has a column '{column}'")
         where = f"events with {column} = {value}"
@@ -1511,7 +1512,7 @@ def _voxel_data(
                 f"not {names}"
             )
         return bold, nib.load(bold.header_path.parent / bold.metadata["mask"])
-    mask = intersect_masks([run.mask for run in runs])
+    mask = runs_mask(runs)
     Ys = []
     for run in runs:
         if confounds and run.confounds is None:

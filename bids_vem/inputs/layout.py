@@ -26,7 +26,7 @@ import numpy as np
 from bids_vem._utils import LABEL
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageError
-from bids_vem.inputs.events import read_events, read_tsv_columns
+from bids_vem.inputs.events import STIM_COLUMNS, read_events, read_tsv_columns, stim_column_of
 from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import WORD_COLUMNS
 
@@ -140,8 +140,22 @@ def _run_name(entities: Mapping[str, str]) -> str:
     return "_".join(f"{keys[e]}-{entities[e]}" for e in _RUN_ENTITIES if entities.get(e))
 
 
+#: index entities: BIDS compares their values as numbers (``run-01`` is ``run-1``)
+_INDEX_ENTITIES = frozenset({"run", "echo"})
+
+
+def _entity_value(entity: str, value) -> str | None:
+    """An entity's value as BIDS compares it: index entities as numbers, labels as text."""
+    if value is None:
+        return None
+    text = str(value)
+    if entity in _INDEX_ENTITIES and text.isdigit():
+        return str(int(text))
+    return text
+
+
 def _run_key(entities: Mapping) -> tuple[str | None, ...]:
-    return tuple(None if entities.get(e) is None else str(entities[e]) for e in _RUN_ENTITIES)
+    return tuple(_entity_value(e, entities.get(e)) for e in _RUN_ENTITIES)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -238,10 +252,13 @@ def list_participants(bids_dir: Path) -> list[str]:
 
 
 def find_derivatives(bids_dir: Path) -> list[Path]:
-    """Every dataset folder directly under ``BIDS_DIR/derivatives``, sorted.
+    """The derivative datasets under ``BIDS_DIR/derivatives`` that hold preprocessed BOLD, sorted.
 
-    A folder counts when it has a ``dataset_description.json`` or ``sub-*`` folders
-    (fMRIPrep < 1.2 wrote no description).
+    A folder counts when it has a ``dataset_description.json`` or ``sub-*`` folders (fMRIPrep
+    < 1.2 and OpenNeuro's NOD ship none: used with a warning) and preprocessed BOLD files in
+    any fMRIPrep naming; other derivatives (FreeSurfer, ciftify, MRIQC, earlier bids_vem
+    outputs) are never indexed: pybids would take our own TSV columns for entities, and
+    indexing them costs time.
     """
     folder = Path(bids_dir) / "derivatives"
     if not folder.is_dir():
@@ -250,9 +267,34 @@ def find_derivatives(bids_dir: Path) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if not path.is_dir() or path.name.startswith("."):
             continue
-        if (path / "dataset_description.json").is_file() or any(path.glob("sub-*/")):
-            found.append(path)
+        described = (path / "dataset_description.json").is_file()
+        if not described and not any(path.glob("sub-*/")):
+            continue
+        if not _holds_preprocessed_bold(path):
+            logger.debug("%s: no preprocessed BOLD, not indexed", path)
+            continue
+        if not described:
+            logger.warning(
+                "%s has no dataset_description.json; reading it as fMRIPrep outputs", path
+            )
+        found.append(path)
     return found
+
+
+#: file names of preprocessed BOLD in every fMRIPrep naming (volumes, surfaces, CIFTI)
+_PREPROC_GLOBS = (
+    "*desc-preproc_bold.nii*",
+    "*_bold_space-*_preproc.nii*",
+    "*.func.gii",
+    "*.dtseries.nii",
+)
+
+
+def _holds_preprocessed_bold(root: Path) -> bool:
+    for func in (*root.glob("sub-*/func"), *root.glob("sub-*/ses-*/func")):
+        if any(next(func.glob(pattern), None) is not None for pattern in _PREPROC_GLOBS):
+            return True
+    return False
 
 
 def _ignore_patterns(subjects: Sequence[str]) -> list:
@@ -562,7 +604,11 @@ def _events_for(candidates: list[tuple[dict, Path]], bold_key: dict) -> Path | N
     """The events file of a run by BIDS inheritance: all its entities match; most specific wins."""
     best: tuple[int, int, Path] | None = None
     for ents, path in candidates:
-        if any(ents.get(e) is not None and str(ents[e]) != bold_key.get(e) for e in _RUN_ENTITIES):
+        if any(
+            ents.get(e) is not None
+            and _entity_value(e, ents[e]) != _entity_value(e, bold_key.get(e))
+            for e in _RUN_ENTITIES
+        ):
             continue
         rank = (sum(ents.get(e) is not None for e in _RUN_ENTITIES), len(path.parts), path)
         if best is None or rank[:2] > best[:2]:
@@ -583,9 +629,10 @@ def collect_runs_report(
 ) -> tuple[list[Run], list[SkippedRun]]:
     """The runs to model, and one sentence per run that was found but cannot be used.
 
-    A run is kept when it has a preprocessed BOLD in ``space``, a brain mask in that space,
-    and a raw ``events.tsv`` (found by BIDS inheritance) with a ``stim_column`` that names at
-    least one stimulus. Confounds are optional. The TR comes from the preprocessed BOLD's JSON,
+    A run is kept when it has a preprocessed BOLD in ``space`` and a raw ``events.tsv`` (found
+    by BIDS inheritance, entities compared as BIDS does: ``run-01`` is ``run-1``) with a
+    stimulus column that names at least one stimulus. A run without a brain mask in its space
+    gets one derived from its BOLD later (:func:`bids_vem.encoding.bold.runs_mask`). Confounds are optional. The TR comes from the preprocessed BOLD's JSON,
     else from the raw BOLD's metadata, else from the NIfTI header; the number of volumes from
     the NIfTI header (the data are not read).
 
@@ -627,8 +674,18 @@ def collect_runs_report(
         A broken NIfTI header or events file (exit 65).
     """
     bids_dir = Path(bids_dir)
+    _check_raw_dataset(bids_dir)
     subjects = _known_participants(bids_dir, participant_label)
     derivatives = [Path(d) for d in derivatives] or find_derivatives(bids_dir)
+    present = bids_dir / "derivatives"
+    if not derivatives and present.is_dir():
+        others = sorted(p.name for p in present.iterdir() if p.is_dir() and p.name[0] != ".")
+        if others:
+            raise InputMissingError(
+                f"no preprocessed BOLD (fMRIPrep) in any derivative dataset under {present} "
+                f"(found: {', '.join(others[:10])}); run fMRIPrep or pass "
+                f"{option_name('derivatives')}"
+            )
     preprocs = find_preproc_bold(
         derivatives,
         space=space,
@@ -707,6 +764,32 @@ def collect_runs_report(
     return runs, skipped
 
 
+def _check_raw_dataset(bids_dir: Path) -> None:
+    """Refuse a derivative dataset (the fMRIPrep folder) given as BIDS_DIR, saying so.
+
+    Raises
+    ------
+    UsageError
+        ``dataset_description.json`` says ``DatasetType: derivative`` (exit 64).
+    """
+    import json
+
+    try:
+        description = json.loads((bids_dir / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(description, dict) and description.get("DatasetType") == "derivative":
+        made_by = ", ".join(
+            str(g.get("Name")) for g in description.get("GeneratedBy", []) if isinstance(g, dict)
+        )
+        raise UsageError(
+            f"BIDS_DIR {bids_dir} is a derivative dataset"
+            + (f" (made by {made_by})" if made_by else "")
+            + f": give the raw dataset as BIDS_DIR, and this folder with "
+            f"{option_name('derivatives')} if it is not under BIDS_DIR/derivatives"
+        )
+
+
 def _known_participants(bids_dir: Path, participant_label: Sequence[str]) -> tuple[str, ...]:
     """The requested labels, each a participant of ``bids_dir`` (UsageError listing them)."""
     existing = list_participants(bids_dir)
@@ -728,16 +811,18 @@ def _why_unusable(
     the onsets of its events (None for a story, whose words carry their own times)."""
     if events is None:
         return f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})", None
-    if pre.mask is None:
-        return f"no brain mask in space {pre.space} beside {pre.bold}", None
     columns = read_tsv_columns(events)
-    if stim_column not in columns:
+    column = stim_column_of(columns, stim_column)
+    if column is None:
         if any(c in columns for c in WORD_COLUMNS):
             return None, None
-        return f"{events.name} has no '{stim_column}' column (nor a word/text column)", None
+        tried = f"'{stim_column}'" + (
+            f" (nor {', '.join(STIM_COLUMNS[1:])})" if stim_column == STIM_COLUMNS[0] else ""
+        )
+        return f"{events.name} has no stimulus column {tried} nor a word/text column", None
     table = read_events(events, stim_column=stim_column)
     if table["stim_id"].isna().all():
-        return f"{events.name} names no stimulus in '{stim_column}'", None
+        return f"{events.name} names no stimulus in '{column}'", None
     return None, table["onset"].to_numpy(dtype=float)
 
 

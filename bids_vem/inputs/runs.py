@@ -22,8 +22,9 @@ class Run:
         Template or native space of ``bold`` (``MNI152NLin2009cAsym``, ``T1w``...).
     bold : Path
         Preprocessed BOLD (fMRIPrep ``space-<s>_desc-preproc_bold.nii.gz``).
-    mask : Path
-        Brain mask in the same space (``desc-brain_mask``).
+    mask : Path or None
+        Brain mask in the same space (``desc-brain_mask``); None when the derivatives have
+        none (NOD): one is derived from the BOLD (:func:`bids_vem.encoding.bold.runs_mask`).
     events : Path
         Raw ``events.tsv`` of the run.
     confounds : Path or None
@@ -41,7 +42,7 @@ class Run:
     acquisition: str | None
     space: str
     bold: Path
-    mask: Path
+    mask: Path | None
     events: Path
     confounds: Path | None
     tr: float

@@ -405,7 +405,7 @@ class FitEncoding(SimpleInterface):
             else:
                 stimulus_fold_feature_sets.append((tuple(stimuli), load_feature_set(Path(path))))
         if settings.design == "trialwise":
-            from bids_vem.encoding.bold import intersect_masks
+            from bids_vem.encoding.bold import runs_mask
             from bids_vem.encoding.trialwise import encode_trials
 
             betas = self.inputs.betas
@@ -419,7 +419,7 @@ class FitEncoding(SimpleInterface):
                     device=str(resolve_device(self.inputs.device)),
                     stim_column=self.inputs.stim_column,
                     cv_groups=settings.cv_groups,
-                    mask=intersect_masks([run.mask for run in runs]) if betas else None,
+                    mask=runs_mask(runs) if betas else None,
                     mem_mb=self.inputs.mem_mb or None,
                     weights_path=weights,
                 )

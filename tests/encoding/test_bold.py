@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 from nilearn import masking, signal
 
-from bids_vem.encoding.bold import intersect_masks, load_bold, read_confounds
+from bids_vem.encoding.bold import (
+    epi_mask,
+    intersect_masks,
+    legacy_confound_name,
+    load_bold,
+    mask_description,
+    read_confounds,
+    runs_mask,
+)
 from bids_vem.errors import DataError, InputMissingError
 
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -159,11 +167,17 @@ def test_read_confounds_from_real_fmriprep_table(shared_fixtures):
     np.testing.assert_allclose(values[1:, 0], table["FramewiseDisplacement"].iloc[1:])
     np.testing.assert_allclose(values[:, 1], table["X"])
 
+    # today's names are read from an fMRIPrep < 1.2 table under their old names
+    modern = read_confounds(path, ["framewise_displacement", "trans_x", "csf"])
+    np.testing.assert_array_equal(modern, values)
+    assert legacy_confound_name("a_comp_cor_03") == "aCompCor03"
+    assert legacy_confound_name("non_steady_state_outlier_00") == "NonSteadyStateOutlier00"
+    assert legacy_confound_name("rot_z") == "RotZ" and legacy_confound_name("xyz") is None
     with pytest.raises(DataError) as info:
-        read_confounds(path, ["trans_x", "CSF"])
+        read_confounds(path, ["a_comp_cor_99", "CSF"])
     message = str(info.value)
     assert info.value.exit_code == 65
-    assert str(path) in message and "trans_x" in message and "CSF" in message
+    assert str(path) in message and "a_comp_cor_99" in message and "CSF" in message
     assert read_confounds(path, []) is None
 
 
@@ -176,3 +190,37 @@ def test_read_confounds_missing_inputs(tmp_path):
     empty_column.write_text("csf\tfd\n1\tn/a\n2\tn/a\n")
     with pytest.raises(DataError, match="fd"):
         read_confounds(empty_column, ["fd"])
+
+
+def test_runs_without_a_mask_get_one_derived_from_their_bold(tmp_path):
+    """NOD ships no brain masks: the voxels are the EPI masks of the runs, intersected."""
+    from bids_vem.inputs.runs import Run
+    from tests.skeletons import write_bold
+
+    def run(name, mask=None, seed=0):
+        bold = write_bold(tmp_path / f"{name}_bold.nii.gz", 20, 2.0, seed)
+        return Run(
+            "01", None, "x", name, None, "T1w", bold, mask, tmp_path / "e.tsv", None, 2.0, 20
+        )
+
+    reference = write_bold(tmp_path / "reference_bold.nii.gz", 2, 2.0, 9)
+    brain = np.asarray(nib.load(reference).dataobj)[..., 0] > 500
+    derived = runs_mask([run("a"), run("b", seed=1)])
+    inside = np.asarray(derived.dataobj) > 0
+    # the bright ellipsoid, less the edge that nilearn's morphological opening removes
+    assert not (inside & ~brain).any() and inside.sum() > 0.5 * brain.sum()
+    assert "derived from the BOLD" in mask_description([run("a")])
+    # a given mask and a derived one: intersected; the description says both
+    half = brain.copy()
+    half[: brain.shape[0] // 2] = False
+    given = tmp_path / "given_mask.nii.gz"
+    nib.Nifti1Image(half.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(given)
+    both = [run("a"), run("c", mask=given)]
+    assert (np.asarray(runs_mask(both).dataobj) > 0).sum() <= half.sum()
+    assert "fMRIPrep brain masks of 1 run(s)" in mask_description(both)
+    # a blank series gives an empty mask: exit 65, naming the file
+    blank = tmp_path / "blank_bold.nii.gz"
+    nib.Nifti1Image(np.zeros((9, 10, 8, 5), np.float32), np.eye(4)).to_filename(blank)
+    with pytest.raises(DataError) as info:
+        epi_mask(blank)
+    assert info.value.exit_code == 65 and str(blank) in str(info.value)

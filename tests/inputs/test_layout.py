@@ -128,16 +128,19 @@ def test_skipped_runs_are_named(bids_factory, tools, caplog):
     )
     with caplog.at_level(logging.WARNING, logger="bids_vem.inputs.layout"):
         runs, skipped = collect_runs_report(root)
-    assert [r.name for r in runs] == ["sub-01_task-scenes_run-1"]
+    # a run without a brain mask is kept: its mask is derived from the BOLD later (NOD)
+    assert [r.name for r in runs] == ["sub-01_task-scenes_run-1", "sub-01_task-scenes_run-4"]
+    assert runs[0].mask is not None and runs[1].mask is None
     reasons = {s.split(":")[0]: s for s in skipped}
-    assert set(reasons) == {f"sub-01_task-scenes_run-{i}" for i in range(2, 7)}
+    assert set(reasons) == {f"sub-01_task-scenes_run-{i}" for i in (2, 3, 5, 6)}
     assert "no events.tsv" in reasons["sub-01_task-scenes_run-2"]
     assert (
         "no preprocessed BOLD in space MNI152NLin2009cAsym" in reasons["sub-01_task-scenes_run-3"]
     )
-    assert "no brain mask" in reasons["sub-01_task-scenes_run-4"]
     assert "names no stimulus" in reasons["sub-01_task-scenes_run-5"]
-    assert "has no 'stim_file' column" in reasons["sub-01_task-scenes_run-6"]
+    assert (
+        "has no stimulus column 'stim_file' (nor condition" in reasons["sub-01_task-scenes_run-6"]
+    )
     for name in reasons:
         assert name in caplog.text
 
@@ -303,7 +306,7 @@ def test_legacy_fmriprep_names_are_read(bids_factory, tools):
     assert runs[0].n_volumes == 12
 
 
-def test_list_participants_and_find_derivatives(tmp_path, tools):
+def test_list_participants_and_find_derivatives(tmp_path, tools, caplog):
     root = tools.make_bids(tmp_path / "ds", [tools.RunSpec("01"), tools.RunSpec("A2")])
     (root / "sub-03.txt").write_text("not a folder")
     (root / "derivatives" / "notes.txt").write_text("x")
@@ -312,9 +315,23 @@ def test_list_participants_and_find_derivatives(tmp_path, tools):
     described = root / "derivatives" / "mriqc"
     described.mkdir()
     (described / "dataset_description.json").write_text(json.dumps({"Name": "mriqc"}))
+    # an earlier bids_vem output: our summary TSVs have subject/session/task columns, which
+    # pybids would read as conflicting entities; it holds no preprocessed BOLD: not indexed
+    ours = root / "derivatives" / "bids_vem" / "sub-01" / "func"
+    ours.mkdir(parents=True)
+    (ours / "sub-01_task-scenes_desc-summary_encoding.tsv").write_text("subject\ttask\n01\tx\n")
+    (ours.parent.parent / "dataset_description.json").write_text(json.dumps({"Name": "bids_vem"}))
+    # fMRIPrep outputs without dataset_description.json (fMRIPrep < 1.2, NOD): used, with a warning
+    bare = root / "derivatives" / "old_fmriprep" / "sub-01" / "func"
+    tools.write_nifti(bare / "sub-01_task-scenes_run-1_bold_space-T1w_preproc.nii.gz", 4)
     assert list_participants(root) == ["01", "A2"]
-    assert find_derivatives(root) == [root / "derivatives/fmriprep", described]
+    with caplog.at_level(logging.WARNING, logger="bids_vem.inputs.layout"):
+        found = find_derivatives(root)
+    # derivatives without preprocessed BOLD (MRIQC, our own outputs) are not indexed at all
+    assert found == [root / "derivatives/fmriprep", root / "derivatives/old_fmriprep"]
+    assert "old_fmriprep has no dataset_description.json" in caplog.text
     assert find_derivatives(tmp_path) == []
+    assert collect_runs(root, participant_label=["01"])  # our outputs beside do not break pybids
     with pytest.raises(InputMissingError, match="bind mounts"):
         list_participants(tmp_path / "absent")
 
@@ -348,7 +365,9 @@ def test_fixture_synthetic_fmriprep(shared_fixtures):
     """fMRIPrep 1.0.6 outputs renamed to BIDS derivatives (label-brain_mask, bare _timeseries.tsv)."""
     root = shared_fixtures / "bids-examples" / "synthetic"
     # its events (inherited from task-nback_events.tsv) have no stim_file column
-    with pytest.raises(InputMissingError, match="has no 'stim_file' column"):
+    with pytest.raises(
+        InputMissingError, match="has no stimulus column 'stim_file' \\(nor condition"
+    ):
         collect_runs(root)
     runs, skipped = collect_runs_report(root, stim_column="trial_type", participant_label=["01"])
     assert [r.name for r in runs] == [
@@ -384,7 +403,10 @@ def test_fixture_bold5000_legacy(shared_fixtures):
 @pytest.mark.fixtures
 def test_fixture_ds000117_has_no_fmriprep(shared_fixtures):
     root = shared_fixtures / "bids-examples" / "ds000117"
-    with pytest.raises(InputMissingError, match="spaces found: none"):
+    # its derivatives (FreeSurfer, MEG) hold no preprocessed BOLD: never indexed, and said so
+    with pytest.raises(
+        InputMissingError, match="no preprocessed BOLD \\(fMRIPrep\\) in any derivative"
+    ):
         collect_runs(root, participant_label=["01"])
 
 
