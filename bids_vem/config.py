@@ -122,8 +122,16 @@ class InputSettings(Section):
     )
     stim_column: str = setting(
         "stim_file",
-        help="events.tsv column naming the stimulus file, relative to BIDS_DIR/stimuli.",
+        help="events.tsv column naming the stimulus file, relative to BIDS_DIR/stimuli. When "
+        "stim_file is absent: condition, file_path, stimulus, stimulus_name or ImgName.",
         flags=("--stim-column", "--stim_column"),
+    )
+    stimuli_dir: Path | None = setting(
+        None,
+        help="Stimuli kept outside BIDS_DIR (BOLD5000, THINGS, BOLD Moments), searched before "
+        "BIDS_DIR/stimuli: by relative path, then by unique file name in its subfolders.",
+        flags=("--stimuli-dir",),
+        type="dir",
     )
     captions: Path | None = setting(
         None,

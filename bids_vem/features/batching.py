@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "LOADED_MODELS_KEPT",
     "autocast_context",
     "cached_load",
+    "check_images",
     "length_order",
     "read_rgb_image",
     "run_image_batches",
@@ -74,15 +75,54 @@ def read_rgb_image(path: Path) -> Any:
     if isinstance(path, Image.Image):  # a decoded frame (video stimuli)
         return path.convert("RGB")
     try:
+        # the format is read from the content: a JPEG named .png opens as the JPEG it is
         with Image.open(path) as image:
             image.load()
             if image.mode == "P" and "transparency" in image.info:
                 image = image.convert("RGBA")  # avoids PIL's palette-transparency warning
+            if image.mode.startswith("I") or image.mode == "F":
+                image = _to_8_bit(image)
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:
         size = path.stat().st_size if path.exists() else None
         detail = "empty file (0 bytes)" if size == 0 else f"{type(exc).__name__}: {exc}"
         raise DataError(f"stimulus image {path}: cannot be read as an image ({detail})") from exc
+
+
+def _to_8_bit(image: Any) -> Any:
+    """A 16-bit, 32-bit integer or float grey image as 8-bit grey: PIL's own conversion clips
+    every value above 255 to white. 16-bit images span 0..65535; others are rescaled from their
+    range unless already within 0..255 (0..1 for floats)."""
+    from PIL import Image
+
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        array = array / 257.0
+    else:
+        low, high = float(array.min()), float(array.max())
+        if image.mode == "F" and low >= 0.0 and high <= 1.0:
+            array = array * 255.0
+        elif low < 0.0 or high > 255.0:
+            array = (array - low) / max(high - low, 1e-12) * 255.0
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L")
+
+
+def check_images(paths: Sequence[Path], n_workers: int = 8) -> None:
+    """Decode every image once, before any work starts (a thread pool).
+
+    Raises
+    ------
+    DataError
+        The first file that cannot be decoded, named (empty, truncated, not an image).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def decode(path: Path) -> None:
+        read_rgb_image(path)  # the pixels are dropped at once: memory stays flat
+
+    with ThreadPoolExecutor(max_workers=max(1, min(n_workers, len(paths)))) as pool:
+        for _ in pool.map(decode, paths):
+            pass
 
 
 class _ImageDataset:

@@ -385,10 +385,10 @@ class _VideoInputs(_ImageInputs):
 def _stimulus_inputs(spec, stim_ids, image_paths, image_sha256, captions, frame_rate, n_context):
     """What a feature space embeds, by its modality and the kind of its stimuli."""
     if spec.modality == "text":
-        if _are_stories(spec, stim_ids):
+        if _are_stories(spec, stim_ids, image_paths):
             return _StoryInputs(spec, stim_ids, image_paths, image_sha256, n_context)
         return _CaptionInputs(spec, stim_ids, captions)
-    if _are_videos(spec, stim_ids):
+    if _are_videos(spec, stim_ids, image_paths):
         return _VideoInputs(spec, stim_ids, image_paths, image_sha256, frame_rate)
     return _ImageInputs(spec, stim_ids, image_paths, image_sha256)
 
@@ -401,9 +401,16 @@ def _story_timings(stim_id: str, path: Path) -> tuple[list[str], np.ndarray]:
     return words, onsets
 
 
-def _are_stories(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:
+def _kind(stim_id: str, paths: Mapping[str, Path] | None) -> str | None:
+    """A stimulus's kind, from its file when its name has no extension."""
+    return stimulus_kind(stim_id, (paths or {}).get(stim_id))
+
+
+def _are_stories(
+    spec: FeatureSpaceSpec, stim_ids: Sequence[str], paths: Mapping[str, Path] | None
+) -> bool:
     """Whether a text space embeds stories (transcripts, words in events) or captions (none)."""
-    n_texts = sum(stimulus_kind(stim_id) in ("text", "words") for stim_id in stim_ids)
+    n_texts = sum(_kind(stim_id, paths) in ("text", "words") for stim_id in stim_ids)
     if 0 < n_texts < len(stim_ids):
         raise DataError(
             f"feature space {spec.name!r}: {n_texts} transcript (.txt) and "
@@ -412,9 +419,11 @@ def _are_stories(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:
     return n_texts > 0
 
 
-def _are_videos(spec: FeatureSpaceSpec, stim_ids: Sequence[str]) -> bool:
+def _are_videos(
+    spec: FeatureSpaceSpec, stim_ids: Sequence[str], paths: Mapping[str, Path] | None
+) -> bool:
     """Whether an image space embeds videos (all stimuli) or images (none); both is an error."""
-    kinds = {stim_id: stimulus_kind(stim_id) for stim_id in stim_ids}
+    kinds = {stim_id: _kind(stim_id, paths) for stim_id in stim_ids}
     n_videos = sum(kind == "video" for kind in kinds.values())
     if 0 < n_videos < len(stim_ids):
         images = [s for s, kind in kinds.items() if kind != "video"]

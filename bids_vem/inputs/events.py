@@ -20,10 +20,31 @@ __all__ = [
     "seconds",
     "normalise_stim_id",
     "MISSING_VALUES",
+    "STIM_COLUMNS",
+    "stim_column_of",
 ]
+
 
 #: cell values that BIDS (and real datasets) use for "no value"
 MISSING_VALUES = frozenset({"", "n/a"})
+#: stimulus columns of published datasets, tried in this order when ``stim_file`` (BIDS, the
+#: default of ``--stim-column``) is absent: NOD's COCO runs (``condition``), THINGS-fMRI
+#: (``file_path``), Generic Object Decoding (``stimulus_name``), BOLD5000 (``ImgName``)
+STIM_COLUMNS = ("stim_file", "condition", "file_path", "stimulus", "stimulus_name", "ImgName")
+
+
+def stim_column_of(columns: Sequence[str], requested: str = STIM_COLUMNS[0]) -> str | None:
+    """The column of an events file that names its stimuli, None when it has none.
+
+    ``requested`` when present. When the default ``stim_file`` is absent, the first of
+    :data:`STIM_COLUMNS` present (the stimulus table logs the choice). A column named
+    explicitly (anything but the default) has no fallback.
+    """
+    if requested in columns:
+        return requested
+    if requested != STIM_COLUMNS[0]:
+        return None
+    return next((name for name in STIM_COLUMNS[1:] if name in columns), None)
 
 
 def normalise_stim_id(value: object) -> str | None:
@@ -153,15 +174,19 @@ def read_events(path: Path, stim_column: str = "stim_file") -> pd.DataFrame:
             f"{path}: events.tsv lacks the required column(s) {', '.join(missing)}; "
             f"its columns are {', '.join(columns)}"
         )
-    if stim_column not in columns:
+    column = stim_column_of(columns, stim_column)
+    if column is None:
+        tried = (
+            f"nor any of {', '.join(STIM_COLUMNS[1:])} " if stim_column == STIM_COLUMNS[0] else ""
+        )
         raise DataError(
-            f"{path}: no stimulus column '{stim_column}' (set it with {option_name('stim_column')}); "
-            f"its columns are {', '.join(columns)}"
+            f"{path}: no stimulus column '{stim_column}' {tried}(set it with "
+            f"{option_name('stim_column')}); its columns are {', '.join(columns)}"
         )
     frame = read_tsv(path)
     onset = seconds(frame["onset"], "onset", path)
     duration = seconds(frame["duration"], "duration", path)
-    stim_id = frame[stim_column].map(normalise_stim_id).astype(object)
+    stim_id = frame[column].map(normalise_stim_id).astype(object)
     stim_id = stim_id.where(stim_id.notna(), None)
 
     if onset.isna().any():

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from bids_vem.config import option_name
 from bids_vem.errors import DataError, InputMissingError
-from bids_vem.inputs.events import read_events, read_tsv_columns
+from bids_vem.inputs.events import read_events, read_tsv_columns, stim_column_of
 from bids_vem.outputs.atomic import write_text_atomic
 
 __all__ = [
@@ -172,11 +173,18 @@ def words_stim_id(events_path: Path) -> str:
     return WORDS_PREFIX + Path(events_path).name
 
 
-def stimulus_kind(stim_id: str) -> str | None:
-    """Kind of a stimulus from its file extension (case-insensitive), None when unknown."""
+def stimulus_kind(stim_id: str, path: Path | str | None = None) -> str | None:
+    """Kind of a stimulus from its file extension (case-insensitive), None when unknown.
+
+    A name written without extension (``n02766534_15976``) takes the kind of the file it
+    resolved to, ``path``.
+    """
     if stim_id.startswith(WORDS_PREFIX):
         return "words"
-    return _KIND_OF_EXTENSION.get(Path(stim_id).suffix.lower())
+    kind = _KIND_OF_EXTENSION.get(Path(stim_id).suffix.lower())
+    if kind is None and path is not None:
+        kind = _KIND_OF_EXTENSION.get(Path(path).suffix.lower())
+    return kind
 
 
 def file_sha256(path: Path) -> str:
@@ -199,22 +207,130 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _allowed_target(resolved: Path, stimuli_root: Path) -> bool:
+def _allowed_target(resolved: Path, roots: Iterable[Path]) -> bool:
     """Whether a resolved stimulus path may be read.
 
-    Inside ``stimuli/``, or a git-annex object: DataLad and OpenNeuro datasets store every
-    file as a symlink into ``.git/annex/objects``, which is content-addressed and safe.
+    Inside a stimulus folder (after resolving its own links), or a git-annex object: DataLad
+    and OpenNeuro datasets store every file as a symlink into ``.git/annex/objects``, which is
+    content-addressed and safe.
     """
-    if _inside(resolved, stimuli_root):
+    if any(_inside(resolved, root) for root in roots):
         return True
     parts = resolved.parts
     return any(parts[i : i + 3] == (".git", "annex", "objects") for i in range(len(parts) - 2))
 
 
+class _FolderIndex:
+    """Every file under the stimulus folders, by base name and by name without extension:
+    built once, and only when some stimulus is not at the path the events give."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.by_name: dict[str, list[Path]] = {}
+        self.by_stem: dict[str, list[Path]] = {}
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for folder, dirs, files in os.walk(root, followlinks=True):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    path = Path(folder) / name
+                    relative = path.relative_to(root).as_posix()
+                    self.by_name.setdefault(name, []).append(path)
+                    stem = Path(name).stem
+                    self.by_stem.setdefault(stem, []).append(path)
+                    relative_stem = relative.rsplit(".", 1)[0] if "." in name else relative
+                    if relative_stem != stem:
+                        self.by_stem.setdefault(relative_stem, []).append(path)
+
+    def find(self, stim_id: str) -> list[Path]:
+        """Candidates for a stimulus not found at its path: a name without extension matches
+        the files of that name (path or base name) with any extension; a file name matches
+        the files of that base name in any subfolder (BOLD5000's bare names)."""
+        base = stim_id.rsplit("/", 1)[-1]
+        if stimulus_kind(stim_id) is None:
+            found = self.by_stem.get(stim_id) or self.by_stem.get(base) or []
+            return [p for p in found if stimulus_kind(p.name) is not None]
+        return list(self.by_name.get(base, []))
+
+
+@dataclass
+class _Resolution:
+    """Where each stimulus named in the events was found, and what could not be."""
+
+    roots: list[Path]
+    found: dict[str, Path]
+    missing: list[str]
+    #: stimuli found by name in a subfolder or by stem, not at their own path
+    by_name: int = 0
+
+
+def _resolve_stimuli(
+    first_seen: dict[str, Path], roots: list[Path], stim_column: str
+) -> _Resolution:
+    allowed = [root.resolve() for root in roots]
+    result = _Resolution(roots, {}, [])
+    index: _FolderIndex | None = None
+    for stim_id in sorted(first_seen):
+        source = first_seen[stim_id]
+        if stim_id.startswith("/") or ".." in stim_id.split("/"):
+            raise DataError(
+                f"{source}: stimulus {stim_id!r} in column '{stim_column}' leaves the stimuli "
+                f"folder; BIDS stimulus paths are relative to {roots[-1]}"
+            )
+        candidate = next((root / stim_id for root in roots if (root / stim_id).is_file()), None)
+        if candidate is None:
+            index = index or _FolderIndex(roots)
+            matches = index.find(stim_id)
+            if len(matches) > 1:
+                shown = ", ".join(str(m) for m in matches[:5])
+                raise DataError(
+                    f"{source}: stimulus {stim_id!r} matches {len(matches)} files ({shown}); "
+                    "name it by its path relative to the stimulus folder"
+                )
+            if matches:
+                candidate = matches[0]
+                result.by_name += 1
+        if candidate is None:  # also for a dangling (not fetched) annex link
+            if stimulus_kind(stim_id) is None:
+                raise DataError(
+                    f"{source}: stimulus {stim_id!r} has an extension of no known kind and no "
+                    f"file of that name exists; known: {', '.join(sorted(_KIND_OF_EXTENSION))}"
+                )
+            result.missing.append(stim_id)
+            continue
+        target = candidate.resolve()
+        if not _allowed_target(target, allowed):
+            raise DataError(
+                f"{source}: stimulus {stim_id!r} is a link to {target}, outside "
+                f"{' and '.join(str(r) for r in roots)}"
+            )
+        if stimulus_kind(stim_id, candidate) is None:
+            found = "" if candidate.name == stim_id.rsplit("/", 1)[-1] else f" ({candidate.name})"
+            raise DataError(
+                f"{source}: stimulus {stim_id!r}{found} has an extension of no known kind; "
+                f"known: {', '.join(sorted(_KIND_OF_EXTENSION))}"
+            )
+        result.found[stim_id] = candidate
+    return result
+
+
 def build_stimulus_table(
-    bids_dir: Path, events_files: Iterable[Path], stim_column: str = "stim_file"
+    bids_dir: Path,
+    events_files: Iterable[Path],
+    stim_column: str = "stim_file",
+    stimuli_dir: Path | None = None,
 ) -> StimulusTable:
-    """Collect the unique stimuli named in events files, resolved under ``bids_dir/stimuli``.
+    """Collect the unique stimuli named in events files, resolved under the stimulus folders.
+
+    Each name is looked up in ``stimuli_dir`` (``--stimuli-dir``, for stimuli kept outside
+    BIDS_DIR: BOLD5000, THINGS, BOLD Moments), then in ``bids_dir/stimuli``: first at the
+    path the events give; else a name without extension (GOD's ``stimulus_name``) by the one
+    file of that name with any extension, and a file name by the one file of that base name
+    in any subfolder (BOLD5000's bare names against ``Presented_Stimuli/{COCO,ImageNet,Scene}``).
+    Events whose stimulus is ``n/a`` (blank, catch, oddball, fixation trials) are counted and
+    skipped.
 
     Parameters
     ----------
@@ -223,71 +339,90 @@ def build_stimulus_table(
     events_files : iterable of Path
         ``events.tsv`` files (e.g. ``run.events`` of the selected runs).
     stim_column : str
-        Column naming the stimulus file relative to ``stimuli/``.
+        Column naming the stimulus file relative to the stimulus folder (the default,
+        ``stim_file``, falls back on the usual names when absent:
+        :func:`~bids_vem.inputs.events.stim_column_of`).
+    stimuli_dir : Path, optional
+        A stimulus folder outside BIDS_DIR, searched first.
 
     Returns
     -------
     StimulusTable
-        One row per unique stimulus, sorted by ``stim_id``; contents hashed in a thread pool.
+        One row per unique stimulus (keyed by the name the events give), sorted by
+        ``stim_id``; contents hashed in a thread pool.
 
     Raises
     ------
     DataError
-        A stimulus path that leaves ``stimuli/`` (absolute, ``..``, or a symlink to a file
-        outside it) or has an extension of no known kind; the message names the stimulus
-        and the events file (exit 65). Bad events files also raise DataError.
+        A stimulus path that leaves the stimulus folders (absolute, ``..``, or a link to a
+        file outside them, once resolved), a name that matches several files, or an
+        extension of no known kind; the message names the stimulus and the events file
+        (exit 65). Bad events files also raise DataError.
     InputMissingError
         Stimuli that do not exist, all in one message: their count and the first 20 (exit 66).
     """
     bids_dir = Path(bids_dir).absolute()
-    stimuli_dir = bids_dir / "stimuli"
-    stimuli_root = stimuli_dir.resolve()
+    roots = [Path(stimuli_dir).absolute()] if stimuli_dir is not None else []
+    if stimuli_dir is not None and not roots[0].is_dir():
+        raise InputMissingError(f"{option_name('stimuli_dir')} {stimuli_dir}: no such folder")
+    roots.append(bids_dir / "stimuli")
 
     first_seen: dict[str, Path] = {}
     word_events: dict[str, Path] = {}
+    n_blank, n_events = 0, 0
+    fallbacks: dict[str, list[str]] = {}
     for events_path in events_files:
         columns = read_tsv_columns(Path(events_path))
-        if stim_column not in columns and any(c in columns for c in WORD_COLUMNS):
+        column = stim_column_of(columns, stim_column)
+        if column is None and any(c in columns for c in WORD_COLUMNS):
             # a story told in the events themselves: one stimulus, the events file
             word_events[words_stim_id(events_path)] = Path(events_path).absolute()
             continue
+        if column is not None and column != stim_column:
+            fallbacks.setdefault(column, []).append(Path(events_path).name)
         events = read_events(Path(events_path), stim_column=stim_column)
+        n_events += len(events)
+        n_blank += int(events["stim_id"].isna().sum())
         for stim_id in events["stim_id"]:
             if stim_id is not None and stim_id not in first_seen:
                 first_seen[stim_id] = Path(events_path)
-
-    resolved: dict[str, Path] = {}
-    missing: list[str] = []
-    for stim_id in sorted(first_seen):
-        source = first_seen[stim_id]
-        if stim_id.startswith("/") or ".." in stim_id.split("/"):
-            raise DataError(
-                f"{source}: stimulus {stim_id!r} in column '{stim_column}' leaves the stimuli "
-                f"folder; BIDS stimulus paths are relative to {stimuli_dir}"
-            )
-        if stimulus_kind(stim_id) is None:
-            raise DataError(
-                f"{source}: stimulus {stim_id!r} has an extension of no known kind; "
-                f"known: {', '.join(sorted(_KIND_OF_EXTENSION))}"
-            )
-        candidate = stimuli_dir / stim_id
-        if not candidate.is_file():  # also False for a dangling (not fetched) annex link
-            missing.append(stim_id)
-            continue
-        target = candidate.resolve()
-        if not _allowed_target(target, stimuli_root):
-            raise DataError(
-                f"{source}: stimulus {stim_id!r} is a link to {target}, outside {stimuli_dir}"
-            )
-        resolved[stim_id] = candidate
-
-    if missing:
-        hint = "" if stimuli_dir.is_dir() else f" (there is no {stimuli_dir} folder)"
-        raise InputMissingError(
-            f"{len(missing)} stimulus files named in {stim_column} are missing under "
-            f"{stimuli_dir}{hint}: {_listing(missing)}"
+    for column, names in fallbacks.items():
+        logger.info(
+            "%d events file(s) have no '%s' column (e.g. %s): their stimuli are read from "
+            "'%s' (choose another with %s)",
+            len(names),
+            stim_column,
+            names[0],
+            column,
+            option_name("stim_column"),
+        )
+    if n_blank:
+        logger.info(
+            "%d of %d events name no stimulus (n/a: blank, catch, oddball or fixation trials); "
+            "they are left out of the stimulus features",
+            n_blank,
+            n_events,
         )
 
+    resolution = _resolve_stimuli(first_seen, roots, stim_column)
+    if resolution.missing:
+        folders = " or ".join(str(r) for r in roots)
+        hint = "" if any(r.is_dir() for r in roots) else f" (there is no {folders} folder)"
+        advice = (
+            ""
+            if stimuli_dir is not None
+            else f"; stimuli kept elsewhere: {option_name('stimuli_dir')}"
+        )
+        raise InputMissingError(
+            f"{len(resolution.missing)} stimulus files named in {stim_column} are missing under "
+            f"{folders}{hint}: {_listing(resolution.missing)}{advice}"
+        )
+    if resolution.by_name:
+        logger.info(
+            "%d stimuli found by file name in a subfolder or without their extension",
+            resolution.by_name,
+        )
+    resolved = dict(resolution.found)
     resolved.update(word_events)
     ids = sorted(resolved)
     n_workers = min(8, (os.cpu_count() or 1) + 4, max(len(ids), 1))
@@ -305,7 +440,7 @@ def build_stimulus_table(
 
     table = StimulusTable(
         tuple(
-            Stimulus(stim_id, resolved[stim_id], stimulus_kind(stim_id), sha)
+            Stimulus(stim_id, resolved[stim_id], stimulus_kind(stim_id, resolved[stim_id]), sha)
             for stim_id, sha in zip(ids, hashes, strict=True)
         )
     )
@@ -313,6 +448,6 @@ def build_stimulus_table(
         "%d stimuli (%s) under %s",
         len(table),
         ", ".join(f"{len(table.by_kind(k))} {k}" for k in STIMULUS_KINDS if table.by_kind(k)),
-        stimuli_dir,
+        " and ".join(str(r) for r in roots if r.is_dir()) or "no folder",
     )
     return table

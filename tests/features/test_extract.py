@@ -196,3 +196,31 @@ def test_cache_round_trip_damage_and_concurrent_writers(tmp_path):
     cache.path(key).write_bytes(b"not an npz")
     assert cache.get(key) is None
     assert load_feature_set(cache.put(key, feature_set)).stim_ids == ("a", "b")
+
+
+def test_images_in_any_mode_decode_and_a_corrupt_one_is_named(tmp_path):
+    """16-bit grey (not clipped to white), LA, CMYK, a JPEG named .png; then a corrupt file."""
+    from PIL import Image
+
+    from bids_vem.errors import DataError
+    from bids_vem.features.batching import check_images, read_rgb_image
+
+    ramp = (np.arange(24 * 24).reshape(24, 24) * 100).astype(np.uint16)  # 0 .. 57,500
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    grey = np.asarray(read_rgb_image(tmp_path / "grey16.png"))
+    assert grey.shape == (24, 24, 3)
+    np.testing.assert_allclose(grey[..., 0].astype(float), ramp / 257.0, atol=1)
+    rgb = Image.fromarray(np.full((8, 8, 3), 90, np.uint8), "RGB")
+    rgb.convert("LA").save(tmp_path / "la.png")
+    rgb.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    rgb.save(tmp_path / "jpeg_named.png", format="JPEG")
+    paths = [tmp_path / n for n in ("grey16.png", "la.png", "cmyk.jpg", "jpeg_named.png")]
+    check_images(paths)
+    for path in paths[1:]:
+        assert abs(float(np.asarray(read_rgb_image(path)).mean()) - 90) < 3
+    (tmp_path / "broken.jpg").write_bytes((tmp_path / "cmyk.jpg").read_bytes()[:40])
+    (tmp_path / "empty.png").write_bytes(b"")
+    for bad, detail in (("broken.jpg", "cannot be read"), ("empty.png", ".*empty file")):
+        with pytest.raises(DataError, match=f"{bad}: {detail}"):
+            check_images([*paths, tmp_path / bad])

@@ -195,8 +195,11 @@ def test_other_stimulus_column(tmp_path):
     events = root / "ev_events.tsv"
     events.write_text("onset\tduration\tfile_path\n0\t1\ta.png\n")
     assert build_stimulus_table(root, [events], stim_column="file_path").stim_ids == ("a.png",)
-    with pytest.raises(DataError, match="no stimulus column 'stim_file'"):
-        build_stimulus_table(root, [events])
+    # the default column is absent: THINGS' file_path is found and used
+    assert build_stimulus_table(root, [events]).stim_ids == ("a.png",)
+    # a column named explicitly has no fallback
+    with pytest.raises(DataError, match="no stimulus column 'stimulus' \\(set it with"):
+        build_stimulus_table(root, [events], stim_column="stimulus")
 
 
 def test_kinds_and_large_file_hash(tmp_path):
@@ -244,3 +247,61 @@ def test_fixture_bold5000_missing_stimuli(shared_fixtures):
     assert len(expected) > 500
     listed = [name for name in expected if name in message]
     assert 0 < len(listed) <= 20
+
+
+def test_names_without_extension_and_bare_names_resolve_when_unique(tmp_path):
+    """GOD's stimulus_name (no extension) and BOLD5000's bare names in subfolders."""
+    root = tmp_path / "bids"
+    _stimuli(root, {"n01_1.JPEG": b"a", "sub/n02_2.png": b"b", "COCO/x 1é.jpg": b"c"})
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["n01_1", "n02_2", "x 1é.jpg"])
+    table = build_stimulus_table(root, [events])
+    # keyed by the names the events give; kind and content from the file found
+    assert table.stim_ids == ("n01_1", "n02_2", "x 1é.jpg")
+    assert table["n01_1"].kind == "image" and table["n01_1"].path.name == "n01_1.JPEG"
+    assert table["x 1é.jpg"].sha256 == hashlib.sha256(b"c").hexdigest()
+    # two files with one stem: refused, both named
+    _stimuli(root, {"other/n01_1.png": b"d"})
+    with pytest.raises(DataError, match=r"'n01_1' matches 2 files .*n01_1.JPEG.*n01_1.png"):
+        build_stimulus_table(root, [events])
+
+
+def test_stimuli_dir_outside_the_dataset(tmp_path):
+    root = tmp_path / "bids"
+    elsewhere = tmp_path / "Presented_Stimuli"
+    (elsewhere / "ImageNet").mkdir(parents=True)
+    (elsewhere / "ImageNet" / "n01.JPEG").write_bytes(b"x")
+    (elsewhere / "a.png").write_bytes(b"outside")
+    _stimuli(root, {"a.png": b"inside"})
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["n01.JPEG", "a.png"])
+    with pytest.raises(InputMissingError, match="stimuli kept elsewhere: --stimuli-dir"):
+        build_stimulus_table(root, [events])
+    table = build_stimulus_table(root, [events], stimuli_dir=elsewhere)
+    assert table["n01.JPEG"].path == elsewhere / "ImageNet" / "n01.JPEG"
+    assert table["a.png"].path == elsewhere / "a.png"  # --stimuli-dir is searched first
+    with pytest.raises(InputMissingError, match="--stimuli-dir .*absent: no such folder"):
+        build_stimulus_table(root, [events], stimuli_dir=tmp_path / "absent")
+
+
+def test_links_are_checked_after_resolving(tmp_path):
+    """A link inside the stimulus folder to a file outside is refused, even when found by
+    its bare name; a link to a file inside is fine."""
+    root = tmp_path / "bids"
+    _stimuli(root, {"real/b.png": b"b"})
+    (tmp_path / "secret.png").write_bytes(b"s")
+    (root / "stimuli" / "deep").mkdir()
+    os.symlink(tmp_path / "secret.png", root / "stimuli" / "deep" / "a.png")
+    os.symlink(root / "stimuli" / "real" / "b.png", root / "stimuli" / "c.png")
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["c.png"])
+    assert build_stimulus_table(root, [events])["c.png"].sha256 == hashlib.sha256(b"b").hexdigest()
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["a.png"])
+    with pytest.raises(DataError, match="'a.png' is a link to .*secret.png, outside"):
+        build_stimulus_table(root, [events])
+
+
+def test_events_without_a_stimulus_are_counted_not_refused(tmp_path, caplog):
+    root = tmp_path / "bids"
+    _stimuli(root, {"a.png": b"a"})
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["a.png", "n/a", "", "n/a"])
+    with caplog.at_level("INFO", logger="bids_vem.inputs.stimuli"):
+        assert build_stimulus_table(root, [events]).stim_ids == ("a.png",)
+    assert "3 of 4 events name no stimulus" in caplog.text
