@@ -5,6 +5,7 @@ Reads only OUTPUT_DIR (the participant-level stat maps), as the BIDS-Apps model 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def find_participant_r_maps(
         if subject in groups[key]:
             logger.warning("sub-%s has several r maps for %s; using %s", subject, key, path.name)
         groups[key][subject] = path
+    for key, paths in groups.items():
+        _check_one_model(key, paths)
     if not groups:
         filters = (
             f" (participants {list(participant_label)}, tasks {list(task)})"
@@ -71,6 +74,36 @@ def find_participant_r_maps(
         ParticipantMaps(task=t, space=s, feature_space=fs, paths=paths)
         for (t, s, fs), paths in sorted(groups.items())
     ]
+
+
+def _check_one_model(key: tuple[str, str, str], paths: dict[str, Path]) -> None:
+    """Refuse to pool maps of different models that share a feature-space name.
+
+    Raises
+    ------
+    DataError
+        Two participants' sidecars give the same feature space different model specs.
+    """
+    specs: dict[str, str] = {}
+    for subject, path in sorted(paths.items()):
+        sidecar = path.with_name(path.name.replace(".nii.gz", ".json"))
+        try:
+            spec = json.loads(sidecar.read_text(encoding="utf-8")).get("ModelSpec")
+        except (OSError, ValueError):
+            continue
+        if spec is not None:
+            specs[subject] = str(spec)
+    if len(set(specs.values())) > 1:
+        (first, a), (other, b) = (
+            next(iter(specs.items())),
+            next((s, v) for s, v in specs.items() if v != next(iter(specs.values()))),
+        )
+        task, space, feature_space = key
+        raise DataError(
+            f"feature space '{feature_space}' (task-{task}, space-{space}) names different "
+            f"models: sub-{first} {a!r}, sub-{other} {b!r}; rerun those participants with one "
+            "definition, or give the models different names"
+        )
 
 
 def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:

@@ -99,24 +99,32 @@ def _is_uri(text: str) -> bool:
     )
 
 
-def _location_uri(location: str | Path) -> str:
+def _location(location: str | Path, relative_to: Path | None = None) -> str:
+    """A URI as it is; a local folder as a path relative to ``relative_to`` (the derivative
+    dataset: valid wherever the two folders move together, as in ``BIDS_DIR/derivatives``),
+    else as a ``file://`` URI."""
     text = str(location)
-    return text if _is_uri(text) else Path(text).resolve().as_uri()
+    if _is_uri(text):
+        return text
+    path = Path(text).resolve()
+    if relative_to is None:
+        return path.as_uri()
+    return Path(os.path.relpath(path, Path(relative_to).resolve())).as_posix()
 
 
-def source_dataset_entry(source: str | Path) -> dict[str, str]:
+def source_dataset_entry(source: str | Path, relative_to: Path | None = None) -> dict[str, str]:
     """One ``SourceDatasets`` item: ``URL``, and ``DOI``/``Version`` from its description.
 
-    A local dataset gives a ``file://`` URL plus ``DatasetDOI`` of its
-    ``dataset_description.json`` (``doi:`` form); an OpenNeuro DOI
-    ``10.18112/openneuro.ds001499.v1.3.1`` also gives the version ``1.3.1``.
+    A local dataset gives its path relative to ``relative_to`` (else a ``file://`` URI)
+    plus ``DatasetDOI`` of its ``dataset_description.json`` (``doi:`` form); an OpenNeuro
+    DOI ``10.18112/openneuro.ds001499.v1.3.1`` also gives the version ``1.3.1``.
     """
     text = str(source)
     if _is_uri(text):
         if text.lower().startswith("doi:"):
             return {"DOI": text}
         return {"URL": text}
-    entry: dict[str, str] = {"URL": _location_uri(text)}
+    entry: dict[str, str] = {"URL": _location(text, relative_to)}
     description = Path(text) / "dataset_description.json"
     try:
         raw = json.loads(description.read_text(encoding="utf-8"))
@@ -218,13 +226,13 @@ def write_dataset_description(
             "BIDSVersion": BIDS_VERSION,
             "DatasetType": "derivative",
             "GeneratedBy": [generated_by, *others],
-            "SourceDatasets": [source_dataset_entry(s) for s in source_datasets],
+            "SourceDatasets": [source_dataset_entry(s, output_dir) for s in source_datasets],
             "HowToAcknowledge": _ACKNOWLEDGE,
         }
     )
     if dataset_links:
         links = dict(existing.get("DatasetLinks", {}))
-        links.update({name: _location_uri(loc) for name, loc in dataset_links.items()})
+        links.update({name: _location(loc, output_dir) for name, loc in dataset_links.items()})
         description["DatasetLinks"] = links
     if output_dir.parent.name == "derivatives" and PIPELINE_NAME not in output_dir.name:
         # BIDS: the first GeneratedBy.Name must be part of the folder name under derivatives/

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_vem import __version__
+from bids_vem.encoding.bold import mask_description
 from bids_vem.encoding.model import EncodingResult
 from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import load_feature_set
@@ -30,6 +31,7 @@ from bids_vem.outputs.dataset import (
     write_descriptions,
     write_readme,
 )
+from bids_vem.outputs.group import find_statmaps
 from bids_vem.outputs.names import derivative_name, derivative_path
 from bids_vem.outputs.statmaps import (
     bids_uri,
@@ -175,7 +177,12 @@ def _uri(path: str | Path, links: dict[str, Path]) -> str:
 def _sources(
     group: RunGroup, feature_space: str, links: dict[str, Path], plan: OutputPlan
 ) -> list[str]:
-    sources = [_uri(path, links) for run in group.runs for path in (run.bold, run.mask, run.events)]
+    sources = [
+        _uri(path, links)
+        for run in group.runs
+        for path in (run.bold, run.mask, run.events)
+        if path is not None  # no brain mask: derived from the BOLD (BrainMask says so)
+    ]
     alignment = plan.alignment
     if alignment is not None and feature_space == alignment.name:
         folder = aligned_model_folder(group, alignment.name)
@@ -271,6 +278,7 @@ def write_participant_outputs(
         if comparison["rows"]:
             comparisons.append(comparison)
     write_summary_tsv(summary_tsv_path(output_dir, subject), rows)
+    _warn_about_earlier_maps(output_dir, subject, {fs.name for fs in plan.feature_spaces})
     report = write_participant_report(
         output_dir,
         subject,
@@ -285,6 +293,27 @@ def write_participant_outputs(
         version=__version__,
     )
     return report, statmaps
+
+
+def _warn_about_earlier_maps(output_dir: Path, subject: str, feature_spaces: set[str]) -> None:
+    """Maps of feature spaces this run did not ask for (an earlier run into the same
+    OUTPUT_DIR) are kept, never silently: they would enter the group level."""
+    earlier = sorted(
+        {
+            entities.get("desc", "")
+            for entities, _ in find_statmaps(output_dir, stat="r")
+            if entities.get("sub") == subject and entities.get("desc") not in feature_spaces
+        }
+    )
+    if earlier:
+        logger.warning(
+            "sub-%s: keeping the maps of feature space(s) %s from an earlier run into %s, "
+            "which this run did not fit; the group level pools them too (delete them to leave "
+            "them out)",
+            subject,
+            ", ".join(earlier),
+            output_dir,
+        )
 
 
 def _write_fit(
@@ -314,6 +343,7 @@ def _write_fit(
         "TestStimuliInTraining": list(result.test_stimuli_in_training),
         "Permutations": int(result.n_permutations),
         "PermutationScheme": result.permutation or None,
+        "BrainMask": mask_description(group.runs),
     }
     entities = {"sub": subject, "ses": group.session, "task": group.task, "space": group.space}
     names = {"subject": subject, "session": group.session, "task": group.task}

@@ -16,11 +16,13 @@ from pathlib import Path
 from bids_vem.alignment.folds import AlignmentFold, plan_alignment_folds
 from bids_vem.config import RunConfig, option_name
 from bids_vem.errors import DataError, InputMissingError, UsageError
+from bids_vem.features.batching import check_images
 from bids_vem.features.captioning import CaptionerSpec, parse_captioner
 from bids_vem.features.extract import expand_feature_space
 from bids_vem.features.models import resolve_model_path
 from bids_vem.features.specs import FeatureSpaceSpec, check_unique_names, parse_feature_space
 from bids_vem.inputs.captions import read_captions
+from bids_vem.inputs.checks import check_runs
 from bids_vem.inputs.layout import collect_runs_report, find_derivatives
 from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
@@ -188,6 +190,13 @@ def _plan_runs(config: RunConfig):
     runs, skipped = collect_runs_report(
         config.bids_dir, derivatives=derivatives, **config.inputs.run_query()
     )
+    continuous = config.design != "trialwise"
+    check_runs(
+        runs,
+        confounds=config.confounds,
+        delays=config.delays if continuous else (),
+        delays_seconds=config.delays_seconds if continuous else (),
+    )
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[(run.subject, run.task, run.space)].append(run)
@@ -209,7 +218,7 @@ def _plan_runs(config: RunConfig):
 def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
     """The table of unique stimuli (written to the work dir), checked against the spaces."""
     stimuli = build_stimulus_table(
-        config.bids_dir, [run.events for run in runs], config.stim_column
+        config.bids_dir, [run.events for run in runs], config.stim_column, config.stimuli_dir
     )
     logger.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
     if any(spec.modality == "image" for spec in feature_spaces):
@@ -221,6 +230,13 @@ def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
                 f"{sorted(kinds)} stimuli (first not an image: {', '.join(others[:5])}); "
                 f"select one kind with {option_name('task')}"
             )
+    images = [stim.path for stim in stimuli if stim.kind == "image"]
+    if images and (
+        any(spec.modality == "image" for spec in feature_spaces) or config.captioner or config.align
+    ):
+        # a corrupt image fails now, named, not after an hour of features or alignment
+        logger.info("checking that %d stimulus images decode", len(images))
+        check_images(images)
     stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
     needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
     if needs_captions and config.captions is None and not config.captioner:

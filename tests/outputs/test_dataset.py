@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 
 import pytest
@@ -41,15 +42,19 @@ def test_description_fields(tmp_path, raw_dataset):
         "CodeURL": "https://github.com/bids-vem/bids_vem",
         "Container": {"Type": "docker", "Tag": "bids/vem:1.2.3"},
     }
+    # local datasets by their path relative to the derivative dataset: no file:// of this
+    # machine, valid wherever the folders move together
+    relative = os.path.relpath(raw_dataset.resolve(), out.resolve())
+    assert not relative.startswith("/")
     assert data["SourceDatasets"] == [
         {
-            "URL": raw_dataset.resolve().as_uri(),
+            "URL": relative,
             "DOI": "doi:10.18112/openneuro.ds000001.v2.0.1",
             "Version": "2.0.1",
         }
     ]
     # sidecars cite inputs as bids:raw:..., which needs DatasetLinks
-    assert data["DatasetLinks"] == {"raw": raw_dataset.resolve().as_uri()}
+    assert data["DatasetLinks"] == {"raw": relative}
     assert "HowToAcknowledge" in data
 
 

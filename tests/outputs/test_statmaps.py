@@ -206,3 +206,23 @@ def test_bids_uri():
     for bad in ("/abs/path.nii.gz", "../up.nii.gz", "has space.nii.gz"):
         with pytest.raises(ValueError):
             bids_uri("raw", bad)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007, 0o077])
+def test_outputs_get_the_users_umask_not_0600(tmp_path, umask):
+    """mkstemp creates 0600 temporary files; what is renamed into place follows the umask."""
+    import os
+    import stat
+
+    from bids_vem.outputs.atomic import atomic_path, current_umask, write_text_atomic
+
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        text = write_text_atomic(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "b.nii.gz") as tmp:
+            nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).to_filename(tmp)
+    finally:
+        os.umask(previous)
+    for path in (text, tmp_path / "b.nii.gz"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -12,6 +12,7 @@ from scipy.stats import pearsonr
 
 from bids_vem.cli.run import main
 from bids_vem.demo.simulate import CONFOUND_COLUMNS
+from bids_vem.outputs.atomic import current_umask
 from bids_vem.outputs.validator import validate_derivatives
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,10 @@ def test_outputs_are_a_valid_bids_derivative(participant_run):
     assert list((out / "logs").glob("config-*.toml"))
     # nothing half-written is left behind
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    # every file readable as the user's umask allows (not mkstemp's 0600)
+    mode = 0o666 & ~current_umask()
+    unreadable = [p for p in out.rglob("*") if p.is_file() and (p.stat().st_mode & 0o777) != mode]
+    assert not unreadable, unreadable[:5]
 
 
 def test_r_maps_recover_the_simulated_semantic_voxels(participant_run):

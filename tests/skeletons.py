@@ -1,0 +1,281 @@
+"""Skeletons of published datasets: their exact folders, file names and events columns
+(``../shared/docs/DATASETS.md``), with tiny random data.
+
+Each builder writes a raw dataset and, where the dataset ships them, fMRIPrep derivatives in
+the naming of the fMRIPrep version it was processed with; BOLD series have a bright ellipsoid
+"brain" on a dark background (so that a brain mask can be derived from them) and white noise.
+Images are real (tiny JPEG/PNG files), so image feature spaces can embed them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+__all__ = ["nod", "bold5000", "generic_object_decoding", "write_bold", "write_image", "captions"]
+
+SHAPE = (9, 10, 8)
+
+
+def _json(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def _tsv(path: Path, columns: list[str], rows: list[tuple]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(columns)] + ["\t".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_bold(path: Path, n_volumes: int, tr: float, seed: int, shape=SHAPE) -> Path:
+    """A 4D series: an ellipsoid of mean 1000 (the brain) in a background of mean 20."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    brain = (grid**2).sum(axis=0) < 0.8
+    mean = np.where(brain, 1000.0, 20.0)
+    data = (
+        mean[..., None]
+        + rng.standard_normal((*shape, n_volumes)) * np.where(brain, 10.0, 2.0)[..., None]
+    )
+    img = nib.Nifti1Image(data.astype(np.float32), np.diag([3.0, 3.0, 3.0, 1.0]))
+    img.header.set_zooms((3.0, 3.0, 3.0, tr))
+    img.header.set_xyzt_units("mm", "sec")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.to_filename(path)
+    return path
+
+
+def write_image(path: Path, seed: int, fmt: str | None = None, mode: str = "RGB") -> Path:
+    """A 24 x 24 random image (saved as ``fmt``, by default the suffix's format)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB").convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def _confounds(path: Path, n_volumes: int, seed: int, legacy: bool = False) -> Path:
+    rng = np.random.default_rng(seed)
+    names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "framewise_displacement"]
+    if legacy:
+        names = ["X", "Y", "Z", "RotX", "RotY", "RotZ", "FramewiseDisplacement"]
+    values = rng.standard_normal((n_volumes, len(names))) * 0.05
+    rows = [
+        tuple("n/a" if (i == 0 and j == 6) else f"{v:.5f}" for j, v in enumerate(row))
+        for i, row in enumerate(values)
+    ]
+    return _tsv(path, names, rows)
+
+
+def _description(root: Path, name: str) -> None:
+    _json(root / "dataset_description.json", {"Name": name, "BIDSVersion": "1.8.0"})
+    _tsv(root / "participants.tsv", ["participant_id"], [("sub-01",)])
+
+
+def captions(path: Path, stim_ids: list[str]) -> Path:
+    """A captions TSV (stim_file, caption) with a different sentence per stimulus."""
+    words = ["dog", "car", "tree", "house", "face", "boat", "chair", "bird", "lamp", "shoe"]
+    rows = [(s, f"a photo of a {words[i % len(words)]} number {i}") for i, s in enumerate(stim_ids)]
+    return _tsv(path, ["stim_file", "caption"], rows)
+
+
+def nod(root: Path, *, n_runs: int = 3, n_volumes: int = 40, per_run: int = 8) -> SimpleNamespace:
+    """NOD (ds004496): ``ses-imagenet01`` (``stim_file`` in synset subfolders, each image once)
+    and ``ses-coco`` (stimulus column ``condition``, blank and catch rows ``n/a``; the COCO
+    images are not shipped: they are in ``coco_dir``, outside the dataset). Raw ``run-01``,
+    derivatives ``run-1``, ``space-T1w`` only, no brain masks, no ``dataset_description.json``
+    in ``derivatives/fmriprep``; a ``derivatives/ciftify`` that is not BIDS."""
+    tr = 2.0
+    _description(root, "NOD")
+    _json(root / "task-imagenet_bold.json", {"RepetitionTime": tr, "TaskName": "imagenet"})
+    _json(root / "task-coco_bold.json", {"RepetitionTime": tr, "TaskName": "coco"})
+    prep = root / "derivatives" / "fmriprep"
+    coco_dir = root.parent / f"{root.name}_coco_images"
+    stim_ids: dict[str, list[str]] = {"imagenet": [], "coco": []}
+    seed = 0
+    for session, task in (("imagenet01", "imagenet"), ("coco", "coco")):
+        func = root / "sub-01" / f"ses-{session}" / "func"
+        for run in range(1, n_runs + 1):
+            raw = f"sub-01_ses-{session}_task-{task}_run-{run:02d}"
+            write_bold(func / f"{raw}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+            rows = []
+            for i in range(per_run):
+                seed += 1
+                onset = 4.0 + i * 8.0
+                if task == "imagenet":
+                    synset = f"n0{3131574 + i % 3}"
+                    stim = f"imagenet/{synset}/{synset}_{run}{i:03d}.JPEG"
+                    write_image(root / "stimuli" / stim, seed, fmt="JPEG")
+                    rows.append((onset, 1.0, 1, "n/a", "n/a", stim))
+                    stim_ids["imagenet"].append(stim)
+                elif i % 4 == 3:  # blank (1000) and catch (2000) trials name no stimulus
+                    rows.append((onset, 0.5, 1000.0 if i % 8 == 3 else 2000.0, "n/a", "n/a", "n/a"))
+                else:
+                    stim = f"coco/{run:06d}{i:06d}.jpg"
+                    write_image(coco_dir / stim, seed, fmt="JPEG")
+                    rows.append((onset, 0.5, 1.0, "n/a", "n/a", stim))
+                    stim_ids["coco"].append(stim)
+            column = "stim_file" if task == "imagenet" else "condition"
+            _tsv(
+                func / f"{raw}_events.tsv",
+                ["onset", "duration", "trial_type", "response", "response_time", column],
+                rows,
+            )
+            prep_func = prep / "sub-01" / f"ses-{session}" / "func"
+            name = f"sub-01_ses-{session}_task-{task}_run-{run}"
+            write_bold(
+                prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
+            )
+            _json(prep_func / f"{name}_space-T1w_desc-preproc_bold.json", {"RepetitionTime": tr})
+            _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
+    _tsv(root / "stimuli" / "coco" / "coco_images.csv", ["image"], [("see COCO",)])
+    ciftify = root / "derivatives" / "ciftify" / "sub-01" / "MNINonLinear" / "Results"
+    (ciftify / "ses-coco_task-coco_run-1").mkdir(parents=True)
+    (
+        ciftify / "ses-coco_task-coco_run-1" / "ses-coco_task-coco_run-1_Atlas.dtseries.nii"
+    ).write_bytes(b"")
+    return SimpleNamespace(bids_dir=root, coco_dir=coco_dir, stim_ids=stim_ids, tr=tr)
+
+
+def bold5000(
+    root: Path, *, n_runs: int = 3, n_volumes: int = 40, per_run: int = 8
+) -> SimpleNamespace:
+    """BOLD5000 (ds001499): ``stim_file`` holds bare file names, the images live in a separate
+    release (``Presented_Stimuli/{COCO,ImageNet,Scene}``, given by ``--stimuli-dir``);
+    fMRIPrep 1.x names (``_bold_space-T1w_preproc``, ``_brainmask``, ``_bold_confounds.tsv``
+    with the old column names) and no ``dataset_description.json`` in the derivatives."""
+    tr = 2.0
+    _description(root, "BOLD5000")
+    stimuli = root.parent / f"{root.name}_Presented_Stimuli"
+    prep = root / "derivatives" / "fmriprep"
+    columns = ["onset", "duration", "Subj", "Sess", "Run", "Trial", "ImgName", "ImgType",
+               "StimOn(s)", "StimOff(s)", "Response", "RT", "stim_file"]  # fmt: skip
+    kinds = [("COCO", "COCO_train2014_{:012d}.jpg", "coco"), ("ImageNet", "n01930112_{}.JPEG", "imagenet"),
+             ("Scene", "scene{:04d}.jpg", "scenes")]  # fmt: skip
+    stim_ids = []
+    seed = 0
+    func = root / "sub-CSI1" / "ses-01" / "func"
+    for run in range(1, n_runs + 1):
+        raw = f"sub-CSI1_ses-01_task-5000scenes_run-{run:02d}"
+        write_bold(func / f"{raw}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        _json(func / f"{raw}_bold.json", {"RepetitionTime": tr})
+        rows = []
+        for i in range(per_run):
+            seed += 1
+            folder, pattern, kind = kinds[i % 3]
+            name = pattern.format(run * 100 + i)
+            write_image(stimuli / folder / name, seed, fmt="JPEG")
+            onset = 4.0 + i * 8.0
+            rows.append((onset, 1.0, 1, 1, run, i + 1, name, kind, onset, onset + 1, 1, 0.8, name))
+            stim_ids.append(name)
+        _tsv(func / f"{raw}_events.tsv", columns, rows)
+        prep_func = prep / "sub-CSI1" / "ses-01" / "func"
+        write_bold(prep_func / f"{raw}_bold_space-T1w_preproc.nii.gz", n_volumes, tr, 100 + seed)
+        mask = (
+            np.asarray(nib.load(prep_func / f"{raw}_bold_space-T1w_preproc.nii.gz").dataobj)[..., 0]
+            > 500
+        )
+        nib.Nifti1Image(mask.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
+            prep_func / f"{raw}_bold_space-T1w_brainmask.nii.gz"
+        )
+        _confounds(prep_func / f"{raw}_bold_confounds.tsv", n_volumes, seed, legacy=True)
+    _tsv(root / "participants.tsv", ["participant_id"], [("sub-CSI1",)])
+    return SimpleNamespace(bids_dir=root, stimuli_dir=stimuli, stim_ids=stim_ids, tr=tr)
+
+
+def generic_object_decoding(root: Path, *, n_runs: int = 3, n_volumes: int = 40, per_run: int = 6):
+    """Generic Object Decoding (ds001246): ``stimulus_name`` without extension, rest rows
+    ``n/a``; images in ``stimuli/`` (the user copies them in) as ``<name>.JPEG``."""
+    tr = 3.0
+    _description(root, "GOD")
+    _json(root / "task-perception_bold.json", {"RepetitionTime": tr})
+    prep = root / "derivatives" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
+    )
+    stim_ids, seed = [], 0
+    for run in range(1, n_runs + 1):
+        func = root / "sub-01" / "ses-perceptionTraining01" / "func"
+        raw = f"sub-01_ses-perceptionTraining01_task-perception_run-{run:02d}"
+        write_bold(func / f"{raw}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        rows = [(0.0, 4.0, 0, "n/a", "n/a")]
+        for i in range(per_run):
+            seed += 1
+            name = f"n0{2766534 + i}_{run}{i:04d}"
+            write_image(root / "stimuli" / f"{name}.JPEG", seed, fmt="JPEG")
+            rows.append((4.0 + i * 9.0, 9.0, 1, f"{2766534 + i}.{run}{i:04d}", name))
+            stim_ids.append(name)
+        _tsv(
+            func / f"{raw}_events.tsv",
+            ["onset", "duration", "event_type", "stimulus_id", "stimulus_name"],
+            rows,
+        )
+        prep_func = prep / "sub-01" / "ses-perceptionTraining01" / "func"
+        name = raw.replace("run-0", "run-")
+        write_bold(
+            prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
+        )
+        _json(prep_func / f"{name}_space-T1w_desc-preproc_bold.json", {"RepetitionTime": tr})
+        mask = (
+            np.asarray(nib.load(prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz").dataobj)[
+                ..., 0
+            ]
+            > 500
+        )
+        nib.Nifti1Image(mask.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
+            prep_func / f"{name}_space-T1w_desc-brain_mask.nii.gz"
+        )
+        _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
+    return SimpleNamespace(bids_dir=root, stim_ids=stim_ids, tr=tr)
+
+
+def standard(
+    root: Path, *, n_runs: int = 3, n_volumes: int = 30, per_run: int = 6
+) -> SimpleNamespace:
+    """A dataset as BIDS and fMRIPrep >= 21 write it (``stim_file`` PNGs under ``stimuli/``,
+    ``space-MNI152NLin2009cAsym`` BOLD, brain masks and confounds): the base that the
+    catalogue of malformed inputs breaks one way at a time."""
+    tr = 2.0
+    space = "MNI152NLin2009cAsym"
+    _description(root, "standard")
+    _json(root / "task-images_bold.json", {"RepetitionTime": tr, "TaskName": "images"})
+    prep = root / "derivatives" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.0"}]},
+    )  # fmt: skip
+    stim_ids, seed, runs = [], 0, []
+    for run in range(1, n_runs + 1):
+        name = f"sub-01_task-images_run-{run}"
+        func = root / "sub-01" / "func"
+        write_bold(func / f"{name}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        rows = []
+        for i in range(per_run):
+            seed += 1
+            stim = f"img{run}{i:02d}.png"
+            write_image(root / "stimuli" / stim, seed)
+            rows.append((2.0 + i * 8.0, 2.0, stim))
+            stim_ids.append(stim)
+        events = _tsv(func / f"{name}_events.tsv", ["onset", "duration", "stim_file"], rows)
+        prep_func = prep / "sub-01" / "func"
+        bold = write_bold(
+            prep_func / f"{name}_space-{space}_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
+        )
+        _json(prep_func / f"{name}_space-{space}_desc-preproc_bold.json", {"RepetitionTime": tr})
+        inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
+        mask = prep_func / f"{name}_space-{space}_desc-brain_mask.nii.gz"
+        nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(mask)
+        confounds = _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
+        runs.append(SimpleNamespace(events=events, bold=bold, mask=mask, confounds=confounds))
+    return SimpleNamespace(bids_dir=root, stim_ids=stim_ids, tr=tr, runs=runs, prep=prep)

@@ -1,0 +1,100 @@
+"""End to end on skeletons of published datasets, as they are published (tests/skeletons.py).
+
+Logs are read with ``capfd``: steps that nipype runs in worker processes log to the inherited
+file descriptor, which ``capsys`` does not see."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bids_vem.cli.run import main
+from bids_vem.outputs.validator import validate_derivatives
+from tests import skeletons
+
+pytestmark = pytest.mark.slow
+
+MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+
+
+def _argv(dataset, out, work, captions, image_model_spec, *extra):
+    return [
+        str(dataset.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
+        "--skip-bids-validation", "--space", "T1w", "--captions", str(captions),
+        "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
+        "--image-encoder", image_model_spec, "--confounds", *MOTION, "--permutations", "50",
+        *extra,
+    ]  # fmt: skip
+
+
+def _sidecar(out, subject, session, task, feature_space):
+    folder = out / f"sub-{subject}" / (f"ses-{session}" if session else "") / "func"
+    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "") + f"_task-{task}"
+    path = folder / f"{prefix}_space-T1w_desc-{feature_space}_stat-r_statmap.json"
+    assert path.with_name(path.name.replace(".json", ".nii.gz")).is_file()
+    return json.loads(path.read_text())
+
+
+def test_nod_both_tasks(demo_dataset, tmp_path, capfd):
+    """NOD (ds004496): raw run-01 vs derivative run-1, no masks, no derivative description,
+    a ciftify folder beside; the COCO runs name stimuli in `condition` with n/a blank and
+    catch rows, and their images live outside the dataset (--stimuli-dir)."""
+    nod = skeletons.nod(tmp_path / "ds004496")
+    stim_ids = nod.stim_ids["imagenet"] + nod.stim_ids["coco"]
+    captions = skeletons.captions(tmp_path / "captions.tsv", stim_ids)
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _argv(nod, out, work, captions, demo_dataset.image_model_spec)
+    assert main([*argv, "--stimuli-dir", str(nod.coco_dir)]) == 0
+    log = capfd.readouterr().err
+    assert "fmriprep has no dataset_description.json" in log
+    assert "3 events file(s) have no 'stim_file' column" in log and "from 'condition'" in log
+    assert "6 of 48 events name no stimulus (n/a" in log
+    for task, session in (("imagenet", "imagenet01"), ("coco", "coco")):
+        for fs in ("minilm", "randomclip"):
+            sidecar = _sidecar(out, "01", session, task, fs)
+            assert len(sidecar["Runs"]) == 3  # raw run-01 matched derivative run-1
+            assert "derived from the BOLD" in sidecar["BrainMask"]
+    assert validate_derivatives(out) == []
+    # a rerun with the text space only keeps the image space's maps, and says so
+    text_only = [a for a in argv if a not in ("--image-encoder", demo_dataset.image_model_spec)]
+    assert main([*text_only, "--stimuli-dir", str(nod.coco_dir)]) == 0
+    err = capfd.readouterr().err
+    assert "keeping the maps of feature space(s) randomclip from an earlier run" in err
+
+
+def test_bold5000_with_stimuli_kept_elsewhere(demo_dataset, tmp_path, capfd):
+    """BOLD5000 (ds001499): bare image names in stim_file, found by name in the separate
+    stimulus release's subfolders; fMRIPrep 1.x names; today's confound names read from the
+    old confounds columns (X, RotX...)."""
+    ds = skeletons.bold5000(tmp_path / "ds001499")
+    captions = skeletons.captions(tmp_path / "captions.tsv", ds.stim_ids)
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _argv(ds, out, work, captions, demo_dataset.image_model_spec)
+    # without --stimuli-dir: the missing images are named, and the option suggested
+    assert main(argv) == 66
+    assert "stimuli kept elsewhere: --stimuli-dir" in capfd.readouterr().err
+    assert main([*argv, "--stimuli-dir", str(ds.stimuli_dir)]) == 0
+    log = capfd.readouterr().err
+    assert "24 stimuli found by file name in a subfolder" in log
+    assert "fMRIPrep < 1.2 naming" in log
+    for fs in ("minilm", "randomclip"):
+        sidecar = _sidecar(out, "CSI1", "01", "5000scenes", fs)
+        assert "fMRIPrep brain masks" in sidecar["BrainMask"]
+        assert sidecar["Confounds"] == MOTION
+    assert validate_derivatives(out) == []
+
+
+def test_generic_object_decoding_names_without_extension(demo_dataset, tmp_path, capfd):
+    """Generic Object Decoding (ds001246): `stimulus_name` without extension, rest rows n/a."""
+    ds = skeletons.generic_object_decoding(tmp_path / "ds001246")
+    captions = skeletons.captions(tmp_path / "captions.tsv", ds.stim_ids)
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert main(_argv(ds, out, work, captions, demo_dataset.image_model_spec)) == 0
+    log = capfd.readouterr().err
+    assert "from 'stimulus_name'" in log and "3 of 21 events name no stimulus" in log
+    assert "18 stimuli found by file name in a subfolder or without their extension" in log
+    # one image feature row per stimulus, named as the events name it (no extension)
+    rows = (out / "features" / "desc-randomclip_features.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[1] for line in rows[1:]) == sorted(ds.stim_ids)
+    assert validate_derivatives(out) == []
