@@ -279,3 +279,82 @@ def standard(
         confounds = _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
         runs.append(SimpleNamespace(events=events, bold=bold, mask=mask, confounds=confounds))
     return SimpleNamespace(bids_dir=root, stim_ids=stim_ids, tr=tr, runs=runs, prep=prep)
+
+
+def things(
+    root: Path, *, n_runs: int = 4, n_volumes: int = 40, per_run: int = 6
+) -> SimpleNamespace:
+    """THINGS-fMRI (ds004192): events with ``file_path`` (``dog/dog_12s.jpg``) and
+    ``trial_type`` exp/test/catch; no stimuli in the dataset (``objects`` beside it, for
+    ``--stimuli-dir``); fMRIPrep 20.2 derivatives in T1w; single-trial betas from figshare as
+    ``betas_vol/sub-01/ses-things01/sub-01_ses-things01_run-01_betas.nii.gz`` with
+    ``_conditions.tsv`` (an unnamed index column + ``image_filename``; catch trials included)."""
+    tr = 1.5
+    _description(root, "THINGS-fMRI")
+    _json(root / "task-things_bold.json", {"RepetitionTime": tr, "TaskName": "things"})
+    objects = root.parent / f"{root.name}_objects"
+    betas_dir = root.parent / f"{root.name}_betas_vol"
+    prep = root / "derivatives" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.4.0", "DatasetType": "derivative"},
+    )
+    columns = ["onset", "duration", "trial_type", "category_nr", "exemplar_nr", "test_image_nr",
+               "things_category_nr", "things_exemplar_nr", "response_time", "file_path"]  # fmt: skip
+    categories = ["dog", "cat", "car", "tree", "boat", "lamp"]
+    stim_ids, seed = [], 0
+    write_image(objects / "test" / "test_01.jpg", 999, fmt="JPEG")
+    for run in range(1, n_runs + 1):
+        raw = f"sub-01_ses-things01_task-things_run-{run:02d}"
+        func = root / "sub-01" / "ses-things01" / "func"
+        write_bold(func / f"{raw}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        rows, conditions = [], []
+        for i in range(per_run + 2):
+            seed += 1
+            onset = 3.0 + i * 6.0
+            if i == per_run:  # the test image, shown in every run
+                rows.append(
+                    (onset, 0.5, "test", "n/a", "n/a", 1, "n/a", "n/a", 0.6, "test/test_01.jpg")
+                )
+                conditions.append("test_01.jpg")
+                stim_ids.append("test/test_01.jpg")
+                continue
+            if i == per_run + 1:  # a catch trial: its image is not a stimulus of the model
+                rows.append((onset, 0.5, "catch", "n/a", "n/a", "n/a", "n/a", "n/a", 0.4, "n/a"))
+                conditions.append(f"catch_{run:02d}.jpg")
+                continue
+            name = categories[i % len(categories)]
+            stim = f"{name}/{name}_{run:02d}{i}s.jpg"
+            write_image(objects / stim, seed, fmt="JPEG")
+            rows.append((onset, 0.5, "exp", i, run, "n/a", i, run, 0.5, stim))
+            conditions.append(stim.rsplit("/", 1)[-1])
+            stim_ids.append(stim)
+        _tsv(func / f"{raw}_events.tsv", columns, rows)
+        prep_func = prep / "sub-01" / "ses-things01" / "func"
+        name = f"sub-01_ses-things01_task-things_run-{run}"
+        bold = write_bold(
+            prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
+        )
+        _json(prep_func / f"{name}_space-T1w_desc-preproc_bold.json", {"RepetitionTime": tr})
+        inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
+        nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
+            prep_func / f"{name}_space-T1w_desc-brain_mask.nii.gz"
+        )
+        _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
+        betas = (
+            betas_dir
+            / "sub-01"
+            / "ses-things01"
+            / f"sub-01_ses-things01_run-{run:02d}_betas.nii.gz"
+        )
+        write_bold(betas, len(conditions), tr, 500 + seed)
+        (betas.parent / betas.name.replace("_betas.nii.gz", "_conditions.tsv")).write_text(
+            "\timage_filename\n" + "".join(f"{k}\t{c}\n" for k, c in enumerate(conditions))
+        )
+    return SimpleNamespace(
+        bids_dir=root,
+        stimuli_dir=objects,
+        betas_dir=betas_dir,
+        stim_ids=sorted(set(stim_ids)),
+        tr=tr,
+    )

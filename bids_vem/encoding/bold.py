@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,8 @@ __all__ = [
     "mask_description",
     "write_bold_store",
 ]
+
+logger = logging.getLogger(__name__)
 
 # what reading a truncated/damaged (gzipped) NIfTI raises
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError)
@@ -365,8 +368,18 @@ def load_bold(
     if not finite.any():
         raise DataError(f"{name}: BOLD contains no finite value")
     # a voxel with any NaN/inf is dropped whole (set to 0) rather than patched
-    data[~finite.all(axis=3)] = 0.0
+    broken = ~finite.all(axis=3)
     del finite
+    n_broken = int(np.count_nonzero(broken & (np.asarray(mask_img.dataobj) > 0)))
+    if n_broken:
+        logger.warning(
+            "%s: %d voxel(s) of the brain mask have NaN or infinite values; they are left out "
+            "of the fit (0 in the maps)",
+            name,
+            n_broken,
+        )
+    data[broken] = 0.0
+    del broken
     signals = masking.apply_mask(nib.Nifti1Image(data, img.affine, img.header), mask_img)
     del data
     # exactly constant voxels stay 0: detrending leaves rounding noise that z-scoring would inflate

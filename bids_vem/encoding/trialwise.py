@@ -27,6 +27,8 @@ images never used in training. The noise ceiling comes from the repeated single 
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +63,66 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger(__name__)
+
 #: volumes of a betas image read at a time (bounds memory for large images)
 _VOLUME_BLOCK = 256
 
 
 def betas_table_path(betas: Path | str) -> Path:
-    """The TSV that names the volumes of a betas image: same name, ``.tsv`` for ``.nii[.gz]``."""
+    """The TSV that names the volumes of a betas image: same name, ``.tsv`` for ``.nii[.gz]``;
+    else THINGS-fMRI's ``<prefix>_conditions.tsv`` for ``<prefix>_betas.nii.gz``."""
     betas = Path(betas)
     stem = betas.name
     for suffix in (".nii.gz", ".nii"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    return betas.with_name(stem + ".tsv")
+    table = betas.with_name(stem + ".tsv")
+    things = betas.with_name(stem.removesuffix("_betas") + "_conditions.tsv")
+    if not table.is_file() and stem.endswith("_betas") and things.is_file():
+        return things
+    return table
+
+
+#: columns of a betas table that name the stimulus, after the preferred one (THINGS-fMRI's
+#: conditions tables: ``image_filename``)
+_BETAS_STIM_COLUMNS = ("stim_file", "stim_id", "image_filename", "file_path")
+
+
+def _file_entity(path: Path, entity: str) -> str | None:
+    match = re.search(rf"(?:^|_){entity}-([A-Za-z0-9]+)", Path(path).name)
+    return match.group(1) if match else None
+
+
+def match_stimuli(trials: pd.DataFrame, known: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Map the stimuli of betas tables to the stimuli the events name.
+
+    A name is kept when the events use it, else mapped to the one event stimulus with that
+    file name (THINGS' tables say ``dog_12s.jpg`` where the events say ``dog/dog_12s.jpg``).
+    Volumes whose stimulus no event names (catch trials, whose images are not stimuli of the
+    model) are dropped.
+
+    Returns
+    -------
+    keep : ndarray of bool
+        The volumes kept; ``trials["stim_id"]`` is rewritten in place for them.
+    n_dropped : int
+    """
+    known_set = set(known)
+    by_name: dict[str, list[str]] = {}
+    for stim_id in known:
+        by_name.setdefault(stim_id.rsplit("/", 1)[-1], []).append(stim_id)
+    mapped = []
+    for stim_id in trials["stim_id"]:
+        if stim_id in known_set:
+            mapped.append(stim_id)
+            continue
+        candidates = by_name.get(str(stim_id).rsplit("/", 1)[-1], [])
+        mapped.append(candidates[0] if len(candidates) == 1 else None)
+    keep = np.array([m is not None for m in mapped], dtype=bool)
+    trials["stim_id"] = mapped
+    return keep, int((~keep).sum())
 
 
 def _label(value: object) -> str | None:
@@ -138,7 +187,7 @@ def read_trial_betas(
     n_volumes = int(img.shape[3])
 
     frame = read_tsv(table_path)
-    candidates = [c for c in (stim_column, "stim_file", "stim_id") if c]
+    candidates = [c for c in (stim_column, *_BETAS_STIM_COLUMNS) if c]
     column = next((c for c in candidates if c in frame.columns), None)
     if column is None:
         raise DataError(
@@ -157,13 +206,15 @@ def read_trial_betas(
             f"{table_path}: row {empty[0] + 1} names no stimulus in column '{column}'; "
             "every betas volume must show one"
         )
+    # per-run betas files (THINGS) say their session and run in their name, not their table
+    session, run = _file_entity(path, "ses"), _file_entity(path, "run")
     trials = pd.DataFrame(
         {
             "stim_id": stim_ids,
             "session": [_label(v) for v in frame["session"]]
             if "session" in frame
-            else [None] * n_volumes,
-            "run": [_label(v) for v in frame["run"]] if "run" in frame else [None] * n_volumes,
+            else [session] * n_volumes,
+            "run": [_label(v) for v in frame["run"]] if "run" in frame else [run] * n_volumes,
             "onset": np.nan,
             "duration": np.nan,
         }
@@ -206,6 +257,43 @@ def read_trial_betas(
     # a voxel with any non-finite value is dropped whole (0), as for BOLD
     betas[:, ~np.isfinite(betas).all(axis=0)] = 0.0
     return TrialBetas(betas, trials, mask=inside, affine=affine, source=str(table_path))
+
+
+def _read_betas_files(paths, table, mask, stim_column, known) -> TrialBetas:
+    """The betas of one image, or of one image per run (THINGS-fMRI) concatenated, their
+    stimuli mapped to the events' names; volumes of no event stimulus (catch trials) dropped."""
+    parts = []
+    for path in paths:
+        part = read_trial_betas(
+            path, table if len(paths) == 1 else None, mask=mask, stim_column=stim_column
+        )
+        if mask is None:  # the voxels of the first image for all
+            mask = nib.Nifti1Image(part.mask.astype(np.int8), part.affine)
+        parts.append(part)
+    trials = pd.concat([part.trials for part in parts], ignore_index=True)
+    betas = np.concatenate([part.betas for part in parts])
+    keep, dropped = match_stimuli(trials, known)
+    source = (
+        parts[0].source
+        if len(parts) == 1
+        else f"{len(parts)} betas tables ({parts[0].source}, ...)"
+    )
+    if dropped:
+        logger.warning(
+            "%s: %d of %d betas volumes show a stimulus no event names (catch trials?); left out",
+            source,
+            dropped,
+            len(trials),
+        )
+    if not keep.any():
+        raise DataError(f"{source}: no betas volume shows a stimulus of the events")
+    return TrialBetas(
+        betas[keep],
+        trials[keep].reset_index(drop=True),
+        mask=parts[0].mask,
+        affine=parts[0].affine,
+        source=source,
+    )
 
 
 def write_trial_betas(trial_betas: TrialBetas, path: Path | str) -> tuple[Path, Path]:
@@ -443,10 +531,12 @@ def encode_trials(
 
     Parameters
     ----------
-    runs_or_betas : sequence of Run, TrialBetas, or Path
+    runs_or_betas : sequence of Run, TrialBetas, Path or sequence of Path
         Runs whose trials are estimated by LSS (:func:`~bids_vem.encoding.lss.
-        estimate_trial_betas`), trial betas already at hand, or a betas image given by the
-        user (``--betas``; :func:`read_trial_betas` with ``betas_table`` and ``mask``).
+        estimate_trial_betas`), trial betas already at hand, or betas images given by the
+        user (``--betas``: one image, or one per run as THINGS-fMRI's; :func:`read_trial_betas`
+        with ``betas_table`` and ``mask``); their stimuli are mapped to the feature set's by
+        name or unique file name, and volumes of other stimuli (catch trials) dropped.
     feature_set : FeatureSet
         Features of every stimulus the trials show.
     alphas : sequence of float
@@ -490,9 +580,15 @@ def encode_trials(
     check_setting("cv_groups", cv_groups)
     if isinstance(runs_or_betas, TrialBetas):
         trial_betas = runs_or_betas
-    elif isinstance(runs_or_betas, (str, Path)):
-        trial_betas = read_trial_betas(
-            runs_or_betas, betas_table, mask=mask, stim_column=stim_column
+    elif isinstance(runs_or_betas, (str, Path)) or (
+        len(runs_or_betas) and isinstance(runs_or_betas[0], (str, Path))
+    ):
+        trial_betas = _read_betas_files(
+            [runs_or_betas] if isinstance(runs_or_betas, (str, Path)) else list(runs_or_betas),
+            betas_table,
+            mask,
+            stim_column,
+            feature_set.stim_ids,
         )
     else:
         trial_betas = estimate_trial_betas(

@@ -359,7 +359,13 @@ class _FitEncodingInputSpec(_StepInputSpec):
     evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
     save_weights = traits.Bool(False, usedefault=True)
     bold_store = File(exists=True, desc="voxel store header from PrepareBold (else cleaned here)")
-    betas = traits.Either(None, File(exists=True), usedefault=True, desc="user's trial betas")
+    betas = traits.Either(
+        None,
+        File(exists=True),
+        traits.List(File(exists=True)),
+        usedefault=True,
+        desc="user's trial betas: one image, or one per run",
+    )
     mem_mb = traits.Int(0, usedefault=True, nohash=True, desc="memory budget (0: default chunks)")
 
 
@@ -411,7 +417,9 @@ class FitEncoding(SimpleInterface):
             betas = self.inputs.betas
             with limit_threads(self.inputs.omp_nthreads):
                 result = encode_trials(
-                    Path(betas) if betas else runs,
+                    (Path(betas) if isinstance(betas, str) else [Path(b) for b in betas])
+                    if betas
+                    else runs,
                     feature_set,
                     alphas=settings.alphas,
                     hrf_model=settings.hrf_model,

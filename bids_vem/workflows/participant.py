@@ -322,7 +322,7 @@ def _encode_node(
     runs_json: Path,
     group: RunGroup,
     feature_space: str,
-    betas: Path | None = None,
+    betas: Path | tuple[Path, ...] | None = None,
 ) -> pe.Node:
     """The FitEncoding node of one run group and feature space (feature sets connected by the
     caller)."""
@@ -341,7 +341,10 @@ def _encode_node(
     node.inputs.stim_column = config.stim_column
     node.inputs.evaluation = config.evaluation.to_json()
     node.inputs.save_weights = config.save_weights
-    node.inputs.betas = str(betas) if betas is not None else None
+    if betas is None:
+        node.inputs.betas = None
+    else:
+        node.inputs.betas = [str(b) for b in betas] if isinstance(betas, tuple) else str(betas)
     node.inputs.mem_mb = int(share)
     return node
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ class ParticipantPlan:
     #: regions of interest (name, mask path) for the summaries
     rois: tuple[tuple[str, Path], ...] = ()
     #: per run group name, the user's single-trial betas image (--betas)
-    betas: dict[str, Path] | None = None
+    betas: dict[str, Path | tuple[Path, ...]] | None = None
 
     @property
     def subjects(self) -> list[str]:
@@ -447,7 +448,7 @@ def _check_evaluation(config: RunConfig, group: RunGroup) -> None:
 
 def _check_trialwise(
     config: RunConfig, run_groups: tuple[RunGroup, ...], stimuli: StimulusTable
-) -> dict[str, Path] | None:
+) -> dict[str, Path | tuple[Path, ...]] | None:
     """--design trialwise needs trials of images; --betas one betas image per run group."""
     from bids_vem.encoding.trialwise import betas_table_path
 
@@ -473,17 +474,44 @@ def _check_trialwise(
         if group.space:
             in_space = [p for p in matches if f"_space-{group.space}_" in p.name]
             matches = in_space or matches
-        if len(matches) != 1:
+        if not matches:
+            # one image per run, named without a task (THINGS-fMRI's betas_vol)
+            matches = _betas_per_run(config.betas, group)
+        if not matches or (len(matches) > 1 and len(matches) != len(group.runs)):
             what = "no file" if not matches else f"{len(matches)} files"
             raise InputMissingError(
                 f"{option_name('betas')} {config.betas}: {what} match {pattern} for {group.name}; give one "
-                "betas image (and its .tsv) per participant and task"
+                "betas image (and its .tsv) per participant and task, or one per run"
             )
-        table = betas_table_path(matches[0])
-        if not table.is_file():
-            raise InputMissingError(
-                f"{option_name('betas')}: {matches[0]} has no table {table.name} beside it"
-            )
-        found[group.name] = matches[0]
-        logger.info("%s: single-trial betas from %s", group.name, matches[0])
+        for match in matches:
+            table = betas_table_path(match)
+            if not table.is_file():
+                raise InputMissingError(
+                    f"{option_name('betas')}: {match} has no table {table.name} beside it"
+                )
+        found[group.name] = matches[0] if len(matches) == 1 else tuple(matches)
+        logger.info(
+            "%s: single-trial betas from %s", group.name, ", ".join(m.name for m in matches[:3])
+        )
+    return found
+
+
+def _betas_per_run(folder: Path, group: RunGroup) -> list[Path]:
+    """One betas image per run of the group (``sub-X[_ses-Y][_task-Z]_run-N_betas.nii.gz``,
+    run numbers compared as numbers), or [] when some run has none."""
+    found = []
+    for run in group.runs:
+        session = f"_ses-{run.session}" if run.session else ""
+        candidates = [
+            p
+            for p in folder.glob(f"**/sub-{run.subject}{session}_*betas.nii*")
+            if (m := re.search(r"_run-(\d+)_", p.name))
+            and run.run
+            and run.run.isdigit()
+            and int(m.group(1)) == int(run.run)
+            and ("_task-" not in p.name or f"_task-{run.task}_" in p.name)
+        ]
+        if len(candidates) != 1:
+            return []
+        found.append(candidates[0])
     return found

@@ -66,12 +66,14 @@ def test_load_bold_matches_nilearn_apply_mask_and_clean(tmp_path):
     assert np.abs(confounds.T @ varying).max() < 1e-3
 
 
-def test_voxels_with_nan_are_zero_not_nan(tmp_path):
+def test_voxels_with_nan_are_zero_not_nan(tmp_path, caplog):
     bold_path, mask_path, data = _write_run(tmp_path)
     data = data.copy()
     data[1, 1, 1, 5] = np.nan
     nib.Nifti1Image(data.astype(np.float32), AFFINE).to_filename(bold_path)
-    out = load_bold(bold_path, mask_path, None, tr=2.0)
+    with caplog.at_level("WARNING", logger="bids_vem.encoding.bold"):
+        out = load_bold(bold_path, mask_path, None, tr=2.0)
+    assert "1 voxel(s) of the brain mask have NaN or infinite values" in caplog.text
     assert np.all(np.isfinite(out))
     mask = nib.load(mask_path).get_fdata() > 0
     marked = np.zeros(mask.shape, bool)

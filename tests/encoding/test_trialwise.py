@@ -246,7 +246,7 @@ def test_bad_betas_derivatives_are_refused_naming_the_file(tmp_path):
         read_trial_betas(path)
 
 
-def test_trial_labels_features_and_groups_are_checked(tmp_path):
+def test_trial_labels_features_and_groups_are_checked(tmp_path, caplog):
     features = FeatureSet("toy", "t", "image", ("a", "b"), np.eye(2, dtype="f4"))
     path = _write_betas(tmp_path, 3, pd.DataFrame({"stim_id": ["a", "b", "a"], "run": [1, 1, 1]}))
     with pytest.raises(UsageError, match="--cv-groups session needs a session label"):
@@ -255,6 +255,23 @@ def test_trial_labels_features_and_groups_are_checked(tmp_path):
         encode_trials(path, features, alphas=ALPHAS)
     with pytest.raises(UsageError, match="--cv-groups must be auto, run, session or stimulus"):
         encode_trials(path, features, alphas=ALPHAS, cv_groups="trial")
+    # a volume of a stimulus no event names (THINGS' catch trials) is dropped, and counted
     path = _write_betas(tmp_path, 3, pd.DataFrame({"stim_id": ["a", "b", "z"], "run": [1, 1, 2]}))
-    with pytest.raises(DataError, match="1 stimulus id.* not in feature space 'toy': z"):
+    with caplog.at_level("WARNING", logger="bids_vem.encoding.trialwise"):
+        with pytest.raises(DataError, match="form 1 run"):
+            encode_trials(path, features, alphas=ALPHAS)
+    assert "1 of 3 betas volumes show a stimulus no event names" in caplog.text
+    path = _write_betas(tmp_path, 2, pd.DataFrame({"stim_id": ["y", "z"], "run": [1, 2]}))
+    with pytest.raises(DataError, match="no betas volume shows a stimulus of the events"):
         encode_trials(path, features, alphas=ALPHAS)
+
+
+def test_betas_stimuli_map_to_the_events_names_by_unique_file_name():
+    from bids_vem.encoding.trialwise import match_stimuli
+
+    trials = pd.DataFrame({"stim_id": ["dog/dog_1.jpg", "dog_1.jpg", "cat_2.jpg", "x.jpg", "a.jpg"]})
+    known = ["dog/dog_1.jpg", "cat/cat_2.jpg", "one/a.jpg", "two/a.jpg"]
+    keep, dropped = match_stimuli(trials, known)
+    # exact, by file name, by file name; unknown and ambiguous (two a.jpg) dropped
+    assert keep.tolist() == [True, True, True, False, False] and dropped == 2
+    assert trials["stim_id"][:3].tolist() == ["dog/dog_1.jpg", "dog/dog_1.jpg", "cat/cat_2.jpg"]

@@ -98,3 +98,30 @@ def test_generic_object_decoding_names_without_extension(demo_dataset, tmp_path,
     rows = (out / "features" / "desc-randomclip_features.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[1] for line in rows[1:]) == sorted(ds.stim_ids)
     assert validate_derivatives(out) == []
+
+
+def test_things_single_trial_betas_per_run(demo_dataset, tmp_path, capfd):
+    """THINGS-fMRI: one betas image per run with a conditions table (image_filename, catch
+    trials included), no task entity; images outside the dataset; the file names of the
+    tables mapped to the events' file_path."""
+    ds = skeletons.things(tmp_path / "ds004192")
+    captions = skeletons.captions(tmp_path / "captions.tsv", ds.stim_ids)
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _argv(ds, out, work, captions, demo_dataset.image_model_spec)
+    extra = [
+        "--stimuli-dir",
+        str(ds.stimuli_dir),
+        "--design",
+        "trialwise",
+        "--betas",
+        str(ds.betas_dir),
+    ]
+    assert main([*argv, *extra]) == 0
+    log = capfd.readouterr().err
+    assert "single-trial betas from sub-01_ses-things01_run-01_betas.nii.gz" in log
+    assert "4 of 32 betas volumes show a stimulus no event names (catch trials?)" in log
+    assert "from 'file_path'" in log
+    for fs in ("minilm", "randomclip"):
+        sidecar = _sidecar(out, "01", "things01", "things", fs)
+        assert sidecar["Runs"]  # the folds of the trial-wise model
+    assert validate_derivatives(out) == []
