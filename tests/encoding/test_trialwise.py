@@ -269,7 +269,9 @@ def test_trial_labels_features_and_groups_are_checked(tmp_path, caplog):
 def test_betas_stimuli_map_to_the_events_names_by_unique_file_name():
     from bids_vem.encoding.trialwise import match_stimuli
 
-    trials = pd.DataFrame({"stim_id": ["dog/dog_1.jpg", "dog_1.jpg", "cat_2.jpg", "x.jpg", "a.jpg"]})
+    trials = pd.DataFrame(
+        {"stim_id": ["dog/dog_1.jpg", "dog_1.jpg", "cat_2.jpg", "x.jpg", "a.jpg"]}
+    )
     known = ["dog/dog_1.jpg", "cat/cat_2.jpg", "one/a.jpg", "two/a.jpg"]
     keep, dropped = match_stimuli(trials, known)
     # exact, by file name, by file name; unknown and ambiguous (two a.jpg) dropped
