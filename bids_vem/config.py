@@ -126,6 +126,21 @@ class InputSettings(Section):
         "stim_file is absent: condition, file_path, stimulus, stimulus_name or ImgName.",
         flags=("--stim-column", "--stim_column"),
     )
+    transcripts: Path | None = setting(
+        None,
+        help="Word timings of stories: <story>.TextGrid (Praat, word tier), <story>/align.json "
+        "(Gentle) or <story>.tsv (onset, duration, word). A run's story is its task label "
+        "(runs without events.tsv: Lebel et al.) or its events' stimulus name (Narratives).",
+        flags=("--transcripts",),
+        type="dir",
+    )
+    pool_tasks: bool = setting(
+        False,
+        help="Fit one model across the selected tasks (one story per task), each run a "
+        "cross-validation unit; the maps are named task-pooled.",
+        flags=("--pool-tasks",),
+        kind="flag",
+    )
     stimuli_dir: Path | None = setting(
         None,
         help="Stimuli kept outside BIDS_DIR (BOLD5000, THINGS, BOLD Moments), searched before "
@@ -144,7 +159,7 @@ class InputSettings(Section):
     def run_query(self) -> dict[str, Any]:
         """Keyword arguments of :func:`bids_vem.inputs.layout.collect_runs_report`."""
         names = ("participant_label", "session_label", "task", "space", "bids_filters")
-        return {name: getattr(self, name) for name in (*names, "stim_column")}
+        return {name: getattr(self, name) for name in (*names, "stim_column", "transcripts")}
 
 
 @dataclass(frozen=True)
@@ -239,10 +254,19 @@ class FeatureSettings(Section):
     )
     context_words: int = setting(
         20,
-        help="Words of context on each side of a story word when it is embedded.",
+        help="Words of context of a story word when it is embedded (before it, or on each "
+        "side with --context symmetric).",
         flags=("--context-words", "--context_words"),
         type="int",
         minimum=0,
+    )
+    context: str = setting(
+        "causal",
+        help="Which words give a story word its context: the words before it (causal, as a "
+        "listener hears them; Huth lab practice) or those on each side (symmetric, Tang et "
+        "al. 2023; future words then enter the predictors).",
+        flags=("--context",),
+        choices=("causal", "symmetric"),
     )
 
 
@@ -290,8 +314,8 @@ class EvaluationSettings(Section):
     )
     test_runs: tuple[str, ...] = setting(
         (),
-        help="Test runs: run labels (2, run-2), BIDS run names or ses-LABEL for a whole "
-        "session. Penalties are chosen by leave-one-run-out CV on the other runs and scores "
+        help="Test runs: run labels (2, run-2), BIDS run names, ses-LABEL for a whole "
+        "session or task-LABEL for a whole task (with --pool-tasks: a repeated test story). Penalties are chosen by leave-one-run-out CV on the other runs and scores "
         "computed on these only. Default: nested leave-one-run-out over all runs.",
         flags=("--test-runs", "--test_runs"),
         kind="list",

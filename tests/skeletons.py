@@ -358,3 +358,137 @@ def things(
         stim_ids=sorted(set(stim_ids)),
         tr=tr,
     )
+
+
+_WORDS = (
+    "the",
+    "dog",
+    "ran",
+    "to",
+    "a",
+    "house",
+    "and",
+    "saw",
+    "old",
+    "man",
+    "who",
+    "said",
+    "hello",
+)
+
+
+def _story_words(seed: int, n_words: int, start: float = 1.0) -> list[tuple[float, float, str]]:
+    rng = np.random.default_rng(seed)
+    rows, t = [], start
+    for _ in range(n_words):
+        duration = float(rng.uniform(0.2, 0.5))
+        rows.append((round(t, 3), round(t + duration, 3), str(rng.choice(_WORDS))))
+        t += duration + float(rng.uniform(0.05, 0.4))
+    return rows
+
+
+def _textgrid(path: Path, words: list[tuple[float, float, str]]) -> Path:
+    from praatio import textgrid
+    from praatio.data_classes.interval_tier import IntervalTier
+
+    end = words[-1][1] + 1.0
+    entries, t = [], 0.0
+    for start, stop, word in words:
+        if start > t:
+            entries.append((t, start, "sp"))  # silences, as the aligner writes them
+        entries.append((start, stop, word))
+        t = stop
+    phones = [(a, b, "AH") for a, b, w in words]
+    grid = textgrid.Textgrid()
+    grid.addTier(IntervalTier("phone", phones, 0, end))
+    grid.addTier(IntervalTier("word", entries, 0, end))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(str(path), format="long_textgrid", includeBlankSpaces=True)
+    return path
+
+
+def _prep_run(prep_func: Path, name: str, n_volumes: int, tr: float, seed: int, space: str,
+              confounds: str = "timeseries", res: str = "") -> None:  # fmt: skip
+    res = f"_res-{res}" if res else ""
+    bold = write_bold(
+        prep_func / f"{name}_space-{space}{res}_desc-preproc_bold.nii.gz", n_volumes, tr, seed
+    )
+    _json(prep_func / f"{name}_space-{space}{res}_desc-preproc_bold.json", {"RepetitionTime": tr})
+    inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
+    nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
+        prep_func / f"{name}_space-{space}{res}_desc-brain_mask.nii.gz"
+    )
+    _confounds(prep_func / f"{name}_desc-confounds_{confounds}.tsv", n_volumes, seed)
+
+
+def lebel(root: Path, *, n_volumes: int = 40, n_words: int = 80) -> SimpleNamespace:
+    """Lebel et al. 2023 (ds003020): one task per story, no events.tsv for story runs, word
+    timings as Praat TextGrids in ``derivative/TextGrids`` (folder singular; tiers phone and
+    word, silences ``sp``); the test story ``wheretheressmoke`` repeated across sessions."""
+    tr = 2.0
+    space = "MNI152NLin2009cAsym"
+    _description(root, "Lebel2023")
+    _tsv(root / "participants.tsv", ["participant_id"], [("sub-UTS01",)])
+    prep = root / "derivatives" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
+    )
+    grids = root / "derivative" / "TextGrids"
+    runs = [("2", "alternateithicatom", None), ("2", "avatar", None), ("3", "legacy", None),
+            ("3", "odetostepfather", None), ("2", "wheretheressmoke", "1"),
+            ("3", "wheretheressmoke", "2"), ("4", "wheretheressmoke", "3")]  # fmt: skip
+    for seed, (session, story, run) in enumerate(runs):
+        name = f"sub-UTS01_ses-{session}_task-{story}" + (f"_run-{run}" if run else "")
+        func = root / "sub-UTS01" / f"ses-{session}" / "func"
+        write_bold(func / f"{name}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        _json(func / f"{name}_bold.json", {"RepetitionTime": tr, "TaskName": story})
+        (root / "stimuli").mkdir(exist_ok=True)
+        (root / "stimuli" / f"{story}.wav").write_bytes(b"RIFF")
+        if not (grids / f"{story}.TextGrid").exists():
+            _textgrid(grids / f"{story}.TextGrid", _story_words(sum(map(ord, story)), n_words))
+        _prep_run(
+            prep / "sub-UTS01" / f"ses-{session}" / "func", name, n_volumes, tr, 100 + seed, space
+        )
+    return SimpleNamespace(bids_dir=root, transcripts=grids, tr=tr)
+
+
+def narratives(root: Path, *, n_volumes: int = 40, n_words: int = 60) -> SimpleNamespace:
+    """Narratives (ds002345): one run per story, events naming the story's audio (a music row,
+    then the story row), Gentle alignments in ``stimuli/gentle/<story>/align.json``;
+    fMRIPrep 20.0 names (``res-native``, ``desc-confounds_regressors.tsv``)."""
+    tr = 1.5
+    space = "MNI152NLin2009cAsym"
+    _description(root, "Narratives")
+    _tsv(root / "participants.tsv", ["participant_id"], [("sub-001",)])
+    prep = root / "derivatives" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.4.0", "DatasetType": "derivative"},
+    )
+    for seed, story in enumerate(("pieman", "tunnel", "lucy")):
+        name = f"sub-001_task-{story}_run-1"
+        func = root / "sub-001" / "func"
+        write_bold(func / f"{name}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        _json(func / f"{name}_bold.json", {"RepetitionTime": tr, "TaskName": story})
+        audio = f"{story}_audio.wav"
+        _tsv(func / f"{name}_events.tsv", ["onset", "duration", "trial_type", "stim_file"],
+             [(0.0, 6.0, "music", audio), (8.0, 50.0, "story", audio)])  # fmt: skip
+        (root / "stimuli").mkdir(exist_ok=True)
+        (root / "stimuli" / audio).write_bytes(b"RIFF")
+        words = _story_words(seed, n_words, start=0.5)
+        alignment = {"transcript": " ".join(w for _, _, w in words), "words": [
+            {"alignedWord": w, "case": "success", "start": a, "end": b, "word": w} for a, b, w in words
+        ] + [{"case": "not-found-in-audio", "word": "um"}]}  # fmt: skip
+        _json(root / "stimuli" / "gentle" / story / "align.json", alignment)
+        _prep_run(
+            prep / "sub-001" / "func",
+            name,
+            n_volumes,
+            tr,
+            100 + seed,
+            space,
+            "regressors",
+            "native",
+        )
+    return SimpleNamespace(bids_dir=root, transcripts=root / "stimuli" / "gentle", tr=tr)

@@ -398,8 +398,8 @@ def select_test_runs(runs: Sequence[Run], labels: Sequence[str], group: str = ""
     runs : sequence of Run
         One run group (a participant's runs of one task).
     labels : sequence of str
-        Run labels (``2``, ``run-2``), BIDS run names (``sub-01_ses-2_task-x_run-2``) or
-        whole sessions (``ses-2``).
+        Run labels (``2``, ``run-2``), BIDS run names (``sub-01_ses-2_task-x_run-2``),
+        whole sessions (``ses-2``) or whole tasks (``task-x``, in a model over tasks).
     group : str
         Name of the run group, for messages.
 
@@ -420,6 +420,8 @@ def select_test_runs(runs: Sequence[Run], labels: Sequence[str], group: str = ""
         label = str(label).strip()
         if label.startswith("ses-"):
             matches = {i for i, run in enumerate(runs) if run.session == label[4:]}
+        elif label.startswith("task-"):  # a story's runs in a model over tasks (--pool-tasks)
+            matches = {i for i, run in enumerate(runs) if run.task == label[5:]}
         else:
             matches = {i for i, run in enumerate(runs) if _names_run(label, run)}
         if not matches:

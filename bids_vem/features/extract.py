@@ -149,6 +149,7 @@ def extract_feature_spaces(
     precision: str = "auto",
     frame_rate: float = setting_default("frame_rate"),
     context_words: int = setting_default("context_words"),
+    context: str = setting_default("context"),
 ) -> list[FeatureSet]:
     """Every feature space of one spec (one per ``#layers`` layer) from ONE model load.
 
@@ -175,7 +176,7 @@ def extract_feature_spaces(
             f"feature space {spec.name!r}: duplicated stimulus ids {_first(duplicated)}"
         )
     inputs = _stimulus_inputs(
-        spec, stim_ids, image_paths, image_sha256, captions, frame_rate, context_words
+        spec, stim_ids, image_paths, image_sha256, captions, frame_rate, context_words, context
     )
     with offline_mode(allow_downloads):
         model_path = resolve_model_path(spec, model_dirs, allow_downloads=allow_downloads)
@@ -311,19 +312,29 @@ class _CaptionInputs:
 class _StoryInputs:
     """Text spaces over stories: the words of each transcript, each in its context."""
 
-    def __init__(self, spec, stim_ids, image_paths, image_sha256, n_context) -> None:
+    def __init__(self, spec, stim_ids, image_paths, image_sha256, n_context, context) -> None:
         paths, _ = _image_inputs(spec, stim_ids, image_paths, image_sha256)
         self.stim_ids, self.n_context = stim_ids, int(n_context)
+        if context not in ("causal", "symmetric"):
+            raise UsageError(f"context must be causal or symmetric, got {context!r}")
+        self.causal = context == "causal"
         self.timings = [_story_timings(s, p) for s, p in zip(stim_ids, paths, strict=True)]
         self.cache_part: list = [
             [s, file_sha256(p)]
-            + ([] if stimulus_kind(s) == "words" else [file_sha256(p.with_suffix(".tsv"))])
+            # a .txt transcript's words are in the .tsv beside it
+            + ([file_sha256(p.with_suffix(".tsv"))] if p.suffix.lower() == ".txt" else [])
             for s, p in zip(stim_ids, paths, strict=True)
         ]
         self.cache_part.append(["n_context", self.n_context])
+        if self.causal:  # symmetric keeps the key it had before causal contexts existed
+            self.cache_part.append(["context", "causal"])
 
     def encode(self, spec, model_path, layers, common, num_workers, progress) -> _Encoded:
-        contexts = [c for words, _ in self.timings for c in word_contexts(words, self.n_context)]
+        contexts = [
+            c
+            for words, _ in self.timings
+            for c in word_contexts(words, self.n_context, causal=self.causal)
+        ]
         per_layer = encoders.encode_layers(
             spec, contexts, model_path=model_path, layers=layers, **common
         )
@@ -334,10 +345,12 @@ class _StoryInputs:
     def metadata(self) -> dict[str, Any]:
         return {
             "n_context": self.n_context,
+            "context": "causal" if self.causal else "symmetric",
             "resample": "lanczos",
             "aggregation": (
-                f"one row per word, embedded with up to {self.n_context} words of context on "
-                "each side; Lanczos-resampled to TRs by the design"
+                f"one row per word, embedded with up to {self.n_context} words of context "
+                + ("before it" if self.causal else "on each side")
+                + "; Lanczos-resampled to TRs by the design"
             ),
         }
 
@@ -382,11 +395,13 @@ class _VideoInputs(_ImageInputs):
         }
 
 
-def _stimulus_inputs(spec, stim_ids, image_paths, image_sha256, captions, frame_rate, n_context):
+def _stimulus_inputs(
+    spec, stim_ids, image_paths, image_sha256, captions, frame_rate, n_context, context="causal"
+):
     """What a feature space embeds, by its modality and the kind of its stimuli."""
     if spec.modality == "text":
         if _are_stories(spec, stim_ids, image_paths):
-            return _StoryInputs(spec, stim_ids, image_paths, image_sha256, n_context)
+            return _StoryInputs(spec, stim_ids, image_paths, image_sha256, n_context, context)
         return _CaptionInputs(spec, stim_ids, captions)
     if _are_videos(spec, stim_ids, image_paths):
         return _VideoInputs(spec, stim_ids, image_paths, image_sha256, frame_rate)
@@ -517,14 +532,24 @@ def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list
     meta = feature_set.metadata
     description = {
         "Description": (
-            f"Features of the {feature_set.modality} feature space '{name}': one row per "
-            f"stimulus (rows listed in {tsv.name}), from model spec '{feature_set.spec}'."
+            f"Features of the {feature_set.modality} feature space '{name}': "
             + (
-                " Each row is the mean of the embeddings of the stimulus's captions."
+                "one row per timed sample, a story's word or a video's frame "
+                f"(rows and their times in {tsv.name})"
+                if feature_set.timed
+                else f"one row per stimulus (rows listed in {tsv.name})"
+            )
+            + f", from model spec '{feature_set.spec}'."
+            + (
+                f" {str(meta['aggregation'])[0].upper()}{str(meta['aggregation'])[1:]}."
+                if meta.get("aggregation") and feature_set.timed
+                else " Each row is the mean of the embeddings of the stimulus's captions."
                 if feature_set.modality == "text"
                 else ""
             )
         ),
+        "Context": meta.get("context"),
+        "ContextWords": meta.get("n_context"),
         "FeatureSpace": name,
         "ModelSpec": feature_set.spec,
         "Modality": feature_set.modality,

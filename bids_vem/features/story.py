@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "TIMINGS_COLUMNS",
     "read_word_timings",
+    "is_spoken_word",
     "read_event_words",
     "story_words",
     "word_contexts",
@@ -53,14 +54,71 @@ def _is_missing(cell: object) -> bool:
     )
 
 
+#: tokens of forced aligners that are not words: silences, breaths, laughter, noise
+_NOT_WORDS = frozenset({"", "sp", "sil", "spn", "<sil>", "<unk>", "{sl}", "{ns}", "{lg}", "{br}"})
+
+
+def is_spoken_word(token: str) -> bool:
+    """Whether an aligner token is a word (not ``sp``, ``sil``, ``{LG}``, ``<unk>`` or empty)."""
+    text = token.strip()
+    if text.lower() in _NOT_WORDS:
+        return False
+    # {LG}, {BR}, [noise], <laugh>: annotations, not words
+    return not (text[:1] in "{[<" and text[-1:] in "}]>")
+
+
+def _textgrid_words(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The word tier of a Praat TextGrid (Lebel et al.: tiers ``phone`` and ``word``)."""
+    from praatio import textgrid
+
+    try:
+        grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False)
+    except Exception as err:  # noqa: BLE001 - praatio raises several types for bad files
+        raise DataError(f"{path}: not a readable Praat TextGrid ({err})") from err
+    names = list(grid.tierNames)
+    tier = next((n for n in names if n.lower() in ("word", "words")), None) or next(
+        (n for n in names if "word" in n.lower()), None
+    )
+    if tier is None:
+        raise DataError(f"{path}: no word tier (tiers: {', '.join(names) or 'none'})")
+    entries = [e for e in grid.getTier(tier).entries if is_spoken_word(str(e.label))]
+    words = [str(e.label).strip() for e in entries]
+    onsets = np.array([float(e.start) for e in entries], dtype=np.float64)
+    durations = np.array([float(e.end) - float(e.start) for e in entries], dtype=np.float64)
+    return words, onsets, durations
+
+
+def _gentle_words(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Words of a Gentle alignment (``align.json``, Narratives): those found in the audio."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        entries = [
+            w
+            for w in data["words"]
+            if w.get("case") == "success"
+            and "start" in w
+            and is_spoken_word(str(w.get("word", "")))
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a Gentle alignment with a 'words' list ({err})") from err
+    words = [str(w["word"]).strip() for w in entries]
+    onsets = np.array([float(w["start"]) for w in entries], dtype=np.float64)
+    durations = np.array([float(w["end"]) - float(w["start"]) for w in entries], dtype=np.float64)
+    return words, onsets, durations
+
+
 def read_word_timings(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Read the word timings of a transcript.
 
     Parameters
     ----------
     path : Path
-        The transcript ``<name>.txt`` (its timings are read from ``<name>.tsv`` beside it) or the
-        timings ``.tsv`` itself.
+        The transcript ``<name>.txt`` (its timings are read from ``<name>.tsv`` beside it), the
+        timings ``.tsv`` itself, a Praat TextGrid (its word tier; Lebel et al. 2023) or a
+        Gentle alignment ``align.json`` (Narratives). Silences and noises of forced aligners
+        (``sp``, ``{LG}``, empty intervals) are not words and are dropped.
 
     Returns
     -------
@@ -80,6 +138,10 @@ def read_word_timings(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
         Columns ``onset``/``word`` are missing, or an onset is not a finite number (exit 65).
     """
     path = Path(path)
+    if path.suffix.lower() == ".textgrid":
+        return _sorted(*_textgrid_words(path))
+    if path.suffix.lower() == ".json":
+        return _sorted(*_gentle_words(path))
     timings = path.with_suffix(".tsv")
     if not timings.is_file():
         raise InputMissingError(
@@ -94,7 +156,8 @@ def read_word_timings(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             f"its columns are {', '.join(columns)}"
         )
     frame = read_tsv(timings)  # "null" and "NA" are words
-    frame = frame[~frame["word"].map(_is_missing)].reset_index(drop=True)
+    frame = frame[~frame["word"].map(_is_missing)]
+    frame = frame[frame["word"].map(is_spoken_word)].reset_index(drop=True)
     onsets = seconds(frame["onset"], "onset", timings).to_numpy(np.float64)
     durations = (
         seconds(frame["duration"], "duration", timings).to_numpy(np.float64)
@@ -107,6 +170,11 @@ def read_word_timings(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     order = np.argsort(onsets, kind="stable")
     words = [str(frame["word"].iloc[i]).strip() for i in order]
     return words, onsets[order], durations[order]
+
+
+def _sorted(words, onsets, durations):
+    order = np.argsort(onsets, kind="stable")
+    return [words[i] for i in order], onsets[order], durations[order]
 
 
 def _words_from_column(events: pd.DataFrame, column: str, where: str) -> tuple[list, list]:

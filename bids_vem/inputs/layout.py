@@ -29,6 +29,7 @@ from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageErr
 from bids_vem.inputs.events import STIM_COLUMNS, read_events, read_tsv_columns, stim_column_of
 from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import WORD_COLUMNS
+from bids_vem.inputs.transcripts import find_transcript
 
 __all__ = [
     "PreprocBold",
@@ -305,6 +306,7 @@ def _ignore_patterns(subjects: Sequence[str]) -> list:
         "sourcedata",
         "models",
         "derivatives",
+        "derivative",  # Lebel et al.'s TextGrids and pycortex database (not BIDS)
         re.compile(r"/\."),
         re.compile(r"/(" + "|".join(_SKIPPED_FOLDERS) + r")(/|$)"),
     ]
@@ -626,6 +628,7 @@ def collect_runs_report(
     space: str = "MNI152NLin2009cAsym",
     bids_filters: Mapping | None = None,
     stim_column: str = "stim_file",
+    transcripts: Path | None = None,
 ) -> tuple[list[Run], list[SkippedRun]]:
     """The runs to model, and one sentence per run that was found but cannot be used.
 
@@ -651,6 +654,10 @@ def collect_runs_report(
         ``"events"`` the raw events files.
     stim_column : str
         Events column naming the stimulus files.
+    transcripts : Path, optional
+        Folder of story transcripts (``--transcripts``): a run without events whose task
+        has a transcript there is kept, its ``events`` the transcript
+        (:func:`bids_vem.inputs.transcripts.story_run` derives its events).
 
     Returns
     -------
@@ -726,6 +733,9 @@ def collect_runs_report(
         events = _events_for(events_candidates, key)
         if events is not None:
             used_events.add(events)
+        elif transcripts is not None:
+            # Lebel et al.: story runs have no events; the task is the story
+            events = find_transcript(Path(transcripts), pre.task)
         reason, onsets = _why_unusable(pre, events, bids_dir, stim_column)
         if reason:
             skipped.append(SkippedRun(pre.subject, pre.name, reason))
@@ -811,6 +821,8 @@ def _why_unusable(
     the onsets of its events (None for a story, whose words carry their own times)."""
     if events is None:
         return f"no events.tsv in {bids_dir} (preprocessed BOLD {pre.bold.name})", None
+    if events.suffix.lower() != ".tsv" or not events.name.endswith("_events.tsv"):
+        return None, None  # a story's transcript (--transcripts): its words carry their times
     columns = read_tsv_columns(events)
     column = stim_column_of(columns, stim_column)
     if column is None:

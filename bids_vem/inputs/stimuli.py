@@ -11,7 +11,7 @@ import csv
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 STIMULUS_KINDS: dict[str, frozenset[str]] = {
     "image": frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}),
     "video": frozenset({".mp4", ".mkv", ".avi", ".webm", ".mov"}),
-    "text": frozenset({".txt"}),
+    # transcripts: plain text with timings beside it, Praat TextGrids, Gentle alignments
+    "text": frozenset({".txt", ".textgrid"}),
     # the words of a run's events (a ``word``/``text`` column): the events file is the stimulus
     "words": frozenset(),
     "audio": frozenset({".wav", ".flac", ".mp3", ".ogg"}),
@@ -162,6 +163,8 @@ class StimulusTable:
             raise DataError(f"{path}: stim_id values are not unique") from err
 
 
+#: the file a Gentle forced alignment writes per story (Narratives: gentle/<story>/align.json)
+GENTLE_ALIGNMENT = "align.json"
 #: stimulus ids of runs whose events carry the words themselves (``events/<events file name>``)
 WORDS_PREFIX = "events/"
 #: events columns that carry words, in order of preference
@@ -181,6 +184,8 @@ def stimulus_kind(stim_id: str, path: Path | str | None = None) -> str | None:
     """
     if stim_id.startswith(WORDS_PREFIX):
         return "words"
+    if stim_id.rsplit("/", 1)[-1] == GENTLE_ALIGNMENT:
+        return "text"
     kind = _KIND_OF_EXTENSION.get(Path(stim_id).suffix.lower())
     if kind is None and path is not None:
         kind = _KIND_OF_EXTENSION.get(Path(path).suffix.lower())
@@ -320,7 +325,7 @@ def build_stimulus_table(
     bids_dir: Path,
     events_files: Iterable[Path],
     stim_column: str = "stim_file",
-    stimuli_dir: Path | None = None,
+    stimuli_dir: Path | Sequence[Path] | None = None,
 ) -> StimulusTable:
     """Collect the unique stimuli named in events files, resolved under the stimulus folders.
 
@@ -342,8 +347,9 @@ def build_stimulus_table(
         Column naming the stimulus file relative to the stimulus folder (the default,
         ``stim_file``, falls back on the usual names when absent:
         :func:`~bids_vem.inputs.events.stim_column_of`).
-    stimuli_dir : Path, optional
-        A stimulus folder outside BIDS_DIR, searched first.
+    stimuli_dir : Path or sequence of Path, optional
+        Stimulus folders outside BIDS_DIR (``--stimuli-dir``, ``--transcripts``), searched
+        first, in this order.
 
     Returns
     -------
@@ -362,9 +368,14 @@ def build_stimulus_table(
         Stimuli that do not exist, all in one message: their count and the first 20 (exit 66).
     """
     bids_dir = Path(bids_dir).absolute()
-    roots = [Path(stimuli_dir).absolute()] if stimuli_dir is not None else []
-    if stimuli_dir is not None and not roots[0].is_dir():
-        raise InputMissingError(f"{option_name('stimuli_dir')} {stimuli_dir}: no such folder")
+    if stimuli_dir is None:
+        stimuli_dir = []
+    elif isinstance(stimuli_dir, (str, Path)):
+        stimuli_dir = [stimuli_dir]
+    roots = [Path(folder).absolute() for folder in stimuli_dir]
+    for root in roots:
+        if not root.is_dir():
+            raise InputMissingError(f"{option_name('stimuli_dir')} {root}: no such folder")
     roots.append(bids_dir / "stimuli")
 
     first_seen: dict[str, Path] = {}
@@ -408,11 +419,7 @@ def build_stimulus_table(
     if resolution.missing:
         folders = " or ".join(str(r) for r in roots)
         hint = "" if any(r.is_dir() for r in roots) else f" (there is no {folders} folder)"
-        advice = (
-            ""
-            if stimuli_dir is not None
-            else f"; stimuli kept elsewhere: {option_name('stimuli_dir')}"
-        )
+        advice = "" if stimuli_dir else f"; stimuli kept elsewhere: {option_name('stimuli_dir')}"
         raise InputMissingError(
             f"{len(resolution.missing)} stimulus files named in {stim_column} are missing under "
             f"{folders}{hint}: {_listing(resolution.missing)}{advice}"

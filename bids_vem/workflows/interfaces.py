@@ -112,6 +112,7 @@ class ExtractFeatures(SimpleInterface):
             frame_rate=settings.frame_rate,
             num_workers=self.inputs.num_workers,
             context_words=settings.context_words,
+            context=settings.context,
         )
         paths = []
         for feature_set in feature_sets:

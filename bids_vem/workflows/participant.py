@@ -66,6 +66,14 @@ def _step(interface, name: str, config: RunConfig, **node_kwargs) -> pe.Node:
     return node
 
 
+def _relative_to_dataset(folder: Path, bids_dir: Path) -> str:
+    """A folder as a BIDS URI when it is inside BIDS_DIR, else its name (no machine paths)."""
+    try:
+        return f"bids:raw:{Path(folder).resolve().relative_to(Path(bids_dir).resolve()).as_posix()}"
+    except ValueError:
+        return Path(folder).name
+
+
 def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     """Model and CV parameters written in every stat-map sidecar."""
     parameters = {
@@ -85,6 +93,11 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
         ),
         "RandomSeed": config.random_seed,
     }
+    if config.transcripts is not None:
+        parameters["Transcripts"] = _relative_to_dataset(config.transcripts, config.bids_dir)
+        parameters["PooledTasks"] = config.pool_tasks
+    if config.stimuli_dir is not None:
+        parameters["StimuliDir"] = _relative_to_dataset(config.stimuli_dir, config.bids_dir)
     if config.design == "trialwise":
         parameters["Delays"] = []
         parameters["TrialResponses"] = (

@@ -162,8 +162,9 @@ def dataset_links(plan: OutputPlan) -> dict[str, Path]:
     return links
 
 
-def _uri(path: str | Path, links: dict[str, Path]) -> str:
-    """``bids:<dataset>:<relative path>`` of an input file, else a file URI."""
+def _uri(path: str | Path, links: dict[str, Path]) -> str | None:
+    """``bids:<dataset>:<relative path>`` of an input file; None outside the datasets read
+    (events derived in the work directory for stories: ``Transcripts`` names their source)."""
     path = Path(path)
     # most specific dataset first: derivatives live inside the raw dataset
     for name, root in sorted(links.items(), key=lambda item: -len(str(item[1]))):
@@ -171,18 +172,15 @@ def _uri(path: str | Path, links: dict[str, Path]) -> str:
             return bids_uri(name, path.relative_to(root))
         except ValueError:
             continue
-    return path.as_uri()
+    return None
 
 
 def _sources(
     group: RunGroup, feature_space: str, links: dict[str, Path], plan: OutputPlan
 ) -> list[str]:
-    sources = [
-        _uri(path, links)
-        for run in group.runs
-        for path in (run.bold, run.mask, run.events)
-        if path is not None  # no brain mask: derived from the BOLD (BrainMask says so)
-    ]
+    # no brain mask: derived from the BOLD (BrainMask says so)
+    found = [_uri(p, links) for run in group.runs for p in (run.bold, run.mask, run.events) if p]
+    sources = [uri for uri in found if uri is not None]
     alignment = plan.alignment
     if alignment is not None and feature_space == alignment.name:
         folder = aligned_model_folder(group, alignment.name)

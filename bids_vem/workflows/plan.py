@@ -27,6 +27,7 @@ from bids_vem.inputs.checks import check_runs
 from bids_vem.inputs.layout import collect_runs_report, find_derivatives
 from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
+from bids_vem.inputs.transcripts import story_run
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.workflows.contracts import FeatureSpaceEntry, RunGroup
 
@@ -101,6 +102,10 @@ def _parse_feature_spaces(config: RunConfig) -> tuple[FeatureSpaceSpec, ...]:
     return tuple(specs)
 
 
+#: the task label of the maps of a model fitted across tasks (--pool-tasks)
+POOLED_TASK = "pooled"
+
+
 def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan:
     """Collect runs, stimuli, captions and feature spaces for the participant level.
 
@@ -123,7 +128,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     captioner, models = _plan_models(config)
     feature_spaces = tuple(fs for _, expanded in models for fs in expanded)
     check_unique_names(feature_spaces)
-    derivatives, runs, skipped, run_groups = _plan_runs(config)
+    derivatives, runs, skipped, run_groups = _plan_runs(config, work_dir)
     stimuli, table_tsv = _plan_stimuli(config, runs, feature_spaces, work_dir)
     captions_tsv, to_caption = _plan_captions(config, stimuli, captioner, work_dir)
     for group in run_groups:
@@ -180,7 +185,7 @@ def _plan_models(config: RunConfig):
     return captioner, models
 
 
-def _plan_runs(config: RunConfig):
+def _plan_runs(config: RunConfig, work_dir: Path):
     """The derivative datasets read, the usable runs, the skipped ones, and the run groups."""
     derivatives = tuple(path for _, path in config.derivatives) or tuple(
         # our own outputs (BIDS_DIR/derivatives/bids_vem) hold no preprocessed BOLD
@@ -191,6 +196,9 @@ def _plan_runs(config: RunConfig):
     runs, skipped = collect_runs_report(
         config.bids_dir, derivatives=derivatives, **config.inputs.run_query()
     )
+    if config.transcripts is not None:
+        # each run's story, as derived events in the work directory
+        runs = [story_run(run, config.transcripts, config.stim_column, work_dir) for run in runs]
     continuous = config.design != "trialwise"
     check_runs(
         runs,
@@ -200,7 +208,9 @@ def _plan_runs(config: RunConfig):
     )
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.subject, run.task, run.space)].append(run)
+        # --pool-tasks: one model over the tasks (Lebel et al.: one story per task)
+        task = POOLED_TASK if config.pool_tasks else run.task
+        groups[(run.subject, task, run.space)].append(run)
     run_groups = tuple(
         RunGroup(subject=s, task=t, space=sp, runs=tuple(group))
         for (s, t, sp), group in sorted(groups.items())
@@ -218,8 +228,9 @@ def _plan_runs(config: RunConfig):
 
 def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
     """The table of unique stimuli (written to the work dir), checked against the spaces."""
+    folders = [f for f in (config.stimuli_dir, config.transcripts) if f is not None]
     stimuli = build_stimulus_table(
-        config.bids_dir, [run.events for run in runs], config.stim_column, config.stimuli_dir
+        config.bids_dir, [run.events for run in runs], config.stim_column, folders or None
     )
     logger.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
     if any(spec.modality == "image" for spec in feature_spaces):

@@ -181,3 +181,51 @@ def test_per_tr_story_features_peak_in_the_tr_of_the_word(tmp_path):
             tr,
             resample="lanczos",
         )
+
+
+def test_textgrid_and_gentle_word_timings(tmp_path):
+    """Lebel's TextGrids (word tier, silences sp) and Narratives' Gentle alignments: the words
+    at their times; silences, noises and words not found in the audio dropped."""
+    import json
+
+    from bids_vem.features.story import is_spoken_word, read_word_timings
+    from tests.skeletons import _textgrid
+
+    words = [(0.5, 0.9, "the"), (1.0, 1.4, "{LG}"), (1.6, 2.0, "dog")]
+    grid = _textgrid(tmp_path / "avatar.TextGrid", words)
+    found, onsets, durations = read_word_timings(grid)
+    assert found == ["the", "dog"]
+    np.testing.assert_allclose(onsets, [0.5, 1.6])
+    np.testing.assert_allclose(durations, [0.4, 0.4])
+    gentle = tmp_path / "pieman" / "align.json"
+    gentle.parent.mkdir()
+    gentle.write_text(json.dumps({"words": [
+        {"word": "b", "case": "success", "start": 2.0, "end": 2.5},
+        {"word": "a", "case": "success", "start": 1.0, "end": 1.2},
+        {"word": "um", "case": "not-found-in-audio"},
+    ]}))  # fmt: skip
+    found, onsets, _ = read_word_timings(gentle)
+    assert found == ["a", "b"] and onsets.tolist() == [1.0, 2.0]
+    assert not any(map(is_spoken_word, ["sp", "", " sil ", "{BR}", "<unk>", "[noise]"]))
+    assert all(map(is_spoken_word, ["dog", "I", "NA", "it's"]))
+    (tmp_path / "bad.TextGrid").write_text("not a textgrid")
+    with pytest.raises(DataError, match="bad.TextGrid: not a readable Praat TextGrid"):
+        read_word_timings(tmp_path / "bad.TextGrid")
+
+
+def test_a_runs_story_is_found_by_task_or_by_the_audio_it_names(tmp_path):
+    from bids_vem.inputs.transcripts import find_transcript, transcript_for_stimulus
+
+    (tmp_path / "avatar.TextGrid").write_text("x")
+    (tmp_path / "pie").mkdir()
+    (tmp_path / "pie" / "align.json").write_text("{}")
+    (tmp_path / "pieman").mkdir()
+    (tmp_path / "pieman" / "align.json").write_text("{}")
+    assert find_transcript(tmp_path, "avatar") == tmp_path / "avatar.TextGrid"
+    assert find_transcript(tmp_path, "legacy") is None
+    # the longest story name the audio's name starts with (at a _ or -)
+    assert (
+        transcript_for_stimulus(tmp_path, "pieman_audio.wav") == tmp_path / "pieman" / "align.json"
+    )
+    assert transcript_for_stimulus(tmp_path, "audio/pie-2.wav") == tmp_path / "pie" / "align.json"
+    assert transcript_for_stimulus(tmp_path, "tunnel.wav") is None

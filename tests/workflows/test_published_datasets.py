@@ -125,3 +125,56 @@ def test_things_single_trial_betas_per_run(demo_dataset, tmp_path, capfd):
         sidecar = _sidecar(out, "01", "things01", "things", fs)
         assert sidecar["Runs"]  # the folds of the trial-wise model
     assert validate_derivatives(out) == []
+
+
+def _story_argv(ds, out, work, *extra):
+    return [
+        str(ds.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
+        "--skip-bids-validation", "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
+        "--confounds", *MOTION, "--permutations", "50", "--transcripts", str(ds.transcripts),
+        "--pool-tasks", *extra,
+    ]  # fmt: skip
+
+
+def test_lebel_stories_pooled_with_a_repeated_test_story(tmp_path, capfd):
+    """Lebel et al. (ds003020): story runs without events, one task per story, TextGrids in
+    derivative/TextGrids; the stories pooled into one model, the repeated test story held out
+    and its repeats averaged."""
+    ds = skeletons.lebel(tmp_path / "ds003020")
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _story_argv(
+        ds, out, work, "--test-runs", "task-wheretheressmoke", "--average-test-repeats"
+    )
+    assert main(argv) == 0
+    log = capfd.readouterr().err
+    assert "story avatar.TextGrid from task-avatar" in log
+    sidecar = json.loads(
+        (out / "sub-UTS01" / "func" / "sub-UTS01_task-pooled_space-MNI152NLin2009cAsym"
+         "_desc-minilm_stat-r_statmap.json").read_text()
+    )  # fmt: skip
+    assert len(sidecar["Runs"]) == 7 and sidecar["PooledTasks"] is True
+    assert sidecar["TestRuns"] == [r for r in sidecar["Runs"] if "wheretheressmoke" in r]
+    assert sidecar["Evaluation"] == "test-runs-averaged"
+    assert sidecar["RepeatedTestRuns"] == [sidecar["TestRuns"]]
+    assert sidecar["Transcripts"] == "bids:raw:derivative/TextGrids"
+    features = json.loads((out / "features" / "desc-minilm_features.json").read_text())
+    assert (
+        features["Context"] == "causal" and "words of context before it" in features["Description"]
+    )
+    # the words, not the silences between them: 80 per story
+    rows = (out / "features" / "desc-minilm_features.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 5 * 80
+    assert validate_derivatives(out) == []
+
+
+def test_narratives_gentle_transcripts_of_the_audio(tmp_path, capfd):
+    """Narratives (ds002345): events name the audio (music, then the story), the Gentle
+    alignment of each story is found by the audio's name; fMRIPrep 20.0 names."""
+    ds = skeletons.narratives(tmp_path / "ds002345")
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert main(_story_argv(ds, out, work)) == 0
+    log = capfd.readouterr().err
+    assert "story pieman/align.json from sub-001_task-pieman_run-1_events.tsv" in log
+    rows = (out / "features" / "desc-minilm_features.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 3 * 60  # words found in the audio only
+    assert validate_derivatives(out) == []

@@ -1,6 +1,6 @@
 """Story stimuli end to end: transcripts with word timings, word features in context, Lanczos to TRs.
 
-Closed loop: BOLD is simulated from the MiniLM features of each word in its context,
+Closed loop: BOLD is simulated from the MiniLM features of each word in its (causal) context,
 resampled to TRs and passed through FIR-like weights in 30 signal voxels; the pipeline,
 which recomputes all of this from the files, must find those voxels.
 """
@@ -69,7 +69,7 @@ def story_dataset(tmp_path_factory):
             f"onset\tduration\tstim_file\n0\t{N_VOLUMES * TR}\t{name}.txt\n",
         )
         timecourse = lanczos_resample(
-            np.asarray(onsets, float), story_features(words, encode), N_VOLUMES, TR
+            np.asarray(onsets, float), story_features(words, encode, causal=True), N_VOLUMES, TR
         )
         timecourse = (timecourse - timecourse.mean(0)) / (timecourse.std(0) + 1e-9)
         delayed = np.zeros_like(timecourse)  # the response 2 TRs after the words
