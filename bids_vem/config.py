@@ -150,8 +150,8 @@ class InputSettings(Section):
     )
     captions: Path | None = setting(
         None,
-        help="TSV of human captions: columns stim_file and caption; several rows per stimulus "
-        "are averaged.",
+        help="Human captions: a TSV with columns stim_file and caption (several rows per "
+        "stimulus are averaged), or a JSON object of stimulus -> captions (BOLD Moments).",
         flags=("--captions",),
         type="file",
     )

@@ -492,3 +492,67 @@ def narratives(root: Path, *, n_volumes: int = 40, n_words: int = 60) -> SimpleN
             "native",
         )
     return SimpleNamespace(bids_dir=root, transcripts=root / "stimuli" / "gentle", tr=tr)
+
+
+def write_clip(path: Path, seed: int, seconds: float = 3.0, fps: int = 4) -> Path:
+    """A tiny mp4 clip (MPEG-4 part 2) of random frames."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(int(seconds * fps)):
+            pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def bold_moments(root: Path, *, n_volumes: int = 40) -> SimpleNamespace:
+    """BOLD Moments (ds005165): 3-s clips named in ``stim_file`` (``train/0112.mp4``),
+    oddball rows ``n/a``; ``task-train`` and ``task-test`` (the test clips repeated in every
+    test run); fMRIPrep 23.2 outputs in ``derivatives/versionB/fmriprep``; captions in
+    ``derivatives/stimuli_metadata/annotations.json`` (several descriptions per clip)."""
+    tr = 1.75
+    space = "T1w"
+    _description(root, "BMD")
+    _json(root / "task-train_bold.json", {"RepetitionTime": tr, "TaskName": "train"})
+    _json(root / "task-test_bold.json", {"RepetitionTime": tr, "TaskName": "test"})
+    prep = root / "derivatives" / "versionB" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
+    )
+    annotations, seed = {}, 0
+    runs = [("train", 1), ("train", 2), ("train", 3), ("test", 1), ("test", 2)]
+    for task, run in runs:
+        name = f"sub-01_ses-1_task-{task}_run-{run}"
+        func = root / "sub-01" / "ses-1" / "func"
+        write_bold(func / f"{name}_bold.nii.gz", n_volumes, tr, seed, shape=(2, 2, 2))
+        rows = []
+        for i in range(5):
+            seed += 1
+            onset = 2.0 + i * 12.0
+            if i == 4:  # an oddball trial
+                rows.append((onset, 3.0, "n/a", "oddball", 1))
+                continue
+            clip = f"{task}/{(run if task == 'train' else 0) * 10 + i + 1:04d}.mp4"
+            if not (root / "stimuli" / clip).exists():
+                write_clip(root / "stimuli" / clip, seed)
+            rows.append((onset, 3.0, clip, "stimulus", 0))
+            annotations[Path(clip).stem] = [
+                f"a clip of a {_WORDS[(seed + k) % len(_WORDS)]}" for k in range(3)
+            ]
+        _tsv(
+            func / f"{name}_events.tsv",
+            ["onset", "duration", "stim_file", "trial_type", "value"],
+            rows,
+        )
+        _prep_run(prep / "sub-01" / "ses-1" / "func", name, n_volumes, tr, 100 + seed, space)
+    captions = _json(root / "derivatives" / "stimuli_metadata" / "annotations.json", annotations)
+    return SimpleNamespace(bids_dir=root, captions=captions, tr=tr)

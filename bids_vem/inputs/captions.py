@@ -27,7 +27,8 @@ def _one_line(text: str) -> str:
 
 
 def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """Read human captions: a TSV with ``stim_file`` (or ``stim_id``) and ``caption`` columns.
+    """Read human captions: a TSV with ``stim_file`` (or ``stim_id``) and ``caption`` columns,
+    or a JSON object of stimulus -> captions (BOLD Moments).
 
     A stimulus may have several rows (several captions); they are kept in file order and
     averaged in embedding space later. Other columns (``model``, ``prompt``...) are ignored.
@@ -55,6 +56,8 @@ def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str
         and the row (exit 65).
     """
     path = Path(path)
+    if path.suffix.lower() == ".json":
+        return _select(path, _json_captions(path), stim_ids)
     columns = read_tsv_columns(path)
     id_column = next((c for c in _ID_COLUMNS if c in columns), None)
     if id_column is None or "caption" not in columns:
@@ -77,11 +80,52 @@ def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str
         captions.setdefault(stim_id, []).append(caption)
     if not captions:
         raise DataError(f"{path}: no captions (the file has a header only)")
+    return _select(path, captions, stim_ids)
 
+
+def _json_captions(path: Path) -> dict[str, list[str]]:
+    """Captions of a JSON object: stimulus -> a caption, a list of captions, or an object
+    holding one (BOLD Moments' ``annotations.json``: 5 human descriptions per clip)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise InputMissingError(f"{path}: no such file") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not data:
+        raise DataError(f"{path}: expected a JSON object of stimulus -> captions")
+    captions: dict[str, list[str]] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # the first caption or list of captions it holds
+            value = next((v for v in value.values() if isinstance(v, (str, list))), None)
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise DataError(f"{path}: the captions of {key!r} are not a text or a list of texts")
+        texts = [_one_line(t) for t in texts if t.strip()]
+        stim_id = normalise_stim_id(key)
+        if stim_id is None or not texts:
+            raise DataError(f"{path}: {key!r} has no caption")
+        captions[stim_id] = texts
+    return captions
+
+
+def _select(
+    path: Path, captions: dict[str, list[str]], stim_ids: Sequence[str] | None
+) -> dict[str, list[str]]:
+    """The captions of ``stim_ids`` (all, sorted, when None); a stimulus whose name is not a
+    key takes the captions of its file name or of its name without extension, when one key
+    is that (``train/0112.mp4`` <- ``0112.mp4`` or ``0112``)."""
     if stim_ids is None:
         return {stim_id: captions[stim_id] for stim_id in sorted(captions)}
 
     wanted = list(dict.fromkeys(stim_ids))
+    for stim_id in wanted:
+        if stim_id not in captions:
+            name = stim_id.rsplit("/", 1)[-1]
+            for key in (name, name.split(".", 1)[0]):
+                if key in captions:
+                    captions[stim_id] = captions[key]
+                    break
     lacking = [s for s in wanted if s not in captions]
     if lacking:
         shown = ", ".join(lacking[:_MAX_LISTED])
@@ -90,7 +134,9 @@ def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str
         raise InputMissingError(
             f"{path}: {len(lacking)} of {len(wanted)} stimuli have no caption: {shown}"
         )
-    extra = set(captions) - set(wanted)
+    named = set(wanted) | {n.rsplit("/", 1)[-1] for n in wanted}
+    named |= {n.rsplit("/", 1)[-1].split(".", 1)[0] for n in wanted}
+    extra = set(captions) - named
     if extra:
         logger.info(
             "%s: ignoring captions of %d stimuli that no selected run shows", path, len(extra)

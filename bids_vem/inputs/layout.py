@@ -265,9 +265,15 @@ def find_derivatives(bids_dir: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = []
+    candidates = []
     for path in sorted(folder.iterdir()):
         if not path.is_dir() or path.name.startswith("."):
             continue
+        candidates.append(path)
+        if not (path / "dataset_description.json").is_file() and not any(path.glob("sub-*/")):
+            # one level deeper: BOLD Moments ships derivatives/versionB/fmriprep
+            candidates += [c for c in sorted(path.iterdir()) if c.is_dir() and c.name[0] != "."]
+    for path in candidates:
         described = (path / "dataset_description.json").is_file()
         if not described and not any(path.glob("sub-*/")):
             continue

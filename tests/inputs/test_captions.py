@@ -125,3 +125,31 @@ def test_fixture_coco_mini_val_captions(shared_fixtures, tmp_path):
     assert min(counts) >= 5 and max(counts) <= 7
     # the captions name real image files of the fixture
     assert all((coco / stim).is_file() for stim in captions)
+
+
+def test_json_captions_keyed_by_clip(tmp_path):
+    """BOLD Moments' annotations: clip -> several descriptions (or an object holding them),
+    keyed by the clip's number, its file name or its path."""
+    import json
+
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps({
+        "0001": ["a dog runs", "a dog\tin a park"],
+        "0002.mp4": "a car",
+        "test/0003.mp4": {"text_descriptions": ["a boat", "a ship"]},
+    }))  # fmt: skip
+    wanted = ["train/0001.mp4", "train/0002.mp4", "test/0003.mp4"]
+    captions = read_captions(path, wanted)
+    assert captions == {
+        "train/0001.mp4": ["a dog runs", "a dog in a park"],
+        "train/0002.mp4": ["a car"],
+        "test/0003.mp4": ["a boat", "a ship"],
+    }
+    with pytest.raises(InputMissingError, match="1 of 4 stimuli have no caption: train/0004.mp4"):
+        read_captions(path, [*wanted, "train/0004.mp4"])
+    path.write_text(json.dumps({"0001": [1, 2]}))
+    with pytest.raises(DataError, match="the captions of '0001' are not a text"):
+        read_captions(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(DataError, match="expected a JSON object"):
+        read_captions(path)

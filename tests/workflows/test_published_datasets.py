@@ -178,3 +178,23 @@ def test_narratives_gentle_transcripts_of_the_audio(tmp_path, capfd):
     rows = (out / "features" / "desc-minilm_features.tsv").read_text().splitlines()[1:]
     assert len(rows) == 3 * 60  # words found in the audio only
     assert validate_derivatives(out) == []
+
+
+def test_bold_moments_videos_with_the_test_task_as_test_set(demo_dataset, tmp_path, capfd):
+    """BOLD Moments (ds005165): mp4 clips, oddball rows n/a, derivatives one folder deeper
+    (derivatives/versionB/fmriprep), captions from a JSON file (several per clip, keyed by
+    clip number); the train and test tasks pooled, the test task held out."""
+    pytest.importorskip("av")
+    ds = skeletons.bold_moments(tmp_path / "ds005165")
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _argv(ds, out, work, ds.captions, demo_dataset.image_model_spec)
+    extra = ["--pool-tasks", "--test-runs", "task-test", "--frame-rate", "2"]
+    assert main([*argv, *extra]) == 0
+    log = capfd.readouterr().err
+    assert "5 of 25 events name no stimulus" in log
+    assert "captions: 48 human captions for 16 stimuli" in log
+    for fs in ("minilm", "randomclip"):
+        sidecar = _sidecar(out, "01", "1", "pooled", fs)
+        assert sidecar["TestRuns"] == [r for r in sidecar["Runs"] if "task-test" in r]
+        assert len(sidecar["TestRuns"]) == 2
+    assert validate_derivatives(out) == []
