@@ -556,3 +556,31 @@ def bold_moments(root: Path, *, n_volumes: int = 40) -> SimpleNamespace:
         _prep_run(prep / "sub-01" / "ses-1" / "func", name, n_volumes, tr, 100 + seed, space)
     captions = _json(root / "derivatives" / "stimuli_metadata" / "annotations.json", annotations)
     return SimpleNamespace(bids_dir=root, captions=captions, tr=tr)
+
+
+def haxby(root: Path, *, n_runs: int = 4, n_volumes: int = 40) -> SimpleNamespace:
+    """Haxby et al. 2001 (ds000105): block design, events with ``trial_type`` only (the
+    category of each block: no stimulus files), every category in every run; TR 2.5 s."""
+    tr = 2.5
+    space = "MNI152NLin2009cAsym"
+    categories = ["bottle", "cat", "chair", "face", "house", "scissors", "scrambledpix", "shoe"]
+    _description(root, "Haxby")
+    _json(
+        root / "task-objectviewing_bold.json", {"RepetitionTime": tr, "TaskName": "objectviewing"}
+    )
+    prep = root / "derivatives" / "fmriprep"
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
+    )
+    rng = np.random.default_rng(0)
+    for run in range(1, n_runs + 1):
+        name = f"sub-1_task-objectviewing_run-{run}"
+        func = root / "sub-1" / "func"
+        write_bold(func / f"{name}_bold.nii.gz", n_volumes, tr, run, shape=(2, 2, 2))
+        order = rng.permutation(categories)
+        rows = [(2.5 + i * 12.0, 10.0, c) for i, c in enumerate(order)]
+        _tsv(func / f"{name}_events.tsv", ["onset", "duration", "trial_type"], rows)
+        _prep_run(prep / "sub-1" / "func", name, n_volumes, tr, 100 + run, space)
+    _tsv(root / "participants.tsv", ["participant_id"], [("sub-1",)])
+    return SimpleNamespace(bids_dir=root, categories=categories, tr=tr)

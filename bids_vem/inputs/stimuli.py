@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -46,6 +46,8 @@ STIMULUS_KINDS: dict[str, frozenset[str]] = {
     "text": frozenset({".txt", ".textgrid"}),
     # the words of a run's events (a ``word``/``text`` column): the events file is the stimulus
     "words": frozenset(),
+    # names that are no file at all (Haxby's categories in trial_type): the name is the text
+    "label": frozenset(),
     "audio": frozenset({".wav", ".flac", ".mp3", ".ogg"}),
 }
 _KIND_OF_EXTENSION = {ext: kind for kind, exts in STIMULUS_KINDS.items() for ext in exts}
@@ -269,6 +271,8 @@ class _Resolution:
     missing: list[str]
     #: stimuli found by name in a subfolder or by stem, not at their own path
     by_name: int = 0
+    #: names of no known kind that are no file (labels when every name is one)
+    labels: dict[str, Path] = field(default_factory=dict)
 
 
 def _resolve_stimuli(
@@ -299,11 +303,9 @@ def _resolve_stimuli(
                 result.by_name += 1
         if candidate is None:  # also for a dangling (not fetched) annex link
             if stimulus_kind(stim_id) is None:
-                raise DataError(
-                    f"{source}: stimulus {stim_id!r} has an extension of no known kind and no "
-                    f"file of that name exists; known: {', '.join(sorted(_KIND_OF_EXTENSION))}"
-                )
-            result.missing.append(stim_id)
+                result.labels[stim_id] = source
+            else:
+                result.missing.append(stim_id)
             continue
         target = candidate.resolve()
         if not _allowed_target(target, allowed):
@@ -318,6 +320,13 @@ def _resolve_stimuli(
                 f"known: {', '.join(sorted(_KIND_OF_EXTENSION))}"
             )
         result.found[stim_id] = candidate
+    if result.labels and (result.found or result.missing):
+        # some names are files: one that is not is a mistake, not a label
+        stim_id, source = next(iter(result.labels.items()))
+        raise DataError(
+            f"{source}: stimulus {stim_id!r} has an extension of no known kind and no file of "
+            f"that name exists; known: {', '.join(sorted(_KIND_OF_EXTENSION))}"
+        )
     return result
 
 
@@ -428,6 +437,21 @@ def build_stimulus_table(
         logger.info(
             "%d stimuli found by file name in a subfolder or without their extension",
             resolution.by_name,
+        )
+    if resolution.labels and not word_events:
+        labels = sorted(resolution.labels)
+        logger.warning(
+            "no stimulus file is named in '%s': its %d values (%s) are labels; text feature "
+            "spaces embed the labels themselves, image feature spaces have no pixels to embed",
+            stim_column,
+            len(labels),
+            ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else ""),
+        )
+        return StimulusTable(
+            tuple(
+                Stimulus(s, resolution.labels[s], "label", hashlib.sha256(s.encode()).hexdigest())
+                for s in labels
+            )
         )
     resolved = dict(resolution.found)
     resolved.update(word_events)

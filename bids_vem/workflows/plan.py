@@ -250,7 +250,10 @@ def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
         logger.info("checking that %d stimulus images decode", len(images))
         check_images(images)
     stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
-    needs_captions = any(spec.modality == "text" for spec in feature_spaces) and not stories
+    labels = bool(len(stimuli)) and all(stim.kind == "label" for stim in stimuli)
+    needs_captions = (
+        any(spec.modality == "text" for spec in feature_spaces) and not stories and not labels
+    )
     if needs_captions and config.captions is None and not config.captioner:
         raise UsageError(
             f"text feature spaces embed the stimulus captions: give {option_name('captions')} "
@@ -275,6 +278,13 @@ def _plan_captions(config: RunConfig, stimuli, captioner, work_dir: Path):
             len(human),
             config.captions,
         )
+    labels = {
+        s.stim_id: [s.stim_id] for s in stimuli if s.kind == "label" and s.stim_id not in human
+    }
+    if labels:  # a label (Haxby's "face") is its own caption
+        human = {**labels, **human}
+        logger.info("captions: the %d labels are their own captions", len(labels))
+    if human or config.captions is not None:
         # a normalised copy (only our stimuli, sorted): the cache keys on content, not the file
         captions_tsv = work_dir / "stimuli" / "captions.json"
         write_text_atomic(captions_tsv, json.dumps(human, indent=0, sort_keys=True))

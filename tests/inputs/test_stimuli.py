@@ -305,3 +305,19 @@ def test_events_without_a_stimulus_are_counted_not_refused(tmp_path, caplog):
     with caplog.at_level("INFO", logger="bids_vem.inputs.stimuli"):
         assert build_stimulus_table(root, [events]).stim_ids == ("a.png",)
     assert "3 of 4 events name no stimulus" in caplog.text
+
+
+def test_names_that_are_no_file_are_labels_only_when_all_are(tmp_path, caplog):
+    """Haxby's trial_type: categories, no files. A single unknown name among files is a
+    mistake, not a label."""
+    root = tmp_path / "bids"
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["face", "house", "face"])
+    with caplog.at_level("WARNING", logger="bids_vem.inputs.stimuli"):
+        table = build_stimulus_table(root, [events])
+    assert table.stim_ids == ("face", "house") and {s.kind for s in table} == {"label"}
+    assert table["face"].sha256 == hashlib.sha256(b"face").hexdigest()
+    assert "its 2 values (face, house) are labels" in caplog.text
+    _stimuli(root, {"a.png": b"x"})
+    events = _events(root / "sub-01/func/sub-01_task-x_events.tsv", ["a.png", "face"])
+    with pytest.raises(DataError, match="stimulus 'face' has an extension of no known kind"):
+        build_stimulus_table(root, [events])

@@ -198,3 +198,31 @@ def test_bold_moments_videos_with_the_test_task_as_test_set(demo_dataset, tmp_pa
         assert sidecar["TestRuns"] == [r for r in sidecar["Runs"] if "task-test" in r]
         assert len(sidecar["TestRuns"]) == 2
     assert validate_derivatives(out) == []
+
+
+def test_haxby_categories_without_stimulus_files(demo_dataset, tmp_path, capfd):
+    """Haxby (ds000105): only trial_type names what each block shows. The categories are
+    labels: a text feature space embeds them, an image one is refused in one line; every
+    category is in every run, so the folds hold out categories."""
+    ds = skeletons.haxby(tmp_path / "ds000105")
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = [
+        str(ds.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
+        "--skip-bids-validation", "--stim-column", "trial_type", "--confounds", *MOTION,
+        "--permutations", "50",
+    ]  # fmt: skip
+    assert main([*argv, "--image-encoder", demo_dataset.image_model_spec]) == 65
+    err = capfd.readouterr().err
+    assert "image feature spaces embed images or videos" in err and "label" in err
+    assert main([*argv, "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2"]) == 0
+    log = capfd.readouterr().err
+    assert (
+        "its 8 values (bottle, cat, chair, face, house, scissors, scrambledpix, shoe) are labels"
+        in log
+    )
+    sidecar = json.loads(
+        (out / "sub-1" / "func" / "sub-1_task-objectviewing_space-MNI152NLin2009cAsym"
+         "_desc-minilm_stat-r_statmap.json").read_text()
+    )  # fmt: skip
+    assert sidecar["CrossValidation"].startswith("stimulus-disjoint")
+    assert validate_derivatives(out) == []
