@@ -640,10 +640,11 @@ def collect_runs_report(
 
     A run is kept when it has a preprocessed BOLD in ``space`` and a raw ``events.tsv`` (found
     by BIDS inheritance, entities compared as BIDS does: ``run-01`` is ``run-1``) with a
-    stimulus column that names at least one stimulus. A run without a brain mask in its space
-    gets one derived from its BOLD later (:func:`bids_vem.encoding.bold.runs_mask`). Confounds are optional. The TR comes from the preprocessed BOLD's JSON,
-    else from the raw BOLD's metadata, else from the NIfTI header; the number of volumes from
-    the NIfTI header (the data are not read).
+    stimulus column that names at least one stimulus, or, with ``transcripts``, a story. A
+    run without a brain mask in its space gets one derived from its BOLD later
+    (:func:`bids_vem.encoding.bold.runs_mask`). Confounds are optional. The TR comes from the
+    preprocessed BOLD's JSON, else from the raw BOLD's metadata, else from the NIfTI header;
+    the number of volumes from the NIfTI header (the data are not read).
 
     Parameters
     ----------
