@@ -497,7 +497,9 @@ def _encode_video_layers(
     return values, tuple(row_ids), np.asarray(times, dtype=np.float64)
 
 
-def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list[Path]:
+def write_feature_derivatives(
+    feature_set: FeatureSet, output_dir: Path, sources: Mapping[str, str] | None = None
+) -> list[Path]:
     """Write ``OUTPUT_DIR/features/desc-<name>_features.{npy,tsv,json}`` atomically.
 
     The ``.npy`` holds the float32 matrix (n_stimuli, n_features); the ``.tsv`` its stimulus
@@ -568,7 +570,14 @@ def write_feature_derivatives(feature_set: FeatureSet, output_dir: Path) -> list
         "TokenPooling": meta.get("pool"),
         "Precision": meta.get("precision"),
         "SoftwareVersions": meta.get("versions"),
-        "Sources": [f"bids::stimuli/{s}" for s in dict.fromkeys(feature_set.stim_ids)],
+        # where each stimulus was read (BIDS URIs); without a map, BIDS_DIR/stimuli/<stim_id>
+        "Sources": list(
+            dict.fromkeys(
+                sources[s] if sources is not None else f"bids:raw:stimuli/{s}"
+                for s in feature_set.stim_ids
+                if sources is None or s in sources
+            )
+        ),
     }
     description = {k: v for k, v in description.items() if v is not None}
     if feature_set.timed:  # video frames: each row's time from the start of its video

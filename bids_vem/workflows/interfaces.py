@@ -512,6 +512,7 @@ class _WriteDatasetOutputsInputSpec(BaseInterfaceInputSpec):
     feature_sets = traits.List(File(exists=True))
     plan = File(exists=True, mandatory=True)
     captions_tsv = File(exists=True, desc="generated captions, copied to OUTPUT_DIR/stimuli/")
+    stimulus_table = File(exists=True, desc="where each stimulus is: the features' Sources")
 
 
 class _WriteDatasetOutputsOutputSpec(TraitedSpec):
@@ -535,6 +536,9 @@ class WriteDatasetOutputs(SimpleInterface):
             plan=OutputPlan.from_json(Path(self.inputs.plan).read_text()),
             feature_set_files=[Path(p) for p in self.inputs.feature_sets],
             captions_tsv=Path(self.inputs.captions_tsv) if self.inputs.captions_tsv else None,
+            stimulus_table=(
+                Path(self.inputs.stimulus_table) if self.inputs.stimulus_table else None
+            ),
         )
         self._results["files"] = [str(p) for p in files]
         return runtime

@@ -187,6 +187,7 @@ def init_participant_wf(
     dataset_node.inputs.output_dir = str(config.output_dir)
     dataset_node.inputs.bids_dir = str(config.bids_dir)
     dataset_node.inputs.plan = str(plan_json)
+    dataset_node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
     merge_features = pe.Node(_merge(len(model_nodes)), name="merge_features")
     for i, node in enumerate(model_nodes, start=1):
         wf.connect(node, "feature_sets", merge_features, f"in{i}")

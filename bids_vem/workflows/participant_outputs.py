@@ -22,6 +22,7 @@ from bids_vem.encoding.bold import mask_description
 from bids_vem.encoding.model import EncodingResult
 from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import load_feature_set
+from bids_vem.inputs.stimuli import StimulusTable
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 from bids_vem.outputs.dataset import (
     container_from_environment,
@@ -104,6 +105,7 @@ def write_dataset_outputs(
     plan: OutputPlan,
     feature_set_files: list[Path],
     captions_tsv: Path | None = None,
+    stimulus_table: Path | None = None,
 ) -> list[Path]:
     """dataset_description.json, .bidsignore, README, descriptions.tsv, features/ and logs/CITATION.md."""
     files = [
@@ -123,11 +125,12 @@ def write_dataset_outputs(
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
             files.append(target)
+    sources = _stimulus_sources(stimulus_table, dataset_links(plan))
     descriptions = {}
     feature_spaces = []
     for path in feature_set_files:
         feature_set = load_feature_set(path)
-        files += write_feature_derivatives(feature_set, output_dir)
+        files += write_feature_derivatives(feature_set, output_dir, sources=sources)
         descriptions[feature_set.name] = (
             f"Encoding model on the {feature_set.modality} feature space {feature_set.name} ({feature_set.spec}), "
             f"{feature_set.n_features} features"
@@ -160,6 +163,20 @@ def dataset_links(plan: OutputPlan) -> dict[str, Path]:
     for path in plan.derivatives:
         links.setdefault(path.name, path)
     return links
+
+
+def _stimulus_sources(table: Path | None, links: dict[str, Path]) -> dict[str, str] | None:
+    """Each stimulus's file as a BIDS URI (``bids:raw:stimuli/...``); a label (Haxby's
+    categories) by the events file that names it; stimuli outside the datasets read
+    (``--stimuli-dir``) have none."""
+    if table is None:
+        return None
+    sources = {}
+    for stimulus in StimulusTable.from_tsv(Path(table)):
+        uri = _uri(stimulus.path, links)
+        if uri is not None:
+            sources[stimulus.stim_id] = uri
+    return sources
 
 
 def _uri(path: str | Path, links: dict[str, Path]) -> str | None:

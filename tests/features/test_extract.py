@@ -159,7 +159,8 @@ def test_write_feature_derivatives(tmp_path):
     assert sidecar["WeightsSHA256"] == "ab" * 32
     assert sidecar["Modality"] == "image" and sidecar["NFeatures"] == 4
     assert sidecar["QuickGELU"] is False and sidecar["Preprocessing"] == {"size": 224}
-    assert sidecar["Sources"][0] == "bids::stimuli/images/a.jpg"
+    # without a map of where the stimuli were read: BIDS_DIR/stimuli/<stim_id>
+    assert sidecar["Sources"][0] == "bids:raw:stimuli/images/a.jpg"
     assert sidecar["Description"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         p.name for p in paths

@@ -77,6 +77,9 @@ def test_bold5000_with_stimuli_kept_elsewhere(demo_dataset, tmp_path, capfd):
     assert main([*argv, "--stimuli-dir", str(ds.stimuli_dir)]) == 0
     log = capfd.readouterr().err
     assert "24 stimuli found by file name in a subfolder" in log
+    # stimuli outside the datasets read are not cited as files of BIDS_DIR
+    features = json.loads((out / "features" / "desc-randomclip_features.json").read_text())
+    assert features["Sources"] == []
     assert "fMRIPrep < 1.2 naming" in log
     for fs in ("minilm", "randomclip"):
         sidecar = _sidecar(out, "CSI1", "01", "5000scenes", fs)
@@ -97,6 +100,11 @@ def test_generic_object_decoding_names_without_extension(demo_dataset, tmp_path,
     # one image feature row per stimulus, named as the events name it (no extension)
     rows = (out / "features" / "desc-randomclip_features.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[1] for line in rows[1:]) == sorted(ds.stim_ids)
+    # the features cite the files read, extension included
+    sources = json.loads((out / "features" / "desc-randomclip_features.json").read_text())[
+        "Sources"
+    ]
+    assert sources[0] == f"bids:raw:stimuli/{sorted(ds.stim_ids)[0]}.JPEG" and len(sources) == 18
     assert validate_derivatives(out) == []
 
 
@@ -225,4 +233,9 @@ def test_haxby_categories_without_stimulus_files(demo_dataset, tmp_path, capfd):
          "_desc-minilm_stat-r_statmap.json").read_text()
     )  # fmt: skip
     assert sidecar["CrossValidation"].startswith("stimulus-disjoint")
+    # labels are cited by the events that name them, not as files that do not exist
+    sources = json.loads((out / "features" / "desc-minilm_features.json").read_text())["Sources"]
+    assert sources and all(
+        s.startswith("bids:raw:sub-1/func/") and s.endswith("_events.tsv") for s in sources
+    )
     assert validate_derivatives(out) == []
