@@ -81,6 +81,33 @@ def _description(root: Path, name: str) -> None:
     _tsv(root / "participants.tsv", ["participant_id"], [("sub-01",)])
 
 
+def _prep_run(prep_func: Path, name: str, n_volumes: int, tr: float, seed: int, space: str,
+              confounds: str = "timeseries", res: str = "", seed_confounds: int | None = None,
+              ) -> SimpleNamespace:  # fmt: skip
+    """fMRIPrep's preprocessed BOLD (+ JSON), brain mask (the bright ellipsoid) and confounds."""
+    res = f"_res-{res}" if res else ""
+    bold = write_bold(
+        prep_func / f"{name}_space-{space}{res}_desc-preproc_bold.nii.gz", n_volumes, tr, seed
+    )
+    _json(prep_func / f"{name}_space-{space}{res}_desc-preproc_bold.json", {"RepetitionTime": tr})
+    inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
+    mask = prep_func / f"{name}_space-{space}{res}_desc-brain_mask.nii.gz"
+    nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(mask)
+    table = _confounds(
+        prep_func / f"{name}_desc-confounds_{confounds}.tsv",
+        n_volumes,
+        seed if seed_confounds is None else seed_confounds,
+    )
+    return SimpleNamespace(bold=bold, mask=mask, confounds=table)
+
+
+def _fmriprep_description(prep: Path, bids_version: str = "1.8.0", **extra) -> None:
+    _json(
+        prep / "dataset_description.json",
+        {"Name": "fMRIPrep", "BIDSVersion": bids_version, "DatasetType": "derivative", **extra},
+    )
+
+
 def captions(path: Path, stim_ids: list[str]) -> Path:
     """A captions TSV (stim_file, caption) with a different sentence per stimulus."""
     words = ["dog", "car", "tree", "house", "face", "boat", "chair", "bird", "lamp", "shoe"]
@@ -199,10 +226,7 @@ def generic_object_decoding(root: Path, *, n_runs: int = 3, n_volumes: int = 40,
     _description(root, "GOD")
     _json(root / "task-perception_bold.json", {"RepetitionTime": tr})
     prep = root / "derivatives" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
-    )
+    _fmriprep_description(prep)
     stim_ids, seed = [], 0
     for run in range(1, n_runs + 1):
         func = root / "sub-01" / "ses-perceptionTraining01" / "func"
@@ -222,20 +246,7 @@ def generic_object_decoding(root: Path, *, n_runs: int = 3, n_volumes: int = 40,
         )
         prep_func = prep / "sub-01" / "ses-perceptionTraining01" / "func"
         name = raw.replace("run-0", "run-")
-        write_bold(
-            prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
-        )
-        _json(prep_func / f"{name}_space-T1w_desc-preproc_bold.json", {"RepetitionTime": tr})
-        mask = (
-            np.asarray(nib.load(prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz").dataobj)[
-                ..., 0
-            ]
-            > 500
-        )
-        nib.Nifti1Image(mask.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
-            prep_func / f"{name}_space-T1w_desc-brain_mask.nii.gz"
-        )
-        _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
+        _prep_run(prep_func, name, n_volumes, tr, 100 + seed, "T1w", seed_confounds=seed)
     return SimpleNamespace(bids_dir=root, stim_ids=stim_ids, tr=tr)
 
 
@@ -250,11 +261,7 @@ def standard(
     _description(root, "standard")
     _json(root / "task-images_bold.json", {"RepetitionTime": tr, "TaskName": "images"})
     prep = root / "derivatives" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
-         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.0"}]},
-    )  # fmt: skip
+    _fmriprep_description(prep, GeneratedBy=[{"Name": "fMRIPrep", "Version": "23.2.0"}])
     stim_ids, seed, runs = [], 0, []
     for run in range(1, n_runs + 1):
         name = f"sub-01_task-images_run-{run}"
@@ -268,16 +275,10 @@ def standard(
             rows.append((2.0 + i * 8.0, 2.0, stim))
             stim_ids.append(stim)
         events = _tsv(func / f"{name}_events.tsv", ["onset", "duration", "stim_file"], rows)
-        prep_func = prep / "sub-01" / "func"
-        bold = write_bold(
-            prep_func / f"{name}_space-{space}_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
+        files = _prep_run(
+            prep / "sub-01" / "func", name, n_volumes, tr, 100 + seed, space, seed_confounds=seed
         )
-        _json(prep_func / f"{name}_space-{space}_desc-preproc_bold.json", {"RepetitionTime": tr})
-        inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
-        mask = prep_func / f"{name}_space-{space}_desc-brain_mask.nii.gz"
-        nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(mask)
-        confounds = _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
-        runs.append(SimpleNamespace(events=events, bold=bold, mask=mask, confounds=confounds))
+        runs.append(SimpleNamespace(events=events, **vars(files)))
     return SimpleNamespace(bids_dir=root, stim_ids=stim_ids, tr=tr, runs=runs, prep=prep)
 
 
@@ -295,10 +296,7 @@ def things(
     objects = root.parent / f"{root.name}_objects"
     betas_dir = root.parent / f"{root.name}_betas_vol"
     prep = root / "derivatives" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.4.0", "DatasetType": "derivative"},
-    )
+    _fmriprep_description(prep, "1.4.0")
     columns = ["onset", "duration", "trial_type", "category_nr", "exemplar_nr", "test_image_nr",
                "things_category_nr", "things_exemplar_nr", "response_time", "file_path"]  # fmt: skip
     categories = ["dog", "cat", "car", "tree", "boat", "lamp"]
@@ -330,17 +328,9 @@ def things(
             conditions.append(stim.rsplit("/", 1)[-1])
             stim_ids.append(stim)
         _tsv(func / f"{raw}_events.tsv", columns, rows)
-        prep_func = prep / "sub-01" / "ses-things01" / "func"
         name = f"sub-01_ses-things01_task-things_run-{run}"
-        bold = write_bold(
-            prep_func / f"{name}_space-T1w_desc-preproc_bold.nii.gz", n_volumes, tr, 100 + seed
-        )
-        _json(prep_func / f"{name}_space-T1w_desc-preproc_bold.json", {"RepetitionTime": tr})
-        inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
-        nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
-            prep_func / f"{name}_space-T1w_desc-brain_mask.nii.gz"
-        )
-        _confounds(prep_func / f"{name}_desc-confounds_timeseries.tsv", n_volumes, seed)
+        prep_func = prep / "sub-01" / "ses-things01" / "func"
+        _prep_run(prep_func, name, n_volumes, tr, 100 + seed, "T1w", seed_confounds=seed)
         betas = (
             betas_dir
             / "sub-01"
@@ -407,20 +397,6 @@ def _textgrid(path: Path, words: list[tuple[float, float, str]]) -> Path:
     return path
 
 
-def _prep_run(prep_func: Path, name: str, n_volumes: int, tr: float, seed: int, space: str,
-              confounds: str = "timeseries", res: str = "") -> None:  # fmt: skip
-    res = f"_res-{res}" if res else ""
-    bold = write_bold(
-        prep_func / f"{name}_space-{space}{res}_desc-preproc_bold.nii.gz", n_volumes, tr, seed
-    )
-    _json(prep_func / f"{name}_space-{space}{res}_desc-preproc_bold.json", {"RepetitionTime": tr})
-    inside = np.asarray(nib.load(bold).dataobj)[..., 0] > 500
-    nib.Nifti1Image(inside.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
-        prep_func / f"{name}_space-{space}{res}_desc-brain_mask.nii.gz"
-    )
-    _confounds(prep_func / f"{name}_desc-confounds_{confounds}.tsv", n_volumes, seed)
-
-
 def lebel(root: Path, *, n_volumes: int = 40, n_words: int = 80) -> SimpleNamespace:
     """Lebel et al. 2023 (ds003020): one task per story, no events.tsv for story runs, word
     timings as Praat TextGrids in ``derivative/TextGrids`` (folder singular; tiers phone and
@@ -430,10 +406,7 @@ def lebel(root: Path, *, n_volumes: int = 40, n_words: int = 80) -> SimpleNamesp
     _description(root, "Lebel2023")
     _tsv(root / "participants.tsv", ["participant_id"], [("sub-UTS01",)])
     prep = root / "derivatives" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
-    )
+    _fmriprep_description(prep)
     grids = root / "derivative" / "TextGrids"
     runs = [("2", "alternateithicatom", None), ("2", "avatar", None), ("3", "legacy", None),
             ("3", "odetostepfather", None), ("2", "wheretheressmoke", "1"),
@@ -462,10 +435,7 @@ def narratives(root: Path, *, n_volumes: int = 40, n_words: int = 60) -> SimpleN
     _description(root, "Narratives")
     _tsv(root / "participants.tsv", ["participant_id"], [("sub-001",)])
     prep = root / "derivatives" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.4.0", "DatasetType": "derivative"},
-    )
+    _fmriprep_description(prep, "1.4.0")
     for seed, story in enumerate(("pieman", "tunnel", "lucy")):
         name = f"sub-001_task-{story}_run-1"
         func = root / "sub-001" / "func"
@@ -524,10 +494,7 @@ def bold_moments(root: Path, *, n_volumes: int = 40) -> SimpleNamespace:
     _json(root / "task-train_bold.json", {"RepetitionTime": tr, "TaskName": "train"})
     _json(root / "task-test_bold.json", {"RepetitionTime": tr, "TaskName": "test"})
     prep = root / "derivatives" / "versionB" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
-    )
+    _fmriprep_description(prep)
     annotations, seed = {}, 0
     runs = [("train", 1), ("train", 2), ("train", 3), ("test", 1), ("test", 2)]
     for task, run in runs:
@@ -569,10 +536,7 @@ def haxby(root: Path, *, n_runs: int = 4, n_volumes: int = 40) -> SimpleNamespac
         root / "task-objectviewing_bold.json", {"RepetitionTime": tr, "TaskName": "objectviewing"}
     )
     prep = root / "derivatives" / "fmriprep"
-    _json(
-        prep / "dataset_description.json",
-        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative"},
-    )
+    _fmriprep_description(prep)
     rng = np.random.default_rng(0)
     for run in range(1, n_runs + 1):
         name = f"sub-1_task-objectviewing_run-{run}"

@@ -230,7 +230,9 @@ def epi_mask(bold: Path | nib.Nifti1Image) -> nib.Nifti1Image:
         The derived mask is empty (a constant or blank series).
     """
     img, name = _load_image(bold, "preprocessed BOLD")
-    mean = np.asarray(image.mean_img(img, copy_header=True).dataobj)
+    # the mean image once: compute_epi_mask of a 3-D image thresholds it as it is
+    mean_img = image.mean_img(img, copy_header=True)
+    mean = np.asarray(mean_img.dataobj)
     if not np.isfinite(mean).all() or np.ptp(mean) == 0:
         # nilearn would still threshold a flat image into an arbitrary block of voxels
         raise DataError(
@@ -238,7 +240,7 @@ def epi_mask(bold: Path | nib.Nifti1Image) -> nib.Nifti1Image:
             "or not finite (a blank series?)"
         )
     try:
-        mask = masking.compute_epi_mask(img)
+        mask = masking.compute_epi_mask(mean_img)
     except _READ_ERRORS as err:
         raise DataError(
             f"{name}: no brain mask can be derived from the BOLD ({first_line(err)})"

@@ -923,6 +923,19 @@ class _Fit:
             coefs[:, part] = engine.coefficients(read(part)).cpu().numpy()
 
         plan.run(n_voxels, project)
+        # the voxels in one chunk (the usual case below whole brain): read and centre the data
+        # once for every penalty, not once per penalty
+        prepared: dict[tuple[int, int], list] = {}
+
+        def group_data(part: slice) -> list:
+            key = (part.start, part.stop)
+            if key in prepared:
+                return prepared[key]
+            data = engine.group_data(read(part))
+            if part.start == 0 and part.stop == n_voxels:
+                prepared[key] = data
+            return data
+
         outer = np.zeros((len(alphas), n_voxels))
         inner = np.zeros((n_groups, len(alphas), n_voxels))
         for k, alpha in enumerate(
@@ -932,12 +945,13 @@ class _Fit:
 
             def score(part: slice, k: int = k, ops=ops) -> None:
                 C = torch.as_tensor(coefs[:, part]).to(device)
-                out, within = engine.scores(engine.group_data(read(part)), C, ops, self.score)
+                out, within = engine.scores(group_data(part), C, ops, self.score)
                 outer[k, part] = out.sum(0).cpu().numpy()
                 inner[:, k, part] = within.cpu().numpy()
 
             plan.run(n_voxels, score)
             del ops, score  # one penalty's operators in memory at a time (2 n^2 floats)
+        prepared.clear()
         slope = TIE_SLOPE * np.log(alphas)[:, None]
         cv_scores = outer / n_groups
         alpha_map = alphas[np.argmax(cv_scores + slope, axis=0)]

@@ -83,15 +83,20 @@ def read_captions(path: Path, stim_ids: Sequence[str] | None = None) -> dict[str
     return _select(path, captions, stim_ids)
 
 
-def _json_captions(path: Path) -> dict[str, list[str]]:
-    """Captions of a JSON object: stimulus -> a caption, a list of captions, or an object
-    holding one (BOLD Moments' ``annotations.json``: 5 human descriptions per clip)."""
+def _load_json(path: Path):
+    """A JSON file's content (InputMissingError when absent, DataError when not JSON)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise InputMissingError(f"{path}: no such file") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from err
+
+
+def _json_captions(path: Path) -> dict[str, list[str]]:
+    """Captions of a JSON object: stimulus -> a caption, a list of captions, or an object
+    holding one (BOLD Moments' ``annotations.json``: 5 human descriptions per clip)."""
+    data = _load_json(path)
     if not isinstance(data, dict) or not data:
         raise DataError(f"{path}: expected a JSON object of stimulus -> captions")
     captions: dict[str, list[str]] = {}
@@ -172,12 +177,7 @@ def coco_captions_to_tsv(annotations_json: Path, out_tsv: Path, prefix: str = ""
         Not JSON, or not in the COCO caption layout (exit 65).
     """
     annotations_json = Path(annotations_json)
-    try:
-        data = json.loads(annotations_json.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise InputMissingError(f"{annotations_json}: no such file") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{annotations_json}: not valid JSON ({err})") from err
+    data = _load_json(annotations_json)
     try:
         file_names = {image["id"]: image["file_name"] for image in data["images"]}
         rows = sorted(

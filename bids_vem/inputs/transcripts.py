@@ -88,9 +88,10 @@ def story_run(run: Run, folder: Path, stim_column: str, work_dir: Path) -> Run:
         told = (
             table["trial_type"].astype(str).str.strip().str.lower() == "story"
             if "trial_type" in table
-            and (table["trial_type"].astype(str).str.strip().str.lower() == "story").any()
-            else pd.Series(True, index=table.index)
+            else pd.Series(False, index=table.index)
         )
+        if not told.any():
+            told[:] = True
         stories = [
             None if stim is None or not tells else transcript_for_stimulus(folder, stim)
             for stim, tells in zip(table["stim_id"], told, strict=True)
