@@ -386,9 +386,12 @@ class EvaluationSettings(Section):
     )
     betas: Path | None = setting(
         None,
-        help="Folder of single-trial betas (e.g. GLMsingle) to use instead of estimating them: "
-        "per participant and task a sub-<label>[_ses-<label>]_task-<label>[...]_betas.nii.gz "
-        "with a .tsv beside it naming each volume's stimulus (stim_file; optional session, run).",
+        help="Folder of single-trial betas to use instead of estimating them: per participant "
+        "and task a sub-<label>[_ses-<label>]_task-<label>[...]_betas.nii.gz with a .tsv beside "
+        "it naming each volume's stimulus (stim_file; optional session, run); or one image per "
+        "run (THINGS-fMRI, with _conditions.tsv); or one per session: GLMsingle's output folders "
+        "(TYPED_FITHRF_GLMDENOISE_RR.npy or .mat, with DESIGNINFO) or NSD's "
+        "betas_sessionNN.nii.gz, whose volumes are the session's stimulus trials in order.",
         flags=("--betas",),
         type="dir",
     )

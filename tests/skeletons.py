@@ -350,6 +350,49 @@ def things(
     )
 
 
+def nsd(
+    root: Path, *, n_sessions: int = 2, n_runs: int = 2, n_volumes: int = 40
+) -> SimpleNamespace:
+    """The Natural Scenes Dataset as a BIDS conversion meets NSD's own betas: sessions
+    ``ses-nsd01``.., ``task-nsdcore`` runs whose events name shared and special images in
+    ``stim_file`` (each shown in several sessions, blank trials ``n/a``), fMRIPrep outputs in
+    T1w; betas as NSD publishes them, one int16 image per session with no table,
+    ``nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_sessionNN.nii.gz``
+    (the session's trials in order), on the grid of the BOLD."""
+    tr = 1.6
+    _description(root, "NSD")
+    _json(root / "task-nsdcore_bold.json", {"RepetitionTime": tr, "TaskName": "nsdcore"})
+    prep = root / "derivatives" / "fmriprep"
+    _fmriprep_description(prep, GeneratedBy=[{"Name": "fMRIPrep", "Version": "23.2.0"}])
+    betas_dir = root.parent / "nsddata_betas"
+    images = [f"nsd/shared{k:04d}_nsd{7 * k + 3:05d}.png" for k in range(1, 9)]
+    for k, stim in enumerate(images):
+        write_image(root / "stimuli" / stim, 700 + k)
+    rng, seed = np.random.default_rng(0), 0
+    for ses in range(1, n_sessions + 1):
+        n_trials = 0
+        for run in range(1, n_runs + 1):
+            name = f"sub-01_ses-nsd{ses:02d}_task-nsdcore_run-{run:02d}"
+            func = root / "sub-01" / f"ses-nsd{ses:02d}" / "func"
+            seed += 1
+            write_bold(func / f"{name}_bold.nii.gz", n_volumes, tr, seed)
+            order = rng.permutation(len(images))
+            rows = [(4.0 * i + 2.0, 3.0, images[j]) for i, j in enumerate(order)]
+            rows.insert(3, (4.0 * len(images) + 2.0, 3.0, "n/a"))  # a blank trial
+            _tsv(func / f"{name}_events.tsv", ["onset", "duration", "stim_file"], rows)
+            _prep_run(prep / "sub-01" / f"ses-nsd{ses:02d}" / "func", name, n_volumes, tr,
+                      100 + seed, "T1w", seed_confounds=seed)  # fmt: skip
+            n_trials += len(images)
+        volumes = rng.normal(0, 300, (*SHAPE, n_trials)).astype(np.int16)  # % signal x 300
+        path = (
+            betas_dir / "ppdata" / "subj01" / "func1pt8mm" / "betas_fithrf_GLMdenoise_RR"
+            / f"betas_session{ses:02d}.nii.gz"
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.Nifti1Image(volumes, np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(path)
+    return SimpleNamespace(bids_dir=root, betas_dir=betas_dir, stim_ids=images, tr=tr)
+
+
 _WORDS = (
     "the",
     "dog",

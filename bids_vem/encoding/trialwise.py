@@ -48,6 +48,7 @@ from bids_vem.encoding.stimulus_folds import samples_from_rows
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.feature_set import FeatureSet
 from bids_vem.inputs.events import MISSING_VALUES, normalise_stim_id, read_tsv
+from bids_vem.inputs.glmsingle import read_betas_array
 from bids_vem.inputs.runs import Run
 from bids_vem.outputs.atomic import atomic_path
 
@@ -74,7 +75,7 @@ def betas_table_path(betas: Path | str) -> Path:
     else THINGS-fMRI's ``<prefix>_conditions.tsv`` for ``<prefix>_betas.nii.gz``."""
     betas = Path(betas)
     stem = betas.name
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in (".nii.gz", ".nii", ".npy", ".mat"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
@@ -132,6 +133,21 @@ def _label(value: object) -> str | None:
     return None if text in MISSING_VALUES else text
 
 
+def _open_betas(path: Path):
+    """Shape, affine (None for GLMsingle's arrays) and a reader of volumes [start, stop)
+    of a betas file: a 4-D NIfTI image, or a GLMsingle result (``.npy``/``.mat``)."""
+    if path.suffix in (".npy", ".mat"):
+        array = read_betas_array(path)
+        return array.shape, None, lambda start, stop: array[..., start:stop]
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises several types for non-images
+        raise InputMissingError(f"{path}: cannot read betas image ({err})") from err
+    if len(img.shape) != 4:
+        raise DataError(f"{path}: betas image must be 4-D (one volume per trial), got {img.shape}")
+    return img.shape, img.affine, lambda start, stop: img.dataobj[..., start:stop]
+
+
 def read_trial_betas(
     path: Path | str,
     table: Path | str | None = None,
@@ -144,7 +160,8 @@ def read_trial_betas(
     Parameters
     ----------
     path : Path
-        4-D NIfTI image, one volume per trial.
+        4-D NIfTI image, one volume per trial, or a GLMsingle result file (``.npy`` or
+        ``.mat``, :func:`~bids_vem.inputs.glmsingle.read_betas_array`; its grid is the mask's).
     table : Path, optional
         TSV with one row per volume, in volume order: the stimulus (column ``stim_column``,
         else ``stim_file``, else ``stim_id``; paths relative to ``stimuli/`` as in events) and
@@ -178,13 +195,8 @@ def read_trial_betas(
         raise InputMissingError(
             f"{table_path}: table naming the stimulus of each betas volume not found"
         )
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises several types for non-images
-        raise InputMissingError(f"{path}: cannot read betas image ({err})") from err
-    if len(img.shape) != 4:
-        raise DataError(f"{path}: betas image must be 4-D (one volume per trial), got {img.shape}")
-    n_volumes = int(img.shape[3])
+    shape, image_affine, read_volumes = _open_betas(path)
+    n_volumes = int(shape[3])
 
     frame = read_tsv(table_path)
     candidates = [c for c in (stim_column, *_BETAS_STIM_COLUMNS) if c]
@@ -224,29 +236,34 @@ def read_trial_betas(
         for start in range(0, n_volumes, _VOLUME_BLOCK):
             stop = min(start + _VOLUME_BLOCK, n_volumes)
             try:
-                yield start, np.asarray(img.dataobj[..., start:stop], dtype=np.float32)
+                yield start, np.asarray(read_volumes(start, stop), dtype=np.float32)
             except (OSError, EOFError, ValueError, MemoryError) as err:
                 raise InputMissingError(
                     f"{path}: cannot read betas voxel data, the file looks truncated ({err})"
                 ) from err
 
     if mask is None:
-        finite = np.ones(img.shape[:3], dtype=bool)
-        nonzero = np.zeros(img.shape[:3], dtype=bool)
+        if image_affine is None:
+            raise DataError(
+                f"{path}: betas without a grid (GLMsingle arrays) need the BOLD's brain mask"
+            )
+        finite = np.ones(shape[:3], dtype=bool)
+        nonzero = np.zeros(shape[:3], dtype=bool)
         for _, block in blocks():
             finite &= np.isfinite(block).all(axis=3)
             nonzero |= (block != 0).any(axis=3)
         inside = finite & nonzero
         if not inside.any():
             raise DataError(f"{path}: no voxel has finite, nonzero betas")
-        affine = np.asarray(img.affine)
+        affine = np.asarray(image_affine)
     else:
         mask_img = load_mask(mask)
-        if img.shape[:3] != mask_img.shape[:3] or not np.allclose(
-            img.affine, mask_img.affine, atol=1e-3
+        # GLMsingle's arrays have no affine: they are on the grid of the BOLD they came from
+        if tuple(shape[:3]) != mask_img.shape[:3] or (
+            image_affine is not None and not np.allclose(image_affine, mask_img.affine, atol=1e-3)
         ):
             raise DataError(
-                f"{path}: betas grid {img.shape[:3]} does not match the mask "
+                f"{path}: betas grid {tuple(shape[:3])} does not match the mask "
                 f"{mask_img.shape[:3]} (shape or affine)"
             )
         inside = np.asarray(mask_img.dataobj) > 0
@@ -259,14 +276,13 @@ def read_trial_betas(
     return TrialBetas(betas, trials, mask=inside, affine=affine, source=str(table_path))
 
 
-def _read_betas_files(paths, table, mask, stim_column, known) -> TrialBetas:
-    """The betas of one image, or of one image per run (THINGS-fMRI) concatenated, their
-    stimuli mapped to the events' names; volumes of no event stimulus (catch trials) dropped."""
+def _read_betas_files(paths, tables, mask, stim_column, known) -> TrialBetas:
+    """The betas of one image, or of one image per run (THINGS-fMRI) or session (GLMsingle,
+    NSD) concatenated, their stimuli mapped to the events' names; volumes of no event
+    stimulus (catch trials) dropped."""
     parts = []
-    for path in paths:
-        part = read_trial_betas(
-            path, table if len(paths) == 1 else None, mask=mask, stim_column=stim_column
-        )
+    for path, table in zip(paths, tables or [None] * len(paths), strict=True):
+        part = read_trial_betas(path, table, mask=mask, stim_column=stim_column)
         if mask is None:  # the voxels of the first image for all
             mask = nib.Nifti1Image(part.mask.astype(np.int8), part.affine)
         parts.append(part)
@@ -517,7 +533,7 @@ def encode_trials(
     high_pass: float = 0.01,
     slice_time_ref: float = 0.0,
     max_correlation: float = MAX_TRIAL_CORRELATION,
-    betas_table: Path | str | None = None,
+    betas_tables: Sequence[Path | str] | None = None,
     mask: Path | nib.Nifti1Image | None = None,
     score: str = "correlation",
     n_voxels_chunk: int | None = None,
@@ -534,8 +550,8 @@ def encode_trials(
     runs_or_betas : sequence of Run, TrialBetas, Path or sequence of Path
         Runs whose trials are estimated by LSS (:func:`~bids_vem.encoding.lss.
         estimate_trial_betas`), trial betas already at hand, or betas images given by the
-        user (``--betas``: one image, or one per run as THINGS-fMRI's; :func:`read_trial_betas`
-        with ``betas_table`` and ``mask``); their stimuli are mapped to the feature set's by
+        user (``--betas``: one image, one per run as THINGS-fMRI's or one per session as
+        GLMsingle's; :func:`read_trial_betas` with ``betas_tables`` and ``mask``); their stimuli are mapped to the feature set's by
         name or unique file name, and volumes of other stimuli (catch trials) dropped.
     feature_set : FeatureSet
         Features of every stimulus the trials show.
@@ -561,8 +577,9 @@ def encode_trials(
         Average repeats of a stimulus within a group.
     high_pass, slice_time_ref, max_correlation
         LSS options (:func:`~bids_vem.encoding.lss.lss_betas`; runs only).
-    betas_table, mask
-        For a betas image: its TSV and the voxels to read (:func:`read_trial_betas`).
+    betas_tables, mask
+        For betas images: the TSV of each (default: beside it) and the voxels to read
+        (:func:`read_trial_betas`).
 
     Returns
     -------
@@ -585,7 +602,7 @@ def encode_trials(
     ):
         trial_betas = _read_betas_files(
             [runs_or_betas] if isinstance(runs_or_betas, (str, Path)) else list(runs_or_betas),
-            betas_table,
+            betas_tables,
             mask,
             stim_column,
             feature_set.stim_ids,

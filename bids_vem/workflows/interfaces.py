@@ -360,12 +360,12 @@ class _FitEncodingInputSpec(_StepInputSpec):
     evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
     save_weights = traits.Bool(False, usedefault=True)
     bold_store = File(exists=True, desc="voxel store header from PrepareBold (else cleaned here)")
-    betas = traits.Either(
-        None,
+    betas = traits.List(
         File(exists=True),
-        traits.List(File(exists=True)),
-        usedefault=True,
-        desc="user's trial betas: one image, or one per run",
+        desc="user's trial betas: one image, or one per run or session (GLMsingle)",
+    )
+    betas_tables = traits.List(
+        File(exists=True), desc="the table naming the stimulus of each volume of each image"
     )
     mem_mb = traits.Int(0, usedefault=True, nohash=True, desc="memory budget (0: default chunks)")
 
@@ -415,12 +415,10 @@ class FitEncoding(SimpleInterface):
             from bids_vem.encoding.bold import runs_mask
             from bids_vem.encoding.trialwise import encode_trials
 
-            betas = self.inputs.betas
+            betas = [Path(b) for b in self.inputs.betas or []]
             with limit_threads(self.inputs.omp_nthreads):
                 result = encode_trials(
-                    (Path(betas) if isinstance(betas, str) else [Path(b) for b in betas])
-                    if betas
-                    else runs,
+                    betas or runs,
                     feature_set,
                     alphas=settings.alphas,
                     hrf_model=settings.hrf_model,
@@ -429,6 +427,7 @@ class FitEncoding(SimpleInterface):
                     stim_column=self.inputs.stim_column,
                     cv_groups=settings.cv_groups,
                     mask=runs_mask(runs) if betas else None,
+                    betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
                     mem_mb=self.inputs.mem_mb or None,
                     weights_path=weights,
                 )

@@ -74,6 +74,25 @@ def _relative_to_dataset(folder: Path, bids_dir: Path) -> str:
         return Path(folder).name
 
 
+def _betas_description(config: RunConfig, plan: ParticipantPlan) -> str:
+    """Which betas files were read and what named their volumes (tables given, or the events
+    of each session in order)."""
+    pairs = [pair for pairs in (plan.betas or {}).values() for pair in pairs]
+    files = [image.relative_to(config.betas).as_posix() for image, _ in pairs]
+    derived = sum(not table.is_relative_to(config.betas) for _, table in pairs)
+    named = (
+        "each volume's stimulus from the table beside it"
+        if not derived
+        else "volumes named by the stimulus events of each session's runs in order (runs by "
+        "number, events by onset), checked against GLMsingle's DESIGNINFO where present"
+    )
+    return (
+        f"single-trial betas from {_relative_to_dataset(config.betas, config.bids_dir)} "
+        f"({option_name('betas')}): {', '.join(files[:4])}{', ...' if len(files) > 4 else ''}; "
+        f"{named}; z-scored per session, repeats of a stimulus averaged within each run"
+    )
+
+
 def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     """Model and CV parameters written in every stat-map sidecar."""
     parameters = {
@@ -101,7 +120,7 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     if config.design == "trialwise":
         parameters["Delays"] = []
         parameters["TrialResponses"] = (
-            f"single-trial betas from {config.betas} ({option_name('betas')})"
+            _betas_description(config, plan)
             if plan.betas
             else f"least-squares-separate single-trial betas (nilearn {config.hrf_model} HRF, "
             "cosine drift 0.01 Hz, confounds), z-scored per session, repeats of a stimulus "
@@ -336,7 +355,7 @@ def _encode_node(
     runs_json: Path,
     group: RunGroup,
     feature_space: str,
-    betas: Path | tuple[Path, ...] | None = None,
+    betas: tuple[tuple[Path, Path], ...] | None = None,
 ) -> pe.Node:
     """The FitEncoding node of one run group and feature space (feature sets connected by the
     caller)."""
@@ -355,10 +374,9 @@ def _encode_node(
     node.inputs.stim_column = config.stim_column
     node.inputs.evaluation = config.evaluation.to_json()
     node.inputs.save_weights = config.save_weights
-    if betas is None:
-        node.inputs.betas = None
-    else:
-        node.inputs.betas = [str(b) for b in betas] if isinstance(betas, tuple) else str(betas)
+    if betas:
+        node.inputs.betas = [str(image) for image, _ in betas]
+        node.inputs.betas_tables = [str(table) for _, table in betas]
     node.inputs.mem_mb = int(share)
     return node
 

@@ -83,8 +83,9 @@ class ParticipantPlan:
     alignment: AlignmentPlan | None = None
     #: regions of interest (name, mask path) for the summaries
     rois: tuple[tuple[str, Path], ...] = ()
-    #: per run group name, the user's single-trial betas image (--betas)
-    betas: dict[str, Path | tuple[Path, ...]] | None = None
+    #: per run group name, the user's single-trial betas (--betas): (image, table) pairs, one
+    #: per group, run or session
+    betas: dict[str, tuple[tuple[Path, Path], ...]] | None = None
 
     @property
     def subjects(self) -> list[str]:
@@ -133,7 +134,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     captions_tsv, to_caption = _plan_captions(config, stimuli, captioner, work_dir)
     for group in run_groups:
         _check_evaluation(config, group)
-    betas = _check_trialwise(config, run_groups, stimuli)
+    betas = _check_trialwise(config, run_groups, stimuli, work_dir)
     # alignment folds follow the encoding's test runs or session folds (checked above)
     alignment = _plan_alignment(config, models, run_groups, stimuli) if config.align else None
     for name, path in config.rois:
@@ -468,10 +469,12 @@ def _check_evaluation(config: RunConfig, group: RunGroup) -> None:
 
 
 def _check_trialwise(
-    config: RunConfig, run_groups: tuple[RunGroup, ...], stimuli: StimulusTable
-) -> dict[str, Path | tuple[Path, ...]] | None:
-    """--design trialwise needs trials of images; --betas one betas image per run group."""
+    config: RunConfig, run_groups: tuple[RunGroup, ...], stimuli: StimulusTable, work_dir: Path
+) -> dict[str, tuple[tuple[Path, Path], ...]] | None:
+    """--design trialwise needs trials of images; --betas one betas image (and its table) per
+    run group, per run (THINGS-fMRI) or per session (GLMsingle, NSD)."""
     from bids_vem.encoding.trialwise import betas_table_path
+    from bids_vem.inputs.glmsingle import session_betas_tables
 
     if config.design != "trialwise":
         return None
@@ -498,11 +501,26 @@ def _check_trialwise(
         if not matches:
             # one image per run, named without a task (THINGS-fMRI's betas_vol)
             matches = _betas_per_run(config.betas, group)
+        if not matches:
+            # one GLMsingle folder or NSD betas_sessionNN per session, trials from the events
+            pairs = session_betas_tables(
+                config.betas, group.runs, config.stim_column, work_dir, group.space
+            )
+            if pairs:
+                found[group.name] = pairs
+                logger.info(
+                    "%s: single-trial betas of %d session(s) from %s",
+                    group.name,
+                    len(pairs),
+                    ", ".join(str(image.relative_to(config.betas)) for image, _ in pairs[:3]),
+                )
+                continue
         if not matches or (len(matches) > 1 and len(matches) != len(group.runs)):
             what = "no file" if not matches else f"{len(matches)} files"
             raise InputMissingError(
                 f"{option_name('betas')} {config.betas}: {what} match {pattern} for {group.name}; give one "
-                "betas image (and its .tsv) per participant and task, or one per run"
+                "betas image (and its .tsv) per participant and task, one per run, or a GLMsingle "
+                "folder per session"
             )
         for match in matches:
             table = betas_table_path(match)
@@ -510,7 +528,7 @@ def _check_trialwise(
                 raise InputMissingError(
                     f"{option_name('betas')}: {match} has no table {table.name} beside it"
                 )
-        found[group.name] = matches[0] if len(matches) == 1 else tuple(matches)
+        found[group.name] = tuple((match, betas_table_path(match)) for match in matches)
         logger.info(
             "%s: single-trial betas from %s", group.name, ", ".join(m.name for m in matches[:3])
         )

@@ -96,6 +96,31 @@ def _captions_bad_header(ds, tmp_path):
     (tmp_path / "captions.tsv").write_text("\n".join(["stim_file\ttext", *lines[1:]]) + "\n")
 
 
+def _glmsingle(ds, tmp_path, numtrialrun=(6, 6, 6), designinfo=True):
+    """A GLMsingle folder for sub-01 (no sessions): results and DESIGNINFO, as GLMsingle saves
+    them."""
+    folder = tmp_path / "GLM" / "sub-01"
+    folder.mkdir(parents=True)
+    shape = nib.load(ds.runs[0].bold).shape[:3]
+    np.save(
+        folder / "TYPED_FITHRF_GLMDENOISE_RR.npy",
+        {"betasmd": np.zeros((*shape, 18), np.float32)},
+        allow_pickle=True,
+    )
+    design = {"stimorder": np.arange(sum(numtrialrun)), "numtrialrun": np.array(numtrialrun)}
+    np.save(folder / "DESIGNINFO.npy", design, allow_pickle=True)
+    if not designinfo:
+        _truncate(folder / "DESIGNINFO.npy", 0.5)
+    return ["--design", "trialwise", "--betas", str(tmp_path / "GLM")]
+
+
+def _session_betas_one_too_many(ds, tmp_path):
+    folder = tmp_path / "betas" / "sub-01"
+    folder.mkdir(parents=True)
+    np.save(folder / "TYPEB_FITHRF.npy", np.zeros((*nib.load(ds.runs[0].bold).shape[:3], 19)))
+    return ["--design", "trialwise", "--betas", str(tmp_path / "betas")]
+
+
 CASES = [
     Case("events without onset",
          lambda ds, t: _rewrite_events(ds, [(1, "a.png")], ("duration", "stim_file")),
@@ -188,6 +213,14 @@ CASES = [
          66, "captions"),
     Case("captions without a caption column", _captions_bad_header,
          65, "captions.tsv"),
+    Case("GLMsingle trials per run differ from the events",
+         lambda ds, t: _glmsingle(ds, t, numtrialrun=(6, 6, 5)),
+         65, "DESIGNINFO.npy: GLMsingle's trials per run (6, 6, 5) differ from the stimulus events of these runs (6, 6, 6)"),
+    Case("GLMsingle DESIGNINFO truncated",
+         lambda ds, t: _glmsingle(ds, t, designinfo=False),
+         66, "DESIGNINFO.npy: cannot read this .npy file"),
+    Case("session betas with a volume too many", _session_betas_one_too_many,
+         65, "TYPEB_FITHRF.npy: 19 volumes but the events of its session name 18 stimulus trials"),
     Case("image truncated",
          lambda ds, t: _truncate(ds.bids_dir / "stimuli" / ds.stim_ids[3], 0.5),
          65, "stimulus image"),

@@ -135,6 +135,29 @@ def test_things_single_trial_betas_per_run(demo_dataset, tmp_path, capfd):
     assert validate_derivatives(out) == []
 
 
+def test_nsd_session_betas_without_tables(demo_dataset, tmp_path, capfd):
+    """NSD: one betas image per session (betas_sessionNN.nii.gz, int16, no table) matched to
+    the BIDS sessions ses-nsdNN by number; the volumes are the session's trials in order."""
+    ds = skeletons.nsd(tmp_path / "nsd")
+    captions = skeletons.captions(tmp_path / "captions.tsv", ds.stim_ids)
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = _argv(ds, out, work, captions, demo_dataset.image_model_spec)
+    assert main([*argv, "--betas", str(ds.betas_dir)]) == 0
+    log = capfd.readouterr().err
+    assert "single-trial betas of 2 session(s) from ppdata/subj01/func1pt8mm" in log
+    assert "betas_session01.nii.gz: its 16 volumes are the stimulus trials of 2 run(s)" in log
+    for fs in ("minilm", "randomclip"):
+        sidecar = _sidecar(out, "01", None, "nsdcore", fs)
+        assert sidecar["TrialResponses"].startswith(
+            "single-trial betas from nsddata_betas (--betas): ppdata/subj01/func1pt8mm/"
+            "betas_fithrf_GLMdenoise_RR/betas_session01.nii.gz, "
+        )
+        assert "named by the stimulus events of each session's runs" in sidecar["TrialResponses"]
+    table = work / "betas" / "sub-01_ses-nsd02_task-nsdcore_betas_session02.tsv"
+    assert table.read_text().count("nsd/shared") == 16
+    assert validate_derivatives(out) == []
+
+
 def _story_argv(ds, out, work, *extra):
     return [
         str(ds.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",

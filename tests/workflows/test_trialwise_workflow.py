@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -96,6 +97,67 @@ def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_
     argv = _argv(demo, out, tmp_path / "work", "--betas", str(tmp_path / "glmsingle"))
     assert main(argv) == 0
     np.testing.assert_allclose(_r(out), _r(root / "out"), atol=1e-5)
+
+
+class _Trap:
+    """An object whose unpickling would create a file: GLMsingle folders are read without
+    running code from them."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_glmsingle_session_folders_give_the_same_maps_as_the_estimated_ones(
+    trialwise_run, tmp_path, capfd
+):
+    """GLMsingle's own outputs (a pickled dict per session folder, no table of stimuli): the
+    volumes are the trials of the runs in order, checked against DESIGNINFO; the maps equal
+    those of the same betas estimated here, and nothing in the pickles is executed."""
+    from bids_vem.encoding.lss import estimate_trial_betas
+    from tests.helpers import collect_runs
+
+    demo, root = trialwise_run
+    runs = [
+        run
+        for run in collect_runs(
+            demo.bids_dir, derivatives=[demo.fmriprep_dir], participant_label=("01",), space=SPACE
+        )
+        if run.subject == "01"
+    ]
+    betas = estimate_trial_betas(runs, confounds=CONFOUND_COLUMNS)
+    # GLMsingle numbers the trials in time: runs in order, events by onset
+    number = betas.trials["run"].str.extract(r"run-(\d+)")[0].astype(int)
+    order = betas.trials.assign(number=number).sort_values(["number", "onset"], kind="stable")
+    volumes = np.zeros((*betas.mask.shape, len(order)), dtype=np.float32)
+    volumes[betas.mask] = betas.betas[order.index.to_numpy()].T
+    conditions = {stim: k for k, stim in enumerate(dict.fromkeys(order["stim_id"]))}
+    folder = tmp_path / "GLM" / "sub-01"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "executed"
+    np.save(
+        folder / "TYPED_FITHRF_GLMDENOISE_RR.npy",
+        {"betasmd": volumes, "R2": volumes[..., 0], "FRACvalue": 0.5, "trap": _Trap(marker)},
+        allow_pickle=True,
+    )
+    np.save(
+        folder / "DESIGNINFO.npy",
+        {
+            "stimorder": np.array([conditions[s] for s in order["stim_id"]]),
+            "numtrialrun": order.groupby("number").size().to_numpy(),
+            "params": {"trap": _Trap(marker)},
+        },
+        allow_pickle=True,
+    )
+    out = tmp_path / "out"
+    argv = _argv(demo, out, tmp_path / "work", "--betas", str(tmp_path / "GLM"))
+    assert main(argv) == 0
+    log = capfd.readouterr().err
+    assert "stimulus trials of 4 run(s) in order (checked against DESIGNINFO.npy)" in log
+    np.testing.assert_allclose(_r(out), _r(root / "out"), atol=1e-5)
+    assert not marker.exists()
 
 
 def test_betas_folder_without_the_participant_is_66(demo_dataset, tmp_path, capsys):
