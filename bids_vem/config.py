@@ -99,7 +99,10 @@ class InputSettings(Section):
     )
     space: str = setting(
         DEFAULT_SPACE,
-        help="Output space of the preprocessed BOLD (fMRIPrep's space- entity).",
+        help="Output space of the preprocessed BOLD (fMRIPrep's space- entity, refined as "
+        "MNI152NLin2009cAsym:res-2). Surfaces: fsaverage, fsaverage5, fsaverage6, fsnative "
+        "(GIFTI hemisphere pairs) or fsLR (CIFTI grayordinates); maps are written as GIFTI or "
+        "CIFTI.",
         flags=("--space",),
     )
     derivatives: tuple[tuple[str, Path], ...] = setting(

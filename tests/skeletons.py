@@ -591,3 +591,117 @@ def haxby(root: Path, *, n_runs: int = 4, n_volumes: int = 40) -> SimpleNamespac
         _prep_run(prep / "sub-1" / "func", name, n_volumes, tr, 100 + run, space)
     _tsv(root / "participants.tsv", ["participant_id"], [("sub-1",)])
     return SimpleNamespace(bids_dir=root, categories=categories, tr=tr)
+
+
+#: points of the fsLR skeleton's CIFTI: a subset of the 32k cortices and a few voxels
+_CIFTI_CORTEX, _CIFTI_VOXELS = 2000, 60
+
+
+def surfaces_from_demo(
+    demo, root: Path, *, subjects: tuple[str, ...] = ("01",), kind: str = "gifti", seed: int = 0
+) -> SimpleNamespace:
+    """fMRIPrep >= 21 surface outputs of the demo's runs, named as BOLD Moments and Pixar
+    ship them (``..._hemi-L_space-fsaverage5_bold.func.gii`` pairs, or
+    ``..._space-fsLR_den-91k_bold.dtseries.nii``), with a planted signal: the left
+    hemisphere's ``planted`` vertices carry the BOLD of the demo's semantic voxels (in order),
+    every other point carries the BOLD of voxels without signal, and the medial wall is 0.
+    Confounds are the demo's. A swapped hemisphere or a vertex-order bug moves the signal.
+
+    Returns
+    -------
+    SimpleNamespace
+        ``derivatives`` (the folder), ``space``, ``planted`` (per subject: the left-hemisphere
+        point index of each semantic voxel), ``amplitude`` (per subject: the simulated
+        semantic amplitude of those voxels), ``n_points`` (left, right).
+    """
+    rng = np.random.default_rng(seed)
+    space = "fsaverage5" if kind == "gifti" else "fsLR"
+    _fmriprep_description(root, GeneratedBy=[{"Name": "fMRIPrep", "Version": "23.2.0"}])
+    n_left = 10242 if kind == "gifti" else _CIFTI_CORTEX
+    n_right = n_left
+    medial = 200 if kind == "gifti" else 0
+    planted_by, amplitude_by = {}, {}
+    for subject in subjects:
+        truth = demo.ground_truth_dir
+        classes = np.asarray(
+            nib.load(
+                truth / f"sub-{subject}_space-MNI152NLin2009cAsym_desc-voxelclass_dseg.nii.gz"
+            ).dataobj
+        )
+        amplitude = np.asarray(
+            nib.load(
+                truth / f"sub-{subject}_space-MNI152NLin2009cAsym_desc-semantic_amplitude.nii.gz"
+            ).dataobj
+        )
+        semantic, quiet = np.flatnonzero(classes.ravel() == 2), np.flatnonzero(classes.ravel() == 1)
+        usable = n_left - medial
+        planted = np.sort(rng.choice(usable, size=semantic.size, replace=False))
+        others_left = np.setdiff1d(np.arange(usable), planted)
+        planted_by[subject] = planted
+        amplitude_by[subject] = amplitude.ravel()[semantic]
+        func_in = demo.fmriprep_dir / f"sub-{subject}" / "func"
+        func_out = root / f"sub-{subject}" / "func"
+        func_out.mkdir(parents=True, exist_ok=True)
+        for run in demo.runs:
+            name = f"sub-{subject}_task-{demo.task}_run-{run}"
+            bold = nib.load(func_in / f"{name}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
+            series = np.asarray(bold.dataobj, dtype=np.float32).reshape(-1, bold.shape[3])
+            left = np.zeros((n_left, bold.shape[3]), dtype=np.float32)
+            left[planted] = series[semantic]
+            left[others_left] = series[quiet[np.arange(others_left.size) % quiet.size]]
+            right = np.zeros((n_right, bold.shape[3]), dtype=np.float32)
+            fill = np.arange(n_right - medial)
+            right[fill] = series[quiet[(fill + 7) % quiet.size]]
+            confounds = f"{name}_desc-confounds_timeseries.tsv"
+            (func_out / confounds).write_bytes((func_in / confounds).read_bytes())
+            tr = float(bold.header.get_zooms()[3])
+            if kind == "gifti":
+                for hemi, data in (("L", left), ("R", right)):
+                    _write_func_gii(
+                        func_out / f"{name}_hemi-{hemi}_space-{space}_bold.func.gii", data, tr
+                    )
+            else:
+                _write_dtseries(
+                    func_out / f"{name}_space-{space}_den-91k_bold.dtseries.nii",
+                    left,
+                    right,
+                    tr,
+                    rng,
+                )
+    return SimpleNamespace(
+        derivatives=root, space=space, planted=planted_by, amplitude=amplitude_by,
+        n_points=(n_left, n_right),
+    )  # fmt: skip
+
+
+def _write_func_gii(path: Path, data: np.ndarray, tr: float) -> Path:
+    """One GIFTI data array per volume, as fMRIPrep writes surface BOLD."""
+    arrays = [
+        nib.gifti.GiftiDataArray(
+            column,
+            intent="NIFTI_INTENT_TIME_SERIES",
+            datatype="NIFTI_TYPE_FLOAT32",
+            meta=nib.gifti.GiftiMetaData({"TimeStep": f"{tr * 1000:g}"}),
+        )  # fmt: skip
+        for column in np.ascontiguousarray(data.T)
+    ]
+    nib.save(nib.GiftiImage(darrays=arrays), str(path))
+    return path
+
+
+def _write_dtseries(path: Path, left: np.ndarray, right: np.ndarray, tr: float, rng) -> Path:
+    """A CIFTI-2 dense time series: both cortices on fsLR 32k (a subset of vertices, in a
+    shuffled but increasing order) then a few thalamus voxels (noise-only BOLD)."""
+    n_vertices = 32492
+    vertices = np.sort(rng.choice(n_vertices, size=left.shape[0], replace=False))
+    models = nib.cifti2.BrainModelAxis.from_surface(vertices, n_vertices, "CortexLeft")
+    models = models + nib.cifti2.BrainModelAxis.from_surface(vertices, n_vertices, "CortexRight")
+    voxels = np.stack(np.unravel_index(np.arange(_CIFTI_VOXELS), (5, 4, 3)), axis=1)
+    models = models + nib.cifti2.BrainModelAxis(
+        "thalamus_left", voxel=voxels, affine=np.diag([2.0, 2.0, 2.0, 1.0]), volume_shape=(5, 4, 3)
+    )
+    subcortical = right[np.arange(_CIFTI_VOXELS) % right.shape[0]]
+    data = np.concatenate([left, right, subcortical]).T
+    series = nib.cifti2.SeriesAxis(start=0.0, step=tr, size=data.shape[0], unit="SECOND")
+    nib.Cifti2Image(data, header=(series, models)).to_filename(str(path))
+    return path

@@ -16,7 +16,7 @@ import numpy as np
 from bids_vem.config import option_name
 from bids_vem.errors import DataError
 
-__all__ = ["roi_voxels", "compare_feature_spaces", "COMPARISON_COLUMNS"]
+__all__ = ["roi_voxels", "roi_points", "compare_feature_spaces", "COMPARISON_COLUMNS"]
 
 #: descriptions of the comparison table's fixed columns (the TSV's JSON sidecar)
 COMPARISON_COLUMNS = {
@@ -86,6 +86,89 @@ def roi_voxels(
             )
         out[name] = inside
     return out
+
+
+def roi_points(rois: Sequence[tuple[str, Path | str]], mask) -> dict[str, np.ndarray]:
+    """Which points of surface maps lie in each region of interest.
+
+    Parameters
+    ----------
+    rois : sequence of (name, path)
+        GIFTI files of one hemisphere (``.label.gii`` or a mask, non-zero inside; the
+        hemisphere from ``hemi-L``/``hemi-R``, ``.L.``/``.R.``, ``lh.``/``rh.`` in the name or
+        the file's ``AnatomicalStructurePrimary``) for GIFTI maps; CIFTI files (``.dlabel.nii``,
+        ``.dscalar.nii``; the first map, non-zero inside) for CIFTI maps, matched to the maps'
+        grayordinates by structure and vertex (or voxel).
+    mask : SurfaceMask
+        The points of the maps.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_points_in_mask,), bool
+
+    Raises
+    ------
+    DataError
+        A region of another kind or size than the maps, or holding none of their points.
+    """
+    out = {}
+    for name, path in rois:
+        inside = _surface_region(f"{option_name('rois')} {name}={path}", Path(path), mask.geometry)
+        inside = inside[mask.inside]
+        if not inside.any():
+            raise DataError(f"{option_name('rois')} {name}={path}: holds no point of the maps")
+        out[name] = inside
+    return out
+
+
+def _hemisphere_of(path: Path, image) -> str | None:
+    name = path.name
+    for hemi, marks in (("L", ("hemi-L", ".L.", "lh.")), ("R", ("hemi-R", ".R.", "rh."))):
+        if any(mark in name for mark in marks):
+            return hemi
+    structure = str(image.meta.get("AnatomicalStructurePrimary", "")) if image.meta else ""
+    return {"CortexLeft": "L", "CortexRight": "R"}.get(structure)
+
+
+def _grayordinate_keys(axis) -> list[tuple]:
+    return [
+        (str(name), int(vertex)) if surface else (str(name), tuple(int(v) for v in voxel))
+        for name, vertex, voxel, surface in zip(
+            axis.name, axis.vertex, axis.voxel, axis.surface_mask, strict=True
+        )
+    ]
+
+
+def _surface_region(text: str, path: Path, geometry) -> np.ndarray:
+    try:
+        image = nib.load(str(path))
+    except Exception as err:  # nibabel raises several types for broken files
+        raise DataError(f"{text}: not a readable GIFTI or CIFTI region ({err})") from err
+    if isinstance(image, nib.Cifti2Image):
+        if geometry.kind != "cifti":
+            raise DataError(f"{text}: a CIFTI region for {geometry.space} GIFTI maps")
+        values = np.asarray(image.get_fdata())[0]
+        lookup = dict(zip(_grayordinate_keys(image.header.get_axis(1)), values, strict=True))
+        keys = _grayordinate_keys(geometry.brain_models)
+        return np.array([lookup.get(key, 0) != 0 for key in keys], dtype=bool)
+    if not isinstance(image, nib.GiftiImage) or not image.darrays:
+        raise DataError(f"{text}: not a GIFTI or CIFTI region")
+    if geometry.kind != "gifti":
+        raise DataError(f"{text}: a GIFTI region for CIFTI maps; give a .dlabel.nii")
+    hemi = _hemisphere_of(path, image)
+    if hemi is None:
+        raise DataError(f"{text}: which hemisphere? name it hemi-L/hemi-R (or .L./.R.)")
+    values = np.asarray(image.darrays[0].data).ravel()
+    n_left, n_right = geometry.n_vertices
+    size = n_left if hemi == "L" else n_right
+    if values.size != size:
+        raise DataError(
+            f"{text}: {values.size} vertices, but the maps' hemisphere {hemi} has {size}"
+        )
+    inside = np.zeros(n_left + n_right, dtype=bool)
+    start = 0 if hemi == "L" else n_left
+    inside[start : start + size] = values != 0
+    return inside
 
 
 def compare_feature_spaces(

@@ -17,6 +17,7 @@ import numpy as np
 from bids_vem.config import option_name
 from bids_vem.errors import DataError, NoMatchError
 from bids_vem.outputs.group import find_statmaps
+from bids_vem.outputs.surfaces import SurfaceMask, is_surface_map, read_surface_map
 
 __all__ = ["ParticipantMaps", "find_participant_r_maps", "stack_maps"]
 
@@ -86,7 +87,7 @@ def _check_one_model(key: tuple[str, str, str], paths: dict[str, Path]) -> None:
     """
     specs: dict[str, str] = {}
     for subject, path in sorted(paths.items()):
-        sidecar = path.with_name(path.name.replace(".nii.gz", ".json"))
+        sidecar = path.with_name(path.name.split(".")[0] + ".json")
         try:
             spec = json.loads(sidecar.read_text(encoding="utf-8")).get("ModelSpec")
         except (OSError, ValueError):
@@ -106,18 +107,21 @@ def _check_one_model(key: tuple[str, str, str], paths: dict[str, Path]) -> None:
         )
 
 
-def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
+def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image | SurfaceMask]:
     """Stack maps that share one grid into (n_subjects, n_voxels) over their common mask.
 
     A voxel enters the group mask when it is finite and non-zero in every participant
-    (participant maps are zero outside that participant's brain mask).
+    (participant maps are zero outside that participant's brain mask). Surface maps (GIFTI
+    pairs, CIFTI) are stacked point by point the same way.
 
     Returns
     -------
     values : ndarray of shape (n_subjects, n_voxels_in_group_mask)
-    mask_img : Nifti1Image
-        The group mask on the participants' grid.
+    mask_img : Nifti1Image or SurfaceMask
+        The group mask on the participants' grid (or surface).
     """
+    if is_surface_map(paths[0]):
+        return _stack_surface_maps(paths)
     images = [nib.load(str(p)) for p in paths]
     reference = images[0]
     for path, img in zip(paths, images, strict=True):
@@ -136,3 +140,21 @@ def stack_maps(paths: list[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
         )
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), reference.affine)
     return data[:, mask], mask_img
+
+
+def _stack_surface_maps(paths: list[Path]) -> tuple[np.ndarray, SurfaceMask]:
+    read = [read_surface_map(p) for p in paths]
+    _, reference = read[0]
+    for path, (values, geometry) in zip(paths, read, strict=True):
+        if (geometry.kind, values.size) != (reference.kind, read[0][0].size):
+            raise DataError(
+                f"{path}: {values.size} surface points ({geometry.kind}) but {paths[0].name} has "
+                f"{read[0][0].size} ({reference.kind}); group analysis needs maps on one surface"
+            )
+    data = np.stack([values for values, _ in read])
+    mask = np.all(np.isfinite(data) & (data != 0), axis=0)
+    if not mask.any():
+        raise DataError(
+            f"the participants' r maps share no surface point ({', '.join(p.name for p in paths)})"
+        )
+    return data[:, mask], SurfaceMask(reference, mask)

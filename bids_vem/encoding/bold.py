@@ -16,6 +16,7 @@ from bids_vem._utils import first_line
 from bids_vem.encoding.voxel_data import VoxelStore, write_voxel_store
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.runs import Run
+from bids_vem.inputs.surfaces import bold_kind, points_image, read_points
 
 __all__ = [
     "read_confounds",
@@ -25,6 +26,7 @@ __all__ = [
     "intersect_masks",
     "epi_mask",
     "runs_mask",
+    "surface_mask",
     "mask_description",
     "write_bold_store",
 ]
@@ -176,7 +178,13 @@ def load_mask(mask: Path | nib.Nifti1Image) -> nib.Nifti1Image:
     inside = np.nan_to_num(data) > 0
     if not inside.any():
         raise DataError(f"{name}: brain mask is empty")
-    return nib.Nifti1Image(inside.astype(np.int8), img.affine)
+    return _binary_image(inside, img.affine)
+
+
+def _binary_image(inside: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    # NIfTI-1 holds at most 32,767 along an axis: surface points (n_points, 1, 1) need NIfTI-2
+    kind = nib.Nifti2Image if max(inside.shape) > 32767 else nib.Nifti1Image
+    return kind(inside.astype(np.int8), affine)
 
 
 def _same_grid(a, b) -> bool:
@@ -215,7 +223,7 @@ def intersect_masks(
         inside &= np.asarray(img.dataobj) > 0
     if not inside.any():
         raise DataError(f"brain masks {', '.join(names)} have no voxel in common")
-    return nib.Nifti1Image(inside.astype(np.int8), first.affine)
+    return _binary_image(inside, first.affine)
 
 
 def epi_mask(bold: Path | nib.Nifti1Image) -> nib.Nifti1Image:
@@ -250,10 +258,40 @@ def epi_mask(bold: Path | nib.Nifti1Image) -> nib.Nifti1Image:
     return nib.Nifti1Image((np.asarray(mask.dataobj) > 0).astype(np.int8), mask.affine)
 
 
+def surface_mask(runs: Sequence[Run]) -> nib.Nifti2Image:
+    """The data points of surface runs with a finite, varying signal in every run (the medial
+    wall, which fMRIPrep fills with zeros, and vertices outside the BOLD's field of view are
+    out), as a points image (:func:`bids_vem.inputs.surfaces.points_image`).
+
+    Raises
+    ------
+    DataError
+        Runs with different numbers of points, or no point with signal in all of them.
+    """
+    inside = None
+    for run in runs:
+        data = read_points(run.bold, run.bold_right)
+        good = np.isfinite(data).all(axis=0) & (np.ptp(np.nan_to_num(data), axis=0) > 0)
+        if inside is not None and good.size != inside.size:
+            raise DataError(
+                f"{run.bold}: {good.size} surface points but {runs[0].bold.name} has "
+                f"{inside.size}; all runs must share one surface"
+            )
+        inside = good if inside is None else inside & good
+    if inside is None or not inside.any():
+        raise DataError(
+            f"{runs[0].bold}: no surface point has a finite, varying signal in every run"
+        )
+    return points_image(inside)
+
+
 def runs_mask(runs: Sequence[Run]) -> nib.Nifti1Image:
     """The voxels of a run group: inside every run's brain mask; a run whose derivatives have
     no mask (NOD's fMRIPrep outputs) contributes the mask derived from its BOLD (:func:`epi_mask`).
+    Surface runs: the points with signal in every run (:func:`surface_mask`).
     """
+    if runs and bold_kind(runs[0].bold) != "volume":
+        return surface_mask(runs)
     masks, names = [], []
     for run in runs:
         if run.mask is not None:
@@ -269,6 +307,12 @@ def mask_description(runs: Sequence[Run]) -> str:
     """One sentence for sidecars and logs: where the voxels of a run group come from."""
     derived = sum(run.mask is None for run in runs)
     n = len(runs)
+    if runs and bold_kind(runs[0].bold) != "volume":
+        what = "grayordinates" if bold_kind(runs[0].bold) == "cifti" else "surface vertices"
+        return (
+            f"{what} with a finite, varying signal in each of {n} run(s) (the medial wall and "
+            "vertices without signal left out)"
+        )
     if not derived:
         return f"fMRIPrep brain masks (desc-brain_mask), intersected across {n} run(s)"
     if derived == n:
@@ -310,6 +354,7 @@ def load_bold(
     confounds: np.ndarray | None,
     tr: float,
     high_pass: float = 0.0,
+    bold_right: Path | None = None,
 ) -> np.ndarray:
     """Masked, cleaned BOLD of one run.
 
@@ -330,6 +375,10 @@ def load_bold(
     high_pass : float
         Cutoff in Hz of a discrete cosine high-pass (``filter="cosine"``), regressed out with
         the confounds; 0: none (linear detrending only).
+    bold_right : Path, optional
+        The right hemisphere when ``bold`` is a left-hemisphere GIFTI; surface BOLD
+        (GIFTI, CIFTI) is read as points and ``mask`` is a points image
+        (:mod:`bids_vem.inputs.surfaces`).
 
     Returns
     -------
@@ -344,6 +393,10 @@ def load_bold(
         or no voxel with a varying, finite signal.
     """
     mask_img = load_mask(mask)
+    if isinstance(bold, (str, Path)) and bold_kind(bold) != "volume":
+        return _clean(
+            _surface_signals(Path(bold), bold_right, mask_img), str(bold), confounds, tr, high_pass
+        )
     img, name = _load_image(bold, "BOLD")
     if len(img.shape) != 4:
         raise DataError(f"{name}: BOLD must be 4-D, got shape {img.shape}")
@@ -384,6 +437,49 @@ def load_bold(
     del broken
     signals = masking.apply_mask(nib.Nifti1Image(data, img.affine, img.header), mask_img)
     del data
+    return _clean(signals, name, confounds, tr, high_pass)
+
+
+def _surface_signals(
+    bold: Path, bold_right: Path | None, mask_img: nib.spatialimages.SpatialImage
+) -> np.ndarray:
+    """The points of surface BOLD inside a points mask (non-finite points set to 0)."""
+    inside = np.asarray(mask_img.dataobj).reshape(-1) > 0
+    data = read_points(bold, bold_right)
+    if data.shape[1] != inside.size:
+        raise DataError(
+            f"{bold}: {data.shape[1]} surface points but the mask has {inside.size}; all runs "
+            "must share one surface"
+        )
+    if data.shape[0] < 3:
+        raise DataError(f"{bold}: BOLD has {data.shape[0]} volume(s); need at least 3")
+    signals = data[:, inside]
+    broken = ~np.isfinite(signals).all(axis=0)
+    if broken.any():
+        logger.warning(
+            "%s: %d surface point(s) have NaN or infinite values; they are left out of the fit "
+            "(0 in the maps)",
+            bold,
+            int(broken.sum()),
+        )
+        signals[:, broken] = 0.0
+    return signals
+
+
+def _clean(
+    signals: np.ndarray, name: str, confounds: np.ndarray | None, tr: float, high_pass: float
+) -> np.ndarray:
+    """Detrend, regress the confounds (and a cosine high-pass) and z-score each column."""
+    n_volumes = signals.shape[0]
+    if confounds is not None:
+        confounds = np.asarray(confounds, dtype=np.float64)
+        if confounds.ndim == 1:
+            confounds = confounds[:, None]
+        if confounds.shape[0] != n_volumes:
+            raise DataError(
+                f"{name}: confounds have {confounds.shape[0]} rows but the BOLD has "
+                f"{n_volumes} volumes"
+            )
     # exactly constant voxels stay 0: detrending leaves rounding noise that z-scoring would inflate
     constant = np.ptp(signals, axis=0) == 0
     if constant.all():
@@ -451,7 +547,7 @@ def write_bold_store(
     def cleaned():
         for run in runs:
             table = run_confounds(run.confounds, confounds)
-            yield run.name, load_bold(run.bold, mask, table, run.tr, high_pass)
+            yield run.name, load_bold(run.bold, mask, table, run.tr, high_pass, run.bold_right)
 
     n_voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
     return write_voxel_store(

@@ -1535,7 +1535,7 @@ def _voxel_data(
                 "confounds file"
             )
         table = run_confounds(run.confounds, confounds)
-        Ys.append(load_bold(run.bold, mask, table, run.tr, high_pass))
+        Ys.append(load_bold(run.bold, mask, table, run.tr, high_pass, run.bold_right))
     return InMemoryVoxelData(Ys), mask
 
 

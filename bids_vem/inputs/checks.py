@@ -127,9 +127,11 @@ def check_runs(
         an empty or unreadable brain mask.
     """
     from bids_vem.encoding.bold import load_mask
+    from bids_vem.inputs.surfaces import bold_kind
 
     for run in runs:
-        check_image_complete(run.bold)
+        if bold_kind(run.bold) == "volume":  # GIFTI is read whole when collected
+            check_image_complete(run.bold)
         if run.mask is not None:
             load_mask(run.mask)  # small: read whole, so that an empty mask stops us now
         _check_confounds(run, list(confounds))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +29,7 @@ from bids_vem.errors import DataError, InputMissingError, NoMatchError, UsageErr
 from bids_vem.inputs.events import STIM_COLUMNS, read_events, read_tsv_columns, stim_column_of
 from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import WORD_COLUMNS
+from bids_vem.inputs.surfaces import SURFACE_SPACES, bold_kind, hemisphere, surface_header
 from bids_vem.inputs.transcripts import find_transcript
 
 __all__ = [
@@ -105,6 +106,8 @@ class PreprocBold:
     entities : tuple of (str, str)
         Every entity that identifies the acquisition (also ``ceagent``, ``direction``...),
         used to match the raw events.
+    bold_right : Path or None
+        The right hemisphere's surface BOLD when ``bold`` is the left one (GIFTI).
     """
 
     subject: str
@@ -119,6 +122,7 @@ class PreprocBold:
     tr: float | None
     legacy: bool
     entities: tuple[tuple[str, str], ...]
+    bold_right: Path | None = None
 
     @property
     def name(self) -> str:
@@ -346,8 +350,58 @@ def _entities(bids_file) -> dict:
     return {k: v for k, v in bids_file.get_entities().items()}
 
 
+def _surface_in_layout(layout, space: str, space_entities: dict, query: dict) -> list:
+    """Surface BOLD of one derivative dataset: GIFTI left hemispheres (their right ones are
+    found beside them) or CIFTI dense time series, in every fMRIPrep naming."""
+    query = {k: v for k, v in query.items() if k not in _FIXED_KEYS and k != "desc"}
+    if space == "fsLR":
+        # fMRIPrep 1.2-20.0 named the CIFTI without a space: it was always fsLR
+        return [
+            f
+            for f in _get(
+                layout,
+                datatype="func",
+                suffix="bold",
+                extension=".dtseries.nii",
+                **query,
+                **space_entities,
+            )  # fmt: skip
+            if f.get_entities().get("space") in (None, "fsLR")
+        ]
+    files = _get(
+        layout,
+        datatype="func",
+        space=space,
+        extension=[".func.gii", ".L.func.gii"],
+        **query,
+        **space_entities,
+    )
+    return [
+        f
+        for f in files
+        if hemisphere(f.path, f.get_entities().get("hemi")) == "L"
+        and f.get_entities().get("suffix", "bold") == "bold"
+    ]
+
+
+def _right_hemisphere(left: Path) -> Path | None:
+    """The right hemisphere's file beside a left one, in the naming of its generation."""
+    name = left.name
+    for a, b in (
+        ("_hemi-L_", "_hemi-R_"),
+        ("_hemi-L.", "_hemi-R."),
+        (".L.func.gii", ".R.func.gii"),
+    ):
+        if a in name:
+            right = left.with_name(name.replace(a, b))
+            return right if right.is_file() or right.is_symlink() else None
+    return None
+
+
 def _preproc_in_layout(layout, space: str, space_entities: dict, query: dict):
     """Preprocessed BOLD files of one derivative dataset: (modern, legacy) pybids files."""
+    if space in SURFACE_SPACES:
+        return _surface_in_layout(layout, space, space_entities, query), []
     # the query itself fixes these; --space chooses the space
     query = {k: v for k, v in query.items() if k not in _FIXED_KEYS}
     modern_query = {"desc": "preproc", **query, **space_entities}
@@ -384,6 +438,11 @@ def _spaces_found(layouts: Sequence) -> list[str]:
             ents = f.get_entities()
             if "space" in ents and (ents.get("desc") == "preproc" or ents["suffix"] == "preproc"):
                 spaces.add(str(ents["space"]))
+        for f in layout.get(datatype="func", extension=[".func.gii", ".L.func.gii"]):
+            if "space" in f.get_entities():
+                spaces.add(str(f.get_entities()["space"]))
+        if layout.get(datatype="func", suffix="bold", extension=".dtseries.nii"):
+            spaces.add("fsLR")
     return sorted(spaces)
 
 
@@ -480,8 +539,13 @@ def find_preproc_bold(
     if not any(modern or legacy for modern, legacy in base):
         found = _spaces_found(layouts)
         who = f" for sub-{', sub-'.join(subjects)}" if subjects else ""
+        what = (
+            "surface BOLD"
+            if space_name in SURFACE_SPACES
+            else "preprocessed BOLD (desc-preproc_bold)"
+        )
         raise InputMissingError(
-            f"no preprocessed BOLD (desc-preproc_bold) in space {space}{who} under "
+            f"no {what} in space {space}{who} under "
             f"{', '.join(str(r) for r in roots)}; spaces found: {', '.join(found) or 'none'}"
         )
 
@@ -498,6 +562,9 @@ def find_preproc_bold(
         masks, confounds = _companions(layout, space_name, space_entities)
         for f in modern:
             ents = _entities(f)
+            if space_name in SURFACE_SPACES:
+                out.append(_surface_bold(f, ents, space_name, confounds))
+                continue
             refine = tuple(
                 str(ents.get(k)) if ents.get(k) is not None else None for k in _SPACE_ENTITIES
             )
@@ -548,6 +615,20 @@ def find_preproc_bold(
             )
         )
     return sorted(out, key=lambda p: (p.name, str(p.bold)))
+
+
+def _surface_bold(f, ents: dict, space: str, confounds: dict) -> PreprocBold:
+    """A surface run: no brain mask (the vertices with signal are the mask); a GIFTI left
+    hemisphere with its right one (a missing right hemisphere is said when the run is read)."""
+    bold = Path(f.path)
+    right = _right_hemisphere(bold) if bold_kind(bold) == "gifti" else None
+    if bold_kind(bold) == "gifti" and right is None:
+        raise InputMissingError(f"{bold}: no right hemisphere (hemi-R) beside this left one")
+    pre = _preproc_bold(
+        ents, space, bold, None, confounds.get(_run_key(ents)), _tr_from_metadata(f.get_metadata()),
+        legacy=False,
+    )  # fmt: skip
+    return replace(pre, bold_right=right)
 
 
 def _preproc_bold(ents, space, bold, mask, confounds, tr, *, legacy) -> PreprocBold:
@@ -748,7 +829,10 @@ def collect_runs_report(
             skipped.append(SkippedRun(pre.subject, pre.name, reason))
             continue
         try:
-            n_volumes, header_tr = read_bold_header(pre.bold)
+            if bold_kind(pre.bold) == "volume":
+                n_volumes, header_tr = read_bold_header(pre.bold)
+            else:
+                n_volumes, header_tr = surface_header(pre.bold, pre.bold_right)
         except InputMissingError as err:
             unreadable.append(err)
             continue
@@ -759,7 +843,7 @@ def collect_runs_report(
             timing.append(reason)
             continue
         shared = {f: getattr(pre, f) for f in ("subject", "session", "task", "run", "acquisition")}
-        shared |= {f: getattr(pre, f) for f in ("space", "bold", "mask", "confounds")}
+        shared |= {f: getattr(pre, f) for f in ("space", "bold", "mask", "confounds", "bold_right")}
         runs.append(Run(**shared, events=events, tr=tr, n_volumes=n_volumes))
     if unreadable:
         raise InputMissingError(

@@ -33,6 +33,9 @@ class Run:
         Repetition time in seconds.
     n_volumes : int
         Number of volumes in ``bold``.
+    bold_right : Path or None
+        Surface BOLD of the right hemisphere when ``bold`` is the left one (GIFTI pairs);
+        None for volumes and CIFTI (:mod:`bids_vem.inputs.surfaces`).
     """
 
     subject: str
@@ -47,6 +50,7 @@ class Run:
     confounds: Path | None
     tr: float
     n_volumes: int
+    bold_right: Path | None = None
 
     @property
     def name(self) -> str:
@@ -59,7 +63,7 @@ class Run:
     def to_dict(self) -> dict:
         """JSON-ready dictionary (paths as strings)."""
         out = asdict(self)
-        for key in ("bold", "mask", "events", "confounds"):
+        for key in ("bold", "mask", "events", "confounds", "bold_right"):
             out[key] = None if out[key] is None else str(out[key])
         return out
 
@@ -67,7 +71,7 @@ class Run:
     def from_dict(cls, data: dict) -> Run:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
-        for key in ("bold", "mask", "events", "confounds"):
+        for key in ("bold", "mask", "events", "confounds", "bold_right"):
             data[key] = None if data.get(key) is None else Path(data[key])
         return cls(**data)
 

@@ -87,15 +87,20 @@ def find_statmaps(
 ) -> list[tuple[dict[str, str], Path]]:
     """Participant stat maps in ``output_dir``: ``[(entities, path)]`` sorted by path.
 
-    Only ``sub-*/[ses-*/]func/*_stat-<stat>_statmap.nii.gz`` files whose entities match the
-    given filters are returned (None: any).
+    Only ``sub-*/[ses-*/]func/*_stat-<stat>_statmap.nii.gz`` files (surfaces: the
+    ``hemi-L`` GIFTI of a pair, or the CIFTI ``.dscalar.nii``) whose entities match the given
+    filters are returned (None: any).
     """
     wanted = {"stat": stat, "task": task, "space": space, "desc": feature_space}
     found = []
     root = Path(output_dir)
-    for path in sorted(root.glob("sub-*/func/*_statmap.nii.gz")) + sorted(
-        root.glob("sub-*/ses-*/func/*_statmap.nii.gz")
-    ):
+    candidates = [
+        path
+        for pattern in ("*_statmap.nii.gz", "*_statmap.dscalar.nii", "*_hemi-L_*_statmap.func.gii")
+        for folder in ("sub-*/func", "sub-*/ses-*/func")
+        for path in root.glob(f"{folder}/{pattern}")
+    ]
+    for path in sorted(candidates):
         try:
             entities, _, _ = parse_derivative_name(path)
         except ValueError:

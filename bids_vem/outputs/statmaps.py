@@ -24,6 +24,7 @@ from bids_vem.errors import DataError, InputMissingError
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 from bids_vem.outputs.jsonfile import write_json_atomic
 from bids_vem.outputs.names import derivative_path
+from bids_vem.outputs.surfaces import SurfaceMask, write_surface_statmap
 
 __all__ = [
     "STAT_DESCRIPTIONS",
@@ -205,7 +206,7 @@ def unmask(
 def write_statmap(
     output_dir: Path | str,
     data: np.ndarray,
-    mask_img: Path | str | nib.spatialimages.SpatialImage,
+    mask_img: Path | str | nib.spatialimages.SpatialImage | SurfaceMask,
     *,
     entities: Mapping[str, Any],
     stat: str,
@@ -222,8 +223,10 @@ def write_statmap(
         Derivative dataset root (or ``OUTPUT_DIR/group`` for group maps).
     data : ndarray, shape (n_voxels,)
         Values inside the mask.
-    mask_img : path or image
-        Mask defining the voxels.
+    mask_img : path, image or SurfaceMask
+        Mask defining the voxels; a :class:`~bids_vem.outputs.surfaces.SurfaceMask` writes a
+        surface map (GIFTI per hemisphere, or CIFTI dscalar;
+        :func:`~bids_vem.outputs.surfaces.write_surface_statmap`).
     entities : mapping
         BIDS entities (``sub``, ``ses``, ``task``, ``space``, ``desc``...).
     stat : str
@@ -238,7 +241,8 @@ def write_statmap(
     Returns
     -------
     Path
-        The NIfTI file; the sidecar is beside it with ``.json``.
+        The NIfTI file (surfaces: the left hemisphere's GIFTI, or the CIFTI); the sidecar is
+        beside it with ``.json``.
 
     Raises
     ------
@@ -252,11 +256,16 @@ def write_statmap(
     clash = sorted({"Description", "Sources"} & set(parameters))
     if clash:
         raise ValueError(f"parameters must not set {clash}: they are written from the arguments")
+    sidecar = {"Description": " ".join(description.split()), "Sources": list(sources), **parameters}
+    if isinstance(mask_img, SurfaceMask):
+        return write_surface_statmap(
+            output_dir, data, mask_img, entities=entities, stat=stat, sidecar=sidecar,
+            datatype=datatype,
+        )[0]  # fmt: skip
     path = derivative_path(
         output_dir, {**entities, "stat": stat}, "statmap", ".nii.gz", datatype=datatype
     )
     image = unmask(data, mask_img)
-    sidecar = {"Description": " ".join(description.split()), "Sources": list(sources), **parameters}
     write_json_atomic(path.with_name(path.name[: -len(".nii.gz")] + ".json"), sidecar)
     with atomic_path(path) as tmp:
         image.to_filename(str(tmp))

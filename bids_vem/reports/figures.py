@@ -60,7 +60,8 @@ def plot_r_map(
     Parameters
     ----------
     stat_map_path : path
-        A 3D ``stat-r`` NIfTI map.
+        A 3D ``stat-r`` NIfTI map; surface maps are drawn on their meshes
+        (:func:`bids_vem.reports.surface_figures.plot_surface_r_map`).
     out_file : path
         ``.png`` or ``.svg``; written atomically.
     title : str
@@ -73,6 +74,14 @@ def plot_r_map(
         Background; "auto" uses nilearn's bundled MNI152 template for ``space-MNI152*`` maps
         and none otherwise.
     """
+    from bids_vem.outputs.surfaces import is_surface_map
+
+    if is_surface_map(stat_map_path):
+        from bids_vem.reports.surface_figures import plot_surface_r_map
+
+        return plot_surface_r_map(
+            stat_map_path, out_file, title=title, threshold=threshold, vmax=vmax
+        )
     _use_agg()
     import matplotlib.pyplot as plt
     from nilearn import plotting

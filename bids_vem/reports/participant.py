@@ -11,6 +11,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bids_vem.errors import DataError
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.names import derivative_name
 from bids_vem.reports.comparison import comparison_html
@@ -83,7 +84,12 @@ def about_html(version: str | None, command_line: str | None) -> str:
 def _r_values(result: Mapping[str, Any], r_path: Path) -> np.ndarray:
     if result.get("r") is not None:
         return np.asarray(result["r"], dtype=np.float64)
-    data = np.asarray(nib.load(str(r_path)).dataobj, dtype=np.float64)
+    from bids_vem.outputs.surfaces import is_surface_map, read_surface_map
+
+    if is_surface_map(r_path):
+        data = read_surface_map(r_path)[0].astype(np.float64)
+    else:
+        data = np.asarray(nib.load(str(r_path)).dataobj, dtype=np.float64)
     return data[data != 0]  # the map is 0 outside the mask
 
 
@@ -175,6 +181,10 @@ def write_participant_report(
                 title=f"r, {result.get('feature_space')}",
                 threshold=r_threshold,
             )
+        except DataError as exc:  # no figure for this kind of map (fsnative surfaces)
+            logger.warning("no figure for %s: %s", Path(r_path).name, exc)
+            errors.append(f"no figure for {Path(r_path).name}: {exc}")
+            continue
         except Exception as exc:  # a figure must not cost the whole report
             logger.exception("figure for %s failed", r_path)
             errors.append(f"figure for {r_path} failed: {exc}")

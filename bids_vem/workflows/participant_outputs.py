@@ -23,6 +23,7 @@ from bids_vem.encoding.model import EncodingResult
 from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import load_feature_set
 from bids_vem.inputs.stimuli import StimulusTable
+from bids_vem.inputs.surfaces import SurfaceGeometry, bold_kind
 from bids_vem.outputs.atomic import atomic_path, write_text_atomic
 from bids_vem.outputs.dataset import (
     container_from_environment,
@@ -42,6 +43,7 @@ from bids_vem.outputs.statmaps import (
     write_statmap,
     write_summary_tsv,
 )
+from bids_vem.outputs.surfaces import SurfaceMask
 from bids_vem.reports.participant import write_participant_report
 from bids_vem.workflows.contracts import FeatureSpaceEntry, FitRecord, OutputPlan, RunGroup
 
@@ -196,7 +198,12 @@ def _sources(
     group: RunGroup, feature_space: str, links: dict[str, Path], plan: OutputPlan
 ) -> list[str]:
     # no brain mask: derived from the BOLD (BrainMask says so)
-    found = [_uri(p, links) for run in group.runs for p in (run.bold, run.mask, run.events) if p]
+    found = [
+        _uri(p, links)
+        for run in group.runs
+        for p in (run.bold, run.bold_right, run.mask, run.events)
+        if p
+    ]
     sources = [uri for uri in found if uri is not None]
     alignment = plan.alignment
     if alignment is not None and feature_space == alignment.name:
@@ -267,7 +274,10 @@ def write_participant_outputs(
             result = EncodingResult.load(fit.result)
             # design columns = features x delays: no need to read the feature matrix again
             n_features[fs.name] = result.n_features // max(1, len(result.delays))
-            paths, row = _write_fit(output_dir, subject, group, fs, result, fit, plan, links)
+            mask_img = _output_mask(result, group)
+            paths, row = _write_fit(
+                output_dir, subject, group, fs, result, fit, plan, links, mask_img
+            )
             statmaps += list(paths.values())
             rows.append(row)
             group_results[fs.name] = {
@@ -280,6 +290,7 @@ def write_participant_outputs(
                 "r": result.r,
                 "mask": result.mask,
                 "affine": result.affine,
+                "mask_img": mask_img,
                 "modality": fs.modality,
                 "blocks": (result.block_moments, result.block_folds),
             }
@@ -340,9 +351,9 @@ def _write_fit(
     fit: FitRecord,
     plan: OutputPlan,
     links: dict[str, Path],
+    mask_img: nib.Nifti1Image | SurfaceMask,
 ) -> tuple[dict[str, Path], dict]:
     """The maps (and weights) of one fit; returns the map paths and the summary row."""
-    mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
     parameters = dict(plan.parameters) | {
         "FeatureSpace": fs.name,
         "ModelSpec": fs.spec,
@@ -397,6 +408,16 @@ def _write_fit(
         result.n_alpha_high,
     )
     return paths, row
+
+
+def _output_mask(result: EncodingResult, group: RunGroup) -> nib.Nifti1Image | SurfaceMask:
+    """Where the fit's maps go: its brain mask on the BOLD's grid, or its points on the
+    surface of the BOLD (GIFTI hemispheres, CIFTI grayordinates)."""
+    run = group.runs[0]
+    if bold_kind(run.bold) == "volume":
+        return nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
+    geometry = SurfaceGeometry.of_bold(run.bold, run.bold_right, group.space)
+    return SurfaceMask(geometry, result.mask.reshape(-1))
 
 
 def _scoring(result: EncodingResult, planned: str | None) -> str | None:
@@ -470,6 +491,7 @@ def _compare(
     from bids_vem.analysis.comparison import (
         COMPARISON_COLUMNS,
         compare_feature_spaces,
+        roi_points,
         roi_voxels,
     )
 
@@ -483,6 +505,7 @@ def _compare(
     first = next(iter(group_results.values()))
     affine = first["affine"]
     result_mask = first["mask"]
+    mask_img = first["mask_img"]
     roles, reference = {}, None
     if alignment:
         roles = {
@@ -495,7 +518,9 @@ def _compare(
         {name: r["r"] for name, r in group_results.items()},
         roles=roles,
         reference=reference,
-        rois=roi_voxels(list(rois), result_mask, affine),
+        rois=roi_points(list(rois), mask_img)
+        if isinstance(mask_img, SurfaceMask)
+        else roi_voxels(list(rois), result_mask, affine),
     )
     entities = group.entities
     descriptions = dict(COMPARISON_COLUMNS)
@@ -526,7 +551,7 @@ def _compare(
                 write_statmap(
                     output_dir,
                     gain_test[stat],
-                    nib.Nifti1Image(result_mask.astype(np.uint8), affine),
+                    mask_img,
                     entities=entities | {"desc": alignment.name},
                     stat=f"rgain{stat}",
                     description=(
@@ -547,7 +572,7 @@ def _compare(
             write_statmap(
                 output_dir,
                 gain,
-                nib.Nifti1Image(result_mask.astype(np.uint8), affine),
+                mask_img,
                 entities=entities | {"desc": alignment.name},
                 stat="rgain",
                 description=(

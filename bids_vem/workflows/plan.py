@@ -27,6 +27,7 @@ from bids_vem.inputs.checks import check_runs
 from bids_vem.inputs.layout import collect_runs_report, find_derivatives
 from bids_vem.inputs.runs import Run, SkippedRun
 from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
+from bids_vem.inputs.surfaces import bold_kind
 from bids_vem.inputs.transcripts import story_run
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.workflows.contracts import FeatureSpaceEntry, RunGroup
@@ -478,6 +479,12 @@ def _check_trialwise(
 
     if config.design != "trialwise":
         return None
+    if any(bold_kind(run.bold) != "volume" for group in run_groups for run in group.runs):
+        raise UsageError(
+            f"{option_name('design')} trialwise estimates and reads single-trial betas of "
+            f"volumes; surface data ({option_name('space')} {run_groups[0].space}) are fitted "
+            f"with {option_name('design')} continuous"
+        )
     kinds = {stim.kind for stim in stimuli}
     if not kinds <= {"image"}:
         raise DataError(

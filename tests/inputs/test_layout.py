@@ -355,9 +355,17 @@ def test_fixture_ds000001_fmriprep_query(shared_fixtures):
         assert pre.tr == 2.0 and not pre.legacy and pre.task == "balloonanalogrisktask"
     assert {p.subject for p in find_preproc_bold([root], participant_label=["sub-16"])} == {"16"}
     with pytest.raises(
-        InputMissingError, match="space fsLR .*; spaces found: MNI152NLin2009cAsym$"
+        InputMissingError,
+        match="space fsLR .*; spaces found: MNI152NLin2009cAsym, fsaverage5, fsnative$",
     ):
         find_preproc_bold([root], space="fsLR")
+    # fMRIPrep 20.2's surfaces: one pair of hemispheres per run, confounds shared with volumes
+    lefts = sorted(root.glob("sub-*/func/*_space-fsaverage5_hemi-L_bold.func.gii"))
+    surfaces = find_preproc_bold([root], space="fsaverage5")
+    assert sorted(p.bold for p in surfaces) == lefts and len(lefts) > 0
+    for pre in surfaces:
+        assert pre.bold_right.name == pre.bold.name.replace("hemi-L", "hemi-R")
+        assert pre.mask is None and pre.confounds.is_file()
 
 
 @pytest.mark.fixtures

@@ -1,0 +1,181 @@
+"""Surface figures of r maps: lateral, medial and ventral views of both hemispheres, offline.
+
+Meshes that need no download: fsaverage5 bundled with nilearn (inflated, with its sulcal
+depth as background), and fsLR 32k (conte69 midthickness) from the ``brainspace`` wheel's data
+files, read as GIFTI without importing brainspace. fsaverage and fsaverage6 maps are shown on
+fsaverage5 by keeping its vertices: the fsaverage meshes are nested icosahedra whose first
+10,242 vertices per hemisphere are fsaverage5's, at the same places (decimation, no
+interpolation). Maps in native space (fsnative) have no template mesh: they are refused with
+a message the report shows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_vem.errors import DataError
+from bids_vem.inputs.surfaces import FSAVERAGE_VERTICES
+from bids_vem.outputs.atomic import atomic_path
+from bids_vem.outputs.surfaces import read_surface_map
+from bids_vem.reports.figures import _use_agg
+
+__all__ = ["SURFACE_VIEWS", "plot_surface_r_map", "surface_meshes"]
+
+SURFACE_VIEWS = ("lateral", "medial", "ventral")
+_FSAVERAGE5 = FSAVERAGE_VERTICES["fsaverage5"]
+_FSLR_VERTICES = 32492
+
+
+def _conte69() -> dict[str, Path]:
+    spec = importlib.util.find_spec("brainspace")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "fsLR figures need the conte69 meshes of the brainspace package "
+            "(pip install brainspace); the maps are written all the same"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets"
+    return {
+        "left": folder / "surfaces" / "conte69_32k_lh.gii",
+        "right": folder / "surfaces" / "conte69_32k_rh.gii",
+        "curvature": folder / "matrices" / "main_group" / "conte69_32k_curvature.csv",
+    }
+
+
+def surface_meshes(values: np.ndarray, geometry) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """Meshes, per-hemisphere values and background maps to draw a surface map on.
+
+    Returns
+    -------
+    meshes : dict
+        ``left``/``right`` to a mesh nilearn plots (a mesh object or a GIFTI path).
+    values : dict
+        ``left``/``right`` to one value per mesh vertex (NaN where there is no data).
+    backgrounds : dict
+        ``left``/``right`` to a background map (sulcal depth), or None.
+
+    Raises
+    ------
+    DataError
+        No offline template mesh for this space.
+    """
+    space = geometry.space
+    if geometry.kind == "cifti":
+        meshes = _conte69()
+        per_hemi = {}
+        models = geometry.brain_models
+        for structure, sl, model in models.iter_structures():
+            hemi = {"CIFTI_STRUCTURE_CORTEX_LEFT": "left", "CIFTI_STRUCTURE_CORTEX_RIGHT": "right"}
+            if structure not in hemi:
+                continue
+            full = np.full(model.nvertices[structure], np.nan)
+            full[model.vertex] = values[sl]
+            if full.size != _FSLR_VERTICES:
+                raise DataError(
+                    f"a {full.size}-vertex cortex is not fsLR 32k: no mesh to draw it on"
+                )
+            per_hemi[hemi[structure]] = full
+        # the mean curvature of both hemispheres (left then right) shades the folds
+        backgrounds = {"left": None, "right": None}
+        if meshes["curvature"].is_file():
+            curvature = np.loadtxt(meshes["curvature"])
+            backgrounds = {"left": curvature[:_FSLR_VERTICES], "right": curvature[_FSLR_VERTICES:]}
+        return meshes, per_hemi, backgrounds
+    if space not in FSAVERAGE_VERTICES:
+        raise DataError(
+            f"space {space} has no template mesh offline (fsaverage5 and fsLR do; fsaverage "
+            "and fsaverage6 are shown on fsaverage5): no surface figure"
+        )
+    from nilearn.datasets import load_fsaverage, load_fsaverage_data
+
+    parts = geometry.hemispheres(values)
+    per_hemi = {}
+    for hemi, name in (("L", "left"), ("R", "right")):
+        if hemi not in parts:
+            continue
+        part = np.asarray(parts[hemi], dtype=np.float64)
+        if part.size < _FSAVERAGE5:
+            raise DataError(f"{space} maps of {part.size} vertices cannot be drawn on fsaverage5")
+        per_hemi[name] = part[:_FSAVERAGE5]  # nested icosahedra: fsaverage5's vertices first
+    mesh = load_fsaverage("fsaverage5")["inflated"]
+    sulcal = load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal")
+    meshes = {name: mesh.parts[name] for name in per_hemi}
+    backgrounds = {name: np.asarray(sulcal.data.parts[name]) for name in per_hemi}
+    return meshes, per_hemi, backgrounds
+
+
+def plot_surface_r_map(
+    stat_map_path: Path | str,
+    out_file: Path | str,
+    *,
+    title: str,
+    threshold: float = 0.1,
+    vmax: float | None = None,
+) -> Path:
+    """Plot a surface r map: one row per hemisphere, lateral, medial and ventral views.
+
+    Parameters
+    ----------
+    stat_map_path : path
+        A ``hemi-L`` GIFTI map (its ``hemi-R`` beside it) or a CIFTI ``.dscalar.nii`` map.
+    out_file : path
+        ``.png`` or ``.svg``; written atomically.
+    threshold, vmax
+        As :func:`bids_vem.reports.figures.plot_r_map`.
+
+    Raises
+    ------
+    DataError
+        No template mesh offline for the map's space (the report says so instead).
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    out_file = Path(out_file)
+    values, geometry = read_surface_map(stat_map_path)
+    meshes, per_hemi, backgrounds = surface_meshes(values, geometry)
+    finite = values[np.isfinite(values)]
+    peak = float(np.abs(finite).max()) if finite.size else 0.0
+    vmax = vmax if vmax is not None else max(peak, threshold, 1e-6)
+    hemis = [h for h in ("left", "right") if h in per_hemi]
+    figure, axes = plt.subplots(
+        len(hemis),
+        len(SURFACE_VIEWS),
+        figsize=(3 * len(SURFACE_VIEWS), 2.6 * len(hemis)),
+        subplot_kw={"projection": "3d"},
+        squeeze=False,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nilearn's notes on meshes and thresholds
+            for row, hemi in enumerate(hemis):
+                mesh = meshes[hemi]
+                if isinstance(mesh, Path):
+                    mesh = nib.load(mesh)
+                    mesh = (mesh.darrays[0].data, mesh.darrays[1].data)
+                for column, view in enumerate(SURFACE_VIEWS):
+                    plotting.plot_surf_stat_map(
+                        mesh,
+                        np.nan_to_num(per_hemi[hemi]),
+                        hemi=hemi,
+                        view=view,
+                        bg_map=backgrounds[hemi],
+                        threshold=threshold,
+                        vmax=vmax,
+                        cmap="cold_hot",
+                        colorbar=row == 0 and column == len(SURFACE_VIEWS) - 1,
+                        axes=axes[row, column],
+                        figure=figure,
+                        title=f"{hemi} {view}",
+                    )
+        figure.suptitle(title)
+        with atomic_path(out_file) as tmp:
+            figure.savefig(tmp, dpi=80, format=out_file.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
+    return out_file
