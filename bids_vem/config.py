@@ -453,6 +453,26 @@ class OutputSettings(Section):
         metavar="[NAME=]MASK",
         from_cli=values.rois,
     )
+    atlases: tuple[str, ...] = setting(
+        (),
+        help="Cortical parcellation(s) on fsLR 32k shipped with brainspace (Schaefer 2018, Vos "
+        "de Wael 2020, Mesulam 1998): r summarised parcel by parcel for --space fsLR maps, in "
+        "..._atlas-<name>_parcels.tsv (repeatable).",
+        flags=("--atlas",),
+        kind="list",
+        choices=(
+            "schaefer100",
+            "schaefer200",
+            "schaefer300",
+            "schaefer400",
+            "schaefer1000",
+            "vosdewael100",
+            "vosdewael200",
+            "vosdewael300",
+            "vosdewael400",
+            "mesulam",
+        ),  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)

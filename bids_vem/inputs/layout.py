@@ -365,7 +365,7 @@ def _surface_in_layout(layout, space: str, space_entities: dict, query: dict) ->
                 extension=".dtseries.nii",
                 **query,
                 **space_entities,
-            )  # fmt: skip
+            )
             if f.get_entities().get("space") in (None, "fsLR")
         ]
     files = _get(
@@ -618,8 +618,14 @@ def find_preproc_bold(
 
 
 def _surface_bold(f, ents: dict, space: str, confounds: dict) -> PreprocBold:
-    """A surface run: no brain mask (the vertices with signal are the mask); a GIFTI left
-    hemisphere with its right one (a missing right hemisphere is said when the run is read)."""
+    """A surface run: no brain mask (the points with signal are the mask); a GIFTI left
+    hemisphere with its right one.
+
+    Raises
+    ------
+    InputMissingError
+        A GIFTI left hemisphere without its right one beside it.
+    """
     bold = Path(f.path)
     right = _right_hemisphere(bold) if bold_kind(bold) == "gifti" else None
     if bold_kind(bold) == "gifti" and right is None:

@@ -64,6 +64,8 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_summary.json",
     "*_comparison.tsv",
     "*_comparison.json",
+    "*_parcels.tsv",
+    "*_parcels.json",
     "*.func.gii",
     "*.dscalar.nii",
 )

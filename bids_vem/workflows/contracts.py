@@ -103,6 +103,7 @@ class OutputPlan:
     run_groups: tuple[RunGroup, ...]
     alignment: AlignmentEntry | None = None
     rois: tuple[tuple[str, Path], ...] = ()
+    atlases: tuple[str, ...] = ()
     skipped_runs: tuple[SkippedRun, ...] = ()
     n_stimuli: int = 0
     captions: Path | None = None
@@ -121,6 +122,7 @@ class OutputPlan:
             "run_groups": [group.to_dict() for group in self.run_groups],
             "alignment": None if self.alignment is None else asdict(self.alignment),
             "rois": [[name, str(path)] for name, path in self.rois],
+            "atlases": list(self.atlases),
             "skipped_runs": [skipped.to_dict() for skipped in self.skipped_runs],
             "n_stimuli": self.n_stimuli,
             "captions": None if self.captions is None else str(self.captions),
@@ -138,6 +140,7 @@ class OutputPlan:
             run_groups=tuple(RunGroup.from_dict(group) for group in data["run_groups"]),
             alignment=None if alignment is None else AlignmentEntry(**alignment),
             rois=tuple((name, Path(path)) for name, path in data.get("rois", [])),
+            atlases=tuple(data.get("atlases", [])),
             skipped_runs=tuple(SkippedRun.from_dict(s) for s in data.get("skipped_runs", [])),
             n_stimuli=int(data.get("n_stimuli", 0)),
             captions=None if data.get("captions") is None else Path(data["captions"]),

@@ -157,6 +157,7 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
             folds={group: [f.name for f in folds] for group, folds in alignment.folds.items()},
         ),
         rois=plan.rois,
+        atlases=plan.atlases,
         skipped_runs=plan.skipped_runs,
         n_stimuli=len(plan.stimuli),
         captions=config.captions,

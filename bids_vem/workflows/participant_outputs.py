@@ -36,6 +36,7 @@ from bids_vem.outputs.dataset import (
 from bids_vem.outputs.group import find_statmaps
 from bids_vem.outputs.names import derivative_name, derivative_path
 from bids_vem.outputs.statmaps import (
+    SUMMARY_COLUMNS,
     bids_uri,
     encoding_summary_row,
     summary_tsv_path,
@@ -295,6 +296,7 @@ def write_participant_outputs(
                 "blocks": (result.block_moments, result.block_folds),
             }
             results.append(group_results[fs.name])
+        _write_parcels(output_dir, group, plan, group_results)
         comparison = _compare(output_dir, subject, group, plan, group_results)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
@@ -408,6 +410,30 @@ def _write_fit(
         result.n_alpha_high,
     )
     return paths, row
+
+
+def _write_parcels(
+    output_dir: Path, group: RunGroup, plan: OutputPlan, group_results: dict[str, dict]
+) -> list[Path]:
+    """``..._atlas-<name>_parcels.tsv`` of a run group: r per parcel of each atlas (--atlas),
+    one row per feature space and parcel."""
+    from bids_vem.analysis.parcels import ATLAS_COLUMNS, parcel_rows, point_parcels
+
+    written = []
+    for name in plan.atlases:
+        rows = []
+        for fs_name, entry in group_results.items():
+            mask = entry["mask_img"]
+            parcels = point_parcels(name, mask.geometry)[mask.inside]
+            rows += parcel_rows(name, parcels, entry["r"], feature_space=fs_name)
+        path = derivative_path(output_dir, group.entities | {"atlas": name}, "parcels", ".tsv")
+        written.append(
+            write_summary_tsv(
+                path, rows, ATLAS_COLUMNS | {"feature_space": SUMMARY_COLUMNS["feature_space"]}
+            )
+        )
+        logger.info("%s: r per parcel of %s in %s", group.name, name, path.name)
+    return written
 
 
 def _output_mask(result: EncodingResult, group: RunGroup) -> nib.Nifti1Image | SurfaceMask:

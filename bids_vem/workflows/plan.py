@@ -84,6 +84,8 @@ class ParticipantPlan:
     alignment: AlignmentPlan | None = None
     #: regions of interest (name, mask path) for the summaries
     rois: tuple[tuple[str, Path], ...] = ()
+    #: parcellations that summarise surface maps (--atlas)
+    atlases: tuple[str, ...] = ()
     #: per run group name, the user's single-trial betas (--betas): (image, table) pairs, one
     #: per group, run or session
     betas: dict[str, tuple[tuple[Path, Path], ...]] | None = None
@@ -141,9 +143,16 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     for name, path in config.rois:
         if not path.is_file():
             raise InputMissingError(f"{option_name('rois')} {name}={path}: no such file")
+    if config.atlases and any(bold_kind(run.bold) != "cifti" for run in runs):
+        raise UsageError(
+            f"{option_name('atlases')} {', '.join(config.atlases)}: the atlases are on fsLR 32k; "
+            f"use {option_name('space')} fsLR (CIFTI), or {option_name('rois')} with a mask in "
+            "the space of the maps"
+        )
     return ParticipantPlan(
         alignment=alignment,
         rois=config.rois,
+        atlases=config.atlases,
         betas=betas,
         runs=tuple(runs),
         skipped_runs=tuple(skipped),

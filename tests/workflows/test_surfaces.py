@@ -123,7 +123,9 @@ def test_group_level_on_the_surface(fsaverage5):
 def test_fslr_cifti_maps_keep_the_grayordinates(demo_dataset, tmp_path):
     skeleton = skeletons.surfaces_from_demo(demo_dataset, tmp_path / "fmriprep", kind="cifti")
     out = tmp_path / "out"
-    argv = _argv(demo_dataset, out, tmp_path / "work", skeleton.derivatives, "fsLR")
+    argv = _argv(
+        demo_dataset, out, tmp_path / "work", skeleton.derivatives, "fsLR", "--atlas", "schaefer100"
+    )
     assert main(argv) == 0
     name = "sub-01_task-shapes_space-fsLR_den-91k_desc-minilm_stat-r_statmap.dscalar.nii"
     image = nib.load(out / "sub-01" / "func" / name)
@@ -139,6 +141,26 @@ def test_fslr_cifti_maps_keep_the_grayordinates(demo_dataset, tmp_path):
     assert np.median(values[planted]) > np.quantile(values[rest], 0.99)
     assert pearsonr(skeleton.amplitude["01"], values[planted])[0] > 0.4
     assert values[:n_left][planted].min() > values[n_left:].max() - 0.2
+    # r per Schaefer parcel: the parcels' means of the map, by the atlas's vertex labels
+    from bids_vem.analysis.parcels import atlas_labels
+
+    models = image.header.get_axis(1)
+    labels = np.zeros(values.size, dtype=int)
+    for structure, part, model in models.iter_structures():
+        offset = {"CIFTI_STRUCTURE_CORTEX_LEFT": 0, "CIFTI_STRUCTURE_CORTEX_RIGHT": 32492}
+        if structure in offset:
+            labels[part] = atlas_labels("schaefer100")[offset[structure] + model.vertex]
+    table = out / "sub-01" / "func" / "sub-01_task-shapes_space-fsLR_atlas-schaefer100_parcels.tsv"
+    rows = [line.split("\t") for line in table.read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    assert len(rows) == 100 and {row[header.index("feature_space")] for row in rows} == {"minilm"}
+    for row in rows[::17]:
+        parcel = int(row[header.index("parcel")])
+        inside = (labels == parcel) & (values != 0)
+        assert int(row[header.index("n_points")]) == inside.sum()
+        np.testing.assert_allclose(
+            float(row[header.index("mean_r")]), values[inside].mean(), atol=1e-5
+        )
     # drawn on the fsLR 32k (conte69) meshes
     from PIL import Image
 
