@@ -1,7 +1,8 @@
-"""Surface figures of r maps: lateral, medial and ventral views of both hemispheres, offline.
+"""Surface figures of r maps: lateral, medial and ventral views of both hemispheres (and the
+flattened cortex where a flat mesh is at hand), offline.
 
-Meshes that need no download: fsaverage5 bundled with nilearn (inflated, with its sulcal
-depth as background), and fsLR 32k (conte69 midthickness) from the ``brainspace`` wheel's data
+Meshes that need no download: fsaverage5 bundled with nilearn (inflated and flat, with its
+sulcal depth as background), and fsLR 32k (conte69 midthickness) from the ``brainspace`` wheel's data
 files, read as GIFTI without importing brainspace. fsaverage and fsaverage6 maps are shown on
 fsaverage5 by keeping its vertices: the fsaverage meshes are nested icosahedra whose first
 10,242 vertices per hemisphere are fsaverage5's, at the same places (decimation, no
@@ -52,7 +53,8 @@ def surface_meshes(values: np.ndarray, geometry) -> tuple[dict, dict[str, np.nda
     Returns
     -------
     meshes : dict
-        ``left``/``right`` to a mesh nilearn plots (a mesh object or a GIFTI path).
+        ``left``/``right`` to a mesh nilearn plots (a mesh object or a GIFTI path); ``flat``
+        to the flat meshes per hemisphere, when there are any.
     values : dict
         ``left``/``right`` to one value per mesh vertex (NaN where there is no data).
     backgrounds : dict
@@ -101,9 +103,10 @@ def surface_meshes(values: np.ndarray, geometry) -> tuple[dict, dict[str, np.nda
         if part.size < _FSAVERAGE5:
             raise DataError(f"{space} maps of {part.size} vertices cannot be drawn on fsaverage5")
         per_hemi[name] = part[:_FSAVERAGE5]  # nested icosahedra: fsaverage5's vertices first
-    mesh = load_fsaverage("fsaverage5")["inflated"]
+    fsaverage5 = load_fsaverage("fsaverage5")
     sulcal = load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal")
-    meshes = {name: mesh.parts[name] for name in per_hemi}
+    meshes = {name: fsaverage5["inflated"].parts[name] for name in per_hemi}
+    meshes["flat"] = {name: fsaverage5["flat"].parts[name] for name in per_hemi}
     backgrounds = {name: np.asarray(sulcal.data.parts[name]) for name in per_hemi}
     return meshes, per_hemi, backgrounds
 
@@ -143,10 +146,11 @@ def plot_surface_r_map(
     peak = float(np.abs(finite).max()) if finite.size else 0.0
     vmax = vmax if vmax is not None else max(peak, threshold, 1e-6)
     hemis = [h for h in ("left", "right") if h in per_hemi]
+    views = SURFACE_VIEWS + (("flat",) if "flat" in meshes else ())
     figure, axes = plt.subplots(
         len(hemis),
-        len(SURFACE_VIEWS),
-        figsize=(3 * len(SURFACE_VIEWS), 2.6 * len(hemis)),
+        len(views),
+        figsize=(3 * len(views), 2.6 * len(hemis)),
         subplot_kw={"projection": "3d"},
         squeeze=False,
     )
@@ -158,17 +162,18 @@ def plot_surface_r_map(
                 if isinstance(mesh, Path):
                     mesh = nib.load(mesh)
                     mesh = (mesh.darrays[0].data, mesh.darrays[1].data)
-                for column, view in enumerate(SURFACE_VIEWS):
+                for column, view in enumerate(views):
                     plotting.plot_surf_stat_map(
-                        mesh,
+                        meshes["flat"][hemi] if view == "flat" else mesh,
                         np.nan_to_num(per_hemi[hemi]),
                         hemi=hemi,
-                        view=view,
+                        # a flat mesh lies in the x-y plane: seen from above
+                        view="dorsal" if view == "flat" else view,
                         bg_map=backgrounds[hemi],
                         threshold=threshold,
                         vmax=vmax,
                         cmap="cold_hot",
-                        colorbar=row == 0 and column == len(SURFACE_VIEWS) - 1,
+                        colorbar=row == 0 and column == len(views) - 1,
                         axes=axes[row, column],
                         figure=figure,
                         title=f"{hemi} {view}",
