@@ -66,6 +66,8 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_comparison.json",
     "*_parcels.tsv",
     "*_parcels.json",
+    "*_layers.tsv",
+    "*_layers.json",
     "*.func.gii",
     "*.dscalar.nii",
 )

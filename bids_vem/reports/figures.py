@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +12,7 @@ import numpy as np
 
 from bids_vem.outputs.atomic import atomic_path
 
-__all__ = ["plot_r_map", "plot_r_histogram", "cut_coords_of_peak"]
+__all__ = ["plot_r_map", "plot_r_histogram", "plot_layer_profile", "cut_coords_of_peak"]
 
 
 def _use_agg() -> None:
@@ -148,6 +149,41 @@ def plot_r_histogram(
         axes.set_ylabel("voxels")
         axes.set_title(title)
         axes.legend(frameon=False)
+        figure.tight_layout()
+        with atomic_path(out_file) as tmp:
+            figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
+    return out_file
+
+
+def plot_layer_profile(rows: Sequence[Mapping], out_file: Path | str, *, title: str) -> Path:
+    """Mean held-out r layer by layer, over the mask and in each region; returns ``out_file``.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        :func:`bids_vem.analysis.layers.layer_profile_rows` (``layer``, ``mean_r`` and
+        ``mean_r_roi-<name>`` per region).
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    out_file = Path(out_file)
+    layers = [row["layer"] for row in rows]
+    series = {"whole mask": [row["mean_r"] for row in rows]}
+    for key in rows[0] if rows else ():
+        if key.startswith("mean_r_roi-"):
+            series[key.removeprefix("mean_r_roi-")] = [row[key] for row in rows]
+    figure, axes = plt.subplots(figsize=(5, 3))
+    try:
+        for label, values in series.items():
+            axes.plot(layers, values, marker="o", label=label)
+        axes.set_xlabel("layer")
+        axes.set_ylabel("mean r (held-out)")
+        axes.set_xticks(layers)
+        axes.set_title(title)
+        axes.legend(frameon=False, fontsize="small")
         figure.tight_layout()
         with atomic_path(out_file) as tmp:
             figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")

@@ -102,6 +102,7 @@ def write_participant_report(
     results: Sequence[Mapping[str, Any]],
     errors: Sequence[str] = (),
     comparisons: Sequence[Mapping[str, Any]] = (),
+    layer_profiles: Sequence[Mapping[str, Any]] = (),
     methods: str | None = None,
     command_line: str | None = None,
     version: str | None = None,
@@ -128,6 +129,9 @@ def write_participant_report(
         Messages of what failed for this participant (the report is written anyway).
     comparisons : sequence of mappings, optional
         Feature spaces side by side per run group (:mod:`bids_vem.reports.comparison`).
+    layer_profiles : sequence of mappings, optional
+        Per ``#layers=`` spec and run group: ``name``, ``group``, ``figure``, ``tsv``, ``rows``
+        (:func:`bids_vem.analysis.layers.layer_profile_rows`).
     methods : str, optional
         Methods text; default: ``logs/CITATION.md`` if present.
     command_line, version : str, optional
@@ -286,8 +290,43 @@ def write_participant_report(
             if comparisons
             else []
         ),
+        *(
+            [("layers", "Layer profiles", _layers_html(layer_profiles, output_dir))]
+            if layer_profiles
+            else []
+        ),
         ("errors", "Errors", errors_html(errors)),
         ("methods", "Methods", methods_html(output_dir, methods)),
         ("about", "About", about_html(version, command_line)),
     ]
     return write_text_atomic(html_path, page(f"bids_vem report: sub-{subject}", sections))
+
+
+def _layers_html(profiles: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
+    """Each layer profile: its plot and its table (with a link to the TSV)."""
+    blocks = []
+    for profile in profiles:
+        rows = list(profile["rows"])
+        rois = [k for k in rows[0] if k.startswith("mean_r_roi-")] if rows else []
+        headers = ["layer", "mean r", "median r", "% voxels best"] + [
+            f"mean r in {k.removeprefix('mean_r_roi-')}" for k in rois
+        ]
+        body = table(
+            headers,
+            (
+                [row["layer"], row["mean_r"], row["median_r"], row["percent_best"]]
+                + [row[k] for k in rois]
+                for row in rows
+            ),
+            numeric=[True] * len(headers),
+        )
+        label = f"{profile['name']}, {profile['group']}"
+        blocks.append(
+            f"<h3>{esc(label)}</h3>"
+            + figure(
+                relative_link(Path(profile["figure"]), output_dir), f"Mean r by layer ({label})"
+            )
+            + body
+            + f'<p><a href="{esc(relative_link(Path(profile["tsv"]), output_dir))}">table (TSV)</a></p>'
+        )
+    return "".join(blocks)

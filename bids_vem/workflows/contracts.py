@@ -75,6 +75,9 @@ class FeatureSpaceEntry:
     #: for the aligned space: the image space it aligns and the text space it aligns to
     base: str | None = None
     target: str | None = None
+    #: for one layer of a ``#layers=`` spec: the spec's name and the layer (number or pooler)
+    layer_of: str | None = None
+    layer: int | str | None = None
 
 
 @dataclass(frozen=True)

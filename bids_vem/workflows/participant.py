@@ -136,12 +136,26 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
 def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
     """What the output steps need to know of the run (written to ``specs/plan.json``)."""
     alignment = plan.alignment
+    # the layers of a #layers= spec: each layer's feature space knows its spec's name
+    layer_of = {
+        fs.name: spec.name
+        for spec, expanded in plan.models
+        if spec.layers is not None
+        for fs in expanded
+    }
     return OutputPlan(
         bids_dir=config.bids_dir,
         space=config.space,
         parameters=_parameters(config, plan),
         feature_spaces=tuple(
-            FeatureSpaceEntry(fs.name, fs.text, fs.modality, fs.family)
+            FeatureSpaceEntry(
+                fs.name,
+                fs.text,
+                fs.modality,
+                fs.family,
+                layer_of=layer_of.get(fs.name),
+                layer=fs.layer if fs.name in layer_of else None,
+            )  # fmt: skip
             for fs in plan.feature_spaces
         )
         + ((alignment.feature_space_entry(),) if alignment is not None else ()),

@@ -265,7 +265,7 @@ def write_participant_outputs(
         summaries[summary["run_group"]] = summary
     links = dataset_links(plan)
     statmaps: list[Path] = []
-    rows, results, comparisons = [], [], []
+    rows, results, comparisons, layer_profiles = [], [], [], []
     n_features: dict[str, int] = {}
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
@@ -297,6 +297,7 @@ def write_participant_outputs(
             }
             results.append(group_results[fs.name])
         _write_parcels(output_dir, group, plan, group_results)
+        layer_profiles += _write_layer_profiles(output_dir, subject, group, plan, group_results)
         comparison = _compare(output_dir, subject, group, plan, group_results)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
@@ -317,6 +318,7 @@ def write_participant_outputs(
         results=results,
         errors=errors,
         comparisons=comparisons,
+        layer_profiles=layer_profiles,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )
@@ -410,6 +412,73 @@ def _write_fit(
         result.n_alpha_high,
     )
     return paths, row
+
+
+def _write_layer_profiles(
+    output_dir: Path,
+    subject: str,
+    group: RunGroup,
+    plan: OutputPlan,
+    group_results: dict[str, dict],
+) -> list[dict]:
+    """Per ``#layers=`` spec: the best layer of each voxel (``desc-<name>_stat-bestlayer``),
+    mean r per layer over the mask and each ROI (``..._desc-<name>_layers.tsv``) and its plot.
+    Returns what the report shows."""
+    from bids_vem.analysis.comparison import roi_points, roi_voxels
+    from bids_vem.analysis.layers import LAYER_COLUMNS, best_layer, layer_profile_rows
+    from bids_vem.reports.figures import plot_layer_profile
+
+    by_spec: dict[str, list[FeatureSpaceEntry]] = {}
+    for fs in plan.feature_spaces:
+        if fs.layer_of and isinstance(fs.layer, int) and fs.name in group_results:
+            by_spec.setdefault(fs.layer_of, []).append(fs)
+    out = []
+    for name, spaces in by_spec.items():
+        if len(spaces) < 2:
+            continue
+        layers = [int(fs.layer) for fs in spaces]
+        first = group_results[spaces[0].name]
+        r = np.stack([group_results[fs.name]["r"] for fs in spaces])
+        mask_img = first["mask_img"]
+        rois = (
+            roi_points(list(plan.rois), mask_img)
+            if isinstance(mask_img, SurfaceMask)
+            else roi_voxels(list(plan.rois), first["mask"], first["affine"])
+        )
+        entities = group.entities | {"desc": name}
+        sources = [
+            bids_uri("", str(group_results[fs.name]["paths"]["r"].relative_to(output_dir)))
+            for fs in spaces
+        ]
+        best = write_statmap(
+            output_dir,
+            best_layer(r, layers),
+            mask_img,
+            entities=entities,
+            stat="bestlayer",
+            description=(
+                f"Layer of {name} whose encoding model has the largest held-out r in each voxel "
+                f"(layers {', '.join(map(str, layers))})."
+            ),
+            sources=sources,
+            parameters={"Layers": layers},
+        )
+        rows = layer_profile_rows(name, layers, r, rois)
+        descriptions = LAYER_COLUMNS | {
+            f"mean_r_roi-{roi}": f"Mean held-out r in region {roi} ({path})"
+            for roi, path in plan.rois
+        }
+        tsv = write_summary_tsv(
+            derivative_path(output_dir, entities, "layers", ".tsv"), rows, descriptions
+        )
+        figure = plot_layer_profile(
+            rows,
+            output_dir / f"sub-{subject}" / "figures" / derivative_name(entities, "layers", ".png"),
+            title=f"{name}: r by layer",
+        )
+        out.append({"name": name, "group": group.name, "map": best, "tsv": tsv, "figure": figure,
+                    "rows": rows})  # fmt: skip
+    return out
 
 
 def _write_parcels(
