@@ -16,7 +16,13 @@ import numpy as np
 from bids_vem.config import option_name
 from bids_vem.errors import DataError
 
-__all__ = ["roi_voxels", "roi_points", "compare_feature_spaces", "COMPARISON_COLUMNS"]
+__all__ = [
+    "roi_voxels",
+    "roi_points",
+    "surface_region",
+    "compare_feature_spaces",
+    "COMPARISON_COLUMNS",
+]
 
 #: descriptions of the comparison table's fixed columns (the TSV's JSON sidecar)
 COMPARISON_COLUMNS = {
@@ -113,7 +119,7 @@ def roi_points(rois: Sequence[tuple[str, Path | str]], mask) -> dict[str, np.nda
     """
     out = {}
     for name, path in rois:
-        inside = _surface_region(f"{option_name('rois')} {name}={path}", Path(path), mask.geometry)
+        inside = surface_region(f"{option_name('rois')} {name}={path}", Path(path), mask.geometry)
         inside = inside[mask.inside]
         if not inside.any():
             raise DataError(f"{option_name('rois')} {name}={path}: holds no point of the maps")
@@ -139,7 +145,15 @@ def _grayordinate_keys(axis) -> list[tuple]:
     ]
 
 
-def _surface_region(text: str, path: Path, geometry) -> np.ndarray:
+def surface_region(text: str, path: Path, geometry) -> np.ndarray:
+    """The points of surface maps inside one region file (see :func:`roi_points`); ``text``
+    names the region in messages.
+
+    Raises
+    ------
+    DataError
+        Unreadable, or of another kind or size than the maps.
+    """
     try:
         image = nib.load(str(path))
     except Exception as err:  # nibabel raises several types for broken files

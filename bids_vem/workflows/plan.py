@@ -143,6 +143,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     for name, path in config.rois:
         if not path.is_file():
             raise InputMissingError(f"{option_name('rois')} {name}={path}: no such file")
+    _check_surface_rois(config, runs)
     if config.atlases and any(bold_kind(run.bold) != "cifti" for run in runs):
         raise UsageError(
             f"{option_name('atlases')} {', '.join(config.atlases)}: the atlases are on fsLR 32k; "
@@ -570,3 +571,17 @@ def _betas_per_run(folder: Path, group: RunGroup) -> list[Path]:
             return []
         found.append(candidates[0])
     return found
+
+
+def _check_surface_rois(config: RunConfig, runs) -> None:
+    """Regions of surface maps are read now, against the surface of the first run, so that a
+    region of the wrong kind or size stops the run before any work."""
+    if not config.rois or bold_kind(runs[0].bold) == "volume":
+        return
+    from bids_vem.analysis.comparison import surface_region
+    from bids_vem.inputs.surfaces import SurfaceGeometry
+
+    geometry = SurfaceGeometry.of_bold(runs[0].bold, runs[0].bold_right, runs[0].space)
+    for name, path in config.rois:
+        if not surface_region(f"{option_name('rois')} {name}={path}", path, geometry).any():
+            raise DataError(f"{option_name('rois')} {name}={path}: the region is empty")

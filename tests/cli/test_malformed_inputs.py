@@ -114,6 +114,15 @@ def _glmsingle(ds, tmp_path, numtrialrun=(6, 6, 6), designinfo=True):
     return ["--design", "trialwise", "--betas", str(tmp_path / "GLM")]
 
 
+def _left_hemisphere_alone(ds, tmp_path):
+    """fMRIPrep's surface BOLD with the right hemisphere not fetched."""
+    from tests.skeletons import _write_func_gii
+
+    name = "sub-01_task-images_run-1_hemi-L_space-fsaverage5_bold.func.gii"
+    _write_func_gii(ds.prep / "sub-01" / "func" / name, np.ones((642, 30)), 2.0)
+    return ["--space", "fsaverage5"]
+
+
 def _session_betas_one_too_many(ds, tmp_path):
     folder = tmp_path / "betas" / "sub-01"
     folder.mkdir(parents=True)
@@ -221,6 +230,8 @@ CASES = [
          66, "DESIGNINFO.npy: cannot read this .npy file"),
     Case("session betas with a volume too many", _session_betas_one_too_many,
          65, "TYPEB_FITHRF.npy: 19 volumes but the events of its session name 18 stimulus trials"),
+    Case("left hemisphere without its right", _left_hemisphere_alone,
+         66, "hemi-L_space-fsaverage5_bold.func.gii: no right hemisphere (hemi-R) beside this left one"),
     Case("a surface atlas on volume maps",
          lambda ds, t: ["--atlas", "schaefer100"],
          64, "--atlas schaefer100: the atlases are on fsLR 32k; use --space fsLR"),

@@ -167,3 +167,23 @@ def test_fslr_cifti_maps_keep_the_grayordinates(demo_dataset, tmp_path):
     figure = out / "sub-01" / "figures" / "sub-01_task-shapes_space-fsLR_desc-minilm_rmap.png"
     assert np.asarray(Image.open(figure).convert("L"), dtype=float).std() > 10
     assert validate_derivatives(out) == []
+
+
+def test_surface_regions_of_the_wrong_kind_or_size_stop_before_any_work(
+    demo_dataset, tmp_path, capfd
+):
+    skeleton = skeletons.surfaces_from_demo(demo_dataset, tmp_path / "fmriprep")
+    volume = next(demo_dataset.fmriprep_dir.glob("sub-01/func/*desc-brain_mask.nii.gz"))
+    small = _planted_roi(tmp_path / "small.hemi-L.label.gii", [0, 1], 642)
+    for roi, message in (
+        (volume, "not a GIFTI or CIFTI region"),
+        (small, "642 vertices, but the maps' hemisphere L has 10242"),
+    ):
+        argv = _argv(
+            demo_dataset, tmp_path / "out", tmp_path / "work", skeleton.derivatives,
+            "fsaverage5", "--roi", f"bad={roi}",
+        )  # fmt: skip
+        assert main(argv) == 65
+        err = capfd.readouterr().err
+        assert f"--roi bad={roi}: " in err and message in err
+        assert not (tmp_path / "work" / "bids_vem_wf").exists()  # no step ran
