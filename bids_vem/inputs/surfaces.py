@@ -29,7 +29,6 @@ __all__ = [
     "SurfaceGeometry",
     "bold_kind",
     "hemisphere",
-    "is_points_grid",
     "points_image",
     "read_points",
     "surface_header",
@@ -169,15 +168,6 @@ def points_image(inside: np.ndarray) -> nib.Nifti2Image:
     """A mask over data points as an ``(n_points, 1, 1)`` image (identity affine)."""
     inside = np.asarray(inside).reshape(-1)
     return nib.Nifti2Image(inside.astype(np.int8).reshape(-1, 1, 1), np.eye(4))
-
-
-def is_points_grid(shape: tuple[int, ...], affine: np.ndarray | None = None) -> bool:
-    """Whether a mask's grid is the points layout of :func:`points_image`."""
-    return (
-        len(shape) >= 3
-        and shape[1:3] == (1, 1)
-        and (affine is None or np.allclose(np.asarray(affine), np.eye(4)))
-    )
 
 
 @dataclass(frozen=True)

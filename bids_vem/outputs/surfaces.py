@@ -14,7 +14,7 @@ outside the mask (the medial wall, vertices without signal) are 0.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,13 +196,3 @@ def write_surface_statmap(
             nib.save(image, str(tmp))
         paths.append(path)
     return paths
-
-
-def surface_sources(paths: Sequence[Path]) -> list[Path]:
-    """Every file of surface maps named by their first file (the right hemispheres too)."""
-    out = []
-    for path in paths:
-        out.append(Path(path))
-        if "_hemi-L_" in Path(path).name and _right(Path(path)).exists():
-            out.append(_right(Path(path)))
-    return out
