@@ -409,16 +409,11 @@ def load_bold(
     n_volumes = img.shape[3]
     if n_volumes < 3:
         raise DataError(f"{name}: BOLD has {n_volumes} volume(s); need at least 3")
+    if confounds is not None and len(confounds) != n_volumes:  # before reading the data
+        raise DataError(
+            f"{name}: confounds have {len(confounds)} rows but the BOLD has {n_volumes} volumes"
+        )
     data = _read_data(img, name, "BOLD")
-    if confounds is not None:
-        confounds = np.asarray(confounds, dtype=np.float64)
-        if confounds.ndim == 1:
-            confounds = confounds[:, None]
-        if confounds.shape[0] != n_volumes:
-            raise DataError(
-                f"{name}: confounds have {confounds.shape[0]} rows but the BOLD has "
-                f"{n_volumes} volumes"
-            )
     finite = np.isfinite(data)
     if not finite.any():
         raise DataError(f"{name}: BOLD contains no finite value")

@@ -21,6 +21,12 @@ def _use_agg() -> None:
         matplotlib.use("Agg", force=True)
 
 
+def _save(figure, out_file: Path, dpi: int = 100) -> None:
+    """Write a figure atomically, in the format of its suffix (PNG by default)."""
+    with atomic_path(out_file) as tmp:
+        figure.savefig(tmp, dpi=dpi, format=out_file.suffix.lstrip(".") or "png")
+
+
 def cut_coords_of_peak(image: nib.spatialimages.SpatialImage) -> tuple[float, float, float]:
     """World coordinates (mm) of the voxel of largest |value|, or of the volume centre if none.
 
@@ -112,8 +118,7 @@ def plot_r_map(
                 colorbar=True,
                 draw_cross=False,
             )
-        with atomic_path(out_file) as tmp:
-            figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")
+        _save(figure, out_file)
     finally:
         plt.close(figure)
     return out_file
@@ -150,8 +155,7 @@ def plot_r_histogram(
         axes.set_title(title)
         axes.legend(frameon=False)
         figure.tight_layout()
-        with atomic_path(out_file) as tmp:
-            figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")
+        _save(figure, out_file)
     finally:
         plt.close(figure)
     return out_file
@@ -185,8 +189,7 @@ def plot_layer_profile(rows: Sequence[Mapping], out_file: Path | str, *, title: 
         axes.set_title(title)
         axes.legend(frameon=False, fontsize="small")
         figure.tight_layout()
-        with atomic_path(out_file) as tmp:
-            figure.savefig(tmp, dpi=100, format=out_file.suffix.lstrip(".") or "png")
+        _save(figure, out_file)
     finally:
         plt.close(figure)
     return out_file

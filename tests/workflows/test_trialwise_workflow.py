@@ -77,12 +77,11 @@ def test_trialwise_noise_ceiling_is_higher_where_the_simulation_put_signal(trial
     assert "ncsnr" in sidecar["Description"]
 
 
-def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_path):
+def _estimated_betas(demo):
+    """sub-01's single-trial betas as the trial-wise run estimates them (LSS)."""
     from bids_vem.encoding.lss import estimate_trial_betas
-    from bids_vem.encoding.trialwise import write_trial_betas
     from tests.helpers import collect_runs
 
-    demo, root = trialwise_run
     runs = [
         run
         for run in collect_runs(
@@ -90,7 +89,14 @@ def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_
         )
         if run.subject == "01"
     ]
-    betas = estimate_trial_betas(runs, confounds=CONFOUND_COLUMNS)
+    return estimate_trial_betas(runs, confounds=CONFOUND_COLUMNS)
+
+
+def test_user_betas_give_the_same_maps_as_the_estimated_ones(trialwise_run, tmp_path):
+    from bids_vem.encoding.trialwise import write_trial_betas
+
+    demo, root = trialwise_run
+    betas = _estimated_betas(demo)
     folder = tmp_path / "glmsingle" / "sub-01" / "func"
     write_trial_betas(betas, folder / f"sub-01_task-shapes_space-{SPACE}_desc-lss_betas.nii.gz")
     out = tmp_path / "out"
@@ -116,18 +122,8 @@ def test_glmsingle_session_folders_give_the_same_maps_as_the_estimated_ones(
     """GLMsingle's own outputs (a pickled dict per session folder, no table of stimuli): the
     volumes are the trials of the runs in order, checked against DESIGNINFO; the maps equal
     those of the same betas estimated here, and nothing in the pickles is executed."""
-    from bids_vem.encoding.lss import estimate_trial_betas
-    from tests.helpers import collect_runs
-
     demo, root = trialwise_run
-    runs = [
-        run
-        for run in collect_runs(
-            demo.bids_dir, derivatives=[demo.fmriprep_dir], participant_label=("01",), space=SPACE
-        )
-        if run.subject == "01"
-    ]
-    betas = estimate_trial_betas(runs, confounds=CONFOUND_COLUMNS)
+    betas = _estimated_betas(demo)
     # GLMsingle numbers the trials in time: runs in order, events by onset
     number = betas.trials["run"].str.extract(r"run-(\d+)")[0].astype(int)
     order = betas.trials.assign(number=number).sort_values(["number", "onset"], kind="stable")
