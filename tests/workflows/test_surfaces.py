@@ -117,6 +117,11 @@ def test_group_level_on_the_surface(fsaverage5):
     assert geometry.n_vertices == (10242, 10242)
     assert both.size and np.median(meanr[both]) > np.quantile(meanr[neither], 0.99)
     assert np.all(t[10242 + 10042 :] == 0)
+    from PIL import Image
+
+    figure = Image.open(group / "figures" / "task-shapes_desc-minilm_meanr.png").convert("L")
+    assert np.asarray(figure, dtype=float).std() > 10  # the mean r drawn on the surface
+    assert "figure of" not in (group / "group.html").read_text()
     assert validate_derivatives(out) == []
 
 
