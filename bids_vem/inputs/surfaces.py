@@ -94,11 +94,14 @@ def _gifti_series(path: Path) -> tuple[np.ndarray, float | None]:
     data = np.stack([np.asarray(d.data, dtype=np.float32).ravel() for d in img.darrays])
     step = img.darrays[0].meta.get("TimeStep") if img.darrays[0].meta else None
     try:
-        # GIFTI's TimeStep is in milliseconds (FreeSurfer's mri_vol2surf writes it)
-        tr = float(step) / 1000.0 if step else None
+        tr = float(step) if step else None
     except ValueError:
         tr = None
-    return data, tr
+    # GIFTI's TimeStep is in milliseconds (FreeSurfer's mri_vol2surf writes 2000 for 2 s);
+    # some writers give seconds: no TR is 50 ms or less, nor 50 s or more
+    if tr is not None and tr >= 50:
+        tr /= 1000.0
+    return data, (tr if tr and tr > 0 else None)
 
 
 def _cifti(path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -121,3 +122,13 @@ def test_runs_on_different_surfaces_are_refused(tmp_path):
     b = _write_func_gii(tmp_path / "b_hemi-L.func.gii", np.ones((N_VERTICES + 1, N_VOLUMES)), TR)
     with pytest.raises(DataError, match="all runs must share one surface"):
         runs_mask([_run(a), _run(b, run="2")])
+
+
+@pytest.mark.parametrize(("time_step", "tr"), [("2000", 2.0), ("1500.000000", 1.5), ("0.8", 0.8)])
+def test_the_gifti_time_step_in_milliseconds_or_seconds(tmp_path, time_step, tr):
+    path = _write_func_gii(tmp_path / "x_hemi-L.func.gii", np.ones((10, 4)), 1.0)
+    image = nib.load(path)
+    for array in image.darrays:
+        array.meta["TimeStep"] = time_step
+    nib.save(image, path)
+    assert surface_header(path) == (4, pytest.approx(tr))
