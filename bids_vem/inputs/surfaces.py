@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import nibabel as nib
@@ -102,6 +103,14 @@ def _gifti_series(path: Path) -> tuple[np.ndarray, float | None]:
     if tr is not None and tr >= 50:
         tr /= 1000.0
     return data, (tr if tr and tr > 0 else None)
+
+
+def _n_vertices(path: Path) -> int:
+    """Vertices of a GIFTI surface BOLD (its first data array; the series is not stacked)."""
+    img = _load(path, "GIFTI surface BOLD")
+    if not isinstance(img, nib.GiftiImage) or not img.darrays:
+        raise DataError(f"{path}: a GIFTI surface BOLD needs one data array per volume")
+    return int(img.darrays[0].data.size)
 
 
 def _cifti(path: Path):
@@ -204,13 +213,12 @@ class SurfaceGeometry:
             n_points = len(_cifti(bold)[2])
             density = found.group(1) if found else _CIFTI_DENSITIES.get(n_points)
             return cls("cifti", space, (0, 0), Path(bold), density)
-        left = _gifti_series(bold)[0].shape[1]
-        right = _gifti_series(bold_right)[0].shape[1] if bold_right is not None else 0
-        return cls("gifti", space, (left, right))
+        right = _n_vertices(bold_right) if bold_right is not None else 0
+        return cls("gifti", space, (_n_vertices(bold), right))
 
-    @property
+    @cached_property
     def brain_models(self) -> nib.cifti2.BrainModelAxis:
-        """The brain-model axis of the reference CIFTI."""
+        """The brain-model axis of the reference CIFTI (its header read once)."""
         if self.reference is None:
             raise ValueError("a GIFTI geometry has no brain-model axis")
         axis = _load(self.reference, "CIFTI file").header.get_axis(1)

@@ -270,12 +270,14 @@ def write_participant_outputs(
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
         group_results = {}
+        # the surface the group's maps lie on: read once (a GIFTI is parsed whole)
+        geometry = _surface_geometry(group)
         for fs in plan.feature_spaces:
             fit = by_key[(group.name, fs.name)]
             result = EncodingResult.load(fit.result)
             # design columns = features x delays: no need to read the feature matrix again
             n_features[fs.name] = result.n_features // max(1, len(result.delays))
-            mask_img = _output_mask(result, group)
+            mask_img = _output_mask(result, geometry)
             paths, row = _write_fit(
                 output_dir, subject, group, fs, result, fit, plan, links, mask_img
             )
@@ -296,9 +298,12 @@ def write_participant_outputs(
                 "blocks": (result.block_moments, result.block_folds),
             }
             results.append(group_results[fs.name])
+        regions = _regions(plan, group_results)
         _write_parcels(output_dir, group, plan, group_results)
-        layer_profiles += _write_layer_profiles(output_dir, subject, group, plan, group_results)
-        comparison = _compare(output_dir, subject, group, plan, group_results)
+        layer_profiles += _write_layer_profiles(
+            output_dir, subject, group, plan, group_results, regions
+        )
+        comparison = _compare(output_dir, subject, group, plan, group_results, regions)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
             comparison["alignment"] = json.loads((model / "folds.json").read_text())
@@ -420,11 +425,11 @@ def _write_layer_profiles(
     group: RunGroup,
     plan: OutputPlan,
     group_results: dict[str, dict],
+    regions: dict[str, np.ndarray],
 ) -> list[dict]:
     """Per ``#layers=`` spec: the best layer of each voxel (``desc-<name>_stat-bestlayer``),
     mean r per layer over the mask and each ROI (``..._desc-<name>_layers.tsv``) and its plot.
     Returns what the report shows."""
-    from bids_vem.analysis.comparison import roi_points, roi_voxels
     from bids_vem.analysis.layers import LAYER_COLUMNS, best_layer, layer_profile_rows
     from bids_vem.reports.figures import plot_layer_profile
 
@@ -440,11 +445,6 @@ def _write_layer_profiles(
         first = group_results[spaces[0].name]
         r = np.stack([group_results[fs.name]["r"] for fs in spaces])
         mask_img = first["mask_img"]
-        rois = (
-            roi_points(list(plan.rois), mask_img)
-            if isinstance(mask_img, SurfaceMask)
-            else roi_voxels(list(plan.rois), first["mask"], first["affine"])
-        )
         entities = group.entities | {"desc": name}
         sources = [
             bids_uri("", str(group_results[fs.name]["paths"]["r"].relative_to(output_dir)))
@@ -463,7 +463,7 @@ def _write_layer_profiles(
             sources=sources,
             parameters={"Layers": layers},
         )
-        rows = layer_profile_rows(name, layers, r, rois)
+        rows = layer_profile_rows(name, layers, r, regions)
         descriptions = LAYER_COLUMNS | {
             f"mean_r_roi-{roi}": f"Mean held-out r in region {roi} ({path})"
             for roi, path in plan.rois
@@ -491,10 +491,11 @@ def _write_parcels(
     written = []
     for name in plan.atlases:
         rows = []
+        # the feature spaces of a group share its surface: the atlas is read once
+        labels = point_parcels(name, next(iter(group_results.values()))["mask_img"].geometry)
         for fs_name, entry in group_results.items():
-            mask = entry["mask_img"]
-            parcels = point_parcels(name, mask.geometry)[mask.inside]
-            rows += parcel_rows(name, parcels, entry["r"], feature_space=fs_name)
+            inside = entry["mask_img"].inside
+            rows += parcel_rows(name, labels[inside], entry["r"], feature_space=fs_name)
         path = derivative_path(output_dir, group.entities | {"atlas": name}, "parcels", ".tsv")
         written.append(
             write_summary_tsv(
@@ -505,14 +506,36 @@ def _write_parcels(
     return written
 
 
-def _output_mask(result: EncodingResult, group: RunGroup) -> nib.Nifti1Image | SurfaceMask:
-    """Where the fit's maps go: its brain mask on the BOLD's grid, or its points on the
-    surface of the BOLD (GIFTI hemispheres, CIFTI grayordinates)."""
+def _surface_geometry(group: RunGroup) -> SurfaceGeometry | None:
+    """The surface of a run group's BOLD (GIFTI hemispheres, CIFTI grayordinates); None for
+    volumes."""
     run = group.runs[0]
     if bold_kind(run.bold) == "volume":
+        return None
+    return SurfaceGeometry.of_bold(run.bold, run.bold_right, group.space)
+
+
+def _output_mask(
+    result: EncodingResult, geometry: SurfaceGeometry | None
+) -> nib.Nifti1Image | SurfaceMask:
+    """Where the fit's maps go: its brain mask on the BOLD's grid, or its points on the
+    group's surface."""
+    if geometry is None:
         return nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
-    geometry = SurfaceGeometry.of_bold(run.bold, run.bold_right, group.space)
     return SurfaceMask(geometry, result.mask.reshape(-1))
+
+
+def _regions(plan: OutputPlan, group_results: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Which voxels (surface points) of the group's mask lie in each ``--roi``: read once for
+    the comparison and the layer profiles."""
+    from bids_vem.analysis.comparison import roi_points, roi_voxels
+
+    if not plan.rois:
+        return {}
+    first = next(iter(group_results.values()))
+    if isinstance(first["mask_img"], SurfaceMask):
+        return roi_points(list(plan.rois), first["mask_img"])
+    return roi_voxels(list(plan.rois), first["mask"], first["affine"])
 
 
 def _scoring(result: EncodingResult, planned: str | None) -> str | None:
@@ -577,6 +600,7 @@ def _compare(
     group: RunGroup,
     plan: OutputPlan,
     group_results: dict[str, dict],
+    regions: dict[str, np.ndarray],
 ) -> dict:
     """The run group's feature spaces side by side (aligned vs unaligned vs caption text, ROIs).
 
@@ -586,8 +610,6 @@ def _compare(
     from bids_vem.analysis.comparison import (
         COMPARISON_COLUMNS,
         compare_feature_spaces,
-        roi_points,
-        roi_voxels,
     )
 
     alignment = plan.alignment
@@ -597,10 +619,7 @@ def _compare(
     pairs = _pairs(group_results, alignment)
     if not alignment and not rois and not pairs:
         return out
-    first = next(iter(group_results.values()))
-    affine = first["affine"]
-    result_mask = first["mask"]
-    mask_img = first["mask_img"]
+    mask_img = next(iter(group_results.values()))["mask_img"]
     roles, reference = {}, None
     if alignment:
         roles = {
@@ -613,9 +632,7 @@ def _compare(
         {name: r["r"] for name, r in group_results.items()},
         roles=roles,
         reference=reference,
-        rois=roi_points(list(rois), mask_img)
-        if isinstance(mask_img, SurfaceMask)
-        else roi_voxels(list(rois), result_mask, affine),
+        rois=regions,
     )
     entities = group.entities
     descriptions = dict(COMPARISON_COLUMNS)
