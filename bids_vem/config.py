@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_SPACE",
     "SECTIONS",
     "AlignmentSettings",
+    "AnalysisSettings",
     "CaptioningSettings",
     "EvaluationSettings",
     "ExecutionSettings",
@@ -475,6 +476,44 @@ class OutputSettings(Section):
     )
 
 
+def _joint_sets(value: tuple[str, ...]) -> bool:
+    sets = [[n.strip() for n in item.split(",")] for item in value]
+    return all(2 <= len(names) <= 4 and len(set(names)) == len(names) for names in sets) and all(
+        LABEL.fullmatch(n) for names in sets for n in names
+    )
+
+
+@dataclass(frozen=True)
+class AnalysisSettings(Section):
+    """The papers' analyses beyond one encoding model per feature space."""
+
+    NAME = "analyses"
+
+    joint: tuple[str, ...] = setting(
+        (),
+        help="Banded ridge over several feature spaces (one penalty per space per voxel; "
+        "himalaya) with variance partitioning: the joint model's R^2 split among the spaces, "
+        "and the variance unique to each and shared, from a model of every subset on the same "
+        "nested folds (repeatable; 2 to 4 feature-space names, comma-separated).",
+        flags=("--joint",),
+        kind="list",
+        metavar="NAME,NAME[,...]",
+        checks=((_joint_sets, "must be 2 to 4 distinct feature-space names, comma-separated"),),
+    )
+    joint_iterations: int = setting(
+        32,
+        help="Band-weight samples of the banded ridge's random search (--joint).",
+        flags=("--joint-iterations",),
+        type="int",
+        minimum=1,
+    )
+
+    @property
+    def joint_sets(self) -> tuple[tuple[str, ...], ...]:
+        """Each ``--joint`` value as its feature-space names."""
+        return tuple(tuple(n.strip() for n in item.split(",")) for item in self.joint)
+
+
 @dataclass(frozen=True)
 class AlignmentSettings(Section):
     """LLM-VEM: the image encoder aligned to caption embeddings (``--align-*``).
@@ -736,6 +775,7 @@ SECTIONS: dict[str, type[Section]] = {
         FeatureSettings,
         EvaluationSettings,
         OutputSettings,
+        AnalysisSettings,
         AlignmentSettings,
         ExecutionSettings,
     )
@@ -799,6 +839,7 @@ class RunConfig:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     outputs: OutputSettings = field(default_factory=OutputSettings)
+    analyses: AnalysisSettings = field(default_factory=AnalysisSettings)
     alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 

@@ -1303,77 +1303,24 @@ def encode_runs(
     events = [_run_events(run.events, stim_column) for run in runs]
     repeats = repeated_sequences(test, events, names) if average_test_repeats else None
 
-    def timecourses(features: FeatureSet) -> list[np.ndarray]:
-        return _run_timecourses(features, runs, events, data.run_lengths, oversampling)
-
-    full = timecourses(feature_set)
-    Xs = [
-        build_run_design_from_timecourse(tc, delays, source=str(run.events))
-        for tc, run in zip(full, runs, strict=True)
-    ]
-    scales = [column_scale(tc) for tc in full]
+    designer = RunDesigns(runs, events, data.run_lengths, delays, oversampling)
+    Xs, scales = designer.designs(feature_set)
     test_designs: dict[int, list[np.ndarray]] = {}
     for held_out, features in fold_feature_sets:
-        fold_Xs = [
-            build_run_design_from_timecourse(tc, delays, source=str(run.events))
-            for tc, run in zip(timecourses(features), runs, strict=True)
-        ]
+        fold_Xs, _ = designer.designs(features)
         for run_name in held_out:
             if run_name not in names:
                 raise DataError(f"fold features name run {run_name}, which is not among {names}")
             test_designs[names.index(run_name)] = fold_Xs
-
-    def partial_for(features: FeatureSet, scales: list[np.ndarray]):
-        def partial_designs(held: np.ndarray) -> list[np.ndarray]:
-            # the held-out stimuli's part of each design: the full design's scale, not centred
-            chosen = {samples.stim_ids[i] for i in np.flatnonzero(held)}
-            return [
-                add_delays(tc / scale, delays).astype(np.float32)
-                for tc, scale in zip(timecourses(_only(features, chosen)), scales, strict=True)
-            ]
-
-        return partial_designs
-
-    def held_features_for(features: FeatureSet, scales: list[np.ndarray]):
-        def held_features(held: np.ndarray, block: int) -> np.ndarray:
-            rows = features.rows([samples.stim_ids[i] for i in np.flatnonzero(held)])
-            return rows.astype(np.float64) / scales[block]
-
-        return None if features.timed else held_features
-
     stimulus_fold_designs = {}
     for held_ids, features in stimulus_fold_feature_sets:
-        fold_full = timecourses(features)
-        fold_Xs = [
-            build_run_design_from_timecourse(tc, delays, source=str(run.events))
-            for tc, run in zip(fold_full, runs, strict=True)
-        ]
-        fold_scales = [column_scale(tc) for tc in fold_full]
+        fold_Xs, fold_scales = designer.designs(features)
         stimulus_fold_designs[frozenset(held_ids)] = (
             fold_Xs,
-            partial_for(features, fold_scales),
-            held_features_for(features, fold_scales),
+            designer.partial_for(features, fold_scales),
+            designer.held_features_for(features, fold_scales),
         )
-
-    extent = {}
-    if feature_set.timed:
-        extent = {
-            stim: float(np.max(stamps, initial=0.0))
-            for stim, (_, stamps) in feature_set.frames().items()
-        }
-    spread = 3 if feature_set.metadata.get("resample") == "lanczos" else 0
-    occupancy = None
-    if not feature_set.timed:  # where each image sits in time: the null relabels images
-        ids = sorted({s for e in events for s in e["stim_id"].dropna().astype(str)})
-        occupancy = [
-            stimulus_occupancy(e, ids, n, tr, oversampling)
-            for e, n in zip(events, data.run_lengths, strict=True)
-        ]
-    samples = samples_from_events(
-        events, data.run_lengths, tr, delays, extent=extent, spread=spread,
-        partial_designs=partial_for(feature_set, scales), occupancy=occupancy,
-        held_features=held_features_for(feature_set, scales),
-    )  # fmt: skip
+    samples = designer.samples(feature_set, scales)
     held = None
     if test_stimuli:
         held = test_stimulus_mask(test_stimuli, samples.stim_ids, runs, stim_column)
@@ -1405,6 +1352,94 @@ def encode_runs(
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)
     return result
+
+
+class RunDesigns:
+    """The designs of one participant's runs from any feature space, and which stimuli shape
+    each TR (:class:`~bids_vem.encoding.stimulus_folds.StimulusSamples`).
+
+    Parameters
+    ----------
+    runs : list of Run
+    events : list of DataFrame
+        Each run's events (:func:`_run_events`).
+    run_lengths : sequence of int
+        TRs of each run.
+    delays : sequence of int
+        FIR delays in TRs.
+    oversampling : int
+        Time-grid steps per TR.
+    """
+
+    def __init__(self, runs, events, run_lengths, delays, oversampling: int) -> None:
+        self.runs, self.events, self.run_lengths = list(runs), list(events), list(run_lengths)
+        self.delays, self.oversampling = tuple(delays), oversampling
+        self.tr = float(self.runs[0].tr)
+        self.stim_ids = sorted(
+            {str(s) for e in self.events for s in e["stim_id"].dropna().astype(str)}
+        )
+
+    def timecourses(self, features: FeatureSet) -> list[np.ndarray]:
+        """Each run's stimulus features on the TR grid (before z-scoring and delays)."""
+        return _run_timecourses(
+            features, self.runs, self.events, self.run_lengths, self.oversampling
+        )
+
+    def designs(self, features: FeatureSet) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each run's design (z-scored, delayed) and the column scales of its time course."""
+        full = self.timecourses(features)
+        Xs = [
+            build_run_design_from_timecourse(tc, self.delays, source=str(run.events))
+            for tc, run in zip(full, self.runs, strict=True)
+        ]
+        return Xs, [column_scale(tc) for tc in full]
+
+    def partial_for(self, features: FeatureSet, scales: list[np.ndarray]) -> Callable:
+        """``partial_designs(held)``: the held-out stimuli's part of each design, on the full
+        design's scale, not centred."""
+
+        def partial_designs(held: np.ndarray) -> list[np.ndarray]:
+            chosen = {self.stim_ids[i] for i in np.flatnonzero(held)}
+            return [
+                add_delays(tc / scale, self.delays).astype(np.float32)
+                for tc, scale in zip(self.timecourses(_only(features, chosen)), scales, strict=True)
+            ]
+
+        return partial_designs
+
+    def held_features_for(self, features: FeatureSet, scales: list[np.ndarray]) -> Callable | None:
+        """``held_features(held, block)``: the held-out stimuli's feature rows on a block's
+        scale (None for timed features, whose null shifts in time)."""
+
+        def held_features(held: np.ndarray, block: int) -> np.ndarray:
+            rows = features.rows([self.stim_ids[i] for i in np.flatnonzero(held)])
+            return rows.astype(np.float64) / scales[block]
+
+        return None if features.timed else held_features
+
+    def samples(self, features: FeatureSet, scales: list[np.ndarray]) -> StimulusSamples:
+        """Which stimuli shape each TR, with the partial designs of ``features``."""
+        extent = {}
+        if features.timed:
+            extent = {
+                stim: float(np.max(stamps, initial=0.0))
+                for stim, (_, stamps) in features.frames().items()
+            }
+        spread = 3 if features.metadata.get("resample") == "lanczos" else 0
+        occupancy = None
+        if not features.timed:  # where each image sits in time: the null relabels images
+            occupancy = [
+                stimulus_occupancy(e, self.stim_ids, n, self.tr, self.oversampling)
+                for e, n in zip(self.events, self.run_lengths, strict=True)
+            ]
+        samples = samples_from_events(
+            self.events, self.run_lengths, self.tr, self.delays, extent=extent, spread=spread,
+            partial_designs=self.partial_for(features, scales), occupancy=occupancy,
+            held_features=self.held_features_for(features, scales),
+        )  # fmt: skip
+        if samples.stim_ids != self.stim_ids:
+            raise RuntimeError("stimulus order of the samples differs from the designs'")
+        return samples
 
 
 def _only(features: FeatureSet, stim_ids: set[str]) -> FeatureSet:

@@ -519,6 +519,45 @@ def trial_blocks(
     return TrialBlocks(names, Xs, Ys, ids, counts, ncsnr(responses, stim_ids))
 
 
+def load_trial_betas(
+    runs_or_betas: Sequence[Run] | TrialBetas | Path | str,
+    known: Sequence[str],
+    *,
+    stim_column: str = "stim_file",
+    hrf_model: str = "glover",
+    confounds: Sequence[str] = (),
+    high_pass: float = 0.01,
+    slice_time_ref: float = 0.0,
+    max_correlation: float = MAX_TRIAL_CORRELATION,
+    betas_tables: Sequence[Path | str] | None = None,
+    mask: Path | nib.Nifti1Image | None = None,
+) -> TrialBetas:
+    """Single-trial responses as :func:`encode_trials` takes them: estimated by LSS from runs,
+    read from the user's betas images (their stimuli matched to ``known``), or as given."""
+    if isinstance(runs_or_betas, TrialBetas):
+        return runs_or_betas
+    if isinstance(runs_or_betas, (str, Path)) or (
+        len(runs_or_betas) and isinstance(runs_or_betas[0], (str, Path))
+    ):
+        return _read_betas_files(
+            [runs_or_betas] if isinstance(runs_or_betas, (str, Path)) else list(runs_or_betas),
+            betas_tables,
+            mask,
+            stim_column,
+            known,
+        )
+    return estimate_trial_betas(
+        list(runs_or_betas),
+        stim_column=stim_column,
+        hrf_model=hrf_model,
+        confounds=confounds,
+        high_pass=high_pass,
+        slice_time_ref=slice_time_ref,
+        mask=mask,
+        max_correlation=max_correlation,
+    )
+
+
 def encode_trials(
     runs_or_betas: Sequence[Run] | TrialBetas | Path | str,
     feature_set: FeatureSet,
@@ -595,29 +634,11 @@ def encode_trials(
         Bad events, BOLD, betas or tables; fewer than 2 groups.
     """
     check_setting("cv_groups", cv_groups)
-    if isinstance(runs_or_betas, TrialBetas):
-        trial_betas = runs_or_betas
-    elif isinstance(runs_or_betas, (str, Path)) or (
-        len(runs_or_betas) and isinstance(runs_or_betas[0], (str, Path))
-    ):
-        trial_betas = _read_betas_files(
-            [runs_or_betas] if isinstance(runs_or_betas, (str, Path)) else list(runs_or_betas),
-            betas_tables,
-            mask,
-            stim_column,
-            feature_set.stim_ids,
-        )
-    else:
-        trial_betas = estimate_trial_betas(
-            list(runs_or_betas),
-            stim_column=stim_column,
-            hrf_model=hrf_model,
-            confounds=confounds,
-            high_pass=high_pass,
-            slice_time_ref=slice_time_ref,
-            mask=mask,
-            max_correlation=max_correlation,
-        )
+    trial_betas = load_trial_betas(
+        runs_or_betas, feature_set.stim_ids, stim_column=stim_column, hrf_model=hrf_model,
+        confounds=confounds, high_pass=high_pass, slice_time_ref=slice_time_ref,
+        max_correlation=max_correlation, betas_tables=betas_tables, mask=mask,
+    )  # fmt: skip
     groups_of = "session" if cv_groups == "session" else "run"
     blocks = trial_blocks(trial_betas, feature_set, cv_groups=groups_of, average=average)
     if len(blocks.names) < 2:

@@ -68,6 +68,8 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_parcels.json",
     "*_layers.tsv",
     "*_layers.json",
+    "*_partition.tsv",
+    "*_partition.json",
     "*.func.gii",
     "*.dscalar.nii",
 )
@@ -363,6 +365,40 @@ REFERENCES: tuple[tuple[str, str, str], ...] = (
         "  pages = {119728},\n  year = {2022},\n  doi = {10.1016/j.neuroimage.2022.119728}\n}",
     ),
     (
+        "nunezelizalde2019banded",
+        "Nunez-Elizalde AO, Huth AG, Gallant JL (2019). Voxelwise encoding models with "
+        "non-spherical multivariate normal priors. NeuroImage 197:482-492. "
+        "doi:10.1016/j.neuroimage.2019.04.012.",
+        "@article{nunezelizalde2019banded,\n  author = {Nunez-Elizalde, Anwar O. and Huth, "
+        "Alexander G. and Gallant, Jack L.},\n  title = {Voxelwise encoding models with "
+        "non-spherical multivariate normal priors},\n  journal = {NeuroImage},\n"
+        "  volume = {197},\n  pages = {482--492},\n  year = {2019},\n"
+        "  doi = {10.1016/j.neuroimage.2019.04.012}\n}",
+    ),
+    (
+        "lescroart2015fourier",
+        "Lescroart MD, Stansbury DE, Gallant JL (2015). Fourier power, subjective distance, and "
+        "object categories all provide plausible models of BOLD responses in scene-selective "
+        "visual areas. Frontiers in Computational Neuroscience 9:135. "
+        "doi:10.3389/fncom.2015.00135.",
+        "@article{lescroart2015fourier,\n  author = {Lescroart, Mark D. and Stansbury, Dustin E. "
+        "and Gallant, Jack L.},\n  title = {Fourier power, subjective distance, and object "
+        "categories all provide plausible models of {BOLD} responses in scene-selective visual "
+        "areas},\n  journal = {Frontiers in Computational Neuroscience},\n  volume = {9},\n"
+        "  pages = {135},\n  year = {2015},\n  doi = {10.3389/fncom.2015.00135}\n}",
+    ),
+    (
+        "deheer2017hierarchical",
+        "de Heer WA, Huth AG, Griffiths TL, Gallant JL, Theunissen FE (2017). The hierarchical "
+        "cortical organization of human speech processing. Journal of Neuroscience "
+        "37(27):6539-6557. doi:10.1523/JNEUROSCI.3267-16.2017.",
+        "@article{deheer2017hierarchical,\n  author = {de Heer, Wendy A. and Huth, Alexander G. "
+        "and Griffiths, Thomas L. and Gallant, Jack L. and Theunissen, Fr{\\'e}d{\\'e}ric E.},\n"
+        "  title = {The hierarchical cortical organization of human speech processing},\n"
+        "  journal = {Journal of Neuroscience},\n  volume = {37},\n  number = {27},\n"
+        "  pages = {6539--6557},\n  year = {2017},\n  doi = {10.1523/JNEUROSCI.3267-16.2017}\n}",
+    ),
+    (
         "abraham2014nilearn",
         "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "
         "with scikit-learn. Frontiers in Neuroinformatics 8:14. doi:10.3389/fninf.2014.00014.",
@@ -531,6 +567,19 @@ def methods_text(
             "voxel."
         )
     lines.append(ridge)
+    for spaces in params.get("joint") or []:
+        joined = ", ".join(f"`{name}`" for name in spaces)
+        lines += [
+            "",
+            f"A banded ridge model [@nunezelizalde2019banded; @dupre2022himalaya] was fitted per "
+            f"voxel over the concatenated features of {joined}, with one penalty per feature "
+            "space chosen, with the overall penalty, by a random search over band weights "
+            "(himalaya) in an inner cross-validation nested in the folds above. The variance "
+            "each space explains uniquely and jointly was estimated by set-theoretic variance "
+            "partitioning of the held-out R² of models fitted on every subset of the spaces "
+            "[@lescroart2015fourier; @deheer2017hierarchical]; negative estimates were kept as "
+            "estimated.",
+        ]
     software = _software_versions()
     if software:
         lines += [

@@ -193,3 +193,44 @@ def plot_layer_profile(rows: Sequence[Mapping], out_file: Path | str, *, title: 
     finally:
         plt.close(figure)
     return out_file
+
+
+def plot_partition(rows: Sequence[Mapping], out_file: Path | str, *, title: str) -> Path:
+    """Mean unique and shared variance (and the joint R^2) per region, as bars; returns
+    ``out_file``.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        :func:`bids_vem.analysis.variance_partitioning.partition_rows`.
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    out_file = Path(out_file)
+    shown = [r for r in rows if r["component"] in ("joint", "unique", "shared")]
+    regions = list(dict.fromkeys(r["region"] for r in shown))
+    labels = list(dict.fromkeys((r["component"], r["label"]) for r in shown))
+    width = 0.8 / max(1, len(labels))
+    figure, axes = plt.subplots(figsize=(max(5, 1.5 * len(regions) * len(labels) ** 0.5), 3))
+    try:
+        for k, (component, label) in enumerate(labels):
+            means = [
+                next((r["mean_r2"] for r in shown if r["region"] == region
+                      and (r["component"], r["label"]) == (component, label)), np.nan)
+                for region in regions
+            ]  # fmt: skip
+            axes.bar(
+                np.arange(len(regions)) + (k - (len(labels) - 1) / 2) * width, means, width,
+                label=f"{component} {label}",
+            )  # fmt: skip
+        axes.axhline(0, color="black", linewidth=0.5)
+        axes.set_xticks(np.arange(len(regions)), regions)
+        axes.set_ylabel("mean held-out R^2")
+        axes.set_title(title)
+        axes.legend(frameon=False, fontsize="x-small")
+        figure.tight_layout()
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file

@@ -111,6 +111,8 @@ class OutputPlan:
     n_stimuli: int = 0
     captions: Path | None = None
     derivatives: tuple[Path, ...] = field(default_factory=tuple)
+    #: the feature spaces of each banded ridge (--joint)
+    joints: tuple[tuple[str, ...], ...] = ()
 
     def groups_of(self, subject: str) -> list[RunGroup]:
         """The run groups of one participant, in plan order."""
@@ -130,6 +132,7 @@ class OutputPlan:
             "n_stimuli": self.n_stimuli,
             "captions": None if self.captions is None else str(self.captions),
             "derivatives": [str(path) for path in self.derivatives],
+            "joints": [list(spaces) for spaces in self.joints],
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class OutputPlan:
             n_stimuli=int(data.get("n_stimuli", 0)),
             captions=None if data.get("captions") is None else Path(data["captions"]),
             derivatives=tuple(Path(path) for path in data.get("derivatives", [])),
+            joints=tuple(tuple(spaces) for spaces in data.get("joints", [])),
         )
 
     def to_json(self) -> str:

@@ -465,6 +465,76 @@ class FitEncoding(SimpleInterface):
         return runtime
 
 
+class _FitJointInputSpec(_StepInputSpec):
+    runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
+    feature_sets = traits.List(File(exists=True), mandatory=True, desc="one per band, in order")
+    run_group = traits.Str(mandatory=True)
+    name = traits.Str(mandatory=True, desc="the joint model's name (its spaces joined by And)")
+    stim_column = traits.Str(mandatory=True)
+    evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
+    n_iterations = traits.Int(mandatory=True, desc="band-weight samples of the random search")
+    bold_store = File(exists=True, desc="voxel store header from PrepareBold (else cleaned here)")
+    betas = traits.List(File(exists=True), desc="user's trial betas (as FitEncoding)")
+    betas_tables = traits.List(File(exists=True))
+    mem_mb = traits.Int(0, usedefault=True, nohash=True)
+
+
+class FitJoint(SimpleInterface):
+    """Banded ridge of one run group over several feature spaces, with variance partitioning
+    (``encoding.banded``)."""
+
+    input_spec = _FitJointInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.config import EvaluationSettings
+        from bids_vem.encoding.banded import encode_joint_runs, encode_joint_trials
+        from bids_vem.encoding.device import limit_threads, resolve_device
+        from bids_vem.encoding.voxel_data import VoxelStore
+        from bids_vem.features.feature_set import load_feature_set
+        from bids_vem.inputs.runs import Run
+        from bids_vem.workflows.contracts import FitRecord
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        settings = EvaluationSettings.from_json(self.inputs.evaluation)
+        runs = [
+            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
+        ]
+        feature_sets = [load_feature_set(Path(p)) for p in self.inputs.feature_sets]
+        common = dict(
+            alphas=settings.alphas,
+            cv_groups=settings.cv_groups,
+            n_iterations=self.inputs.n_iterations,
+            seed=self.inputs.random_seed,
+            device=str(resolve_device(self.inputs.device)),
+            mem_mb=self.inputs.mem_mb or None,
+        )
+        with limit_threads(self.inputs.omp_nthreads):
+            if settings.design == "trialwise":
+                from bids_vem.encoding.bold import runs_mask
+
+                betas = [Path(b) for b in self.inputs.betas or []]
+                result = encode_joint_trials(
+                    betas or runs, feature_sets, **common, hrf_model=settings.hrf_model,
+                    confounds=settings.confounds, stim_column=self.inputs.stim_column,
+                    mask=runs_mask(runs) if betas else None,
+                    betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
+                )  # fmt: skip
+            else:
+                store = VoxelStore(Path(self.inputs.bold_store)) if self.inputs.bold_store else None
+                result = encode_joint_runs(
+                    runs, feature_sets, **common, stim_column=self.inputs.stim_column,
+                    delays=settings.delays, delays_seconds=settings.delays_seconds,
+                    confounds=settings.confounds, high_pass=settings.high_pass, bold=store,
+                )  # fmt: skip
+        out = Path(runtime.cwd) / "joint_result.npz"
+        result.save(out)
+        record = FitRecord(self.inputs.run_group, self.inputs.name, out)
+        self._results["fit"] = str(record.write(Path(runtime.cwd) / "fit.json"))
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
 # --------------------------------------------------------------------------- outputs
 class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
@@ -474,6 +544,7 @@ class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     aligned_models = traits.List(
         File(exists=True), desc="alignment summaries of the run groups (each names its group)"
     )
+    joints = traits.List(File(exists=True), desc="FitRecord JSON of each banded ridge (--joint)")
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
 
@@ -499,6 +570,7 @@ class WriteParticipantOutputs(SimpleInterface):
             plan=OutputPlan.from_json(Path(self.inputs.plan).read_text()),
             fits=[FitRecord.read(Path(p)) for p in self.inputs.fits],
             alignment_summaries=[Path(p) for p in self.inputs.aligned_models or []],
+            joints=[FitRecord.read(Path(p)) for p in self.inputs.joints or []],
         )
         self._results["report"] = str(report)
         self._results["statmaps"] = [str(p) for p in statmaps]

@@ -8,6 +8,7 @@ from pathlib import Path
 from nipype.interfaces.utility import Merge, Select
 from nipype.pipeline import engine as pe
 
+from bids_vem.analysis.variance_partitioning import joint_name
 from bids_vem.config import RunConfig, option_name
 from bids_vem.encoding.device import resolve_device
 from bids_vem.outputs.atomic import write_text_atomic
@@ -17,6 +18,7 @@ from bids_vem.workflows.interfaces import (
     CaptionImages,
     ExtractFeatures,
     FitEncoding,
+    FitJoint,
     PrepareBold,
     WriteDatasetOutputs,
     WriteParticipantOutputs,
@@ -176,6 +178,7 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
         n_stimuli=len(plan.stimuli),
         captions=config.captions,
         derivatives=plan.derivatives,
+        joints=config.analyses.joint_sets,
     )
 
 
@@ -230,14 +233,15 @@ def init_participant_wf(
         wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
 
     for subject in plan.subjects:
-        encode_nodes, aligned_models = [], []
+        encode_nodes, aligned_models, joint_nodes = [], [], []
         for group in plan.run_groups:
             if group.subject == subject:
-                fits, align = _group_nodes(
+                fits, align, joints = _group_nodes(
                     wf, config, plan, group, specs_dir, feature_sources, caption_sources
                 )
                 encode_nodes += fits
                 aligned_models += [align] if align is not None else []
+                joint_nodes += joints
         outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
         outputs.inputs.output_dir = str(config.output_dir)
         outputs.inputs.subject = subject
@@ -248,6 +252,8 @@ def init_participant_wf(
                 wf, aligned_models, "summary", outputs, "aligned_models",
                 f"merge_models_sub{subject}",
             )  # fmt: skip
+        if joint_nodes:
+            _gather(wf, joint_nodes, "fit", outputs, "joints", f"merge_joints_sub{subject}")
         # outputs wait for the dataset files (dataset_description before any map)
         wf.connect(dataset_node, "files", outputs, "after")
     return wf
@@ -327,8 +333,9 @@ def _group_nodes(
     specs_dir: Path,
     feature_sources: dict,
     caption_sources: dict,
-) -> tuple[list[pe.Node], pe.Node | None]:
-    """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment."""
+) -> tuple[list[pe.Node], pe.Node | None, list[pe.Node]]:
+    """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment, one
+    banded ridge per ``--joint``."""
     runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
     bold = None
     if config.design == "continuous":
@@ -362,7 +369,49 @@ def _group_nodes(
             ):
                 wf.connect(align, output, node, output)
         fits.append(node)
-    return fits, align
+    joints = []
+    for spaces in config.analyses.joint_sets:
+        node = _joint_node(config, runs_json, group, spaces, betas)
+        if bold is not None:
+            wf.connect(bold, "store", node, "bold_store")
+        merge = pe.Node(_merge(len(spaces)), name=f"{node.name}_features")
+        for i, name in enumerate(spaces, start=1):
+            wf.connect(*feature_sources[name], merge, f"in{i}")
+        wf.connect(merge, "out", node, "feature_sets")
+        joints.append(node)
+    return fits, align, joints
+
+
+def _memory_share(config: RunConfig) -> int:
+    """MB of --mem for one step: MultiProc runs up to nprocs / omp_nthreads steps at once."""
+    if not config.mem_mb:
+        return 0
+    return max(1, config.mem_mb // max(1, config.nprocs // config.omp_nthreads))
+
+
+def _joint_node(
+    config: RunConfig,
+    runs_json: Path,
+    group: RunGroup,
+    spaces: tuple[str, ...],
+    betas: tuple[tuple[Path, Path], ...] | None,
+) -> pe.Node:
+    """The banded ridge of one run group over the feature spaces of one ``--joint``."""
+    share = _memory_share(config)
+    name = joint_name(spaces)
+    extra = {"mem_gb": share / 1024} if share else {}
+    node = _step(FitJoint(), f"joint_{group.name.replace('-', '')}_{name}", config, **extra)
+    node.inputs.run_group = group.name
+    node.inputs.name = name
+    node.inputs.runs = str(runs_json)
+    node.inputs.stim_column = config.stim_column
+    node.inputs.evaluation = config.evaluation.to_json()
+    node.inputs.n_iterations = config.joint_iterations
+    if betas:
+        node.inputs.betas = [str(image) for image, _ in betas]
+        node.inputs.betas_tables = [str(table) for _, table in betas]
+    node.inputs.mem_mb = int(share)
+    return node
 
 
 def _encode_node(
@@ -375,11 +424,7 @@ def _encode_node(
     """The FitEncoding node of one run group and feature space (feature sets connected by the
     caller)."""
     # MultiProc runs up to nprocs / omp_nthreads steps at once: each fit gets its share of --mem
-    share = (
-        max(1, config.mem_mb // max(1, config.nprocs // config.omp_nthreads))
-        if config.mem_mb
-        else 0
-    )
+    share = _memory_share(config)
     extra = {"mem_gb": share / 1024} if share else {}
     name = f"encode_{group.name.replace('-', '')}_{feature_space}"
     node = _step(FitEncoding(), name, config, **extra)

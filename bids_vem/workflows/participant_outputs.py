@@ -98,6 +98,7 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
         "score": "correlation",
         "tr": trs[0] if len(trs) == 1 else None,
         "confounds": parameters["Confounds"],
+        "joint": [list(spaces) for spaces in plan.joints],
     }
 
 
@@ -241,6 +242,7 @@ def write_participant_outputs(
     plan: OutputPlan,
     fits: list[FitRecord],
     alignment_summaries: list[Path] = (),
+    joints: list[FitRecord] = (),
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
@@ -248,7 +250,11 @@ def write_participant_outputs(
     participant must have one per feature space. ``alignment_summaries`` (with ``--align``)
     give each run group's aligned model and fold metrics, named by run group. A fit's weights
     (``--save-weights``) are copied to ``models/`` (:func:`write_weights_derivative`).
+    ``joints`` (``--joint``) name their run group and joint model
+    (:func:`~bids_vem.workflows.analysis_outputs.write_joint_outputs`).
     """
+    from bids_vem.workflows.analysis_outputs import write_joint_outputs
+
     groups = plan.groups_of(subject)
     by_key = {fit.key: fit for fit in fits}
     missing = [
@@ -265,7 +271,7 @@ def write_participant_outputs(
         summaries[summary["run_group"]] = summary
     links = dataset_links(plan)
     statmaps: list[Path] = []
-    rows, results, comparisons, layer_profiles = [], [], [], []
+    rows, results, comparisons, layer_profiles, joint_outputs = [], [], [], [], []
     n_features: dict[str, int] = {}
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
@@ -303,6 +309,13 @@ def write_participant_outputs(
         layer_profiles += _write_layer_profiles(
             output_dir, subject, group, plan, group_results, regions
         )
+        for record in joints:
+            if record.run_group == group.name:
+                joint = write_joint_outputs(
+                    output_dir, subject, group, plan, record, group_results, regions
+                )
+                statmaps += list(joint["maps"].values())
+                joint_outputs.append(joint)
         comparison = _compare(output_dir, subject, group, plan, group_results, regions)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
@@ -312,7 +325,11 @@ def write_participant_outputs(
         if comparison["rows"]:
             comparisons.append(comparison)
     write_summary_tsv(summary_tsv_path(output_dir, subject), rows)
-    _warn_about_earlier_maps(output_dir, subject, {fs.name for fs in plan.feature_spaces})
+    _warn_about_earlier_maps(
+        output_dir,
+        subject,
+        {fs.name for fs in plan.feature_spaces} | {r.feature_space for r in joints},
+    )
     report = write_participant_report(
         output_dir,
         subject,
@@ -324,6 +341,7 @@ def write_participant_outputs(
         errors=errors,
         comparisons=comparisons,
         layer_profiles=layer_profiles,
+        joints=joint_outputs,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )

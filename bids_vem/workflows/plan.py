@@ -132,6 +132,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     captioner, models = _plan_models(config)
     feature_spaces = tuple(fs for _, expanded in models for fs in expanded)
     check_unique_names(feature_spaces)
+    _check_joint_sets(config, feature_spaces)
     derivatives, runs, skipped, run_groups = _plan_runs(config, work_dir)
     stimuli, table_tsv = _plan_stimuli(config, runs, feature_spaces, work_dir)
     captions_tsv, to_caption = _plan_captions(config, stimuli, captioner, work_dir)
@@ -167,6 +168,25 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         to_caption=to_caption,
         models=tuple(models),
     )
+
+
+def _check_joint_sets(config: RunConfig, feature_spaces) -> None:
+    """Every ``--joint`` names feature spaces of this run (the aligned space has per-fold
+    features, which a joint model does not take)."""
+    names = [fs.name for fs in feature_spaces]
+    for spaces in config.analyses.joint_sets:
+        unknown = [name for name in spaces if name not in names]
+        if unknown:
+            aligned = config.align and config.align_name in unknown
+            raise UsageError(
+                f"{option_name('joint')} {','.join(spaces)}: "
+                + (
+                    f"the aligned space {config.align_name} has per-fold features and cannot "
+                    "enter a joint model"
+                    if aligned
+                    else f"no feature space {', '.join(unknown)} (this run fits {', '.join(names)})"
+                )
+            )
 
 
 def _plan_models(config: RunConfig):

@@ -1,0 +1,142 @@
+"""Glue of the analyses' outputs (``--joint``): maps, tables and report sections of one run
+group, from the steps' results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from bids_vem.analysis.variance_partitioning import (
+    NEGATIVE_ESTIMATES,
+    PARTITION_COLUMNS,
+    atom_label,
+    partition_rows,
+)
+from bids_vem.encoding.banded import JointResult
+from bids_vem.outputs.names import derivative_name, derivative_path
+from bids_vem.outputs.statmaps import bids_uri, write_statmap, write_summary_tsv
+from bids_vem.reports.figures import plot_partition, plot_r_map
+from bids_vem.workflows.contracts import FitRecord, OutputPlan, RunGroup
+
+__all__ = ["write_joint_outputs"]
+
+logger = logging.getLogger(__name__)
+
+_R2_TEXT = (
+    "1 - SSE / SST over the held-out samples of every outer fold pooled, the data centred "
+    "over them (the convention under which the split terms sum to the joint R^2)"
+)
+
+
+def write_joint_outputs(
+    output_dir: Path,
+    subject: str,
+    group: RunGroup,
+    plan: OutputPlan,
+    record: FitRecord,
+    group_results: dict[str, dict],
+    regions: dict[str, np.ndarray],
+) -> dict:
+    """The maps, partition table and figures of one banded ridge (``--joint``); returns what
+    the report shows.
+
+    Maps (``desc-<joint>``, ``<joint>`` = the spaces joined by ``And``): ``stat-r2`` and
+    ``stat-r`` of the joint model; per space (``label-<space>``) ``stat-splitr2``,
+    ``stat-alpha`` and ``stat-uniquer2``; per combination (``label-<aAndb>``)
+    ``stat-sharedr2``.
+    """
+    result = JointResult.load(record.result)
+    spaces = list(result.spaces)
+    name = record.feature_space
+    first = group_results[spaces[0]]
+    mask_img = first["mask_img"]
+    if not np.array_equal(np.asarray(first["mask"]), np.asarray(result.mask)):
+        raise RuntimeError(
+            f"{group.name} {name}: the joint model's voxels differ from {spaces[0]}'s"
+        )
+    entities = group.entities | {"desc": name}
+    sources = [
+        bids_uri("", str(group_results[s]["paths"]["r"].relative_to(output_dir))) for s in spaces
+    ]
+    parameters = dict(plan.parameters) | {
+        "JointModel": spaces,
+        "Solver": "banded ridge, himalaya BandedRidgeCV random search over band weights and "
+        "penalties (one penalty per feature space per voxel); single spaces by ridge",
+        "BandWeightSamples": int(result.n_iterations),
+        "CrossValidation": result.cross_validation,
+        "CrossValidationFolds": int(result.n_folds),
+        "TestStimuliInTraining": list(result.test_stimuli_in_training),
+        "Scoring": f"R^2: {_R2_TEXT}",
+        "NegativeEstimates": NEGATIVE_ESTIMATES,
+    }
+    maps: dict[str, Path] = {}
+
+    def write(values: np.ndarray, stat: str, label: str | None, description: str) -> Path:
+        path = write_statmap(
+            output_dir, values, mask_img,
+            entities=entities | ({"label": label} if label else {}), stat=stat,
+            description=description, sources=sources, parameters=parameters,
+        )  # fmt: skip
+        maps[f"{stat}:{label}" if label else stat] = path
+        return path
+
+    joined = " + ".join(spaces)
+    write(result.r2, "r2", None, f"Held-out R^2 of the banded ridge model over {joined}.")
+    write(result.r, "r", None, f"Held-out Pearson r of the banded ridge model over {joined}.")
+    for i, space in enumerate(spaces):
+        write(result.split_r2[i], "splitr2", space,
+              f"The part of the joint model's R^2 ({joined}) carried by {space}'s prediction "
+              "(product measure: the parts sum to the joint R^2).")  # fmt: skip
+        write(result.alpha[i], "alpha", space,
+              f"Penalty of {space}'s band in the joint model (geometric mean over the outer "
+              "folds).")  # fmt: skip
+    atoms, values = result.atoms()
+    for atom, value in zip(atoms, values, strict=True):
+        label = atom_label(atom, spaces)
+        if len(atom) == 1:
+            write(value, "uniquer2", label,
+                  f"Variance explained uniquely by {label}: R^2({joined}) minus R^2 of the "
+                  "model without it.")  # fmt: skip
+        else:
+            shared = " and ".join(spaces[i] for i in atom)
+            write(value, "sharedr2", label,
+                  f"Variance explained by exactly {shared} together (set-theoretic "
+                  "partitioning of the subset models' R^2), not by either alone.")  # fmt: skip
+    rows = partition_rows(result, regions)
+    tsv = write_summary_tsv(
+        derivative_path(output_dir, entities, "partition", ".tsv"), rows, PARTITION_COLUMNS
+    )
+    figures_dir = output_dir / f"sub-{subject}" / "figures"
+    figure = plot_partition(
+        rows, figures_dir / derivative_name(entities, "partition", ".png"),
+        title=f"Variance partitioning, {joined}",
+    )  # fmt: skip
+    unique_figures = []
+    for atom in atoms:
+        label = atom_label(atom, spaces)
+        key = f"uniquer2:{label}" if len(atom) == 1 else f"sharedr2:{label}"
+        try:
+            unique_figures.append(
+                (
+                    plot_r_map(
+                        maps[key],
+                        figures_dir
+                        / derivative_name(entities | {"label": label}, key.split(":")[0], ".png"),
+                        title=f"{key.split(':')[0]}, {label}",
+                        threshold=0.01,
+                    ),
+                    f"{'Unique' if len(atom) == 1 else 'Shared'} variance, {label} (R^2 > 0.01)",
+                )
+            )
+        except Exception as exc:  # a figure must not cost the outputs
+            logger.warning("no figure for %s: %s", maps[key].name, exc)
+    logger.info(
+        "%s %s: joint R^2 %.3f (mean); unique %s",
+        group.name, name, float(np.mean(result.r2)),
+        ", ".join(f"{spaces[a[0]]} {float(np.mean(v)):.3f}" for a, v in zip(atoms, values, strict=True) if len(a) == 1),
+    )  # fmt: skip
+    return {"name": name, "group": group.name, "spaces": spaces, "rows": rows, "tsv": tsv,
+            "figure": figure, "maps": maps, "map_figures": unique_figures,
+            "cross_validation": result.cross_validation}  # fmt: skip
