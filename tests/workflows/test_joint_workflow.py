@@ -75,6 +75,8 @@ def test_joint_model_partitions_the_simulated_semantic_signal(demo_dataset, tmp_
     report = (out / "sub-01.html").read_text()
     assert "Variance partitioning" in report and "partition.png" in report
     assert validate_derivatives(out) == []
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "banded ridge" in citation and "@deheer2017hierarchical" in citation
     # the group level pools the joint model's r maps with the single spaces'
     assert main([str(demo_dataset.bids_dir), str(out), "group", "--skip-bids-validation"]) == 0
     assert list((out / "group").rglob(f"*{joint}_stat-t_statmap.nii.gz"))
