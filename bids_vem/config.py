@@ -508,6 +508,33 @@ class AnalysisSettings(Section):
         minimum=1,
     )
 
+    decode: tuple[str, ...] = setting(
+        (),
+        help="Caption decoding (Doerig et al. 2025): ridge from each stimulus's response "
+        "pattern to its caption embedding in this text feature space, in folds of stimuli; each "
+        "decoded embedding ranks its own caption among its fold's held-out captions (and "
+        "--decode-corpus): top-1, top-5 and mean rank against chance, with a permutation test. "
+        "Single-trial responses as --design trialwise makes them (repeatable).",
+        flags=("--decode",),
+        kind="list",
+        metavar="NAME",
+    )
+    decode_permutations: int = setting(
+        100,
+        help="Permutations of the --decode null: each pairs the responses with shuffled "
+        "captions and repeats the whole cross-validation, penalty choice included. 0: none.",
+        flags=("--decode-permutations",),
+        type="int",
+        minimum=0,
+    )
+    decode_corpus: Path | None = setting(
+        None,
+        help="More candidate captions for --decode, embedded by the same text encoder: a COCO "
+        "captions JSON, a TSV with a caption column, or a text file of one caption per line.",
+        flags=("--decode-corpus",),
+        type="file",
+    )
+
     @property
     def joint_sets(self) -> tuple[tuple[str, ...], ...]:
         """Each ``--joint`` value as its feature-space names."""

@@ -13,7 +13,7 @@ from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.events import normalise_stim_id, read_tsv, read_tsv_columns
 from bids_vem.outputs.atomic import write_text_atomic
 
-__all__ = ["read_captions", "coco_captions_to_tsv"]
+__all__ = ["read_captions", "read_caption_corpus", "coco_captions_to_tsv"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,3 +192,41 @@ def coco_captions_to_tsv(annotations_json: Path, out_tsv: Path, prefix: str = ""
     lines = ["stim_file\tcaption"]
     lines += [f"{stim_file}\t{caption}" for stim_file, _, caption in rows if caption]
     return write_text_atomic(out_tsv, "\n".join(lines) + "\n")
+
+
+def read_caption_corpus(path: Path) -> list[str]:
+    """Captions of a decoding corpus (``--decode-corpus``): a COCO captions JSON
+    (``annotations[].caption``), a TSV with a ``caption`` column, or a text file of one caption
+    per line. Empty captions are dropped, duplicates kept once (in file order).
+
+    Raises
+    ------
+    InputMissingError
+        No such file.
+    DataError
+        A file with no caption, or a JSON or TSV without the expected field (named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputMissingError(f"{path}: no such caption corpus")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = _load_json(path)
+        annotations = data.get("annotations") if isinstance(data, dict) else None
+        if not isinstance(annotations, list):
+            raise DataError(f"{path}: expected a COCO captions file (an 'annotations' list)")
+        texts = [a.get("caption") for a in annotations if isinstance(a, dict)]
+        texts = [t for t in texts if isinstance(t, str)]
+    elif suffix == ".tsv":
+        if "caption" not in read_tsv_columns(path):
+            raise DataError(f"{path}: no 'caption' column")
+        texts = [str(t) for t in read_tsv(path)["caption"].dropna()]
+    else:
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not a UTF-8 text file of captions ({err})") from err
+    texts = list(dict.fromkeys(_one_line(t) for t in texts if str(t).strip()))
+    if not texts:
+        raise DataError(f"{path}: no caption in this corpus")
+    return texts

@@ -70,6 +70,8 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_layers.json",
     "*_partition.tsv",
     "*_partition.json",
+    "*_decoding.tsv",
+    "*_decoding.json",
     "*.func.gii",
     "*.dscalar.nii",
 )
@@ -579,6 +581,25 @@ def methods_text(
             "partitioning of the held-out R² of models fitted on every subset of the spaces "
             "[@lescroart2015fourier; @deheer2017hierarchical]; negative estimates were kept as "
             "estimated.",
+        ]
+    for name in params.get("decode") or []:
+        corpus = params.get("decode_corpus")
+        lines += [
+            "",
+            f"Scene captions were decoded from brain activity [@doerig2025llm]: the `{name}` "
+            "embedding of each stimulus's captions was predicted from its response pattern "
+            "(single-trial responses z-scored per session and averaged over repeats) by linear "
+            "kernel ridge regression in five folds of unique stimuli, the penalty chosen by an "
+            "inner stimulus-disjoint cross-validation. Each predicted embedding ranked, by "
+            "Pearson correlation, the captions of its fold's held-out stimuli"
+            + (f" and {corpus} corpus captions" if corpus else "")
+            + "; top-1 and top-5 accuracy and the mean rank were tested against a null that "
+            "repeated the whole cross-validation with shuffled pairings"
+            + (
+                f" ({params['decode_permutations']} permutations)."
+                if params.get("decode_permutations")
+                else "."
+            ),
         ]
     software = _software_versions()
     if software:

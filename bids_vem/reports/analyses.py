@@ -8,7 +8,7 @@ from typing import Any
 
 from bids_vem.reports.html import esc, figure, relative_link, table
 
-__all__ = ["joint_html"]
+__all__ = ["joint_html", "decoding_html"]
 
 
 def joint_html(joints: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
@@ -43,5 +43,51 @@ def joint_html(joints: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
             + body
             + f'<p><a href="{esc(relative_link(Path(joint["tsv"]), output_dir))}">table (TSV)</a></p>'
             + maps
+        )
+    return "".join(blocks)
+
+
+def decoding_html(decodings: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
+    """Each caption decoding: its figures against chance, and the best and worst decoded
+    stimuli with their captions and the caption their decoded embedding matched best."""
+    blocks = [
+        "<p>The caption embedding of each stimulus was predicted from its response pattern by "
+        "a model that never saw the stimulus; its own caption was then ranked among its fold's "
+        "held-out captions (and the corpus, when given). p: the whole cross-validation repeated "
+        "with shuffled pairings.</p>"
+    ]
+    for entry in decodings:
+        result = entry["result"]
+        label = f"{result.feature_space}, {entry['group']}"
+        summary = table(
+            ["figure", "observed", "chance", "permutation p"],
+            [
+                ["top-1 accuracy", result.top1, result.chance_top1, result.p_top1],
+                ["top-5 accuracy", result.top5, result.chance_top5, result.p_top5],
+                ["mean rank", result.mean_rank, result.chance_mean_rank, result.p_mean_rank],
+            ],
+            numeric=[False, True, True, True],
+        )
+
+        def stimuli(rows: Sequence[Mapping[str, Any]]) -> str:
+            return table(
+                ["stimulus", "caption", "rank", "best match", "its caption"],
+                ([r["stim_id"], r["caption"], r["rank"], r["best_match"], r["best_caption"]]
+                 for r in rows),
+                numeric=[False, False, True, False, False],
+            )  # fmt: skip
+
+        blocks.append(
+            f"<h3>{esc(label)}</h3><p>{len(result.stim_ids)} stimuli, {result.n_voxels} voxels, "
+            f"{result.n_folds} folds, up to {result.n_candidates} candidates per stimulus"
+            + (f" ({result.n_corpus} from the corpus)" if result.n_corpus else "")
+            + ".</p>"
+            + summary
+            + "<h4>Best decoded</h4>"
+            + stimuli(entry["best"])
+            + "<h4>Worst decoded</h4>"
+            + stimuli(entry["worst"])
+            + f'<p><a href="{esc(relative_link(Path(entry["tsv"]), output_dir))}">every '
+            "stimulus (TSV)</a></p>"
         )
     return "".join(blocks)

@@ -20,7 +20,7 @@ from bids_vem.outputs.statmaps import bids_uri, write_statmap, write_summary_tsv
 from bids_vem.reports.figures import plot_partition, plot_r_map
 from bids_vem.workflows.contracts import FitRecord, OutputPlan, RunGroup
 
-__all__ = ["write_joint_outputs"]
+__all__ = ["write_joint_outputs", "write_decoding_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +140,96 @@ def write_joint_outputs(
     return {"name": name, "group": group.name, "spaces": spaces, "rows": rows, "tsv": tsv,
             "figure": figure, "maps": maps, "map_figures": unique_figures,
             "cross_validation": result.cross_validation}  # fmt: skip
+
+
+_DECODING_COLUMNS = {
+    "stim_id": "The stimulus whose caption embedding was decoded from its response.",
+    "caption": "Its caption (the first, when it has several; the embedding averages them all).",
+    "rank": "Rank of its own caption among the candidates (1: identified).",
+    "top1": "True when its own caption ranked first.",
+    "top5": "True when its own caption ranked in the first five.",
+    "best_match": "The candidate ranked first: a stimulus of the same fold, or corpus:<row> of "
+    "--decode-corpus.",
+    "best_caption": "The caption of that candidate.",
+}
+
+
+def write_decoding_outputs(
+    output_dir: Path, group: RunGroup, plan: OutputPlan, record: FitRecord
+) -> dict:
+    """``..._desc-<space>_decoding.tsv`` (one row per stimulus) with a sidecar holding the
+    summary figures; returns what the report shows."""
+    import json
+
+    from bids_vem.analysis.decoding import DecodingResult
+    from bids_vem.outputs.jsonfile import write_json_atomic
+
+    result = DecodingResult.load(record.result)
+    captions = result.captions
+    rows = [
+        {
+            "stim_id": stim,
+            "caption": captions.get(stim),
+            "rank": rank,
+            "top1": rank == 1,
+            "top5": rank <= 5,
+            "best_match": best,
+            "best_caption": captions.get(best),
+        }
+        for stim, rank, best in zip(result.stim_ids, result.rank, result.best, strict=True)
+    ]
+    entities = group.entities | {"desc": result.feature_space}
+    tsv = write_summary_tsv(
+        derivative_path(output_dir, entities, "decoding", ".tsv"), rows, _DECODING_COLUMNS
+    )
+    sidecar_path = tsv.with_suffix("").with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    summary = {
+        "Description": f"Caption decoding: the {result.feature_space} embedding of each "
+        "stimulus's captions predicted from its response pattern by a model that never saw "
+        "the stimulus, and its own caption ranked among the candidates.",
+        "Method": "linear kernel ridge from the voxels (z-scored over the training stimuli) "
+        "to the caption embedding, one penalty chosen by an inner stimulus-disjoint CV; "
+        f"{result.n_folds} folds of unique stimuli; each decoded embedding ranks, by Pearson "
+        "correlation, its fold's held-out captions"
+        + (f" and {result.n_corpus} corpus captions" if result.n_corpus else ""),
+        "ResponsePatterns": "single-trial responses z-scored per session, averaged over the "
+        "repeats of each stimulus; " + str(plan.parameters.get("TrialResponses") or
+                                           "least-squares-separate single-trial betas"),
+        "Stimuli": len(result.stim_ids),
+        "Voxels": result.n_voxels,
+        "Candidates": result.n_candidates,
+        "CorpusCaptions": result.n_corpus,
+        "TopOneAccuracy": result.top1,
+        "TopOneChance": result.chance_top1,
+        "TopFiveAccuracy": result.top5,
+        "TopFiveChance": result.chance_top5,
+        "MeanRank": result.mean_rank,
+        "MeanRankChance": result.chance_mean_rank,
+        "Permutations": result.n_permutations,
+        "PermutationScheme": "responses paired with shuffled captions, the whole "
+        "cross-validation repeated (penalty choice included); ranks among the held-out "
+        "captions only",
+        "PermutationP": {
+            "TopOne": result.p_top1,
+            "TopFive": result.p_top5,
+            "MeanRank": result.p_mean_rank,
+        },
+        "Penalties": result.alphas,
+    }  # fmt: skip
+    write_json_atomic(sidecar_path, summary | sidecar)
+    logger.info(
+        "%s %s decoding: top-1 %.3f (chance %.3f), top-5 %.3f (chance %.3f), mean rank %.1f "
+        "(chance %.1f)%s",
+        group.name, result.feature_space, result.top1, result.chance_top1, result.top5,
+        result.chance_top5, result.mean_rank, result.chance_mean_rank,
+        "" if result.p_mean_rank is None else f", permutation p {result.p_mean_rank:.3g}",
+    )  # fmt: skip
+    order = sorted(rows, key=lambda row: (row["rank"], row["stim_id"]))
+    return {
+        "group": group.name,
+        "result": result,
+        "tsv": tsv,
+        "best": order[:5],
+        "worst": order[-5:][::-1],
+    }

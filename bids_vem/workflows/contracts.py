@@ -113,6 +113,10 @@ class OutputPlan:
     derivatives: tuple[Path, ...] = field(default_factory=tuple)
     #: the feature spaces of each banded ridge (--joint)
     joints: tuple[tuple[str, ...], ...] = ()
+    #: the text spaces decoded (--decode), the corpus's caption count, the null's permutations
+    decode: tuple[str, ...] = ()
+    decode_corpus: int = 0
+    decode_permutations: int = 0
 
     def groups_of(self, subject: str) -> list[RunGroup]:
         """The run groups of one participant, in plan order."""
@@ -133,6 +137,9 @@ class OutputPlan:
             "captions": None if self.captions is None else str(self.captions),
             "derivatives": [str(path) for path in self.derivatives],
             "joints": [list(spaces) for spaces in self.joints],
+            "decode": list(self.decode),
+            "decode_corpus": self.decode_corpus,
+            "decode_permutations": self.decode_permutations,
         }
 
     @classmethod
@@ -152,6 +159,9 @@ class OutputPlan:
             captions=None if data.get("captions") is None else Path(data["captions"]),
             derivatives=tuple(Path(path) for path in data.get("derivatives", [])),
             joints=tuple(tuple(spaces) for spaces in data.get("joints", [])),
+            decode=tuple(data.get("decode", [])),
+            decode_corpus=int(data.get("decode_corpus", 0)),
+            decode_permutations=int(data.get("decode_permutations", 0)),
         )
 
     def to_json(self) -> str:

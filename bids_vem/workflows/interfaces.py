@@ -535,6 +535,94 @@ class FitJoint(SimpleInterface):
         return runtime
 
 
+class _DecodeCaptionsInputSpec(_StepInputSpec):
+    runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
+    feature_set = File(exists=True, mandatory=True, desc="the caption embeddings decoded")
+    run_group = traits.Str(mandatory=True)
+    spec = traits.Str(mandatory=True, desc="the text feature space's spec (embeds the corpus)")
+    stim_column = traits.Str(mandatory=True)
+    evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
+    corpus = traits.Str("", usedefault=True, desc="--decode-corpus (empty: none)")
+    n_permutations = traits.Int(mandatory=True)
+    model_dirs = traits.List(traits.Str)
+    cache_dir = traits.Str("", usedefault=True, nohash=True)
+    allow_downloads = traits.Bool(False, usedefault=True)
+    betas = traits.List(File(exists=True), desc="user's trial betas (as FitEncoding)")
+    betas_tables = traits.List(File(exists=True))
+    captions = traits.List(File(exists=True), desc="the captions embedded (for the reports)")
+
+
+class DecodeCaptions(SimpleInterface):
+    """Caption decoding of one run group in one text feature space (``analysis.decoding``)."""
+
+    input_spec = _DecodeCaptionsInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.analysis.decoding import decode_captions
+        from bids_vem.config import EvaluationSettings
+        from bids_vem.encoding.bold import runs_mask
+        from bids_vem.encoding.device import limit_threads, resolve_device
+        from bids_vem.features.feature_set import load_feature_set
+        from bids_vem.inputs.runs import Run
+        from bids_vem.workflows.contracts import FitRecord
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        settings = EvaluationSettings.from_json(self.inputs.evaluation)
+        runs = [
+            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
+        ]
+        feature_set = load_feature_set(Path(self.inputs.feature_set))
+        corpus, texts = None, []
+        if self.inputs.corpus:
+            from bids_vem.inputs.captions import read_caption_corpus
+
+            texts = read_caption_corpus(Path(self.inputs.corpus))
+            corpus = _embed_corpus(
+                texts, self.inputs.spec, feature_set.name,
+                [Path(p) for p in self.inputs.model_dirs or []],
+                Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
+                str(resolve_device(self.inputs.device)), self.inputs.allow_downloads,
+            )  # fmt: skip
+        betas = [Path(b) for b in self.inputs.betas or []]
+        with limit_threads(self.inputs.omp_nthreads):
+            result, mask, affine = decode_captions(
+                betas or runs, feature_set, alphas=settings.alphas, corpus=corpus,
+                n_permutations=self.inputs.n_permutations, seed=self.inputs.random_seed,
+                stim_column=self.inputs.stim_column, hrf_model=settings.hrf_model,
+                confounds=settings.confounds, mask=runs_mask(runs) if betas else None,
+                betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
+            )  # fmt: skip
+        captions = _read_captions(self.inputs.captions) if self.inputs.captions else {}
+        result.captions = {s: captions[s][0] for s in result.stim_ids if captions.get(s)}
+        for best in result.best:
+            if best.startswith("corpus:"):
+                result.captions[best] = texts[int(best.split(":")[1])]
+        out = Path(runtime.cwd) / "decoding.json"
+        result.save(out)
+        record = FitRecord(self.inputs.run_group, feature_set.name, out)
+        self._results["fit"] = str(record.write(Path(runtime.cwd) / "fit.json"))
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
+def _embed_corpus(texts, spec_text, name, model_dirs, cache_dir, device, allow_downloads):
+    """The corpus captions embedded by the text feature space ``name`` (one of the layers of
+    ``spec_text``), in file order."""
+    from bids_vem.features.extract import extract_feature_spaces
+    from bids_vem.features.specs import parse_feature_space
+
+    ids = [f"corpus{i:08d}" for i in range(len(texts))]
+    spaces = extract_feature_spaces(
+        parse_feature_space(spec_text, "text"), ids,
+        captions={i: [t] for i, t in zip(ids, texts, strict=True)},
+        model_dirs=model_dirs, cache_dir=cache_dir, device=device,
+        allow_downloads=allow_downloads,
+    )  # fmt: skip
+    chosen = next((fs for fs in spaces if fs.name == name), spaces[0])
+    return chosen.rows(ids)
+
+
 # --------------------------------------------------------------------------- outputs
 class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
@@ -545,6 +633,7 @@ class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
         File(exists=True), desc="alignment summaries of the run groups (each names its group)"
     )
     joints = traits.List(File(exists=True), desc="FitRecord JSON of each banded ridge (--joint)")
+    decodings = traits.List(File(exists=True), desc="FitRecord JSON of each decoding (--decode)")
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
 
@@ -571,6 +660,7 @@ class WriteParticipantOutputs(SimpleInterface):
             fits=[FitRecord.read(Path(p)) for p in self.inputs.fits],
             alignment_summaries=[Path(p) for p in self.inputs.aligned_models or []],
             joints=[FitRecord.read(Path(p)) for p in self.inputs.joints or []],
+            decodings=[FitRecord.read(Path(p)) for p in self.inputs.decodings or []],
         )
         self._results["report"] = str(report)
         self._results["statmaps"] = [str(p) for p in statmaps]

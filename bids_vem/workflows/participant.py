@@ -16,6 +16,7 @@ from bids_vem.workflows.contracts import AlignmentEntry, FeatureSpaceEntry, Outp
 from bids_vem.workflows.interfaces import (
     AlignImageEncoder,
     CaptionImages,
+    DecodeCaptions,
     ExtractFeatures,
     FitEncoding,
     FitJoint,
@@ -179,6 +180,9 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
         captions=config.captions,
         derivatives=plan.derivatives,
         joints=config.analyses.joint_sets,
+        decode=config.decode,
+        decode_corpus=plan.decode_corpus_size,
+        decode_permutations=config.decode_permutations,
     )
 
 
@@ -233,15 +237,16 @@ def init_participant_wf(
         wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
 
     for subject in plan.subjects:
-        encode_nodes, aligned_models, joint_nodes = [], [], []
+        encode_nodes, aligned_models, analyses = [], [], {"joints": [], "decodings": []}
         for group in plan.run_groups:
             if group.subject == subject:
-                fits, align, joints = _group_nodes(
+                fits, align, extra = _group_nodes(
                     wf, config, plan, group, specs_dir, feature_sources, caption_sources
                 )
                 encode_nodes += fits
                 aligned_models += [align] if align is not None else []
-                joint_nodes += joints
+                for key, nodes in extra.items():
+                    analyses[key] += nodes
         outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
         outputs.inputs.output_dir = str(config.output_dir)
         outputs.inputs.subject = subject
@@ -252,8 +257,9 @@ def init_participant_wf(
                 wf, aligned_models, "summary", outputs, "aligned_models",
                 f"merge_models_sub{subject}",
             )  # fmt: skip
-        if joint_nodes:
-            _gather(wf, joint_nodes, "fit", outputs, "joints", f"merge_joints_sub{subject}")
+        for key, nodes in analyses.items():
+            if nodes:
+                _gather(wf, nodes, "fit", outputs, key, f"merge_{key}_sub{subject}")
         # outputs wait for the dataset files (dataset_description before any map)
         wf.connect(dataset_node, "files", outputs, "after")
     return wf
@@ -333,9 +339,9 @@ def _group_nodes(
     specs_dir: Path,
     feature_sources: dict,
     caption_sources: dict,
-) -> tuple[list[pe.Node], pe.Node | None, list[pe.Node]]:
-    """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment, one
-    banded ridge per ``--joint``."""
+) -> tuple[list[pe.Node], pe.Node | None, dict[str, list[pe.Node]]]:
+    """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment, and
+    the analyses: one banded ridge per ``--joint``, one decoding per ``--decode``."""
     runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
     bold = None
     if config.design == "continuous":
@@ -379,7 +385,46 @@ def _group_nodes(
             wf.connect(*feature_sources[name], merge, f"in{i}")
         wf.connect(merge, "out", node, "feature_sets")
         joints.append(node)
-    return fits, align, joints
+    decodings = []
+    for name in config.decode:
+        node = _decode_node(config, plan, runs_json, group, name, betas)
+        wf.connect(*feature_sources[name], node, "feature_set")
+        source = caption_sources.get(name, [])
+        if isinstance(source, tuple):
+            wf.connect(*source, node, "captions")
+        else:
+            node.inputs.captions = list(source)
+        decodings.append(node)
+    return fits, align, {"joints": joints, "decodings": decodings}
+
+
+def _decode_node(
+    config: RunConfig,
+    plan: ParticipantPlan,
+    runs_json: Path,
+    group: RunGroup,
+    name: str,
+    betas: tuple[tuple[Path, Path], ...] | None,
+) -> pe.Node:
+    """The caption decoding of one run group in one text feature space (``--decode``)."""
+    spec = next(fs for fs in plan.feature_spaces if fs.name == name)
+    node = _step(DecodeCaptions(), f"decode_{group.name.replace('-', '')}_{name}", config)
+    node.inputs.run_group = group.name
+    node.inputs.runs = str(runs_json)
+    node.inputs.spec = spec.text
+    node.inputs.stim_column = config.stim_column
+    node.inputs.evaluation = config.evaluation.to_json()
+    node.inputs.corpus = str(config.decode_corpus) if config.decode_corpus else ""
+    node.inputs.n_permutations = config.decode_permutations
+    node.inputs.model_dirs = [str(p) for p in config.model_dirs]
+    node.inputs.cache_dir = (
+        str(config.resolved_work_dir / "feature_cache") if config.feature_cache else ""
+    )
+    node.inputs.allow_downloads = config.allow_downloads
+    if betas:
+        node.inputs.betas = [str(image) for image, _ in betas]
+        node.inputs.betas_tables = [str(table) for _, table in betas]
+    return node
 
 
 def _memory_share(config: RunConfig) -> int:

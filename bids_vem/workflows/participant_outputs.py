@@ -99,6 +99,9 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
         "tr": trs[0] if len(trs) == 1 else None,
         "confounds": parameters["Confounds"],
         "joint": [list(spaces) for spaces in plan.joints],
+        "decode": list(plan.decode),
+        "decode_corpus": plan.decode_corpus,
+        "decode_permutations": plan.decode_permutations,
     }
 
 
@@ -243,6 +246,7 @@ def write_participant_outputs(
     fits: list[FitRecord],
     alignment_summaries: list[Path] = (),
     joints: list[FitRecord] = (),
+    decodings: list[FitRecord] = (),
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
@@ -251,9 +255,11 @@ def write_participant_outputs(
     give each run group's aligned model and fold metrics, named by run group. A fit's weights
     (``--save-weights``) are copied to ``models/`` (:func:`write_weights_derivative`).
     ``joints`` (``--joint``) name their run group and joint model
-    (:func:`~bids_vem.workflows.analysis_outputs.write_joint_outputs`).
+    (:func:`~bids_vem.workflows.analysis_outputs.write_joint_outputs`), ``decodings``
+    (``--decode``) their run group and text space
+    (:func:`~bids_vem.workflows.analysis_outputs.write_decoding_outputs`).
     """
-    from bids_vem.workflows.analysis_outputs import write_joint_outputs
+    from bids_vem.workflows.analysis_outputs import write_decoding_outputs, write_joint_outputs
 
     groups = plan.groups_of(subject)
     by_key = {fit.key: fit for fit in fits}
@@ -272,6 +278,7 @@ def write_participant_outputs(
     links = dataset_links(plan)
     statmaps: list[Path] = []
     rows, results, comparisons, layer_profiles, joint_outputs = [], [], [], [], []
+    decoding_outputs = []
     n_features: dict[str, int] = {}
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
@@ -316,6 +323,9 @@ def write_participant_outputs(
                 )
                 statmaps += list(joint["maps"].values())
                 joint_outputs.append(joint)
+        for record in decodings:
+            if record.run_group == group.name:
+                decoding_outputs.append(write_decoding_outputs(output_dir, group, plan, record))
         comparison = _compare(output_dir, subject, group, plan, group_results, regions)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
@@ -342,6 +352,7 @@ def write_participant_outputs(
         comparisons=comparisons,
         layer_profiles=layer_profiles,
         joints=joint_outputs,
+        decodings=decoding_outputs,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )

@@ -89,6 +89,8 @@ class ParticipantPlan:
     #: per run group name, the user's single-trial betas (--betas): (image, table) pairs, one
     #: per group, run or session
     betas: dict[str, tuple[tuple[Path, Path], ...]] | None = None
+    #: captions in --decode-corpus (0: none)
+    decode_corpus_size: int = 0
 
     @property
     def subjects(self) -> list[str]:
@@ -139,6 +141,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     for group in run_groups:
         _check_evaluation(config, group)
     betas = _check_trialwise(config, run_groups, stimuli, work_dir)
+    corpus_size = _check_decoding(config, feature_spaces, stimuli)
     # alignment folds follow the encoding's test runs or session folds (checked above)
     alignment = _plan_alignment(config, models, run_groups, stimuli) if config.align else None
     for name, path in config.rois:
@@ -152,6 +155,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
             "the space of the maps"
         )
     return ParticipantPlan(
+        decode_corpus_size=corpus_size,
         alignment=alignment,
         rois=config.rois,
         atlases=config.atlases,
@@ -187,6 +191,38 @@ def _check_joint_sets(config: RunConfig, feature_spaces) -> None:
                     else f"no feature space {', '.join(unknown)} (this run fits {', '.join(names)})"
                 )
             )
+
+
+def _check_decoding(config: RunConfig, feature_spaces, stimuli: StimulusTable) -> int:
+    """``--decode`` names text feature spaces of this run; decoding needs one response per
+    image (single trials); the corpus reads. Returns the corpus's caption count."""
+    from bids_vem.inputs.captions import read_caption_corpus
+
+    if not config.decode:
+        if config.decode_corpus is not None:
+            logger.warning(
+                "%s is not used: no %s", option_name("decode_corpus"), option_name("decode")
+            )
+        return 0
+    modality = {fs.name: fs.modality for fs in feature_spaces}
+    for name in config.decode:
+        if modality.get(name) != "text":
+            found = ", ".join(n for n, m in modality.items() if m == "text") or "none"
+            raise UsageError(
+                f"{option_name('decode')} {name}: not a text feature space of this run "
+                f"(text feature spaces: {found})"
+            )
+    kinds = sorted({s.kind for s in stimuli} - {"image"})
+    if kinds:
+        raise UsageError(
+            f"{option_name('decode')}: caption decoding reads one response per image trial; "
+            f"these runs also show {', '.join(kinds)} stimuli"
+        )
+    if config.decode_corpus is None:
+        return 0
+    n = len(read_caption_corpus(config.decode_corpus))
+    logger.info("decoding corpus: %d captions from %s", n, config.decode_corpus)
+    return n
 
 
 def _plan_models(config: RunConfig):

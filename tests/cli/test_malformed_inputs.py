@@ -238,6 +238,12 @@ CASES = [
     Case("a joint model of a feature space not fitted",
          lambda ds, t: ["--joint", "minilm,nosuch"],
          64, "--joint minilm,nosuch: no feature space"),
+    Case("caption decoding of a space that is not text",
+         lambda ds, t: ["--decode", "nosuch"],
+         64, "--decode nosuch: not a text feature space of this run"),
+    Case("decoding corpus without a caption",
+         lambda ds, t: (t / "corpus.tsv").write_text("text\nsomething\n") and ["--decode", "minilm", "--decode-corpus", str(t / "corpus.tsv")],
+         65, "corpus.tsv: no 'caption' column"),
     Case("image truncated",
          lambda ds, t: _truncate(ds.bids_dir / "stimuli" / ds.stim_ids[3], 0.5),
          65, "stimulus image"),
@@ -248,6 +254,8 @@ CASES = [
 
 #: faults of pixels: text spaces never read them (their captions are given)
 IMAGE_ONLY = {"image truncated", "image empty"}
+#: faults of what only a text space uses (a decoding corpus is embedded by one)
+TEXT_ONLY = {"decoding corpus without a caption"}
 
 
 def _snapshot(folder: Path) -> dict:
@@ -263,6 +271,8 @@ def test_the_catalogue_has_at_least_30_cases():
 def test_malformed_input_stops_early_with_one_line(case, modality, demo_dataset, tmp_path, capfd):
     if case.name in IMAGE_ONLY and modality == "text":
         pytest.skip("text feature spaces do not read the pixels")
+    if case.name in TEXT_ONLY and modality == "image":
+        pytest.skip("only text feature spaces decode captions")
     ds = skeletons.standard(tmp_path / "ds")
     skeletons.captions(tmp_path / "captions.tsv", ds.stim_ids)
     extra = case.breaks(ds, tmp_path)

@@ -153,3 +153,32 @@ def test_json_captions_keyed_by_clip(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(DataError, match="expected a JSON object"):
         read_captions(path)
+
+
+def test_decoding_corpus_reads_coco_json_tsv_and_text(tmp_path):
+    import json
+
+    from bids_vem.inputs.captions import read_caption_corpus
+
+    coco = tmp_path / "captions_val2017.json"
+    coco.write_text(json.dumps({"images": [], "annotations": [
+        {"image_id": 1, "id": 1, "caption": "A dog on a\tsofa."},
+        {"image_id": 1, "id": 2, "caption": "A dog on a\tsofa."},
+        {"image_id": 2, "id": 3, "caption": "  "},
+        {"image_id": 2, "id": 4, "caption": "Two kites."},
+    ]}))  # fmt: skip
+    assert read_caption_corpus(coco) == ["A dog on a sofa.", "Two kites."]
+    table = tmp_path / "corpus.tsv"
+    table.write_text("id\tcaption\n1\ta red car\n2\tn/a\n3\ta blue car\n")
+    assert read_caption_corpus(table) == ["a red car", "a blue car"]
+    text = tmp_path / "corpus.txt"
+    text.write_text("one\n\ntwo\none\n")
+    assert read_caption_corpus(text) == ["one", "two"]
+    with pytest.raises(DataError, match="no 'caption' column"):
+        (tmp_path / "bad.tsv").write_text("text\nx\n")
+        read_caption_corpus(tmp_path / "bad.tsv")
+    with pytest.raises(DataError, match="an 'annotations' list"):
+        (tmp_path / "bad.json").write_text("{}")
+        read_caption_corpus(tmp_path / "bad.json")
+    with pytest.raises(InputMissingError, match="no such caption corpus"):
+        read_caption_corpus(tmp_path / "absent.txt")
