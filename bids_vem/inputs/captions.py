@@ -220,7 +220,10 @@ def read_caption_corpus(path: Path) -> list[str]:
     elif suffix == ".tsv":
         if "caption" not in read_tsv_columns(path):
             raise DataError(f"{path}: no 'caption' column")
-        texts = [str(t) for t in read_tsv(path)["caption"].dropna()]
+        from bids_vem.inputs.events import MISSING_VALUES
+
+        cells = read_tsv(path)["caption"].dropna()
+        texts = [str(t) for t in cells if str(t).strip() not in MISSING_VALUES]
     else:
         try:
             texts = path.read_text(encoding="utf-8").splitlines()
