@@ -535,6 +535,25 @@ class AnalysisSettings(Section):
         type="file",
     )
 
+    rsa: bool = setting(
+        False,
+        help="Representational similarity analysis: brain RDMs of the mask and each --roi from "
+        "single-trial response patterns (cross-validated Euclidean distances when every "
+        "stimulus is shown twice or more), compared with every feature space's RDM by "
+        "Spearman's rho and Kendall's tau-a with permutation tests; noise ceilings across "
+        "participants at the group level.",
+        flags=("--rsa",),
+        kind="flag",
+    )
+    rsa_radius: float = setting(
+        6.0,
+        help="Searchlight sphere radius in mm for --rsa (Spearman's rho of each sphere's RDM "
+        "with each feature space's, stat-rsarho maps); 0: no searchlight.",
+        flags=("--rsa-radius",),
+        type="float",
+        minimum=0,
+    )
+
     @property
     def joint_sets(self) -> tuple[tuple[str, ...], ...]:
         """Each ``--joint`` value as its feature-space names."""

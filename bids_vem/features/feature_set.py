@@ -10,7 +10,7 @@ import numpy as np
 
 from bids_vem.outputs.atomic import atomic_path
 
-__all__ = ["FeatureSet", "save_feature_set", "load_feature_set"]
+__all__ = ["FeatureSet", "save_feature_set", "load_feature_set", "read_feature_derivative"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,30 @@ def load_feature_set(path: Path) -> FeatureSet:
             metadata=header.get("metadata", {}),
             times=data["times"] if "times" in data else None,
         )
+
+
+def read_feature_derivative(output_dir: Path, name: str) -> FeatureSet:
+    """The feature space ``name`` as the participant level wrote it under
+    ``OUTPUT_DIR/features`` (``desc-<name>_features.{npy,tsv,json}``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such feature files.
+    """
+    folder = Path(output_dir) / "features"
+    values = np.load(folder / f"desc-{name}_features.npy", allow_pickle=False)
+    lines = (folder / f"desc-{name}_features.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    cells = [line.split("\t") for line in lines[1:]]
+    stim_ids = tuple(c[header.index("stim_id")] for c in cells)
+    times = np.array([float(c[header.index("time")]) for c in cells]) if "time" in header else None
+    sidecar = json.loads((folder / f"desc-{name}_features.json").read_text())
+    return FeatureSet(
+        name=name,
+        spec=sidecar.get("ModelSpec", ""),
+        modality=sidecar.get("Modality", ""),
+        stim_ids=stim_ids,
+        values=values,
+        times=times,
+    )

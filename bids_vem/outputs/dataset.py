@@ -72,6 +72,10 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_partition.json",
     "*_decoding.tsv",
     "*_decoding.json",
+    "*_rdm.tsv",
+    "*_rdm.json",
+    "*_rsa.tsv",
+    "*_rsa.json",
     "*.func.gii",
     "*.dscalar.nii",
 )
@@ -401,6 +405,28 @@ REFERENCES: tuple[tuple[str, str, str], ...] = (
         "  pages = {6539--6557},\n  year = {2017},\n  doi = {10.1523/JNEUROSCI.3267-16.2017}\n}",
     ),
     (
+        "kriegeskorte2008rsa",
+        "Kriegeskorte N, Mur M, Bandettini P (2008). Representational similarity analysis - "
+        "connecting the branches of systems neuroscience. Frontiers in Systems Neuroscience "
+        "2:4. doi:10.3389/neuro.06.004.2008.",
+        "@article{kriegeskorte2008rsa,\n  author = {Kriegeskorte, Nikolaus and Mur, Marieke and "
+        "Bandettini, Peter},\n  title = {Representational similarity analysis - connecting the "
+        "branches of systems neuroscience},\n  journal = {Frontiers in Systems Neuroscience},\n"
+        "  volume = {2},\n  pages = {4},\n  year = {2008},\n"
+        "  doi = {10.3389/neuro.06.004.2008}\n}",
+    ),
+    (
+        "nili2014toolbox",
+        "Nili H, Wingfield C, Walther A, Su L, Marslen-Wilson W, Kriegeskorte N (2014). A "
+        "toolbox for representational similarity analysis. PLoS Computational Biology "
+        "10(4):e1003553. doi:10.1371/journal.pcbi.1003553.",
+        "@article{nili2014toolbox,\n  author = {Nili, Hamed and Wingfield, Cai and Walther, "
+        "Alexander and Su, Li and Marslen-Wilson, William and Kriegeskorte, Nikolaus},\n"
+        "  title = {A toolbox for representational similarity analysis},\n  journal = {PLoS "
+        "Computational Biology},\n  volume = {10},\n  number = {4},\n  pages = {e1003553},\n"
+        "  year = {2014},\n  doi = {10.1371/journal.pcbi.1003553}\n}",
+    ),
+    (
         "abraham2014nilearn",
         "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "
         "with scikit-learn. Frontiers in Neuroinformatics 8:14. doi:10.3389/fninf.2014.00014.",
@@ -601,6 +627,18 @@ def methods_text(
                 else "."
             ),
         ]
+    if params.get("rsa"):
+        lines += [
+            "",
+            "Representational similarity analysis [@kriegeskorte2008rsa] compared brain "
+            "representational dissimilarity matrices (RDMs), from single-trial response patterns "
+            "by cross-validated Euclidean distance between odd and even presentations (or "
+            "correlation distance when stimuli were not repeated), with each feature space's RDM "
+            "(correlation distance) by Spearman's rho and Kendall's tau-a, tested by permuting "
+            "the stimulus labels; noise ceilings followed Nili et al. [@nili2014toolbox]"
+            + (f", and a searchlight of {params['rsa_radius']:g} mm spheres mapped rho."
+               if params.get("rsa_radius") else "."),
+        ]  # fmt: skip
     software = _software_versions()
     if software:
         lines += [

@@ -8,7 +8,7 @@ from typing import Any
 
 from bids_vem.reports.html import esc, figure, relative_link, table
 
-__all__ = ["joint_html", "decoding_html"]
+__all__ = ["joint_html", "decoding_html", "rsa_html"]
 
 
 def joint_html(joints: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
@@ -89,5 +89,36 @@ def decoding_html(decodings: Sequence[Mapping[str, Any]], output_dir: Path) -> s
             + stimuli(entry["worst"])
             + f'<p><a href="{esc(relative_link(Path(entry["tsv"]), output_dir))}">every '
             "stimulus (TSV)</a></p>"
+        )
+    return "".join(blocks)
+
+
+def rsa_html(rsas: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
+    """Each run group's RSA: the rank correlations per region and model, links to the RDMs,
+    and the searchlight maps."""
+    blocks = [
+        "<p>Brain RDMs from single-trial response patterns, compared with each feature "
+        "space's RDM by Spearman's rho and Kendall's tau-a; p: the model's stimuli relabelled. "
+        "Noise ceilings need several participants: see the group report.</p>"
+    ]
+    for entry in rsas:
+        result = entry["result"]
+        body = table(
+            ["region", "feature space", "voxels", "rho", "p (rho)", "tau-a", "p (tau-a)"],
+            ([r["region"], r["feature_space"], r["n_voxels"], r["spearman"], r["p_spearman"],
+              r["tau_a"], r["p_tau_a"]] for r in result.rows),
+            numeric=[False, False, True, True, True, True, True],
+        )  # fmt: skip
+        links = " ".join(
+            f'<a href="{esc(relative_link(Path(p), output_dir))}">{esc(region)}</a>'
+            for region, p in zip(result.regions, entry["rdms"], strict=True)
+        )
+        maps = "".join(
+            figure(relative_link(Path(png), output_dir), caption)
+            for png, caption in entry["figures"]
+        )
+        blocks.append(
+            f"<h3>{esc(entry['group'])}</h3><p>{len(result.stim_ids)} stimuli; brain RDMs by "
+            f"{esc(result.measure)}.</p>" + body + f"<p>RDMs (TSV): {links}</p>" + maps
         )
     return "".join(blocks)

@@ -8,7 +8,7 @@ from typing import Any
 
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.group import GROUP_DIR
-from bids_vem.reports.html import figure, page, relative_link, table
+from bids_vem.reports.html import esc, figure, page, relative_link, table
 from bids_vem.reports.participant import about_html, errors_html, methods_html
 
 __all__ = ["write_group_report"]
@@ -19,6 +19,7 @@ def write_group_report(
     rows: Sequence[Mapping[str, Any]],
     figures: Sequence[tuple[str, Path | str]] | Mapping[str, Path | str] = (),
     *,
+    rsa: Sequence[Mapping[str, Any]] = (),
     errors: Sequence[str] = (),
     methods: str | None = None,
     command_line: str | None = None,
@@ -34,6 +35,8 @@ def write_group_report(
         Summary rows (as in ``group/summary.tsv``); columns are the union of their keys.
     figures : sequence of (caption, path) or mapping caption -> path
         Images already written (e.g. under ``group/figures/``), linked relatively.
+    rsa : sequence of mappings
+        Group RSA tables (``task``, ``space``, ``rows``, ``tsv``) with noise ceilings.
     errors, methods, command_line, version
         As in :func:`bids_vem.reports.participant.write_participant_report`.
     """
@@ -68,9 +71,32 @@ def write_group_report(
         else "<p>No results.</p>"
     )
     results += "".join(figure(relative_link(path, group_dir), caption) for caption, path in items)
+    rsa_body = ""
+    for entry in rsa:
+        rsa_body += f"<h3>task {esc(entry['task'])}, space {esc(entry['space'])}</h3>" + table(
+            ["region", "feature space", "method", "participants", "mean", "sem", "t", "p",
+             "noise ceiling (lower)", "noise ceiling (upper)"],
+            ([r["region"], r["feature_space"], r["method"], r["n_subjects"], r["mean"], r["sem"],
+              r["t"], r["p"], r["noise_ceiling_lower"], r["noise_ceiling_upper"]]
+             for r in entry["rows"]),
+            numeric=[False, False, False] + [True] * 7,
+        ) + f'<p><a href="{esc(relative_link(entry["tsv"], group_dir))}">table (TSV)</a></p>'  # fmt: skip
     sections = [
         ("summary", "Summary", summary),
         ("results", "Group results", results),
+        *(
+            [
+                (
+                    "rsa",
+                    "Representational similarity",
+                    "<p>Each model's rank correlation with "
+                    "the participants' brain RDMs; the noise ceiling bounds what any model can reach "
+                    "given the participants' agreement (Nili et al. 2014).</p>" + rsa_body,
+                )
+            ]
+            if rsa
+            else []
+        ),  # fmt: skip
         ("errors", "Errors", errors_html(list(errors))),
         ("methods", "Methods", methods_html(output_dir, methods)),
         ("about", "About", about_html(version, command_line)),

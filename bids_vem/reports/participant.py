@@ -14,7 +14,7 @@ import numpy as np
 from bids_vem.errors import DataError
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.names import derivative_name
-from bids_vem.reports.analyses import decoding_html, joint_html
+from bids_vem.reports.analyses import decoding_html, joint_html, rsa_html
 from bids_vem.reports.comparison import comparison_html
 from bids_vem.reports.figures import plot_r_histogram, plot_r_map
 from bids_vem.reports.html import esc, figure, page, relative_link, table
@@ -106,6 +106,7 @@ def write_participant_report(
     layer_profiles: Sequence[Mapping[str, Any]] = (),
     joints: Sequence[Mapping[str, Any]] = (),
     decodings: Sequence[Mapping[str, Any]] = (),
+    rsas: Sequence[Mapping[str, Any]] = (),
     methods: str | None = None,
     command_line: str | None = None,
     version: str | None = None,
@@ -141,6 +142,9 @@ def write_participant_report(
     decodings : sequence of mappings, optional
         Per caption decoding (``--decode``) and run group: what
         :func:`bids_vem.workflows.analysis_outputs.write_decoding_outputs` returns.
+    rsas : sequence of mappings, optional
+        Per run group with ``--rsa``: what
+        :func:`bids_vem.workflows.analysis_outputs.write_rsa_outputs` returns.
     methods : str, optional
         Methods text; default: ``logs/CITATION.md`` if present.
     command_line, version : str, optional
@@ -310,6 +314,7 @@ def write_participant_report(
             if decodings
             else []
         ),
+        *([("rsa", "Representational similarity", rsa_html(rsas, output_dir))] if rsas else []),
         ("errors", "Errors", errors_html(errors)),
         ("methods", "Methods", methods_html(output_dir, methods)),
         ("about", "About", about_html(version, command_line)),

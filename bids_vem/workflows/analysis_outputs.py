@@ -20,7 +20,7 @@ from bids_vem.outputs.statmaps import bids_uri, write_statmap, write_summary_tsv
 from bids_vem.reports.figures import plot_partition, plot_r_map
 from bids_vem.workflows.contracts import FitRecord, OutputPlan, RunGroup
 
-__all__ = ["write_joint_outputs", "write_decoding_outputs"]
+__all__ = ["write_joint_outputs", "write_decoding_outputs", "write_rsa_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +233,89 @@ def write_decoding_outputs(
         "best": order[:5],
         "worst": order[-5:][::-1],
     }
+
+
+def write_rsa_outputs(
+    output_dir: Path, subject: str, group: RunGroup, plan: OutputPlan, record: FitRecord
+) -> dict:
+    """RSA of one run group: ``..._label-<region>_rdm.tsv`` (brain RDM, square, stimuli in
+    rows and columns), ``..._rsa.tsv`` (rank correlations with every feature space) and the
+    searchlight maps ``desc-<space>_stat-rsarho``; returns what the report shows."""
+    import json
+
+    import nibabel as nib
+
+    from bids_vem.analysis.rsa import RSA_COLUMNS, RSAResult, square
+    from bids_vem.outputs.atomic import write_text_atomic
+    from bids_vem.outputs.jsonfile import write_json_atomic
+
+    result = RSAResult.load(record.result)
+    n = len(result.stim_ids)
+    rdms = []
+    for region, rdm, n_voxels in zip(
+        result.regions, result.brain_rdms, result.n_voxels, strict=True
+    ):
+        path = derivative_path(output_dir, group.entities | {"label": region}, "rdm", ".tsv")
+        matrix = square(rdm, n)
+        lines = ["stim_id\t" + "\t".join(result.stim_ids)]
+        lines += [
+            stim + "\t" + "\t".join(f"{v:.6g}" for v in row)
+            for stim, row in zip(result.stim_ids, matrix, strict=True)
+        ]
+        write_text_atomic(path, "\n".join(lines) + "\n")
+        write_json_atomic(
+            path.with_suffix("").with_suffix(".json"),
+            {
+                "Description": f"Brain representational dissimilarity matrix of region {region}: "
+                "one row and column per stimulus (sorted), from single-trial response patterns.",
+                "Measure": result.measure,
+                "Stimuli": n,
+                "Voxels": n_voxels,
+                "TrialResponses": plan.parameters.get("TrialResponses")
+                or "least-squares-separate single-trial betas, z-scored per session",
+            },
+        )
+        rdms.append(path)
+    entities = group.entities
+    tsv = write_summary_tsv(
+        derivative_path(output_dir, entities, "rsa", ".tsv"), result.rows, RSA_COLUMNS
+    )
+    sidecar_path = tsv.with_suffix("").with_suffix(".json")
+    write_json_atomic(
+        sidecar_path,
+        {
+            "Description": "Rank correlation of each region's brain RDM with each feature "
+            "space's RDM (correlation distance between the stimuli's features).",
+            "Permutations": result.n_permutations,
+        }
+        | json.loads(sidecar_path.read_text()),
+    )
+    maps, figures = {}, []
+    if result.searchlight is not None:
+        mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
+        figures_dir = output_dir / f"sub-{subject}" / "figures"
+        for fs, values in zip(result.feature_spaces, result.searchlight, strict=True):
+            path = write_statmap(
+                output_dir, values, mask_img, entities=entities | {"desc": fs}, stat="rsarho",
+                description=f"Searchlight RSA: Spearman's rho between the brain RDM of a "
+                f"{result.radius:g} mm sphere around each voxel and {fs}'s RDM "
+                f"({result.measure}); NaN where the sphere holds fewer than 3 voxels.",
+                sources=[bids_uri("", str(rdms[0].relative_to(output_dir)))],
+                parameters={"SearchlightRadius": result.radius, "Measure": result.measure},
+            )  # fmt: skip
+            maps[fs] = path
+            try:
+                png = plot_r_map(
+                    path, figures_dir / derivative_name(entities | {"desc": fs}, "rsarho", ".png"),
+                    title=f"searchlight rho, {fs}", threshold=0.1,
+                )  # fmt: skip
+                figures.append((png, f"Searchlight RSA, {fs} (rho > 0.1)"))
+            except Exception as exc:  # a figure must not cost the outputs
+                logger.warning("no figure for %s: %s", path.name, exc)
+    for row in result.rows:
+        logger.info(
+            "%s RSA %s x %s: rho %.3f (p %s), tau-a %.3f", group.name, row["region"],
+            row["feature_space"], row["spearman"], row["p_spearman"], row["tau_a"],
+        )  # fmt: skip
+    return {"group": group.name, "result": result, "tsv": tsv, "rdms": rdms, "maps": maps,
+            "figures": figures}  # fmt: skip

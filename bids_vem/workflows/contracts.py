@@ -117,6 +117,9 @@ class OutputPlan:
     decode: tuple[str, ...] = ()
     decode_corpus: int = 0
     decode_permutations: int = 0
+    #: --rsa, and its searchlight radius (mm; 0: none)
+    rsa: bool = False
+    rsa_radius: float = 0.0
 
     def groups_of(self, subject: str) -> list[RunGroup]:
         """The run groups of one participant, in plan order."""
@@ -140,6 +143,8 @@ class OutputPlan:
             "decode": list(self.decode),
             "decode_corpus": self.decode_corpus,
             "decode_permutations": self.decode_permutations,
+            "rsa": self.rsa,
+            "rsa_radius": self.rsa_radius,
         }
 
     @classmethod
@@ -162,6 +167,8 @@ class OutputPlan:
             decode=tuple(data.get("decode", [])),
             decode_corpus=int(data.get("decode_corpus", 0)),
             decode_permutations=int(data.get("decode_permutations", 0)),
+            rsa=bool(data.get("rsa", False)),
+            rsa_radius=float(data.get("rsa_radius", 0.0)),
         )
 
     def to_json(self) -> str:

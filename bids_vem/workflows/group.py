@@ -96,6 +96,60 @@ def _paired_group_tests(output_dir: Path, found) -> list[dict]:
     return rows
 
 
+def _group_rsa(output_dir: Path, config: RunConfig, errors: list[str]) -> list[dict]:
+    """Per (task, space) with participant RDMs (``--rsa``): each region's model correlations
+    across participants with noise ceilings, ``group/task-<t>_space-<s>_rsa.tsv``. Returns
+    the tables for the report."""
+    import csv
+    from collections import defaultdict
+
+    from bids_vem.analysis.rsa import GROUP_RSA_COLUMNS, group_rsa_rows, read_rdm
+    from bids_vem.features.feature_set import read_feature_derivative
+    from bids_vem.outputs.names import derivative_path, parse_derivative_name
+    from bids_vem.outputs.statmaps import write_summary_tsv
+
+    found: dict[tuple, dict[str, Path]] = defaultdict(dict)
+    spaces: dict[tuple, set[str]] = defaultdict(set)
+    for folder in ("sub-*/func", "sub-*/ses-*/func"):
+        for path in sorted(output_dir.glob(f"{folder}/*_rdm.tsv")):
+            entities, _, _ = parse_derivative_name(path)
+            if config.participant_label and entities["sub"] not in config.participant_label:
+                continue
+            if config.task and entities.get("task") not in config.task:
+                continue
+            key = (entities.get("task"), entities.get("space"), entities.get("label"))
+            found[key][
+                entities["sub"] + (f"_ses-{entities['ses']}" if entities.get("ses") else "")
+            ] = path
+            table = path.with_name(path.name.replace(f"_label-{entities['label']}_rdm", "_rsa"))
+            if table.is_file():
+                with table.open() as handle:
+                    spaces[key] |= {
+                        r["feature_space"] for r in csv.DictReader(handle, delimiter="\t")
+                    }
+    tables: dict[tuple, list[dict]] = defaultdict(list)
+    for (task, space, region), paths in sorted(found.items()):
+        if len(paths) < 2:
+            errors.append(f"RSA task-{task} space-{space} {region}: one participant; noise "
+                          "ceilings need 2 or more")  # fmt: skip
+            continue
+        models = {
+            name: read_feature_derivative(output_dir, name)
+            for name in sorted(spaces[(task, space, region)])
+        }
+        rdms = {who: read_rdm(path) for who, path in paths.items()}
+        tables[(task, space)] += group_rsa_rows(rdms, models, region)
+    out = []
+    for (task, space), rows in tables.items():
+        path = derivative_path(
+            output_dir / "group", {"task": task, "space": space}, "rsa", ".tsv", datatype=None
+        )
+        write_summary_tsv(path, rows, GROUP_RSA_COLUMNS)
+        logger.info("group RSA task-%s space-%s: %s", task, space, path)
+        out.append({"task": task, "space": space, "rows": rows, "tsv": path})
+    return out
+
+
 def run_group_level(config: RunConfig) -> Path:
     """Test encoding accuracy across participants for every (task, space, feature space).
 
@@ -185,10 +239,12 @@ def run_group_level(config: RunConfig) -> Path:
         )
     rows += _paired_group_tests(output_dir, found)
     write_group_summary(output_dir, rows)
+    rsa_tables = _group_rsa(output_dir, config, errors)
     return write_group_report(
         output_dir,
         rows,
         figures,
+        rsa=rsa_tables,
         errors=errors,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]),
         version=__version__,

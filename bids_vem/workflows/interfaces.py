@@ -623,6 +623,58 @@ def _embed_corpus(texts, spec_text, name, model_dirs, cache_dir, device, allow_d
     return chosen.rows(ids)
 
 
+class _RSAInputSpec(_StepInputSpec):
+    runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
+    feature_sets = traits.List(File(exists=True), mandatory=True, desc="the model RDMs' features")
+    run_group = traits.Str(mandatory=True)
+    stim_column = traits.Str(mandatory=True)
+    evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
+    rois = traits.List(traits.Tuple(traits.Str, File(exists=True)), desc="--roi (name, mask)")
+    radius = traits.Float(mandatory=True, desc="searchlight radius in mm (0: none)")
+    n_permutations = traits.Int(mandatory=True)
+    betas = traits.List(File(exists=True), desc="user's trial betas (as FitEncoding)")
+    betas_tables = traits.List(File(exists=True))
+
+
+class RepresentationalSimilarity(SimpleInterface):
+    """RSA of one run group: brain RDMs, model RDMs, searchlight (``analysis.rsa``)."""
+
+    input_spec = _RSAInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.analysis.rsa import rsa_of_run_group
+        from bids_vem.config import EvaluationSettings
+        from bids_vem.encoding.bold import runs_mask
+        from bids_vem.encoding.device import limit_threads
+        from bids_vem.features.feature_set import load_feature_set
+        from bids_vem.inputs.runs import Run
+        from bids_vem.workflows.contracts import FitRecord
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        settings = EvaluationSettings.from_json(self.inputs.evaluation)
+        runs = [
+            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
+        ]
+        betas = [Path(b) for b in self.inputs.betas or []]
+        with limit_threads(self.inputs.omp_nthreads):
+            result = rsa_of_run_group(
+                betas or runs, [load_feature_set(Path(p)) for p in self.inputs.feature_sets],
+                rois=[(name, Path(path)) for name, path in self.inputs.rois or []],
+                radius=self.inputs.radius, n_permutations=self.inputs.n_permutations,
+                seed=self.inputs.random_seed, stim_column=self.inputs.stim_column,
+                hrf_model=settings.hrf_model, confounds=settings.confounds,
+                mask=runs_mask(runs) if betas else None,
+                betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
+            )  # fmt: skip
+        out = Path(runtime.cwd) / "rsa.npz"
+        result.save(out)
+        record = FitRecord(self.inputs.run_group, "rsa", out)
+        self._results["fit"] = str(record.write(Path(runtime.cwd) / "fit.json"))
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
 # --------------------------------------------------------------------------- outputs
 class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
@@ -634,6 +686,7 @@ class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     )
     joints = traits.List(File(exists=True), desc="FitRecord JSON of each banded ridge (--joint)")
     decodings = traits.List(File(exists=True), desc="FitRecord JSON of each decoding (--decode)")
+    rsas = traits.List(File(exists=True), desc="FitRecord JSON of each run group's RSA (--rsa)")
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
 
@@ -661,6 +714,7 @@ class WriteParticipantOutputs(SimpleInterface):
             alignment_summaries=[Path(p) for p in self.inputs.aligned_models or []],
             joints=[FitRecord.read(Path(p)) for p in self.inputs.joints or []],
             decodings=[FitRecord.read(Path(p)) for p in self.inputs.decodings or []],
+            rsas=[FitRecord.read(Path(p)) for p in self.inputs.rsas or []],
         )
         self._results["report"] = str(report)
         self._results["statmaps"] = [str(p) for p in statmaps]

@@ -21,6 +21,7 @@ from bids_vem.workflows.interfaces import (
     FitEncoding,
     FitJoint,
     PrepareBold,
+    RepresentationalSimilarity,
     WriteDatasetOutputs,
     WriteParticipantOutputs,
 )
@@ -183,6 +184,8 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
         decode=config.decode,
         decode_corpus=plan.decode_corpus_size,
         decode_permutations=config.decode_permutations,
+        rsa=config.rsa,
+        rsa_radius=config.rsa_radius if config.rsa else 0.0,
     )
 
 
@@ -237,7 +240,8 @@ def init_participant_wf(
         wf.connect(caption_node, "captions_tsv", dataset_node, "captions_tsv")
 
     for subject in plan.subjects:
-        encode_nodes, aligned_models, analyses = [], [], {"joints": [], "decodings": []}
+        encode_nodes, aligned_models = [], []
+        analyses: dict[str, list] = {"joints": [], "decodings": [], "rsas": []}
         for group in plan.run_groups:
             if group.subject == subject:
                 fits, align, extra = _group_nodes(
@@ -395,7 +399,26 @@ def _group_nodes(
         else:
             node.inputs.captions = list(source)
         decodings.append(node)
-    return fits, align, {"joints": joints, "decodings": decodings}
+    rsas = []
+    if config.rsa:
+        node = _step(RepresentationalSimilarity(), f"rsa_{group.name.replace('-', '')}", config)
+        node.inputs.run_group = group.name
+        node.inputs.runs = str(runs_json)
+        node.inputs.stim_column = config.stim_column
+        node.inputs.evaluation = config.evaluation.to_json()
+        node.inputs.rois = [(name, str(path)) for name, path in config.rois]
+        node.inputs.radius = config.rsa_radius
+        node.inputs.n_permutations = config.permutations
+        if betas:
+            node.inputs.betas = [str(image) for image, _ in betas]
+            node.inputs.betas_tables = [str(table) for _, table in betas]
+        spaces = [fs.name for fs in plan.feature_spaces]
+        merge = pe.Node(_merge(len(spaces)), name=f"{node.name}_features")
+        for i, name in enumerate(spaces, start=1):
+            wf.connect(*feature_sources[name], merge, f"in{i}")
+        wf.connect(merge, "out", node, "feature_sets")
+        rsas.append(node)
+    return fits, align, {"joints": joints, "decodings": decodings, "rsas": rsas}
 
 
 def _decode_node(

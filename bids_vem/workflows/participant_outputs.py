@@ -102,6 +102,8 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
         "decode": list(plan.decode),
         "decode_corpus": plan.decode_corpus,
         "decode_permutations": plan.decode_permutations,
+        "rsa": plan.rsa,
+        "rsa_radius": plan.rsa_radius,
     }
 
 
@@ -247,6 +249,7 @@ def write_participant_outputs(
     alignment_summaries: list[Path] = (),
     joints: list[FitRecord] = (),
     decodings: list[FitRecord] = (),
+    rsas: list[FitRecord] = (),
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
@@ -257,9 +260,14 @@ def write_participant_outputs(
     ``joints`` (``--joint``) name their run group and joint model
     (:func:`~bids_vem.workflows.analysis_outputs.write_joint_outputs`), ``decodings``
     (``--decode``) their run group and text space
-    (:func:`~bids_vem.workflows.analysis_outputs.write_decoding_outputs`).
+    (:func:`~bids_vem.workflows.analysis_outputs.write_decoding_outputs`), ``rsas``
+    (``--rsa``) their run group (:func:`~bids_vem.workflows.analysis_outputs.write_rsa_outputs`).
     """
-    from bids_vem.workflows.analysis_outputs import write_decoding_outputs, write_joint_outputs
+    from bids_vem.workflows.analysis_outputs import (
+        write_decoding_outputs,
+        write_joint_outputs,
+        write_rsa_outputs,
+    )
 
     groups = plan.groups_of(subject)
     by_key = {fit.key: fit for fit in fits}
@@ -278,7 +286,7 @@ def write_participant_outputs(
     links = dataset_links(plan)
     statmaps: list[Path] = []
     rows, results, comparisons, layer_profiles, joint_outputs = [], [], [], [], []
-    decoding_outputs = []
+    decoding_outputs, rsa_outputs = [], []
     n_features: dict[str, int] = {}
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
@@ -326,6 +334,11 @@ def write_participant_outputs(
         for record in decodings:
             if record.run_group == group.name:
                 decoding_outputs.append(write_decoding_outputs(output_dir, group, plan, record))
+        for record in rsas:
+            if record.run_group == group.name:
+                rsa = write_rsa_outputs(output_dir, subject, group, plan, record)
+                statmaps += list(rsa["maps"].values())
+                rsa_outputs.append(rsa)
         comparison = _compare(output_dir, subject, group, plan, group_results, regions)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
@@ -353,6 +366,7 @@ def write_participant_outputs(
         layer_profiles=layer_profiles,
         joints=joint_outputs,
         decodings=decoding_outputs,
+        rsas=rsa_outputs,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )

@@ -142,6 +142,7 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
         _check_evaluation(config, group)
     betas = _check_trialwise(config, run_groups, stimuli, work_dir)
     corpus_size = _check_decoding(config, feature_spaces, stimuli)
+    _check_rsa(config, stimuli, runs)
     # alignment folds follow the encoding's test runs or session folds (checked above)
     alignment = _plan_alignment(config, models, run_groups, stimuli) if config.align else None
     for name, path in config.rois:
@@ -223,6 +224,23 @@ def _check_decoding(config: RunConfig, feature_spaces, stimuli: StimulusTable) -
     n = len(read_caption_corpus(config.decode_corpus))
     logger.info("decoding corpus: %d captions from %s", n, config.decode_corpus)
     return n
+
+
+def _check_rsa(config: RunConfig, stimuli: StimulusTable, runs) -> None:
+    """``--rsa`` reads one response pattern per image from single trials, in volumes."""
+    if not config.rsa:
+        return
+    kinds = sorted({s.kind for s in stimuli} - {"image"})
+    if kinds:
+        raise UsageError(
+            f"{option_name('rsa')}: RSA reads one response pattern per image trial; these runs "
+            f"also show {', '.join(kinds)} stimuli"
+        )
+    if any(bold_kind(run.bold) != "volume" for run in runs):
+        raise UsageError(
+            f"{option_name('rsa')}: single-trial responses are estimated in volumes; use a "
+            f"volume {option_name('space')} (e.g. MNI152NLin2009cAsym)"
+        )
 
 
 def _plan_models(config: RunConfig):

@@ -123,6 +123,20 @@ def _left_hemisphere_alone(ds, tmp_path):
     return ["--space", "fsaverage5"]
 
 
+def _left_and_right_hemispheres(ds):
+    """fMRIPrep's fsaverage5 surface BOLD of every run, both hemispheres."""
+    from tests.skeletons import _write_func_gii
+
+    for run in ds.runs:
+        n = nib.load(run.bold).shape[3]
+        for hemi in ("L", "R"):
+            name = (
+                run.bold.name.split("_space-")[0] + f"_hemi-{hemi}_space-fsaverage5_bold.func.gii"
+            )
+            _write_func_gii(run.bold.parent / name, np.random.default_rng(0).random((642, n)), 2.0)
+    return ["--space", "fsaverage5"]
+
+
 def _session_betas_one_too_many(ds, tmp_path):
     folder = tmp_path / "betas" / "sub-01"
     folder.mkdir(parents=True)
@@ -244,6 +258,9 @@ CASES = [
     Case("decoding corpus without a caption",
          lambda ds, t: (t / "corpus.tsv").write_text("text\nsomething\n") and ["--decode", "minilm", "--decode-corpus", str(t / "corpus.tsv")],
          65, "corpus.tsv: no 'caption' column"),
+    Case("RSA on surfaces",
+         lambda ds, t: _left_and_right_hemispheres(ds) + ["--rsa"],
+         64, "--rsa: single-trial responses are estimated in volumes"),
     Case("image truncated",
          lambda ds, t: _truncate(ds.bids_dir / "stimuli" / ds.stim_ids[3], 0.5),
          65, "stimulus image"),
