@@ -598,7 +598,13 @@ _CIFTI_CORTEX, _CIFTI_VOXELS = 2000, 60
 
 
 def surfaces_from_demo(
-    demo, root: Path, *, subjects: tuple[str, ...] = ("01",), kind: str = "gifti", seed: int = 0
+    demo,
+    root: Path,
+    *,
+    subjects: tuple[str, ...] = ("01",),
+    kind: str = "gifti",
+    seed: int = 0,
+    patch: bool = False,
 ) -> SimpleNamespace:
     """fMRIPrep >= 21 surface outputs of the demo's runs, named as BOLD Moments and Pixar
     ship them (``..._hemi-L_space-fsaverage5_bold.func.gii`` pairs, or
@@ -606,6 +612,8 @@ def surfaces_from_demo(
     hemisphere's ``planted`` vertices carry the BOLD of the demo's semantic voxels (in order),
     every other point carries the BOLD of voxels without signal, and the medial wall is 0.
     Confounds are the demo's. A swapped hemisphere or a vertex-order bug moves the signal.
+    With ``patch`` (fsaverage5), the planted vertices are one contiguous patch of the left
+    pial surface (the vertices nearest vertex 1000), as a searchlight needs; else scattered.
 
     Returns
     -------
@@ -636,6 +644,12 @@ def surfaces_from_demo(
         semantic, quiet = np.flatnonzero(classes.ravel() == 2), np.flatnonzero(classes.ravel() == 1)
         usable = n_left - medial
         planted = np.sort(rng.choice(usable, size=semantic.size, replace=False))
+        if patch:
+            from nilearn.datasets import load_fsaverage
+
+            xyz = np.asarray(load_fsaverage("fsaverage5")["pial"].parts["left"].coordinates)
+            distance = np.linalg.norm(xyz[:usable] - xyz[1000], axis=1)
+            planted = np.sort(np.argsort(distance)[: semantic.size])
         others_left = np.setdiff1d(np.arange(usable), planted)
         planted_by[subject] = planted
         amplitude_by[subject] = amplitude.ravel()[semantic]

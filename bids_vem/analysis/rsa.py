@@ -348,16 +348,24 @@ def rsa_of_run_group(
     radius: float = 0.0,
     n_permutations: int = 1000,
     seed: int = 0,
+    geometry=None,
     **betas_options,
 ) -> RSAResult:
     """RSA of one participant's run group (module docstring): brain RDMs of the mask and each
     region, compared with every feature space's RDM; a searchlight when ``radius`` > 0.
 
     ``betas_options`` go to :func:`~bids_vem.encoding.trialwise.load_trial_betas`; the
-    stimuli are those every feature space describes.
+    stimuli are those every feature space describes. ``geometry``
+    (:class:`~bids_vem.inputs.surfaces.SurfaceGeometry`) when the runs are surfaces: regions
+    are surface regions and the searchlight runs on the template mesh.
     """
-    from bids_vem.analysis.comparison import roi_voxels
-    from bids_vem.analysis.searchlight import searchlight_rsa, sphere_neighbourhoods
+    from bids_vem.analysis.comparison import roi_points, roi_voxels
+    from bids_vem.analysis.searchlight import (
+        searchlight_rsa,
+        sphere_neighbourhoods,
+        surface_coordinates,
+        voxel_coordinates,
+    )
     from bids_vem.encoding.trialwise import load_trial_betas
 
     known = sorted(set.intersection(*(set(fs.stim_ids) for fs in feature_sets)))
@@ -369,7 +377,12 @@ def rsa_of_run_group(
 
         raise DataError(f"RSA needs at least 4 stimuli; the trials show {n}")
     regions = {"mask": np.ones(patterns.mean.shape[1], dtype=bool)}
-    if rois:
+    inside = np.asarray(trial_betas.mask, dtype=bool)
+    if rois and geometry is not None:
+        from bids_vem.outputs.surfaces import SurfaceMask
+
+        regions |= roi_points(list(rois), SurfaceMask(geometry, inside.reshape(-1)))
+    elif rois:
         regions |= roi_voxels(list(rois), trial_betas.mask, trial_betas.affine)
     brains = np.vstack([brain_rdm(patterns, np.flatnonzero(v)) for v in regions.values()])
     models = np.vstack([model_rdm(fs, patterns.stim_ids) for fs in feature_sets])
@@ -386,7 +399,12 @@ def rsa_of_run_group(
             })  # fmt: skip
     searchlight = None
     if radius > 0 and trial_betas.mask is not None:
-        neighbourhoods = sphere_neighbourhoods(trial_betas.mask, trial_betas.affine, radius)
+        xyz = (
+            voxel_coordinates(inside, trial_betas.affine)
+            if geometry is None
+            else surface_coordinates(geometry, inside.reshape(-1))
+        )
+        neighbourhoods = sphere_neighbourhoods(xyz, radius)
         searchlight = searchlight_rsa(patterns, neighbourhoods, models).astype(np.float32)
     return RSAResult(
         stim_ids=patterns.stim_ids,

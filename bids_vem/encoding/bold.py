@@ -27,6 +27,7 @@ __all__ = [
     "epi_mask",
     "runs_mask",
     "surface_mask",
+    "surface_signals",
     "mask_description",
     "write_bold_store",
 ]
@@ -395,7 +396,7 @@ def load_bold(
     mask_img = load_mask(mask)
     if isinstance(bold, (str, Path)) and bold_kind(bold) != "volume":
         return _clean(
-            _surface_signals(Path(bold), bold_right, mask_img), str(bold), confounds, tr, high_pass
+            surface_signals(Path(bold), bold_right, mask_img), str(bold), confounds, tr, high_pass
         )
     img, name = _load_image(bold, "BOLD")
     if len(img.shape) != 4:
@@ -435,9 +436,9 @@ def load_bold(
     return _clean(signals, name, confounds, tr, high_pass)
 
 
-def _surface_signals(
+def surface_signals(
     bold: Path, bold_right: Path | None, mask_img: nib.spatialimages.SpatialImage
-) -> np.ndarray:
+) -> np.ndarray:  # also the single-trial model's reader (encoding.lss)
     """The points of surface BOLD inside a points mask (non-finite points set to 0)."""
     inside = np.asarray(mask_img.dataobj).reshape(-1) > 0
     data = read_points(bold, bold_right)

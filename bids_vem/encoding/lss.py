@@ -36,10 +36,11 @@ from nilearn import masking
 from nilearn.glm.first_level import compute_regressor, make_first_level_design_matrix, mean_scaling
 
 from bids_vem.config import option_name
-from bids_vem.encoding.bold import load_mask, read_confounds, runs_mask
+from bids_vem.encoding.bold import load_mask, read_confounds, runs_mask, surface_signals
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.inputs.events import read_events
 from bids_vem.inputs.runs import Run
+from bids_vem.inputs.surfaces import bold_kind
 
 __all__ = [
     "HRF_MODELS",
@@ -472,10 +473,13 @@ def lss_betas(
 
 
 def _masked_bold(run: Run, mask: nib.Nifti1Image) -> np.ndarray:
-    """The run's BOLD inside ``mask``, (n_scans, n_voxels) float32; non-finite voxels 0."""
+    """The run's BOLD inside ``mask``, (n_scans, n_voxels) float32; non-finite voxels 0.
+    Surface BOLD (GIFTI pairs, CIFTI) is read as points inside a points mask."""
     path = Path(run.bold)
     if not path.exists():
         raise InputMissingError(f"{path}: BOLD not found")
+    if bold_kind(path) != "volume":
+        return np.asarray(surface_signals(path, run.bold_right, mask), dtype=np.float32)
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises several types for non-images

@@ -292,7 +292,15 @@ def write_rsa_outputs(
     )
     maps, figures = {}, []
     if result.searchlight is not None:
-        mask_img = nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
+        from bids_vem.outputs.surfaces import SurfaceMask
+        from bids_vem.workflows.participant_outputs import _surface_geometry
+
+        geometry = _surface_geometry(group)
+        mask_img = (
+            nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
+            if geometry is None
+            else SurfaceMask(geometry, np.asarray(result.mask).reshape(-1))
+        )
         figures_dir = output_dir / f"sub-{subject}" / "figures"
         for fs, values in zip(result.feature_spaces, result.searchlight, strict=True):
             path = write_statmap(

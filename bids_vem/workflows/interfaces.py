@@ -631,6 +631,7 @@ class _RSAInputSpec(_StepInputSpec):
     evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
     rois = traits.List(traits.Tuple(traits.Str, File(exists=True)), desc="--roi (name, mask)")
     radius = traits.Float(mandatory=True, desc="searchlight radius in mm (0: none)")
+    space = traits.Str(mandatory=True, desc="the runs' space (surfaces: the mesh)")
     n_permutations = traits.Int(mandatory=True)
     betas = traits.List(File(exists=True), desc="user's trial betas (as FitEncoding)")
     betas_tables = traits.List(File(exists=True))
@@ -649,6 +650,7 @@ class RepresentationalSimilarity(SimpleInterface):
         from bids_vem.encoding.device import limit_threads
         from bids_vem.features.feature_set import load_feature_set
         from bids_vem.inputs.runs import Run
+        from bids_vem.inputs.surfaces import SurfaceGeometry, bold_kind
         from bids_vem.workflows.contracts import FitRecord
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
@@ -657,12 +659,16 @@ class RepresentationalSimilarity(SimpleInterface):
             Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
         ]
         betas = [Path(b) for b in self.inputs.betas or []]
+        geometry = None
+        if bold_kind(runs[0].bold) != "volume":
+            geometry = SurfaceGeometry.of_bold(runs[0].bold, runs[0].bold_right, self.inputs.space)
         with limit_threads(self.inputs.omp_nthreads):
             result = rsa_of_run_group(
                 betas or runs, [load_feature_set(Path(p)) for p in self.inputs.feature_sets],
                 rois=[(name, Path(path)) for name, path in self.inputs.rois or []],
                 radius=self.inputs.radius, n_permutations=self.inputs.n_permutations,
-                seed=self.inputs.random_seed, stim_column=self.inputs.stim_column,
+                seed=self.inputs.random_seed, geometry=geometry,
+                stim_column=self.inputs.stim_column,
                 hrf_model=settings.hrf_model, confounds=settings.confounds,
                 mask=runs_mask(runs) if betas else None,
                 betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,

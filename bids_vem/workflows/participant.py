@@ -408,6 +408,7 @@ def _group_nodes(
         node.inputs.evaluation = config.evaluation.to_json()
         node.inputs.rois = [(name, str(path)) for name, path in config.rois]
         node.inputs.radius = config.rsa_radius
+        node.inputs.space = group.space
         node.inputs.n_permutations = config.permutations
         if betas:
             node.inputs.betas = [str(image) for image, _ in betas]

@@ -227,7 +227,8 @@ def _check_decoding(config: RunConfig, feature_spaces, stimuli: StimulusTable) -
 
 
 def _check_rsa(config: RunConfig, stimuli: StimulusTable, runs) -> None:
-    """``--rsa`` reads one response pattern per image from single trials, in volumes."""
+    """``--rsa`` reads one response pattern per image from single trials; a surface
+    searchlight needs a template mesh."""
     if not config.rsa:
         return
     kinds = sorted({s.kind for s in stimuli} - {"image"})
@@ -236,11 +237,14 @@ def _check_rsa(config: RunConfig, stimuli: StimulusTable, runs) -> None:
             f"{option_name('rsa')}: RSA reads one response pattern per image trial; these runs "
             f"also show {', '.join(kinds)} stimuli"
         )
-    if any(bold_kind(run.bold) != "volume" for run in runs):
-        raise UsageError(
-            f"{option_name('rsa')}: single-trial responses are estimated in volumes; use a "
-            f"volume {option_name('space')} (e.g. MNI152NLin2009cAsym)"
-        )
+    if config.rsa_radius > 0 and runs and bold_kind(runs[0].bold) != "volume":
+        space = config.space
+        if space not in ("fsaverage5", "fsLR"):
+            raise UsageError(
+                f"{option_name('rsa')}: a surface searchlight needs a template mesh offline "
+                f"(fsaverage5 or fsLR); {option_name('space')} {space} has none here (set "
+                f"{option_name('rsa_radius')} 0 for region RSA only)"
+            )
 
 
 def _plan_models(config: RunConfig):
@@ -563,11 +567,12 @@ def _check_trialwise(
 
     if config.design != "trialwise":
         return None
-    if any(bold_kind(run.bold) != "volume" for group in run_groups for run in group.runs):
+    surfaces = any(bold_kind(r.bold) != "volume" for group in run_groups for r in group.runs)
+    if surfaces and config.betas is not None:
         raise UsageError(
-            f"{option_name('design')} trialwise estimates and reads single-trial betas of "
-            f"volumes; surface data ({option_name('space')} {run_groups[0].space}) are fitted "
-            f"with {option_name('design')} continuous"
+            f"{option_name('betas')} reads single-trial betas of volumes; on surfaces "
+            f"({option_name('space')} {run_groups[0].space}) the trials are estimated from the "
+            f"runs (leave out {option_name('betas')})"
         )
     kinds = {stim.kind for stim in stimuli}
     if not kinds <= {"image"}:

@@ -125,7 +125,11 @@ def test_searchlight_finds_the_planted_region():
     """A 10 x 10 x 10 grid of 2 mm voxels; only a 3 x 3 x 3 cube carries the planted
     representation. The searchlight's rho is high around the cube and at chance far from it,
     and matches compare_rdms on the same sphere."""
-    from bids_vem.analysis.searchlight import searchlight_rsa, sphere_neighbourhoods
+    from bids_vem.analysis.searchlight import (
+        searchlight_rsa,
+        sphere_neighbourhoods,
+        voxel_coordinates,
+    )
 
     rng = np.random.default_rng(6)
     mask = np.ones((10, 10, 10), dtype=bool)
@@ -144,7 +148,7 @@ def test_searchlight_finds_the_planted_region():
                          "onset": float(len(rows)), "duration": 1.0})  # fmt: skip
             betas.append(signal[s] + rng.standard_normal(mask.sum()))
     patterns = stimulus_patterns(TrialBetas(np.asarray(betas, np.float32), pd.DataFrame(rows)))
-    neighbourhoods = sphere_neighbourhoods(mask, affine, radius=2.5)
+    neighbourhoods = sphere_neighbourhoods(voxel_coordinates(mask, affine), radius=2.5)
     assert len(neighbourhoods[555]) == 7  # the centre and its 6 face neighbours
     from scipy.spatial.distance import pdist
 

@@ -192,3 +192,31 @@ def test_surface_regions_of_the_wrong_kind_or_size_stop_before_any_work(
         err = capfd.readouterr().err
         assert f"--roi bad={roi}: " in err and message in err
         assert not (tmp_path / "work" / "bids_vem_wf").exists()  # no step ran
+
+
+def test_single_trials_and_a_searchlight_on_fsaverage5(demo_dataset, tmp_path):
+    """Trials estimated on the surface (LSS reads vertices as it reads voxels): the
+    trial-wise model finds the planted patch, and the RSA searchlight on the fsaverage5 pial
+    mesh peaks there."""
+    skeleton = skeletons.surfaces_from_demo(demo_dataset, tmp_path / "fmriprep", patch=True)
+    out = tmp_path / "out"
+    argv = [
+        str(demo_dataset.bids_dir), str(out), "participant", "--participant-label", "01",
+        "--derivatives", f"fmriprep={skeleton.derivatives}", "--space", "fsaverage5",
+        "--skip-bids-validation", "-w", str(tmp_path / "work"), "--nprocs", "2",
+        "--captions", str(demo_dataset.captions_tsv),
+        "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2", "--design", "trialwise",
+        "--rsa", "--rsa-radius", "8", "--permutations", "20",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    func = out / "sub-01" / "func"
+    prefix = "sub-01_task-shapes_hemi-L_space-fsaverage5_desc-minilm"
+    planted = skeleton.planted["01"]
+    others = np.setdiff1d(np.arange(10042), planted)
+    r = nib.load(func / f"{prefix}_stat-r_statmap.func.gii").darrays[0].data
+    assert np.median(r[planted]) > np.percentile(r[others], 99)
+    rho = nib.load(func / f"{prefix}_stat-rsarho_statmap.func.gii").darrays[0].data
+    assert np.nanmedian(rho[planted]) > np.nanpercentile(rho[others], 95)
+    assert abs(np.nanmedian(rho[others])) < 0.05
+    assert (func / "sub-01_task-shapes_space-fsaverage5_label-mask_rdm.tsv").is_file()
+    assert validate_derivatives(out) == []
