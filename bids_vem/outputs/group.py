@@ -28,6 +28,7 @@ def write_group_maps(
     n_subjects: int,
     sources: Sequence[str],
     parameters: Mapping[str, Any] | None = None,
+    label: str | None = None,
 ) -> dict[str, Path]:
     """Write ``group/task-<t>_space-<s>_desc-<fs>_stat-<name>_statmap.nii.gz`` (+ .json) per map.
 
@@ -45,6 +46,8 @@ def write_group_maps(
         BIDS URIs of the participant maps (``bids::sub-01/func/...``).
     parameters : mapping, optional
         Test parameters (e.g. ``{"Test": "one-sample t", "Correction": "fdr_bh"}``).
+    label : str, optional
+        A ``label-`` entity (the feature space(s) of a variance-partitioning component).
 
     Returns
     -------
@@ -52,7 +55,7 @@ def write_group_maps(
         Statistic name to the NIfTI path.
     """
     params = {"NumberOfSubjects": int(n_subjects), **(parameters or {})}
-    entities = {"task": task, "space": space, "desc": feature_space}
+    entities = {"task": task, "space": space, "label": label, "desc": feature_space}
     paths: dict[str, Path] = {}
     for stat, values in maps.items():
         template = STAT_DESCRIPTIONS.get(

@@ -17,7 +17,7 @@ from bids_vem.analysis.group import find_participant_r_maps, stack_maps
 from bids_vem.config import RunConfig
 from bids_vem.encoding.stats import group_ttest
 from bids_vem.errors import DataError
-from bids_vem.outputs.group import write_group_maps, write_group_summary
+from bids_vem.outputs.group import find_statmaps, write_group_maps, write_group_summary
 from bids_vem.outputs.names import derivative_name
 from bids_vem.outputs.statmaps import bids_uri
 from bids_vem.reports.figures import plot_r_map
@@ -93,6 +93,55 @@ def _paired_group_tests(output_dir: Path, found) -> list[dict]:
                 rows[-1][f"n_voxels_a_better_q_below_{FDR_Q}"],
                 rows[-1][f"n_voxels_b_better_q_below_{FDR_Q}"], FDR_Q,
             )  # fmt: skip
+    return rows
+
+
+def _group_partition(output_dir: Path, config: RunConfig, errors: list[str]) -> list[dict]:
+    """Unique and shared variance (``--joint``) tested across participants: per (task, space,
+    joint model, component), a one-sided one-sample t-test of the participants' R^2 with BH
+    FDR, ``group/task-<t>_space-<s>_label-<l>_desc-<joint>_stat-<meanuniquer2|meansharedr2|
+    t|p|q>_statmap``. Returns the summary rows."""
+    from collections import defaultdict
+
+    from bids_vem.encoding.stats import one_sample_ttest
+
+    rows = []
+    for stat in ("uniquer2", "sharedr2"):
+        groups: dict[tuple, dict[str, Path]] = defaultdict(dict)
+        for entities, path in find_statmaps(output_dir, stat=stat):
+            if config.participant_label and entities.get("sub") not in config.participant_label:
+                continue
+            if config.task and entities.get("task") not in config.task:
+                continue
+            key = (entities.get("task"), entities.get("space"), entities.get("desc"),
+                   entities.get("label"))  # fmt: skip
+            groups[key][entities["sub"]] = path
+        for (task, space, joint, label), paths in sorted(groups.items()):
+            if len(paths) < 2:
+                errors.append(f"task-{task} {joint} {stat} {label}: one participant")
+                continue
+            ordered = [paths[s] for s in sorted(paths)]
+            values, mask_img = stack_maps(ordered)
+            test = one_sample_ttest(values, alternative="greater")
+            mean = np.nanmean(values, axis=0)
+            write_group_maps(
+                output_dir, {f"mean{stat}": mean, "t": test["t"], "p": test["p"], "q": test["q"]},
+                mask_img, task=task, space=space, feature_space=joint, label=label,
+                n_subjects=len(ordered),
+                sources=[bids_uri("", p.relative_to(output_dir)) for p in ordered],
+                parameters={
+                    "Test": f"one-sample t-test across participants of the {stat} R^2 "
+                    "(negative estimates kept), one-sided (greater than 0)",
+                    "Correction": "Benjamini-Hochberg FDR over the voxels of the group mask",
+                    "Participants": [f"sub-{s}" for s in sorted(paths)],
+                },
+            )  # fmt: skip
+            rows.append({
+                "task": task, "space": space, "feature_space": f"{joint} {stat} {label}",
+                "n_subjects": len(ordered), "n_voxels": int(values.shape[1]),
+                f"mean_{stat}": float(np.nanmean(mean)),
+                f"n_voxels_q_below_{FDR_Q}": int(np.sum(test["q"] < FDR_Q)),
+            })  # fmt: skip
     return rows
 
 
@@ -238,6 +287,7 @@ def run_group_level(config: RunConfig) -> Path:
             f"group level: no map has 2 or more participants in {output_dir}; " + "; ".join(errors)
         )
     rows += _paired_group_tests(output_dir, found)
+    rows += _group_partition(output_dir, config, errors)
     write_group_summary(output_dir, rows)
     rsa_tables = _group_rsa(output_dir, config, errors)
     return write_group_report(

@@ -80,3 +80,11 @@ def test_joint_model_partitions_the_simulated_semantic_signal(demo_dataset, tmp_
     # the group level pools the joint model's r maps with the single spaces'
     assert main([str(demo_dataset.bids_dir), str(out), "group", "--skip-bids-validation"]) == 0
     assert list((out / "group").rglob(f"*{joint}_stat-t_statmap.nii.gz"))
+    # and the unique variance of the caption space, tested across participants
+    group_map = (
+        out / "group"
+        / f"task-shapes_space-{SPACE}_label-minilm_{joint}_stat-meanuniquer2_statmap.nii.gz"
+    )  # fmt: skip
+    assert group_map.is_file()
+    mean_unique = np.asarray(nib.load(group_map).dataobj)
+    assert np.median(mean_unique[semantic]) > 0.03
