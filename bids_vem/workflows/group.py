@@ -145,6 +145,53 @@ def _group_partition(output_dir: Path, config: RunConfig, errors: list[str]) -> 
     return rows
 
 
+def _group_decoding(output_dir: Path, config: RunConfig) -> list[dict]:
+    """Caption decoding (``--decode``) across participants: per (task, space, text space),
+    mean top-1, top-5 and mean rank with their chance levels, and a one-sided one-sample
+    t-test of top-1 accuracy minus its chance level. Returns the summary rows."""
+    import json
+    from collections import defaultdict
+
+    from scipy.stats import ttest_1samp
+
+    from bids_vem.outputs.names import parse_derivative_name
+
+    found: dict[tuple, list[dict]] = defaultdict(list)
+    for folder in ("sub-*/func", "sub-*/ses-*/func"):
+        for path in sorted(output_dir.glob(f"{folder}/*_decoding.json")):
+            entities, _, _ = parse_derivative_name(path)
+            if config.participant_label and entities["sub"] not in config.participant_label:
+                continue
+            if config.task and entities.get("task") not in config.task:
+                continue
+            key = (entities.get("task"), entities.get("space"), entities.get("desc"))
+            found[key].append(json.loads(path.read_text()))
+    rows = []
+    for (task, space, name), sidecars in sorted(found.items()):
+        if len(sidecars) < 2:
+            continue
+        above = np.array([s["TopOneAccuracy"] - s["TopOneChance"] for s in sidecars])
+        test = ttest_1samp(above, 0.0, alternative="greater")
+        rows.append({
+            "task": task, "space": space, "feature_space": f"{name} decoding",
+            "n_subjects": len(sidecars),
+            "mean_top1": float(np.mean([s["TopOneAccuracy"] for s in sidecars])),
+            "chance_top1": float(np.mean([s["TopOneChance"] for s in sidecars])),
+            "mean_top5": float(np.mean([s["TopFiveAccuracy"] for s in sidecars])),
+            "chance_top5": float(np.mean([s["TopFiveChance"] for s in sidecars])),
+            "mean_rank": float(np.mean([s["MeanRank"] for s in sidecars])),
+            "chance_mean_rank": float(np.mean([s["MeanRankChance"] for s in sidecars])),
+            "t_top1_above_chance": float(test.statistic),
+            "p_top1_above_chance": float(test.pvalue),
+        })  # fmt: skip
+        logger.info(
+            "task-%s %s decoding: %d participants, top-1 %.3f (chance %.3f), t %.2f, p %.3g",
+            task, name, len(sidecars), rows[-1]["mean_top1"], rows[-1]["chance_top1"],
+            test.statistic, test.pvalue,
+        )  # fmt: skip
+    return rows
+
+
 def _group_rsa(output_dir: Path, config: RunConfig, errors: list[str]) -> list[dict]:
     """Per (task, space) with participant RDMs (``--rsa``): each region's model correlations
     across participants with noise ceilings, ``group/task-<t>_space-<s>_rsa.tsv``. Returns
@@ -288,6 +335,7 @@ def run_group_level(config: RunConfig) -> Path:
         )
     rows += _paired_group_tests(output_dir, found)
     rows += _group_partition(output_dir, config, errors)
+    rows += _group_decoding(output_dir, config)
     write_group_summary(output_dir, rows)
     rsa_tables = _group_rsa(output_dir, config, errors)
     return write_group_report(

@@ -179,6 +179,12 @@ def _check_joint_sets(config: RunConfig, feature_spaces) -> None:
     """Every ``--joint`` names feature spaces of this run (the aligned space has per-fold
     features, which a joint model does not take)."""
     names = [fs.name for fs in feature_spaces]
+    if config.analyses.joint_sets and (config.test_runs or config.test_stimuli):
+        logger.warning(
+            "%s is evaluated by nested cross-validation over all runs (or stimuli); %s and %s "
+            "apply to the single-space models only",
+            option_name("joint"), option_name("test_runs"), option_name("test_stimuli"),
+        )  # fmt: skip
     for spaces in config.analyses.joint_sets:
         unknown = [name for name in spaces if name not in names]
         if unknown:

@@ -27,7 +27,7 @@ def test_captions_are_decoded_from_the_demo_responses(demo_dataset, tmp_path):
     )  # fmt: skip
     out = tmp_path / "out"
     argv = [
-        str(demo_dataset.bids_dir), str(out), "participant", "--participant-label", "01",
+        str(demo_dataset.bids_dir), str(out), "participant", "--participant-label", "01", "02",
         "--skip-bids-validation", "-w", str(tmp_path / "work"), "--nprocs", "2",
         "--captions", str(demo_dataset.captions_tsv),
         "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
@@ -51,3 +51,10 @@ def test_captions_are_decoded_from_the_demo_responses(demo_dataset, tmp_path):
     assert validate_derivatives(out) == []
     citation = (out / "logs" / "CITATION.md").read_text()
     assert "decoded from brain activity" in citation and "50 corpus captions" in citation
+    # the group level: top-1 above chance across the two participants
+    assert main([str(demo_dataset.bids_dir), str(out), "group", "--skip-bids-validation"]) == 0
+    with (out / "group" / "summary.tsv").open() as handle:
+        rows = {r["feature_space"]: r for r in csv.DictReader(handle, delimiter="\t")}
+    decoding = rows["minilm decoding"]
+    assert int(decoding["n_subjects"]) == 2
+    assert float(decoding["mean_top1"]) > 5 * float(decoding["chance_top1"])
