@@ -188,7 +188,7 @@ def _stacked(where: list[np.ndarray], rows: Rows) -> np.ndarray:
     return np.concatenate([where[b][r] for b, r in rows]) if rows else np.zeros(0, np.int64)
 
 
-def _group_folds(designs, lengths, groups, samples) -> tuple[list[_Fold], str]:
+def _group_folds(designs, lengths, groups, samples) -> list[_Fold]:
     n_blocks = len(lengths)
     outer = leave_one_group_out(n_blocks, groups)
     if len(outer) < 3:
@@ -212,7 +212,7 @@ def _group_folds(designs, lengths, groups, samples) -> tuple[list[_Fold], str]:
         tests = [np.concatenate([space[b] for b in test]) for space in designs]
         overlap = samples[0].overlap(test, train_blocks) if samples else 0
         out.append(_Fold(train, units, tests, inner, overlap))
-    return out, "group"
+    return out
 
 
 def _stimulus_fold_list(designs, lengths, groups, samples) -> list[_Fold]:
@@ -246,7 +246,7 @@ def _stimulus_fold_list(designs, lengths, groups, samples) -> list[_Fold]:
     return out
 
 
-def _describe(kind: str, n_folds: int, groups_name: str, samples) -> str:
+def _describe(kind: str, n_folds: int, groups_name: str) -> str:
     if kind == "stimulus":
         return (
             f"nested stimulus-disjoint cross-validation: {n_folds} outer folds of unique stimuli "
@@ -342,8 +342,8 @@ def fit_joint_model(
     if samples is not None and (folds == "stimulus" or (folds == "auto" and repeated)):
         fold_list, kind = _stimulus_fold_list(designs, lengths, groups, samples), "stimulus"
     else:
-        fold_list, kind = _group_folds(designs, lengths, groups, samples)
-    description = _describe(kind, len(fold_list), groups_name, samples)
+        fold_list, kind = _group_folds(designs, lengths, groups, samples), "group"
+    description = _describe(kind, len(fold_list), groups_name)
     logger.info("banded ridge over %s: %s", " + ".join(spaces), description)
 
     device = resolve_device(device)

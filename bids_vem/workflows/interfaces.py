@@ -19,6 +19,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -27,9 +28,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AlignImageEncoder",
     "CaptionImages",
+    "DecodeCaptions",
     "ExtractFeatures",
     "FitEncoding",
+    "FitJoint",
     "PrepareBold",
+    "RepresentationalSimilarity",
     "WriteParticipantOutputs",
     "WriteDatasetOutputs",
 ]
@@ -542,7 +546,7 @@ class _DecodeCaptionsInputSpec(_StepInputSpec):
     spec = traits.Str(mandatory=True, desc="the text feature space's spec (embeds the corpus)")
     stim_column = traits.Str(mandatory=True)
     evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
-    corpus = traits.Str("", usedefault=True, desc="--decode-corpus (empty: none)")
+    corpus = File(exists=True, desc="--decode-corpus (its content is hashed: a new corpus reruns)")
     n_permutations = traits.Int(mandatory=True)
     model_dirs = traits.List(traits.Str)
     cache_dir = traits.Str("", usedefault=True, nohash=True)
@@ -574,7 +578,7 @@ class DecodeCaptions(SimpleInterface):
         ]
         feature_set = load_feature_set(Path(self.inputs.feature_set))
         corpus, texts = None, []
-        if self.inputs.corpus:
+        if isdefined(self.inputs.corpus):
             from bids_vem.inputs.captions import read_caption_corpus
 
             texts = read_caption_corpus(Path(self.inputs.corpus))

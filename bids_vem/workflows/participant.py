@@ -438,7 +438,8 @@ def _decode_node(
     node.inputs.spec = spec.text
     node.inputs.stim_column = config.stim_column
     node.inputs.evaluation = config.evaluation.to_json()
-    node.inputs.corpus = str(config.decode_corpus) if config.decode_corpus else ""
+    if config.decode_corpus is not None:
+        node.inputs.corpus = str(config.decode_corpus)
     node.inputs.n_permutations = config.decode_permutations
     node.inputs.model_dirs = [str(p) for p in config.model_dirs]
     node.inputs.cache_dir = (
