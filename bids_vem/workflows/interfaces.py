@@ -469,6 +469,30 @@ class FitEncoding(SimpleInterface):
         return runtime
 
 
+def _group_inputs(inputs):
+    """The evaluation settings and the runs of a run-group step."""
+    from bids_vem.config import EvaluationSettings
+    from bids_vem.inputs.runs import Run
+
+    runs = [Run.from_dict(item["run"]) for item in json.loads(Path(inputs.runs).read_text())]
+    return EvaluationSettings.from_json(inputs.evaluation), runs
+
+
+def _trial_options(inputs, settings, runs) -> tuple[list, dict]:
+    """What single trials are read or estimated from (the user's betas, else the runs) and
+    the options of :func:`bids_vem.encoding.trialwise.load_trial_betas`."""
+    from bids_vem.encoding.bold import runs_mask
+
+    betas = [Path(b) for b in inputs.betas or []]
+    return betas or runs, {
+        "stim_column": inputs.stim_column,
+        "hrf_model": settings.hrf_model,
+        "confounds": settings.confounds,
+        "mask": runs_mask(runs) if betas else None,
+        "betas_tables": [Path(t) for t in inputs.betas_tables or []] or None,
+    }
+
+
 class _FitJointInputSpec(_StepInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
     feature_sets = traits.List(File(exists=True), mandatory=True, desc="one per band, in order")
@@ -491,19 +515,14 @@ class FitJoint(SimpleInterface):
     output_spec = _FitEncodingOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_vem.config import EvaluationSettings
         from bids_vem.encoding.banded import encode_joint_runs, encode_joint_trials
         from bids_vem.encoding.device import limit_threads, resolve_device
         from bids_vem.encoding.voxel_data import VoxelStore
         from bids_vem.features.feature_set import load_feature_set
-        from bids_vem.inputs.runs import Run
         from bids_vem.workflows.contracts import FitRecord
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
-        settings = EvaluationSettings.from_json(self.inputs.evaluation)
-        runs = [
-            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
-        ]
+        settings, runs = _group_inputs(self.inputs)
         feature_sets = [load_feature_set(Path(p)) for p in self.inputs.feature_sets]
         common = dict(
             alphas=settings.alphas,
@@ -515,15 +534,8 @@ class FitJoint(SimpleInterface):
         )
         with limit_threads(self.inputs.omp_nthreads):
             if settings.design == "trialwise":
-                from bids_vem.encoding.bold import runs_mask
-
-                betas = [Path(b) for b in self.inputs.betas or []]
-                result = encode_joint_trials(
-                    betas or runs, feature_sets, **common, hrf_model=settings.hrf_model,
-                    confounds=settings.confounds, stim_column=self.inputs.stim_column,
-                    mask=runs_mask(runs) if betas else None,
-                    betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
-                )  # fmt: skip
+                source, options = _trial_options(self.inputs, settings, runs)
+                result = encode_joint_trials(source, feature_sets, **common, **options)
             else:
                 store = VoxelStore(Path(self.inputs.bold_store)) if self.inputs.bold_store else None
                 result = encode_joint_runs(
@@ -564,18 +576,12 @@ class DecodeCaptions(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_vem.analysis.decoding import decode_captions
-        from bids_vem.config import EvaluationSettings
-        from bids_vem.encoding.bold import runs_mask
         from bids_vem.encoding.device import limit_threads, resolve_device
         from bids_vem.features.feature_set import load_feature_set
-        from bids_vem.inputs.runs import Run
         from bids_vem.workflows.contracts import FitRecord
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
-        settings = EvaluationSettings.from_json(self.inputs.evaluation)
-        runs = [
-            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
-        ]
+        settings, runs = _group_inputs(self.inputs)
         feature_set = load_feature_set(Path(self.inputs.feature_set))
         corpus, texts = None, []
         if isdefined(self.inputs.corpus):
@@ -588,14 +594,12 @@ class DecodeCaptions(SimpleInterface):
                 Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
                 str(resolve_device(self.inputs.device)), self.inputs.allow_downloads,
             )  # fmt: skip
-        betas = [Path(b) for b in self.inputs.betas or []]
+        source, options = _trial_options(self.inputs, settings, runs)
         with limit_threads(self.inputs.omp_nthreads):
-            result, mask, affine = decode_captions(
-                betas or runs, feature_set, alphas=settings.alphas, corpus=corpus,
+            result, _, _ = decode_captions(
+                source, feature_set, alphas=settings.alphas, corpus=corpus,
                 n_permutations=self.inputs.n_permutations, seed=self.inputs.random_seed,
-                stim_column=self.inputs.stim_column, hrf_model=settings.hrf_model,
-                confounds=settings.confounds, mask=runs_mask(runs) if betas else None,
-                betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
+                **options,
             )  # fmt: skip
         captions = _read_captions(self.inputs.captions) if self.inputs.captions else {}
         result.captions = {s: captions[s][0] for s in result.stim_ids if captions.get(s)}
@@ -649,33 +653,23 @@ class RepresentationalSimilarity(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_vem.analysis.rsa import rsa_of_run_group
-        from bids_vem.config import EvaluationSettings
-        from bids_vem.encoding.bold import runs_mask
         from bids_vem.encoding.device import limit_threads
         from bids_vem.features.feature_set import load_feature_set
-        from bids_vem.inputs.runs import Run
         from bids_vem.inputs.surfaces import SurfaceGeometry, bold_kind
         from bids_vem.workflows.contracts import FitRecord
 
         _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
-        settings = EvaluationSettings.from_json(self.inputs.evaluation)
-        runs = [
-            Run.from_dict(item["run"]) for item in json.loads(Path(self.inputs.runs).read_text())
-        ]
-        betas = [Path(b) for b in self.inputs.betas or []]
+        settings, runs = _group_inputs(self.inputs)
+        source, options = _trial_options(self.inputs, settings, runs)
         geometry = None
         if bold_kind(runs[0].bold) != "volume":
             geometry = SurfaceGeometry.of_bold(runs[0].bold, runs[0].bold_right, self.inputs.space)
         with limit_threads(self.inputs.omp_nthreads):
             result = rsa_of_run_group(
-                betas or runs, [load_feature_set(Path(p)) for p in self.inputs.feature_sets],
+                source, [load_feature_set(Path(p)) for p in self.inputs.feature_sets],
                 rois=[(name, Path(path)) for name, path in self.inputs.rois or []],
                 radius=self.inputs.radius, n_permutations=self.inputs.n_permutations,
-                seed=self.inputs.random_seed, geometry=geometry,
-                stim_column=self.inputs.stim_column,
-                hrf_model=settings.hrf_model, confounds=settings.confounds,
-                mask=runs_mask(runs) if betas else None,
-                betas_tables=[Path(t) for t in self.inputs.betas_tables or []] or None,
+                seed=self.inputs.random_seed, geometry=geometry, **options,
             )  # fmt: skip
         out = Path(runtime.cwd) / "rsa.npz"
         result.save(out)

@@ -401,18 +401,14 @@ def _group_nodes(
         decodings.append(node)
     rsas = []
     if config.rsa:
-        node = _step(RepresentationalSimilarity(), f"rsa_{group.name.replace('-', '')}", config)
-        node.inputs.run_group = group.name
-        node.inputs.runs = str(runs_json)
-        node.inputs.stim_column = config.stim_column
-        node.inputs.evaluation = config.evaluation.to_json()
+        node = _group_step(
+            RepresentationalSimilarity(), f"rsa_{group.name.replace('-', '')}", config,
+            runs_json, group, betas,
+        )  # fmt: skip
         node.inputs.rois = [(name, str(path)) for name, path in config.rois]
         node.inputs.radius = config.rsa_radius
         node.inputs.space = group.space
         node.inputs.n_permutations = config.permutations
-        if betas:
-            node.inputs.betas = [str(image) for image, _ in betas]
-            node.inputs.betas_tables = [str(table) for _, table in betas]
         spaces = [fs.name for fs in plan.feature_spaces]
         merge = pe.Node(_merge(len(spaces)), name=f"{node.name}_features")
         for i, name in enumerate(spaces, start=1):
@@ -432,12 +428,11 @@ def _decode_node(
 ) -> pe.Node:
     """The caption decoding of one run group in one text feature space (``--decode``)."""
     spec = next(fs for fs in plan.feature_spaces if fs.name == name)
-    node = _step(DecodeCaptions(), f"decode_{group.name.replace('-', '')}_{name}", config)
-    node.inputs.run_group = group.name
-    node.inputs.runs = str(runs_json)
+    node = _group_step(
+        DecodeCaptions(), f"decode_{group.name.replace('-', '')}_{name}", config, runs_json,
+        group, betas,
+    )  # fmt: skip
     node.inputs.spec = spec.text
-    node.inputs.stim_column = config.stim_column
-    node.inputs.evaluation = config.evaluation.to_json()
     if config.decode_corpus is not None:
         node.inputs.corpus = str(config.decode_corpus)
     node.inputs.n_permutations = config.decode_permutations
@@ -446,6 +441,24 @@ def _decode_node(
         str(config.resolved_work_dir / "feature_cache") if config.feature_cache else ""
     )
     node.inputs.allow_downloads = config.allow_downloads
+    return node
+
+
+def _group_step(
+    interface,
+    name: str,
+    config: RunConfig,
+    runs_json: Path,
+    group: RunGroup,
+    betas: tuple[tuple[Path, Path], ...] | None,
+    **node_kwargs,
+) -> pe.Node:
+    """A step over one run group's runs (or its user betas), with the evaluation settings."""
+    node = _step(interface, name, config, **node_kwargs)
+    node.inputs.run_group = group.name
+    node.inputs.runs = str(runs_json)
+    node.inputs.stim_column = config.stim_column
+    node.inputs.evaluation = config.evaluation.to_json()
     if betas:
         node.inputs.betas = [str(image) for image, _ in betas]
         node.inputs.betas_tables = [str(table) for _, table in betas]
@@ -470,16 +483,12 @@ def _joint_node(
     share = _memory_share(config)
     name = joint_name(spaces)
     extra = {"mem_gb": share / 1024} if share else {}
-    node = _step(FitJoint(), f"joint_{group.name.replace('-', '')}_{name}", config, **extra)
-    node.inputs.run_group = group.name
+    node = _group_step(
+        FitJoint(), f"joint_{group.name.replace('-', '')}_{name}", config, runs_json, group,
+        betas, **extra,
+    )  # fmt: skip
     node.inputs.name = name
-    node.inputs.runs = str(runs_json)
-    node.inputs.stim_column = config.stim_column
-    node.inputs.evaluation = config.evaluation.to_json()
     node.inputs.n_iterations = config.joint_iterations
-    if betas:
-        node.inputs.betas = [str(image) for image, _ in betas]
-        node.inputs.betas_tables = [str(table) for _, table in betas]
     node.inputs.mem_mb = int(share)
     return node
 
@@ -497,16 +506,9 @@ def _encode_node(
     share = _memory_share(config)
     extra = {"mem_gb": share / 1024} if share else {}
     name = f"encode_{group.name.replace('-', '')}_{feature_space}"
-    node = _step(FitEncoding(), name, config, **extra)
-    node.inputs.run_group = group.name
+    node = _group_step(FitEncoding(), name, config, runs_json, group, betas, **extra)
     node.inputs.feature_space = feature_space
-    node.inputs.runs = str(runs_json)
-    node.inputs.stim_column = config.stim_column
-    node.inputs.evaluation = config.evaluation.to_json()
     node.inputs.save_weights = config.save_weights
-    if betas:
-        node.inputs.betas = [str(image) for image, _ in betas]
-        node.inputs.betas_tables = [str(table) for _, table in betas]
     node.inputs.mem_mb = int(share)
     return node
 
