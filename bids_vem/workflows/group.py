@@ -15,7 +15,7 @@ import numpy as np
 from bids_vem import __version__
 from bids_vem.analysis.group import find_participant_r_maps, stack_maps
 from bids_vem.config import RunConfig
-from bids_vem.encoding.stats import group_ttest
+from bids_vem.encoding.stats import fisher_z, group_ttest
 from bids_vem.errors import DataError
 from bids_vem.outputs.group import find_statmaps, write_group_maps, write_group_summary
 from bids_vem.outputs.names import derivative_name
@@ -96,17 +96,26 @@ def _paired_group_tests(output_dir: Path, found) -> list[dict]:
     return rows
 
 
-def _group_partition(output_dir: Path, config: RunConfig, errors: list[str]) -> list[dict]:
-    """Unique and shared variance (``--joint``) tested across participants: per (task, space,
-    joint model, component), a one-sided one-sample t-test of the participants' R^2 with BH
-    FDR, ``group/task-<t>_space-<s>_label-<l>_desc-<joint>_stat-<meanuniquer2|meansharedr2|
-    t|p|q>_statmap``. Returns the summary rows."""
+#: participant maps of the analyses tested across participants: stat -> (what the values are,
+#: whether they are Fisher-z transformed first)
+_ANALYSIS_MAPS = {
+    "uniquer2": ("the unique-variance R^2 (negative estimates kept)", False),
+    "sharedr2": ("the shared-variance R^2 (negative estimates kept)", False),
+    "rsarho": ("Fisher-z of the searchlight RSA rho", True),
+}
+
+
+def _group_analysis_maps(output_dir: Path, config: RunConfig, errors: list[str]) -> list[dict]:
+    """Unique and shared variance (``--joint``) and searchlight RSA (``--rsa``) tested across
+    participants: per (task, space, model, label), a one-sided one-sample t-test with BH FDR,
+    ``group/task-<t>_space-<s>[_label-<l>]_desc-<model>_stat-<mean<stat>|t|p|q>_statmap``.
+    Returns the summary rows."""
     from collections import defaultdict
 
     from bids_vem.encoding.stats import one_sample_ttest
 
     rows = []
-    for stat in ("uniquer2", "sharedr2"):
+    for stat, (what, fisher) in _ANALYSIS_MAPS.items():
         groups: dict[tuple, dict[str, Path]] = defaultdict(dict)
         for entities, path in find_statmaps(output_dir, stat=stat):
             if config.participant_label and entities.get("sub") not in config.participant_label:
@@ -118,11 +127,11 @@ def _group_partition(output_dir: Path, config: RunConfig, errors: list[str]) -> 
             groups[key][entities["sub"]] = path
         for (task, space, joint, label), paths in sorted(groups.items()):
             if len(paths) < 2:
-                errors.append(f"task-{task} {joint} {stat} {label}: one participant")
+                errors.append(f"task-{task} {joint} {stat} {label or ''}: one participant")
                 continue
             ordered = [paths[s] for s in sorted(paths)]
             values, mask_img = stack_maps(ordered)
-            test = one_sample_ttest(values, alternative="greater")
+            test = one_sample_ttest(fisher_z(values) if fisher else values, alternative="greater")
             mean = np.nanmean(values, axis=0)
             write_group_maps(
                 output_dir, {f"mean{stat}": mean, "t": test["t"], "p": test["p"], "q": test["q"]},
@@ -130,14 +139,15 @@ def _group_partition(output_dir: Path, config: RunConfig, errors: list[str]) -> 
                 n_subjects=len(ordered),
                 sources=[bids_uri("", p.relative_to(output_dir)) for p in ordered],
                 parameters={
-                    "Test": f"one-sample t-test across participants of the {stat} R^2 "
-                    "(negative estimates kept), one-sided (greater than 0)",
+                    "Test": f"one-sample t-test across participants of {what}, one-sided "
+                    "(greater than 0)",
                     "Correction": "Benjamini-Hochberg FDR over the voxels of the group mask",
                     "Participants": [f"sub-{s}" for s in sorted(paths)],
                 },
             )  # fmt: skip
             rows.append({
-                "task": task, "space": space, "feature_space": f"{joint} {stat} {label}",
+                "task": task, "space": space,
+                "feature_space": " ".join(str(x) for x in (joint, stat, label) if x),
                 "n_subjects": len(ordered), "n_voxels": int(values.shape[1]),
                 f"mean_{stat}": float(np.nanmean(mean)),
                 f"n_voxels_q_below_{FDR_Q}": int(np.sum(test["q"] < FDR_Q)),
@@ -334,7 +344,7 @@ def run_group_level(config: RunConfig) -> Path:
             f"group level: no map has 2 or more participants in {output_dir}; " + "; ".join(errors)
         )
     rows += _paired_group_tests(output_dir, found)
-    rows += _group_partition(output_dir, config, errors)
+    rows += _group_analysis_maps(output_dir, config, errors)
     rows += _group_decoding(output_dir, config)
     write_group_summary(output_dir, rows)
     rsa_tables = _group_rsa(output_dir, config, errors)

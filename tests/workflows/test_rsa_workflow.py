@@ -73,3 +73,10 @@ def test_rsa_finds_the_caption_model_in_the_semantic_voxels(demo_dataset, tmp_pa
     assert float(row["mean"]) < float(row["noise_ceiling_upper"])
     assert float(row["mean"]) > float(group[("semantic", "randomclip", "spearman")]["mean"])
     assert "Representational similarity" in (out / "group" / "group.html").read_text()
+    # the searchlight maps, tested across participants
+    group_rho = np.asarray(
+        nib.load(
+            out / "group" / f"task-shapes_space-{SPACE}_desc-minilm_stat-meanrsarho_statmap.nii.gz"
+        ).dataobj
+    )
+    assert np.nanmedian(group_rho[classes == 2]) > np.nanmedian(group_rho[classes == 1]) + 0.05
