@@ -123,18 +123,16 @@ def _left_hemisphere_alone(ds, tmp_path):
     return ["--space", "fsaverage5"]
 
 
-def _left_and_right_hemispheres(ds):
-    """fMRIPrep's fsaverage5 surface BOLD of every run, both hemispheres."""
+def _left_and_right_hemispheres(ds, space="fsaverage5"):
+    """fMRIPrep's surface BOLD of every run, both hemispheres."""
     from tests.skeletons import _write_func_gii
 
     for run in ds.runs:
         n = nib.load(run.bold).shape[3]
         for hemi in ("L", "R"):
-            name = (
-                run.bold.name.split("_space-")[0] + f"_hemi-{hemi}_space-fsaverage5_bold.func.gii"
-            )
+            name = run.bold.name.split("_space-")[0] + f"_hemi-{hemi}_space-{space}_bold.func.gii"
             _write_func_gii(run.bold.parent / name, np.random.default_rng(0).random((642, n)), 2.0)
-    return ["--space", "fsaverage5"]
+    return ["--space", space]
 
 
 def _session_betas_one_too_many(ds, tmp_path):
