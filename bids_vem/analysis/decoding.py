@@ -382,7 +382,7 @@ def decode_captions(
     n_permutations: int = 100,
     seed: int = 0,
     **betas_options,
-) -> tuple[DecodingResult, np.ndarray | None, np.ndarray | None]:
+) -> DecodingResult:
     """Caption decoding of one participant's run group from single-trial responses.
 
     Trials come from :func:`~bids_vem.encoding.trialwise.load_trial_betas` (LSS from the runs,
@@ -391,17 +391,14 @@ def decode_captions(
 
     Returns
     -------
-    result : DecodingResult
-    mask, affine : ndarray or None
-        The voxels the patterns were read from.
+    DecodingResult
     """
     from bids_vem.encoding.trialwise import average_repeats, load_trial_betas, zscore_per_session
 
     trial_betas = load_trial_betas(runs_or_betas, feature_set.stim_ids, **betas_options)
     stim_ids = [str(s) for s in trial_betas.trials["stim_id"]]
     ids, responses, _ = average_repeats(zscore_per_session(trial_betas), stim_ids)
-    result = decode_embeddings(
+    return decode_embeddings(
         responses, feature_set.rows(ids), ids, alphas=alphas, feature_space=feature_set.name,
         corpus=corpus, n_folds=n_folds, n_permutations=n_permutations, seed=seed,
     )  # fmt: skip
-    return result, trial_betas.mask, trial_betas.affine

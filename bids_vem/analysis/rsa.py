@@ -311,7 +311,7 @@ class RSAResult:
     def save(self, path) -> Path:
         import json
 
-        from bids_vem.outputs.atomic import atomic_path
+        from bids_vem.outputs.atomic import write_npz_atomic
 
         arrays = {"brain_rdms": self.brain_rdms, "model_rdms": self.model_rdms}
         for name in ("searchlight", "mask", "affine"):
@@ -323,10 +323,7 @@ class RSAResult:
             "radius": self.radius, "n_permutations": self.n_permutations,
         }  # fmt: skip
         arrays["header"] = np.array(json.dumps(header))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-        return Path(path)
+        return write_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path) -> RSAResult:
@@ -467,7 +464,8 @@ def group_rsa_rows(
     n = len(common)
     stacked = []
     for ids, condensed in rdms.values():
-        position = np.array([ids.index(s) for s in common])
+        index = {s: k for k, s in enumerate(ids)}
+        position = np.array([index[s] for s in common])
         stacked.append(square(condensed, len(ids))[np.ix_(position, position)][_upper(n)])
     stacked = np.asarray(stacked)
     rows = []

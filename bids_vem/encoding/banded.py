@@ -44,7 +44,7 @@ from bids_vem.encoding.stimulus_folds import StimulusSamples, deal_stimuli, n_st
 from bids_vem.encoding.stimulus_folds import stimulus_folds as deal_stimulus_folds
 from bids_vem.encoding.voxel_data import VoxelData, as_voxel_data
 from bids_vem.errors import DataError
-from bids_vem.outputs.atomic import atomic_path
+from bids_vem.outputs.atomic import write_npz_atomic
 
 __all__ = [
     "JointResult",
@@ -134,10 +134,7 @@ class JointResult:
         }
         header = {k: list(v) if isinstance(v, tuple) else v for k, v in header.items()}
         arrays["header"] = np.array(json.dumps(header))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-        return Path(path)
+        return write_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path: Path | str) -> JointResult:

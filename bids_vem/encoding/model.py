@@ -93,7 +93,7 @@ from bids_vem.encoding.voxel_data import (
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.features.feature_set import FeatureSet
 from bids_vem.inputs.runs import Run
-from bids_vem.outputs.atomic import atomic_path
+from bids_vem.outputs.atomic import atomic_path, write_npz_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -305,10 +305,7 @@ class EncodingResult:
         header["repeats"] = [list(group) for group in self.repeats]
         header["test_stimuli_in_training"] = [int(n) for n in self.test_stimuli_in_training]
         arrays["header"] = np.array(json.dumps(header))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:  # a file object: np.savez adds no suffix
-                np.savez(handle, **arrays)
-        return Path(path)
+        return write_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path: Path | str) -> EncodingResult:

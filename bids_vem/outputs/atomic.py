@@ -9,7 +9,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic", "write_bytes_atomic", "current_umask"]
+__all__ = [
+    "atomic_path",
+    "write_text_atomic",
+    "write_bytes_atomic",
+    "write_npz_atomic",
+    "current_umask",
+]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -73,4 +79,13 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_npz_atomic(path: Path | str, arrays: dict) -> Path:
+    """Write ``arrays`` as one ``.npz`` (no pickle) atomically; returns the path."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: no suffix added
+        np.savez(handle, **arrays)
     return Path(path)

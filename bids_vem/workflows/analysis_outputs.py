@@ -236,11 +236,17 @@ def write_decoding_outputs(
 
 
 def write_rsa_outputs(
-    output_dir: Path, subject: str, group: RunGroup, plan: OutputPlan, record: FitRecord
+    output_dir: Path,
+    subject: str,
+    group: RunGroup,
+    plan: OutputPlan,
+    record: FitRecord,
+    geometry=None,
 ) -> dict:
     """RSA of one run group: ``..._label-<region>_rdm.tsv`` (brain RDM, square, stimuli in
     rows and columns), ``..._rsa.tsv`` (rank correlations with every feature space) and the
-    searchlight maps ``desc-<space>_stat-rsarho``; returns what the report shows."""
+    searchlight maps ``desc-<space>_stat-rsarho`` (on ``geometry``, the run group's surface,
+    when it has one); returns what the report shows."""
     import json
 
     import nibabel as nib
@@ -293,9 +299,7 @@ def write_rsa_outputs(
     maps, figures = {}, []
     if result.searchlight is not None:
         from bids_vem.outputs.surfaces import SurfaceMask
-        from bids_vem.workflows.participant_outputs import _surface_geometry
 
-        geometry = _surface_geometry(group)
         mask_img = (
             nib.Nifti1Image(result.mask.astype(np.uint8), result.affine)
             if geometry is None

@@ -96,6 +96,25 @@ def _paired_group_tests(output_dir: Path, found) -> list[dict]:
     return rows
 
 
+def _selected(config: RunConfig, entities: dict) -> bool:
+    """Whether a participant file is among the participants and tasks asked for."""
+    return (not config.participant_label or entities.get("sub") in config.participant_label) and (
+        not config.task or entities.get("task") in config.task
+    )
+
+
+def _participant_files(output_dir: Path, config: RunConfig, pattern: str):
+    """``(entities, path)`` of the participants' ``func`` files matching ``pattern``, in the
+    participants and tasks asked for."""
+    from bids_vem.outputs.names import parse_derivative_name
+
+    for folder in ("sub-*/func", "sub-*/ses-*/func"):
+        for path in sorted(output_dir.glob(f"{folder}/{pattern}")):
+            entities, _, _ = parse_derivative_name(path)
+            if _selected(config, entities):
+                yield entities, path
+
+
 #: participant maps of the analyses tested across participants: stat -> (what the values are,
 #: whether they are Fisher-z transformed first)
 _ANALYSIS_MAPS = {
@@ -118,9 +137,7 @@ def _group_analysis_maps(output_dir: Path, config: RunConfig, errors: list[str])
     for stat, (what, fisher) in _ANALYSIS_MAPS.items():
         groups: dict[tuple, dict[str, Path]] = defaultdict(dict)
         for entities, path in find_statmaps(output_dir, stat=stat):
-            if config.participant_label and entities.get("sub") not in config.participant_label:
-                continue
-            if config.task and entities.get("task") not in config.task:
+            if not _selected(config, entities):
                 continue
             key = (entities.get("task"), entities.get("space"), entities.get("desc"),
                    entities.get("label"))  # fmt: skip
@@ -164,18 +181,10 @@ def _group_decoding(output_dir: Path, config: RunConfig) -> list[dict]:
 
     from scipy.stats import ttest_1samp
 
-    from bids_vem.outputs.names import parse_derivative_name
-
     found: dict[tuple, list[dict]] = defaultdict(list)
-    for folder in ("sub-*/func", "sub-*/ses-*/func"):
-        for path in sorted(output_dir.glob(f"{folder}/*_decoding.json")):
-            entities, _, _ = parse_derivative_name(path)
-            if config.participant_label and entities["sub"] not in config.participant_label:
-                continue
-            if config.task and entities.get("task") not in config.task:
-                continue
-            key = (entities.get("task"), entities.get("space"), entities.get("desc"))
-            found[key].append(json.loads(path.read_text()))
+    for entities, path in _participant_files(output_dir, config, "*_decoding.json"):
+        key = (entities.get("task"), entities.get("space"), entities.get("desc"))
+        found[key].append(json.loads(path.read_text()))
     rows = []
     for (task, space, name), sidecars in sorted(found.items()):
         if len(sidecars) < 2:
@@ -211,38 +220,34 @@ def _group_rsa(output_dir: Path, config: RunConfig, errors: list[str]) -> list[d
 
     from bids_vem.analysis.rsa import GROUP_RSA_COLUMNS, group_rsa_rows, read_rdm
     from bids_vem.features.feature_set import read_feature_derivative
-    from bids_vem.outputs.names import derivative_path, parse_derivative_name
+    from bids_vem.outputs.names import derivative_path
     from bids_vem.outputs.statmaps import write_summary_tsv
 
     found: dict[tuple, dict[str, Path]] = defaultdict(dict)
     spaces: dict[tuple, set[str]] = defaultdict(set)
-    for folder in ("sub-*/func", "sub-*/ses-*/func"):
-        for path in sorted(output_dir.glob(f"{folder}/*_rdm.tsv")):
-            entities, _, _ = parse_derivative_name(path)
-            if config.participant_label and entities["sub"] not in config.participant_label:
-                continue
-            if config.task and entities.get("task") not in config.task:
-                continue
-            key = (entities.get("task"), entities.get("space"), entities.get("label"))
-            found[key][
-                entities["sub"] + (f"_ses-{entities['ses']}" if entities.get("ses") else "")
-            ] = path
-            table = path.with_name(path.name.replace(f"_label-{entities['label']}_rdm", "_rsa"))
+    table_spaces: dict[Path, set[str]] = {}  # each run group's rsa.tsv read once
+    for entities, path in _participant_files(output_dir, config, "*_rdm.tsv"):
+        key = (entities.get("task"), entities.get("space"), entities.get("label"))
+        session = f"_ses-{entities['ses']}" if entities.get("ses") else ""
+        found[key][entities["sub"] + session] = path
+        table = path.with_name(path.name.replace(f"_label-{entities['label']}_rdm", "_rsa"))
+        if table not in table_spaces:
+            table_spaces[table] = set()
             if table.is_file():
                 with table.open() as handle:
-                    spaces[key] |= {
-                        r["feature_space"] for r in csv.DictReader(handle, delimiter="\t")
-                    }
+                    rows = csv.DictReader(handle, delimiter="\t")
+                    table_spaces[table] = {r["feature_space"] for r in rows}
+        spaces[key] |= table_spaces[table]
     tables: dict[tuple, list[dict]] = defaultdict(list)
+    features: dict[str, object] = {}
     for (task, space, region), paths in sorted(found.items()):
         if len(paths) < 2:
             errors.append(f"RSA task-{task} space-{space} {region}: one participant; noise "
                           "ceilings need 2 or more")  # fmt: skip
             continue
-        models = {
-            name: read_feature_derivative(output_dir, name)
-            for name in sorted(spaces[(task, space, region)])
-        }
+        for name in spaces[(task, space, region)] - set(features):  # each read once
+            features[name] = read_feature_derivative(output_dir, name)
+        models = {name: features[name] for name in sorted(spaces[(task, space, region)])}
         rdms = {who: read_rdm(path) for who, path in paths.items()}
         tables[(task, space)] += group_rsa_rows(rdms, models, region)
     out = []

@@ -29,6 +29,7 @@ __all__ = [
     "AlignImageEncoder",
     "CaptionImages",
     "DecodeCaptions",
+    "EmbedCorpus",
     "ExtractFeatures",
     "FitEncoding",
     "FitJoint",
@@ -551,18 +552,58 @@ class FitJoint(SimpleInterface):
         return runtime
 
 
+class _EmbedCorpusInputSpec(_StepInputSpec):
+    corpus = File(exists=True, mandatory=True, desc="--decode-corpus (its content is hashed)")
+    spec = traits.Str(mandatory=True, desc="the text feature space's spec")
+    name = traits.Str(mandatory=True, desc="the text feature space (one layer of the spec)")
+    model_dirs = traits.List(traits.Str)
+    cache_dir = traits.Str("", usedefault=True, nohash=True)
+    allow_downloads = traits.Bool(False, usedefault=True)
+
+
+class _EmbedCorpusOutputSpec(TraitedSpec):
+    feature_set = File(exists=True, desc="the corpus captions embedded, in file order")
+
+
+class EmbedCorpus(SimpleInterface):
+    """The decoding corpus embedded by one text feature space, once for every run group."""
+
+    input_spec = _EmbedCorpusInputSpec
+    output_spec = _EmbedCorpusOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.encoding.device import resolve_device
+        from bids_vem.features.extract import extract_feature_spaces
+        from bids_vem.features.feature_set import save_feature_set
+        from bids_vem.features.specs import parse_feature_space
+        from bids_vem.inputs.captions import read_caption_corpus
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        texts = read_caption_corpus(Path(self.inputs.corpus))
+        ids = [f"corpus{i:08d}" for i in range(len(texts))]
+        spaces = extract_feature_spaces(
+            parse_feature_space(self.inputs.spec, "text"), ids,
+            captions={i: [t] for i, t in zip(ids, texts, strict=True)},
+            model_dirs=[Path(p) for p in self.inputs.model_dirs or []],
+            cache_dir=Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
+            device=str(resolve_device(self.inputs.device)),
+            allow_downloads=self.inputs.allow_downloads,
+        )  # fmt: skip
+        chosen = next((fs for fs in spaces if fs.name == self.inputs.name), spaces[0])
+        out = save_feature_set(chosen, Path(runtime.cwd) / "corpus_features.npz")
+        self._results["feature_set"] = str(out)
+        return runtime
+
+
 class _DecodeCaptionsInputSpec(_StepInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
     feature_set = File(exists=True, mandatory=True, desc="the caption embeddings decoded")
     run_group = traits.Str(mandatory=True)
-    spec = traits.Str(mandatory=True, desc="the text feature space's spec (embeds the corpus)")
     stim_column = traits.Str(mandatory=True)
     evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
-    corpus = File(exists=True, desc="--decode-corpus (its content is hashed: a new corpus reruns)")
+    corpus = File(exists=True, desc="--decode-corpus (for the texts of the best matches)")
+    corpus_features = File(exists=True, desc="the corpus embedded (EmbedCorpus)")
     n_permutations = traits.Int(mandatory=True)
-    model_dirs = traits.List(traits.Str)
-    cache_dir = traits.Str("", usedefault=True, nohash=True)
-    allow_downloads = traits.Bool(False, usedefault=True)
     betas = traits.List(File(exists=True), desc="user's trial betas (as FitEncoding)")
     betas_tables = traits.List(File(exists=True))
     captions = traits.List(File(exists=True), desc="the captions embedded (for the reports)")
@@ -576,7 +617,7 @@ class DecodeCaptions(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bids_vem.analysis.decoding import decode_captions
-        from bids_vem.encoding.device import limit_threads, resolve_device
+        from bids_vem.encoding.device import limit_threads
         from bids_vem.features.feature_set import load_feature_set
         from bids_vem.workflows.contracts import FitRecord
 
@@ -584,19 +625,14 @@ class DecodeCaptions(SimpleInterface):
         settings, runs = _group_inputs(self.inputs)
         feature_set = load_feature_set(Path(self.inputs.feature_set))
         corpus, texts = None, []
-        if isdefined(self.inputs.corpus):
+        if isdefined(self.inputs.corpus_features):
             from bids_vem.inputs.captions import read_caption_corpus
 
             texts = read_caption_corpus(Path(self.inputs.corpus))
-            corpus = _embed_corpus(
-                texts, self.inputs.spec, feature_set.name,
-                [Path(p) for p in self.inputs.model_dirs or []],
-                Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
-                str(resolve_device(self.inputs.device)), self.inputs.allow_downloads,
-            )  # fmt: skip
+            corpus = load_feature_set(Path(self.inputs.corpus_features)).values
         source, options = _trial_options(self.inputs, settings, runs)
         with limit_threads(self.inputs.omp_nthreads):
-            result, _, _ = decode_captions(
+            result = decode_captions(
                 source, feature_set, alphas=settings.alphas, corpus=corpus,
                 n_permutations=self.inputs.n_permutations, seed=self.inputs.random_seed,
                 **options,
@@ -612,23 +648,6 @@ class DecodeCaptions(SimpleInterface):
         self._results["fit"] = str(record.write(Path(runtime.cwd) / "fit.json"))
         self._results["computed_at"] = time.time()
         return runtime
-
-
-def _embed_corpus(texts, spec_text, name, model_dirs, cache_dir, device, allow_downloads):
-    """The corpus captions embedded by the text feature space ``name`` (one of the layers of
-    ``spec_text``), in file order."""
-    from bids_vem.features.extract import extract_feature_spaces
-    from bids_vem.features.specs import parse_feature_space
-
-    ids = [f"corpus{i:08d}" for i in range(len(texts))]
-    spaces = extract_feature_spaces(
-        parse_feature_space(spec_text, "text"), ids,
-        captions={i: [t] for i, t in zip(ids, texts, strict=True)},
-        model_dirs=model_dirs, cache_dir=cache_dir, device=device,
-        allow_downloads=allow_downloads,
-    )  # fmt: skip
-    chosen = next((fs for fs in spaces if fs.name == name), spaces[0])
-    return chosen.rows(ids)
 
 
 class _RSAInputSpec(_StepInputSpec):

@@ -17,6 +17,7 @@ from bids_vem.workflows.interfaces import (
     AlignImageEncoder,
     CaptionImages,
     DecodeCaptions,
+    EmbedCorpus,
     ExtractFeatures,
     FitEncoding,
     FitJoint,
@@ -227,6 +228,7 @@ def init_participant_wf(
 
     caption_node = _caption_node(wf, config, plan)
     model_nodes, feature_sources, caption_sources = _feature_nodes(wf, config, plan, caption_node)
+    corpus_sources = _corpus_nodes(wf, config, plan)
     dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
     dataset_node.inputs.output_dir = str(config.output_dir)
     dataset_node.inputs.bids_dir = str(config.bids_dir)
@@ -245,8 +247,9 @@ def init_participant_wf(
         for group in plan.run_groups:
             if group.subject == subject:
                 fits, align, extra = _group_nodes(
-                    wf, config, plan, group, specs_dir, feature_sources, caption_sources
-                )
+                    wf, config, plan, group, specs_dir, feature_sources, caption_sources,
+                    corpus_sources,
+                )  # fmt: skip
                 encode_nodes += fits
                 aligned_models += [align] if align is not None else []
                 for key, nodes in extra.items():
@@ -343,9 +346,11 @@ def _group_nodes(
     specs_dir: Path,
     feature_sources: dict,
     caption_sources: dict,
+    corpus_sources: dict,
 ) -> tuple[list[pe.Node], pe.Node | None, dict[str, list[pe.Node]]]:
     """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment, and
-    the analyses: one banded ridge per ``--joint``, one decoding per ``--decode``."""
+    the analyses: one banded ridge per ``--joint``, one decoding per ``--decode`` (with the
+    corpus embedded once for all groups, ``corpus_sources``), the RSA with ``--rsa``."""
     runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
     bold = None
     if config.design == "continuous":
@@ -391,8 +396,10 @@ def _group_nodes(
         joints.append(node)
     decodings = []
     for name in config.decode:
-        node = _decode_node(config, plan, runs_json, group, name, betas)
+        node = _decode_node(config, runs_json, group, name, betas)
         wf.connect(*feature_sources[name], node, "feature_set")
+        if name in corpus_sources:
+            wf.connect(corpus_sources[name], "feature_set", node, "corpus_features")
         source = caption_sources.get(name, [])
         if isinstance(source, tuple):
             wf.connect(*source, node, "captions")
@@ -420,28 +427,41 @@ def _group_nodes(
 
 def _decode_node(
     config: RunConfig,
-    plan: ParticipantPlan,
     runs_json: Path,
     group: RunGroup,
     name: str,
     betas: tuple[tuple[Path, Path], ...] | None,
 ) -> pe.Node:
     """The caption decoding of one run group in one text feature space (``--decode``)."""
-    spec = next(fs for fs in plan.feature_spaces if fs.name == name)
     node = _group_step(
         DecodeCaptions(), f"decode_{group.name.replace('-', '')}_{name}", config, runs_json,
         group, betas,
     )  # fmt: skip
-    node.inputs.spec = spec.text
     if config.decode_corpus is not None:
         node.inputs.corpus = str(config.decode_corpus)
     node.inputs.n_permutations = config.decode_permutations
-    node.inputs.model_dirs = [str(p) for p in config.model_dirs]
-    node.inputs.cache_dir = (
-        str(config.resolved_work_dir / "feature_cache") if config.feature_cache else ""
-    )
-    node.inputs.allow_downloads = config.allow_downloads
     return node
+
+
+def _corpus_nodes(wf: pe.Workflow, config: RunConfig, plan: ParticipantPlan) -> dict:
+    """The decoding corpus embedded once per ``--decode`` space, shared by all run groups."""
+    if config.decode_corpus is None:
+        return {}
+    nodes = {}
+    for name in config.decode:
+        spec = next(fs for fs in plan.feature_spaces if fs.name == name)
+        node = _step(EmbedCorpus(), f"corpus_{name}", config)
+        node.inputs.corpus = str(config.decode_corpus)
+        node.inputs.spec = spec.text
+        node.inputs.name = name
+        node.inputs.model_dirs = [str(p) for p in config.model_dirs]
+        node.inputs.cache_dir = (
+            str(config.resolved_work_dir / "feature_cache") if config.feature_cache else ""
+        )
+        node.inputs.allow_downloads = config.allow_downloads
+        wf.add_nodes([node])
+        nodes[name] = node
+    return nodes
 
 
 def _group_step(

@@ -336,7 +336,7 @@ def write_participant_outputs(
                 decoding_outputs.append(write_decoding_outputs(output_dir, group, plan, record))
         for record in rsas:
             if record.run_group == group.name:
-                rsa = write_rsa_outputs(output_dir, subject, group, plan, record)
+                rsa = write_rsa_outputs(output_dir, subject, group, plan, record, geometry)
                 statmaps += list(rsa["maps"].values())
                 rsa_outputs.append(rsa)
         comparison = _compare(output_dir, subject, group, plan, group_results, regions)
