@@ -483,6 +483,14 @@ def _joint_sets(value: tuple[str, ...]) -> bool:
     )
 
 
+def _task_pairs(value: tuple[str, ...]) -> bool:
+    pairs = [[t.strip() for t in item.split(":")] for item in value]
+    return all(
+        len(tasks) == 2 and tasks[0] != tasks[1] and all(LABEL.fullmatch(t) for t in tasks)
+        for tasks in pairs
+    )
+
+
 @dataclass(frozen=True)
 class AnalysisSettings(Section):
     """The papers' analyses beyond one encoding model per feature space."""
@@ -553,6 +561,42 @@ class AnalysisSettings(Section):
         type="float",
         minimum=0,
     )
+
+    transfer: tuple[str, ...] = setting(
+        (),
+        help="Cross-modal transfer (Tang et al. 2023): encoding models trained on one task's "
+        "runs predict another task's runs, both directions, for every pair of a feature space "
+        "of each task's stimuli in one shared space (the text and image towers of one model: "
+        "bridgetower, openclip; layer to layer) and, with --transfer-corpus, every pair of "
+        "separate text and image encoders through linear maps (the unimodal control); "
+        "per-voxel transfer r with block-permutation p and FDR q (repeatable).",
+        flags=("--transfer",),
+        kind="list",
+        metavar="SOURCE_TASK:TARGET_TASK",
+        checks=((_task_pairs, "must be two different task labels, SOURCE_TASK:TARGET_TASK"),),
+    )
+    transfer_corpus: Path | None = setting(
+        None,
+        help="Image-caption corpus for --transfer's unimodal control (a folder with "
+        "captions.tsv, or COCO annotations/captions_*.json beside the images, as "
+        "--align-corpus): ridge maps between each separate text and image encoder are fitted "
+        "on its images and captions (Flickr30K in Tang et al.).",
+        flags=("--transfer-corpus",),
+        type="dir",
+    )
+    transfer_permutations: int = setting(
+        200,
+        help="Permutations of --transfer's null: the prediction of each target run shuffled in "
+        "blocks of 10 TRs (keeping autocorrelation). 0: none.",
+        flags=("--transfer-permutations",),
+        type="int",
+        minimum=0,
+    )
+
+    @property
+    def transfer_pairs(self) -> tuple[tuple[str, str], ...]:
+        """Each ``--transfer`` value as (source task, target task)."""
+        return tuple(tuple(t.strip() for t in item.split(":")) for item in self.transfer)
 
     @property
     def joint_sets(self) -> tuple[tuple[str, ...], ...]:

@@ -88,8 +88,9 @@ class AlignmentCorpus:
         return tuple(sorted(self.images))
 
 
-def read_alignment_corpus(folder: Path | str) -> AlignmentCorpus:
-    """Read an image-caption corpus folder.
+def read_alignment_corpus(folder: Path | str, option: str = "align_corpus") -> AlignmentCorpus:
+    """Read an image-caption corpus folder (``option``: the setting that named it, for the
+    messages).
 
     Two layouts are understood:
 
@@ -108,7 +109,7 @@ def read_alignment_corpus(folder: Path | str) -> AlignmentCorpus:
 
     root = Path(folder).expanduser().absolute()
     if not root.is_dir():
-        raise InputMissingError(f"{option_name('align_corpus')} {root}: no such folder")
+        raise InputMissingError(f"{option_name(option)} {root}: no such folder")
     tsv = root / "captions.tsv"
     coco = sorted((root / "annotations").glob("captions_*.json"))
     if tsv.is_file():
@@ -123,7 +124,7 @@ def read_alignment_corpus(folder: Path | str) -> AlignmentCorpus:
                     captions.setdefault(stim_id, []).extend(texts)
     else:
         raise InputMissingError(
-            f"{option_name('align_corpus')} {root}: no captions.tsv (columns stim_file, caption) and no COCO "
+            f"{option_name(option)} {root}: no captions.tsv (columns stim_file, caption) and no COCO "
             "annotations/captions_*.json"
         )
     images, missing = {}, []
@@ -131,23 +132,21 @@ def read_alignment_corpus(folder: Path | str) -> AlignmentCorpus:
         path = (root / stim_id).resolve()
         if not path.is_relative_to(root.resolve()):
             raise DataError(
-                f"{option_name('align_corpus')} {root}: image {stim_id!r} lies outside the folder"
+                f"{option_name(option)} {root}: image {stim_id!r} lies outside the folder"
             )
         if path.suffix.lower() not in _IMAGE_SUFFIXES:
-            raise DataError(
-                f"{option_name('align_corpus')} {root}: {stim_id!r} is not an image file name"
-            )
+            raise DataError(f"{option_name(option)} {root}: {stim_id!r} is not an image file name")
         if not path.is_file():
             missing.append(stim_id)
         images[stim_id] = path
     if missing:
         raise InputMissingError(
-            f"{option_name('align_corpus')} {root}: {len(missing)} captioned images are missing "
+            f"{option_name(option)} {root}: {len(missing)} captioned images are missing "
             f"(first: {', '.join(missing[:5])})"
         )
     if len(images) < 4:
         raise DataError(
-            f"{option_name('align_corpus')} {root}: needs at least 4 captioned images, found {len(images)}"
+            f"{option_name(option)} {root}: needs at least 4 captioned images, found {len(images)}"
         )
     return AlignmentCorpus(root=root, images=images, captions=captions)
 

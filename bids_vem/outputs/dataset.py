@@ -76,6 +76,8 @@ BIDSIGNORE_ENTRIES: tuple[str, ...] = (
     "*_rdm.json",
     "*_rsa.tsv",
     "*_rsa.json",
+    "*_transfer.tsv",
+    "*_transfer.json",
     "*.func.gii",
     "*.dscalar.nii",
 )

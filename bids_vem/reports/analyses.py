@@ -122,3 +122,42 @@ def rsa_html(rsas: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
             f"{esc(result.measure)}.</p>" + body + f"<p>RDMs (TSV): {links}</p>" + maps
         )
     return "".join(blocks)
+
+
+def transfer_html(transfers: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
+    """Each task transferred into: the transfer r per region beside the target space's own
+    within-task r, the bar chart and the transfer r maps."""
+    blocks = [
+        "<p>An encoding model fitted on every run of the source task predicts the runs of "
+        "the target task from the target stimuli's features: <i>same</i> (one feature space "
+        "embeds both), <i>shared</i> (the text and image towers of one model) or "
+        "<i>mapped</i> (separate encoders through a map fitted on an image-caption corpus: "
+        "the unimodal control). r: measured vs predicted target BOLD; significance: each "
+        "target run's prediction shuffled in blocks of TRs, FDR over the mask. Within-task r: "
+        "the target space's own model of the target task, on the same voxels.</p>"
+    ]
+    for entry in transfers:
+        rows = list(entry["rows"])
+        body = table(
+            ["transfer", "from task", "region", "voxels", "mean r", "median r", "% q < 0.05",
+             "within-task r", "source model r"],
+            ([r["transfer"], r["source_task"], r["region"], r["n_voxels"], r["mean_r"],
+              r["median_r"], r["percent_significant"], r["within_mean_r"], r["source_mean_r"]]
+             for r in rows),
+            numeric=[False, False, False, True, True, True, True, True, True],
+        )  # fmt: skip
+        maps = "".join(
+            figure(relative_link(Path(png), output_dir), caption)
+            for png, caption in entry.get("map_figures", [])
+        )
+        blocks.append(
+            f"<h3>into task {esc(entry['task'])} ({esc(entry['group'])})</h3>"
+            + figure(
+                relative_link(Path(entry["figure"]), output_dir),
+                f"Mean transfer r (dark) and within-task r (light) by region, task {entry['task']}",
+            )
+            + body
+            + f'<p><a href="{esc(relative_link(Path(entry["tsv"]), output_dir))}">table (TSV)</a></p>'
+            + maps
+        )
+    return "".join(blocks)

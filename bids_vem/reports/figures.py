@@ -234,3 +234,44 @@ def plot_partition(rows: Sequence[Mapping], out_file: Path | str, *, title: str)
     finally:
         plt.close(figure)
     return out_file
+
+
+def plot_transfer(rows: Sequence[Mapping], out_file: Path | str, *, title: str) -> Path:
+    """Mean transfer r and the target space's within-task r per region, as bars, one bar per
+    transfer; returns ``out_file``.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        :func:`bids_vem.workflows.analysis_outputs.transfer_rows`.
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    out_file = Path(out_file)
+    regions = list(dict.fromkeys(r["region"] for r in rows))
+    labels = list(dict.fromkeys(r["transfer"] for r in rows))
+    width = 0.8 / max(1, 2 * len(labels))
+    figure, axes = plt.subplots(figsize=(max(5, 1.5 * len(regions) * len(labels) ** 0.5), 3))
+    try:
+        for k, label in enumerate(labels):
+            for j, (column, shade) in enumerate((("mean_r", 1.0), ("within_mean_r", 0.45))):
+                means = [
+                    next((r[column] for r in rows if r["region"] == region and r["transfer"] == label), np.nan)
+                    for region in regions
+                ]  # fmt: skip
+                axes.bar(
+                    np.arange(len(regions)) + (2 * k + j - (2 * len(labels) - 1) / 2) * width,
+                    means, width, color=f"C{k}", alpha=shade,
+                    label=label if j == 0 else f"within {label.split(' ')[0].split('->')[-1]}",
+                )  # fmt: skip
+        axes.axhline(0, color="black", linewidth=0.5)
+        axes.set_xticks(np.arange(len(regions)), regions)
+        axes.set_ylabel("mean r on the target task")
+        axes.set_title(title)
+        axes.legend(frameon=False, fontsize="x-small")
+        figure.tight_layout()
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file

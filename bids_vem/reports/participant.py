@@ -14,7 +14,7 @@ import numpy as np
 from bids_vem.errors import DataError
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.names import derivative_name
-from bids_vem.reports.analyses import decoding_html, joint_html, rsa_html
+from bids_vem.reports.analyses import decoding_html, joint_html, rsa_html, transfer_html
 from bids_vem.reports.comparison import comparison_html
 from bids_vem.reports.figures import plot_r_histogram, plot_r_map
 from bids_vem.reports.html import esc, figure, page, relative_link, table
@@ -107,6 +107,7 @@ def write_participant_report(
     joints: Sequence[Mapping[str, Any]] = (),
     decodings: Sequence[Mapping[str, Any]] = (),
     rsas: Sequence[Mapping[str, Any]] = (),
+    transfers: Sequence[Mapping[str, Any]] = (),
     methods: str | None = None,
     command_line: str | None = None,
     version: str | None = None,
@@ -145,6 +146,9 @@ def write_participant_report(
     rsas : sequence of mappings, optional
         Per run group with ``--rsa``: what
         :func:`bids_vem.workflows.analysis_outputs.write_rsa_outputs` returns.
+    transfers : sequence of mappings, optional
+        Per target run group with ``--transfer``: what
+        :func:`bids_vem.workflows.analysis_outputs.write_transfer_outputs` returns.
     methods : str, optional
         Methods text; default: ``logs/CITATION.md`` if present.
     command_line, version : str, optional
@@ -315,6 +319,11 @@ def write_participant_report(
             else []
         ),
         *([("rsa", "Representational similarity", rsa_html(rsas, output_dir))] if rsas else []),
+        *(
+            [("transfer", "Cross-modal transfer", transfer_html(transfers, output_dir))]
+            if transfers
+            else []
+        ),
         ("errors", "Errors", errors_html(errors)),
         ("methods", "Methods", methods_html(output_dir, methods)),
         ("about", "About", about_html(version, command_line)),

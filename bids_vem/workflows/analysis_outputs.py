@@ -20,7 +20,13 @@ from bids_vem.outputs.statmaps import bids_uri, write_statmap, write_summary_tsv
 from bids_vem.reports.figures import plot_partition, plot_r_map
 from bids_vem.workflows.contracts import FitRecord, OutputPlan, RunGroup
 
-__all__ = ["write_joint_outputs", "write_decoding_outputs", "write_rsa_outputs"]
+__all__ = [
+    "write_joint_outputs",
+    "write_decoding_outputs",
+    "write_rsa_outputs",
+    "write_transfer_outputs",
+    "transfer_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -331,3 +337,164 @@ def write_rsa_outputs(
         )  # fmt: skip
     return {"group": group.name, "result": result, "tsv": tsv, "rdms": rdms, "maps": maps,
             "figures": figures}  # fmt: skip
+
+
+#: the columns of ``..._transfer.tsv`` and what they mean (its sidecar)
+TRANSFER_COLUMNS = {
+    "transfer": "Source space -> target space (kind).",
+    "source_task": "The task whose runs the model was fitted on.",
+    "target_task": "The task whose runs it predicted.",
+    "source_space": "Feature space of the source task's stimuli (the model's design).",
+    "target_space": "Feature space of the target task's stimuli fed to the model.",
+    "kind": "same: one feature space embeds both tasks' stimuli; shared: the text and image "
+    "towers of one model; mapped: separate encoders, the target features carried into the "
+    "source space by a ridge map fitted on --transfer-corpus (the unimodal control).",
+    "region": "mask (every voxel of both tasks' masks) or a --roi.",
+    "n_voxels": "Voxels (surface points) in the region.",
+    "mean_r": "Mean transfer r (Pearson r between measured and predicted target BOLD).",
+    "median_r": "Median transfer r.",
+    "percent_significant": "Percent of the region's voxels with q < 0.05 (block-permutation "
+    "p, Benjamini-Hochberg over the mask); n/a without permutations.",
+    "within_mean_r": "Mean r of the target space's own model of the target task (held-out "
+    "runs), on the same voxels: the ceiling transfer is read against.",
+    "source_mean_r": "Mean cross-validated r of the transferred model within its own task.",
+}
+
+_KIND_TEXT = {
+    "same": "one feature space embeds both tasks' stimuli",
+    "shared": "the text and image towers of one model, whose outputs share a space",
+    "mapped": "separate encoders: the target features carried into the source space by a "
+    "ridge map fitted on the --transfer-corpus images and captions (the unimodal control)",
+}
+
+
+def transfer_rows(
+    result, label: str, within_r: np.ndarray | None, regions: dict[str, np.ndarray]
+) -> list[dict]:
+    """Per region (the mask, each ROI): transfer r, significance, and the target space's
+    within-task r on the same voxels."""
+    q = result.q
+    rows = []
+    for region, inside in {"mask": np.ones(len(result.r), bool), **regions}.items():
+        r = result.r[inside]
+        rows.append({
+            "transfer": label, "source_task": result.source_task,
+            "target_task": result.target_task, "source_space": result.source_space,
+            "target_space": result.target_space, "kind": result.kind, "region": region,
+            "n_voxels": int(inside.sum()),
+            "mean_r": float(np.mean(r)) if len(r) else np.nan,
+            "median_r": float(np.median(r)) if len(r) else np.nan,
+            "percent_significant": (
+                "n/a" if q is None or not len(r) else round(100 * float(np.mean(q[inside] < 0.05)), 2)
+            ),
+            "within_mean_r": (
+                float(np.nanmean(within_r[inside])) if within_r is not None and len(r) else np.nan
+            ),
+            "source_mean_r": float(np.mean(result.source_r[inside])) if len(r) else np.nan,
+        })  # fmt: skip
+    return rows
+
+
+def write_transfer_outputs(
+    output_dir: Path,
+    subject: str,
+    group: RunGroup,
+    plan: OutputPlan,
+    records: list[FitRecord],
+    group_results: dict[str, dict],
+    geometry,
+) -> dict:
+    """The maps of every ``--transfer`` into one run group's task, their table and figures;
+    returns what the report shows.
+
+    Maps ``desc-<transfer>`` (:attr:`~bids_vem.workflows.contracts.TransferEntry.name`) on the
+    voxels of both tasks' masks: ``stat-r`` (transfer r), ``stat-p`` (block permutation,
+    one-sided) and ``stat-q`` (Benjamini-Hochberg over the mask). Table
+    ``..._transfer.tsv`` (:data:`TRANSFER_COLUMNS`), one row per transfer and region.
+    """
+    from bids_vem.analysis.comparison import roi_points, roi_voxels
+    from bids_vem.analysis.transfer import TransferResult
+    from bids_vem.outputs.surfaces import SurfaceMask
+    from bids_vem.reports.figures import plot_transfer
+    from bids_vem.workflows.participant_outputs import _output_mask
+
+    entries = {entry.name: entry for entry in plan.transfers}
+    figures_dir = output_dir / f"sub-{subject}" / "figures"
+    rows, maps, map_figures = [], {}, []
+    for record in records:
+        result = TransferResult.load(record.result)
+        entry = entries[record.feature_space]
+        mask_img = _output_mask(result, geometry)
+        entities = group.entities | {"desc": entry.name}
+        parameters = {
+            k: v for k, v in plan.parameters.items()
+            if k not in ("TestRuns", "AverageTestRepeats", "TestStimuli", "CVFolds", "Scoring")
+        } | {
+            "SourceTask": result.source_task,
+            "SourceRuns": list(result.source_runs),
+            "TargetRuns": list(result.target_runs),
+            "SourceFeatureSpace": result.source_space,
+            "TargetFeatureSpace": result.target_space,
+            "TransferKind": f"{result.kind}: {_KIND_TEXT[result.kind]}",
+            "FeatureMap": result.feature_map or None,
+            "Fit": "ridge on every source run, one penalty per voxel by leave-one-run-out "
+            "cross-validation within the source task; the target runs never enter the fit",
+            "Scoring": "Pearson r between measured and predicted BOLD over all target runs, "
+            "each run's measured and predicted series z-scored",
+            "Permutations": result.n_permutations,
+            "Null": f"each target run's prediction shuffled in blocks of {result.block_trs} TRs "
+            "(one-sided p = (1 + #null >= r) / (1 + permutations))",
+        }  # fmt: skip
+        label = f"{entry.source_space}->{entry.target_space} ({entry.kind})"
+        what = (
+            f"the model of task {result.source_task} in {result.source_space} predicting task "
+            f"{result.target_task} from {result.target_space}"
+        )
+        stats = {"r": (result.r, f"Transfer r: {what}.")}
+        if result.p is not None:
+            stats["p"] = (result.p, f"One-sided block-permutation p of the transfer r ({what}).")
+            stats["q"] = (result.q, f"Benjamini-Hochberg FDR of stat-p over the mask ({what}).")
+        for stat, (values, description) in stats.items():
+            maps[f"{entry.name}:{stat}"] = write_statmap(
+                output_dir, values, mask_img, entities=entities, stat=stat,
+                description=description, sources=[], parameters=parameters,
+            )  # fmt: skip
+        within = group_results.get(entry.target_space)
+        within_r = None
+        if within is not None:  # the target space's own model, on the transfer's voxels
+            full = np.full(np.shape(within["mask"]), np.nan)
+            full[np.asarray(within["mask"], bool)] = within["r"]
+            within_r = full[np.asarray(result.mask, bool)]
+        if not plan.rois:
+            regions = {}
+        elif isinstance(mask_img, SurfaceMask):
+            regions = roi_points(list(plan.rois), mask_img)
+        else:
+            regions = roi_voxels(list(plan.rois), result.mask, result.affine)
+        rows += transfer_rows(result, label, within_r, regions)
+        try:
+            map_figures.append((
+                plot_r_map(
+                    maps[f"{entry.name}:r"],
+                    figures_dir / derivative_name(entities, "r", ".png"),
+                    title=f"transfer r, {entry.source_task} -> {entry.target_task}, {label}",
+                ),
+                f"Transfer r, {result.source_task} -> {result.target_task}, {label} (r > 0.1)",
+            ))  # fmt: skip
+        except Exception as exc:  # a figure must not cost the outputs
+            logger.warning("no figure for %s: %s", maps[f"{entry.name}:r"].name, exc)
+        logger.info(
+            "%s: transfer %s -> %s, %s: mean r %.3f (within-task %s %.3f)",
+            group.name, result.source_task, result.target_task, label, float(np.mean(result.r)),
+            result.target_space, float(np.nanmean(within_r)) if within_r is not None else np.nan,
+        )  # fmt: skip
+    tsv = write_summary_tsv(
+        derivative_path(output_dir, group.entities, "transfer", ".tsv"), rows,
+        TRANSFER_COLUMNS,
+    )  # fmt: skip
+    figure = plot_transfer(
+        rows, figures_dir / derivative_name(group.entities, "transfer", ".png"),
+        title=f"Transfer into task {group.task}",
+    )  # fmt: skip
+    return {"group": group.name, "task": group.task, "rows": rows, "tsv": tsv,
+            "figure": figure, "maps": maps, "map_figures": map_figures}  # fmt: skip

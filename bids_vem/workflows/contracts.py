@@ -22,6 +22,7 @@ __all__ = [
     "OutputPlan",
     "RunGroup",
     "SkippedRun",
+    "TransferEntry",
 ]
 
 
@@ -81,6 +82,30 @@ class FeatureSpaceEntry:
 
 
 @dataclass(frozen=True)
+class TransferEntry:
+    """One direction of one ``--transfer``: the model of ``source_task``'s runs in
+    ``source_space`` predicts ``target_task``'s runs from their features in ``target_space``."""
+
+    source_task: str
+    target_task: str
+    source_space: str
+    target_space: str
+    #: ``same`` (one feature space embeds both tasks' stimuli), ``shared`` (the text and image
+    #: towers of one model) or ``mapped`` (separate encoders, through a linear map fitted on
+    #: the --transfer-corpus: the unimodal control)
+    kind: str
+
+    @property
+    def name(self) -> str:
+        """The ``desc-`` of its maps: ``<sourceSpace>To<TargetSpace>From<SourceTask>``."""
+
+        def upper(label: str) -> str:
+            return label[:1].upper() + label[1:]
+
+        return f"{self.source_space}To{upper(self.target_space)}From{upper(self.source_task)}"
+
+
+@dataclass(frozen=True)
 class AlignmentEntry:
     """The LLM-VEM alignment as the outputs report it."""
 
@@ -120,6 +145,20 @@ class OutputPlan:
     #: --rsa, and its searchlight radius (mm; 0: none)
     rsa: bool = False
     rsa_radius: float = 0.0
+    #: per run group name, the feature spaces fitted to it when not every space embeds its
+    #: stimuli (stories and movies in one run: text spaces on the stories, image spaces on
+    #: the movies); a group not named fits every feature space
+    group_spaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: --transfer, each direction and pair of feature spaces
+    transfers: tuple[TransferEntry, ...] = ()
+    transfer_permutations: int = 0
+
+    def spaces_of(self, group: RunGroup) -> tuple[FeatureSpaceEntry, ...]:
+        """The feature spaces fitted to ``group``'s runs."""
+        names = self.group_spaces.get(group.name)
+        if names is None:
+            return self.feature_spaces
+        return tuple(fs for fs in self.feature_spaces if fs.name in names)
 
     def groups_of(self, subject: str) -> list[RunGroup]:
         """The run groups of one participant, in plan order."""
@@ -145,6 +184,9 @@ class OutputPlan:
             "decode_permutations": self.decode_permutations,
             "rsa": self.rsa,
             "rsa_radius": self.rsa_radius,
+            "group_spaces": {k: list(v) for k, v in self.group_spaces.items()},
+            "transfers": [asdict(t) for t in self.transfers],
+            "transfer_permutations": self.transfer_permutations,
         }
 
     @classmethod
@@ -169,6 +211,9 @@ class OutputPlan:
             decode_permutations=int(data.get("decode_permutations", 0)),
             rsa=bool(data.get("rsa", False)),
             rsa_radius=float(data.get("rsa_radius", 0.0)),
+            group_spaces={k: tuple(v) for k, v in data.get("group_spaces", {}).items()},
+            transfers=tuple(TransferEntry(**t) for t in data.get("transfers", [])),
+            transfer_permutations=int(data.get("transfer_permutations", 0)),
         )
 
     def to_json(self) -> str:

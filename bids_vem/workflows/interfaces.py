@@ -74,6 +74,7 @@ class _ExtractFeaturesInputSpec(_StepInputSpec):
     cache_dir = traits.Str("", usedefault=True, desc="feature cache ('' = no cache)")
     batch_size = traits.Int(32, usedefault=True)
     num_workers = traits.Int(0, usedefault=True, nohash=True, desc="image-decoding processes")
+    stim_ids = traits.List(traits.Str, desc="the stimuli this spec embeds (default: all)")
 
 
 class _ExtractFeaturesOutputSpec(TraitedSpec):
@@ -105,7 +106,7 @@ class ExtractFeatures(SimpleInterface):
         captions = _read_captions(self.inputs.captions) if self.inputs.captions else None
         feature_sets = extract_feature_spaces(
             spec,
-            table.stim_ids,
+            self.inputs.stim_ids or table.stim_ids,
             image_paths={s.stim_id: s.path for s in table},
             image_sha256={s.stim_id: s.sha256 for s in table},
             captions=captions,
@@ -595,6 +596,126 @@ class EmbedCorpus(SimpleInterface):
         return runtime
 
 
+class _FitFeatureMapsInputSpec(_StepInputSpec):
+    corpus = traits.Str(mandatory=True, desc="--transfer-corpus folder")
+    text_spec = traits.Str(mandatory=True, desc="the text feature space's spec")
+    image_spec = traits.Str(mandatory=True, desc="the image feature space's spec")
+    model_dirs = traits.List(traits.Str)
+    cache_dir = traits.Str("", usedefault=True, nohash=True)
+    allow_downloads = traits.Bool(False, usedefault=True)
+
+
+class _FitFeatureMapsOutputSpec(TraitedSpec):
+    text_to_image = File(exists=True, desc="FeatureMap .npz: text space -> image space")
+    image_to_text = File(exists=True, desc="FeatureMap .npz: image space -> text space")
+
+
+class FitFeatureMaps(SimpleInterface):
+    """Linear maps both ways between a text and an image feature space, fitted on the
+    ``--transfer`` corpus's images and captions (``analysis.transfer.fit_feature_map``)."""
+
+    input_spec = _FitFeatureMapsInputSpec
+    output_spec = _FitFeatureMapsOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.alignment.stage import read_alignment_corpus
+        from bids_vem.analysis.transfer import fit_feature_map
+        from bids_vem.encoding.device import resolve_device
+        from bids_vem.features.extract import extract_feature_spaces
+        from bids_vem.features.specs import parse_feature_space
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        corpus = read_alignment_corpus(Path(self.inputs.corpus), "transfer_corpus")
+        common = dict(
+            model_dirs=[Path(p) for p in self.inputs.model_dirs or []],
+            cache_dir=Path(self.inputs.cache_dir) if self.inputs.cache_dir else None,
+            device=str(resolve_device(self.inputs.device)),
+            allow_downloads=self.inputs.allow_downloads,
+        )
+        # the mean embedding of each image's captions, and of the image
+        (text,) = extract_feature_spaces(
+            parse_feature_space(self.inputs.text_spec, "text"), corpus.ids,
+            captions=corpus.captions, **common,
+        )  # fmt: skip
+        (image,) = extract_feature_spaces(
+            parse_feature_space(self.inputs.image_spec, "image"), corpus.ids,
+            image_paths=corpus.images, **common,
+        )  # fmt: skip
+        X_text, X_image = text.rows(corpus.ids), image.rows(corpus.ids)
+        for output, (a, X, b, Y) in {
+            "text_to_image": (text.name, X_text, image.name, X_image),
+            "image_to_text": (image.name, X_image, text.name, X_text),
+        }.items():
+            fitted = fit_feature_map(X, Y, source=a, target=b, seed=self.inputs.random_seed)
+            self._results[output] = str(fitted.save(Path(runtime.cwd) / f"{output}.npz"))
+        return runtime
+
+
+class _TransferInputSpec(_StepInputSpec):
+    source_runs = File(exists=True, mandatory=True, desc="the source task's runs JSON")
+    target_runs = File(exists=True, mandatory=True, desc="the target task's runs JSON")
+    source_features = File(exists=True, mandatory=True)
+    target_features = File(exists=True, mandatory=True)
+    source_bold = File(exists=True, desc="the source runs' voxel store (PrepareBold)")
+    target_bold = File(exists=True, desc="the target runs' voxel store (PrepareBold)")
+    feature_map = File(exists=True, desc="FeatureMap .npz carrying the target features over")
+    kind = traits.Enum("same", "shared", "mapped", mandatory=True)
+    name = traits.Str(mandatory=True, desc="the transfer's desc- (TransferEntry.name)")
+    run_group = traits.Str(mandatory=True, desc="the target run group (its maps' entities)")
+    stim_column = traits.Str(mandatory=True)
+    evaluation = traits.Str(mandatory=True, desc="EvaluationSettings JSON")
+    n_permutations = traits.Int(mandatory=True)
+
+
+class TransferEncoding(SimpleInterface):
+    """A model of one task's runs scored on another task's runs (``analysis.transfer``)."""
+
+    input_spec = _TransferInputSpec
+    output_spec = _FitEncodingOutputSpec
+
+    def _run_interface(self, runtime):
+        from bids_vem.analysis.transfer import FeatureMap, transfer_runs
+        from bids_vem.config import EvaluationSettings
+        from bids_vem.encoding.device import limit_threads, resolve_device
+        from bids_vem.encoding.voxel_data import VoxelStore
+        from bids_vem.features.feature_set import load_feature_set
+        from bids_vem.inputs.runs import Run
+        from bids_vem.workflows.contracts import FitRecord
+
+        _set_threads_and_seed(self.inputs.omp_nthreads, self.inputs.random_seed)
+        settings = EvaluationSettings.from_json(self.inputs.evaluation)
+
+        def runs(path: str) -> list:
+            return [Run.from_dict(item["run"]) for item in json.loads(Path(path).read_text())]
+
+        def store(path) -> VoxelStore | None:
+            return VoxelStore(Path(path)) if isdefined(path) and path else None
+
+        feature_map = (
+            FeatureMap.load(Path(self.inputs.feature_map))
+            if isdefined(self.inputs.feature_map)
+            else None
+        )
+        with limit_threads(self.inputs.omp_nthreads):
+            result = transfer_runs(
+                runs(self.inputs.source_runs), runs(self.inputs.target_runs),
+                load_feature_set(Path(self.inputs.source_features)),
+                load_feature_set(Path(self.inputs.target_features)),
+                kind=self.inputs.kind, alphas=settings.alphas, stim_column=self.inputs.stim_column,
+                delays=settings.delays, delays_seconds=settings.delays_seconds,
+                confounds=settings.confounds, high_pass=settings.high_pass,
+                source_bold=store(self.inputs.source_bold),
+                target_bold=store(self.inputs.target_bold), feature_map=feature_map,
+                n_permutations=self.inputs.n_permutations, seed=self.inputs.random_seed,
+                device=str(resolve_device(self.inputs.device)),
+            )  # fmt: skip
+        out = result.save(Path(runtime.cwd) / "transfer_result.npz")
+        record = FitRecord(self.inputs.run_group, self.inputs.name, out)
+        self._results["fit"] = str(record.write(Path(runtime.cwd) / "fit.json"))
+        self._results["computed_at"] = time.time()
+        return runtime
+
+
 class _DecodeCaptionsInputSpec(_StepInputSpec):
     runs = File(exists=True, mandatory=True, desc="JSON list of Run dicts (with file fingerprints)")
     feature_set = File(exists=True, mandatory=True, desc="the caption embeddings decoded")
@@ -710,6 +831,7 @@ class _WriteParticipantOutputsInputSpec(BaseInterfaceInputSpec):
     joints = traits.List(File(exists=True), desc="FitRecord JSON of each banded ridge (--joint)")
     decodings = traits.List(File(exists=True), desc="FitRecord JSON of each decoding (--decode)")
     rsas = traits.List(File(exists=True), desc="FitRecord JSON of each run group's RSA (--rsa)")
+    transfers = traits.List(File(exists=True), desc="FitRecord JSON of each --transfer step")
     after = traits.Any(desc="ordering only: the dataset files written first", nohash=True)
 
 
@@ -738,6 +860,7 @@ class WriteParticipantOutputs(SimpleInterface):
             joints=[FitRecord.read(Path(p)) for p in self.inputs.joints or []],
             decodings=[FitRecord.read(Path(p)) for p in self.inputs.decodings or []],
             rsas=[FitRecord.read(Path(p)) for p in self.inputs.rsas or []],
+            transfers=[FitRecord.read(Path(p)) for p in self.inputs.transfers or []],
         )
         self._results["report"] = str(report)
         self._results["statmaps"] = [str(p) for p in statmaps]

@@ -20,9 +20,11 @@ from bids_vem.workflows.interfaces import (
     EmbedCorpus,
     ExtractFeatures,
     FitEncoding,
+    FitFeatureMaps,
     FitJoint,
     PrepareBold,
     RepresentationalSimilarity,
+    TransferEncoding,
     WriteDatasetOutputs,
     WriteParticipantOutputs,
 )
@@ -187,6 +189,9 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
         decode_permutations=config.decode_permutations,
         rsa=config.rsa,
         rsa_radius=config.rsa_radius if config.rsa else 0.0,
+        group_spaces=dict(plan.group_spaces or {}),
+        transfers=plan.transfers,
+        transfer_permutations=config.transfer_permutations,
     )
 
 
@@ -229,6 +234,7 @@ def init_participant_wf(
     caption_node = _caption_node(wf, config, plan)
     model_nodes, feature_sources, caption_sources = _feature_nodes(wf, config, plan, caption_node)
     corpus_sources = _corpus_nodes(wf, config, plan)
+    map_nodes = _feature_map_nodes(wf, config, plan)
     dataset_node = pe.Node(WriteDatasetOutputs(), name="dataset_outputs")
     dataset_node.inputs.output_dir = str(config.output_dir)
     dataset_node.inputs.bids_dir = str(config.bids_dir)
@@ -243,17 +249,21 @@ def init_participant_wf(
 
     for subject in plan.subjects:
         encode_nodes, aligned_models = [], []
-        analyses: dict[str, list] = {"joints": [], "decodings": [], "rsas": []}
+        analyses: dict[str, list] = {"joints": [], "decodings": [], "rsas": [], "transfers": []}
+        prepared: dict[str, tuple] = {}
         for group in plan.run_groups:
             if group.subject == subject:
                 fits, align, extra = _group_nodes(
                     wf, config, plan, group, specs_dir, feature_sources, caption_sources,
-                    corpus_sources,
+                    corpus_sources, prepared,
                 )  # fmt: skip
                 encode_nodes += fits
                 aligned_models += [align] if align is not None else []
                 for key, nodes in extra.items():
                     analyses[key] += nodes
+        analyses["transfers"] = _transfer_nodes(
+            wf, config, plan, subject, prepared, feature_sources, map_nodes
+        )
         outputs = pe.Node(WriteParticipantOutputs(), name=f"outputs_sub{subject}")
         outputs.inputs.output_dir = str(config.output_dir)
         outputs.inputs.subject = subject
@@ -335,6 +345,8 @@ def _feature_nodes(
             select = pe.Node(Select(index=[index]), name=f"select_{fs.name}")
             wf.connect(node, "feature_sets", select, "inlist")
             feature_sources[fs.name] = (select, "out")
+        if plan.spec_stimuli and spec.name in plan.spec_stimuli:
+            node.inputs.stim_ids = list(plan.spec_stimuli[spec.name])
     return model_nodes, feature_sources, caption_sources
 
 
@@ -347,10 +359,12 @@ def _group_nodes(
     feature_sources: dict,
     caption_sources: dict,
     corpus_sources: dict,
+    prepared: dict[str, tuple],
 ) -> tuple[list[pe.Node], pe.Node | None, dict[str, list[pe.Node]]]:
     """A run group's steps: its cleaned BOLD, one fit per feature space, the alignment, and
     the analyses: one banded ridge per ``--joint``, one decoding per ``--decode`` (with the
-    corpus embedded once for all groups, ``corpus_sources``), the RSA with ``--rsa``."""
+    corpus embedded once for all groups, ``corpus_sources``), the RSA with ``--rsa``.
+    ``prepared[group.name]`` gets the group's runs JSON and BOLD step (for ``--transfer``)."""
     runs_json = _runs_json(group, specs_dir / f"{group.name}_space-{group.space}_runs.json")
     bold = None
     if config.design == "continuous":
@@ -362,8 +376,9 @@ def _group_nodes(
         bold.inputs.high_pass = config.high_pass if config.design == "continuous" else 0.0
         bold.inputs.omp_nthreads = config.omp_nthreads
         bold.n_procs = config.omp_nthreads
+    prepared[group.name] = (runs_json, bold)
     betas = (plan.betas or {}).get(group.name)
-    names = [fs.name for fs in plan.feature_spaces]
+    names = [fs.name for fs in plan.spaces_of(group)]
     align = None
     if plan.alignment is not None:
         align = _align_node(wf, config, plan, group, specs_dir, caption_sources)
@@ -386,6 +401,8 @@ def _group_nodes(
         fits.append(node)
     joints = []
     for spaces in config.analyses.joint_sets:
+        if not set(spaces) <= set(names):
+            continue  # these spaces do not all embed this task's stimuli (checked in the plan)
         node = _joint_node(config, runs_json, group, spaces, betas)
         if bold is not None:
             wf.connect(bold, "store", node, "bold_store")
@@ -416,7 +433,7 @@ def _group_nodes(
         node.inputs.radius = config.rsa_radius
         node.inputs.space = group.space
         node.inputs.n_permutations = config.permutations
-        spaces = [fs.name for fs in plan.feature_spaces]
+        spaces = [fs.name for fs in plan.spaces_of(group)]
         merge = pe.Node(_merge(len(spaces)), name=f"{node.name}_features")
         for i, name in enumerate(spaces, start=1):
             wf.connect(*feature_sources[name], merge, f"in{i}")
@@ -461,6 +478,77 @@ def _corpus_nodes(wf: pe.Workflow, config: RunConfig, plan: ParticipantPlan) -> 
         node.inputs.allow_downloads = config.allow_downloads
         wf.add_nodes([node])
         nodes[name] = node
+    return nodes
+
+
+def _feature_map_nodes(wf: pe.Workflow, config: RunConfig, plan: ParticipantPlan) -> dict:
+    """The linear maps between separate text and image encoders on --transfer-corpus, one
+    step per (text space, image space), shared by all participants."""
+    specs = {fs.name: fs for fs in plan.feature_spaces}
+    nodes = {}
+    for text, image in plan.feature_maps:
+        node = _step(FitFeatureMaps(), f"feature_map_{text}_{image}", config)
+        node.inputs.corpus = str(config.transfer_corpus)
+        node.inputs.text_spec = specs[text].text
+        node.inputs.image_spec = specs[image].text
+        node.inputs.model_dirs = [str(p) for p in config.model_dirs]
+        node.inputs.cache_dir = (
+            str(config.resolved_work_dir / "feature_cache") if config.feature_cache else ""
+        )
+        node.inputs.allow_downloads = config.allow_downloads
+        wf.add_nodes([node])
+        nodes[(text, image)] = node
+    return nodes
+
+
+def _transfer_nodes(
+    wf: pe.Workflow,
+    config: RunConfig,
+    plan: ParticipantPlan,
+    subject: str,
+    prepared: dict[str, tuple],
+    feature_sources: dict,
+    map_nodes: dict,
+) -> list[pe.Node]:
+    """One step per --transfer direction and feature-space pair of this participant: the
+    source task's runs and the target task's, in one space."""
+    modality = {fs.name: fs.modality for fs in plan.feature_spaces}
+    groups = [g for g in plan.run_groups if g.subject == subject]
+    nodes = []
+    for entry in plan.transfers:
+        for source in (g for g in groups if g.task == entry.source_task):
+            for target in (
+                g for g in groups if g.task == entry.target_task and g.space == source.space
+            ):
+                (source_runs, source_bold), (target_runs, target_bold) = (
+                    prepared[source.name], prepared[target.name],
+                )  # fmt: skip
+                node = _step(
+                    TransferEncoding(), f"transfer_{target.name.replace('-', '')}_{entry.name}",
+                    config,
+                )  # fmt: skip
+                node.inputs.source_runs = str(source_runs)
+                node.inputs.target_runs = str(target_runs)
+                node.inputs.kind = entry.kind
+                node.inputs.name = entry.name
+                node.inputs.run_group = target.name
+                node.inputs.stim_column = config.stim_column
+                node.inputs.evaluation = config.evaluation.to_json()
+                node.inputs.n_permutations = config.transfer_permutations
+                wf.connect(source_bold, "store", node, "source_bold")
+                wf.connect(target_bold, "store", node, "target_bold")
+                wf.connect(*feature_sources[entry.source_space], node, "source_features")
+                wf.connect(*feature_sources[entry.target_space], node, "target_features")
+                if entry.kind == "mapped":
+                    target_is_text = modality[entry.target_space] == "text"
+                    pair = (
+                        (entry.target_space, entry.source_space)
+                        if target_is_text
+                        else (entry.source_space, entry.target_space)
+                    )
+                    output = "text_to_image" if target_is_text else "image_to_text"
+                    wf.connect(map_nodes[pair], output, node, "feature_map")
+                nodes.append(node)
     return nodes
 
 

@@ -250,6 +250,7 @@ def write_participant_outputs(
     joints: list[FitRecord] = (),
     decodings: list[FitRecord] = (),
     rsas: list[FitRecord] = (),
+    transfers: list[FitRecord] = (),
 ) -> tuple[Path, list[Path]]:
     """Stat maps, the summary table and the HTML report of one participant.
 
@@ -261,12 +262,15 @@ def write_participant_outputs(
     (:func:`~bids_vem.workflows.analysis_outputs.write_joint_outputs`), ``decodings``
     (``--decode``) their run group and text space
     (:func:`~bids_vem.workflows.analysis_outputs.write_decoding_outputs`), ``rsas``
-    (``--rsa``) their run group (:func:`~bids_vem.workflows.analysis_outputs.write_rsa_outputs`).
+    (``--rsa``) their run group (:func:`~bids_vem.workflows.analysis_outputs.write_rsa_outputs`),
+    ``transfers`` (``--transfer``) their target run group and transfer name
+    (:func:`~bids_vem.workflows.analysis_outputs.write_transfer_outputs`).
     """
     from bids_vem.workflows.analysis_outputs import (
         write_decoding_outputs,
         write_joint_outputs,
         write_rsa_outputs,
+        write_transfer_outputs,
     )
 
     groups = plan.groups_of(subject)
@@ -274,7 +278,7 @@ def write_participant_outputs(
     missing = [
         f"{group.name}/{fs.name}"
         for group in groups
-        for fs in plan.feature_spaces
+        for fs in plan.spaces_of(group)
         if (group.name, fs.name) not in by_key
     ]
     if missing:
@@ -286,14 +290,14 @@ def write_participant_outputs(
     links = dataset_links(plan)
     statmaps: list[Path] = []
     rows, results, comparisons, layer_profiles, joint_outputs = [], [], [], [], []
-    decoding_outputs, rsa_outputs = [], []
+    decoding_outputs, rsa_outputs, transfer_outputs = [], [], []
     n_features: dict[str, int] = {}
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
         group_results = {}
         # the surface the group's maps lie on: read once (a GIFTI is parsed whole)
         geometry = _surface_geometry(group)
-        for fs in plan.feature_spaces:
+        for fs in plan.spaces_of(group):
             fit = by_key[(group.name, fs.name)]
             result = EncodingResult.load(fit.result)
             # design columns = features x delays: no need to read the feature matrix again
@@ -339,6 +343,13 @@ def write_participant_outputs(
                 rsa = write_rsa_outputs(output_dir, subject, group, plan, record, geometry)
                 statmaps += list(rsa["maps"].values())
                 rsa_outputs.append(rsa)
+        into = [record for record in transfers if record.run_group == group.name]
+        if into:
+            transfer = write_transfer_outputs(
+                output_dir, subject, group, plan, into, group_results, geometry
+            )
+            statmaps += list(transfer["maps"].values())
+            transfer_outputs.append(transfer)
         comparison = _compare(output_dir, subject, group, plan, group_results, regions)
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
@@ -351,7 +362,9 @@ def write_participant_outputs(
     _warn_about_earlier_maps(
         output_dir,
         subject,
-        {fs.name for fs in plan.feature_spaces} | {r.feature_space for r in joints},
+        {fs.name for fs in plan.feature_spaces}
+        | {r.feature_space for r in joints}
+        | {r.feature_space for r in transfers},
     )
     report = write_participant_report(
         output_dir,
@@ -367,6 +380,7 @@ def write_participant_outputs(
         joints=joint_outputs,
         decodings=decoding_outputs,
         rsas=rsa_outputs,
+        transfers=transfer_outputs,
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )

@@ -30,7 +30,7 @@ from bids_vem.inputs.stimuli import StimulusTable, build_stimulus_table
 from bids_vem.inputs.surfaces import bold_kind
 from bids_vem.inputs.transcripts import story_run
 from bids_vem.outputs.atomic import write_text_atomic
-from bids_vem.workflows.contracts import FeatureSpaceEntry, RunGroup
+from bids_vem.workflows.contracts import FeatureSpaceEntry, RunGroup, TransferEntry
 
 __all__ = ["AlignmentPlan", "ParticipantPlan", "RunGroup", "plan_participant_level"]
 
@@ -91,6 +91,32 @@ class ParticipantPlan:
     betas: dict[str, tuple[tuple[Path, Path], ...]] | None = None
     #: captions in --decode-corpus (0: none)
     decode_corpus_size: int = 0
+    #: per model spec name, the stimuli it embeds when not all (stories and movies in one
+    #: run: text spaces embed the stories, image spaces the movies); a spec not named embeds all
+    spec_stimuli: dict[str, tuple[str, ...]] | None = None
+    #: per run group name, the feature spaces fitted to it when not all of them
+    group_spaces: dict[str, tuple[str, ...]] | None = None
+    #: --transfer: each direction and pair of feature spaces
+    transfers: tuple[TransferEntry, ...] = ()
+
+    def spaces_of(self, group: RunGroup) -> tuple[FeatureSpaceSpec, ...]:
+        """The feature spaces fitted to ``group``'s runs."""
+        names = (self.group_spaces or {}).get(group.name)
+        if names is None:
+            return self.feature_spaces
+        return tuple(fs for fs in self.feature_spaces if fs.name in names)
+
+    @property
+    def feature_maps(self) -> tuple[tuple[str, str], ...]:
+        """(text space, image space) of every linear map ``--transfer`` needs (the unimodal
+        control), each once."""
+        modality = {fs.name: fs.modality for fs in self.feature_spaces}
+        pairs = {
+            tuple(sorted((t.source_space, t.target_space), key=lambda n: modality[n] != "text"))
+            for t in self.transfers
+            if t.kind == "mapped"
+        }
+        return tuple(sorted(pairs))
 
     @property
     def subjects(self) -> list[str]:
@@ -137,6 +163,8 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
     _check_joint_sets(config, feature_spaces)
     derivatives, runs, skipped, run_groups = _plan_runs(config, work_dir)
     stimuli, table_tsv = _plan_stimuli(config, runs, feature_spaces, work_dir)
+    spec_stimuli, group_spaces = _plan_coverage(config, models, stimuli, run_groups)
+    transfers = _plan_transfers(config, models, run_groups, group_spaces)
     captions_tsv, to_caption = _plan_captions(config, stimuli, captioner, work_dir)
     for group in run_groups:
         _check_evaluation(config, group)
@@ -156,6 +184,9 @@ def plan_participant_level(config: RunConfig, work_dir: Path) -> ParticipantPlan
             "the space of the maps"
         )
     return ParticipantPlan(
+        spec_stimuli=spec_stimuli or None,
+        group_spaces=group_spaces or None,
+        transfers=transfers,
         decode_corpus_size=corpus_size,
         alignment=alignment,
         rois=config.rois,
@@ -329,15 +360,6 @@ def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
         config.bids_dir, [run.events for run in runs], config.stim_column, folders or None
     )
     logger.info("stimulus table: %d unique stimuli named in %s", len(stimuli), config.stim_column)
-    if any(spec.modality == "image" for spec in feature_spaces):
-        kinds = {stim.kind for stim in stimuli}
-        if not (kinds <= {"image"} or kinds <= {"video"}):
-            others = [stim.stim_id for stim in stimuli if stim.kind != "image"]
-            raise DataError(
-                f"image feature spaces embed images or videos, one kind per run: found "
-                f"{sorted(kinds)} stimuli (first not an image: {', '.join(others[:5])}); "
-                f"select one kind with {option_name('task')}"
-            )
     images = [stim.path for stim in stimuli if stim.kind == "image"]
     if images and (
         any(spec.modality == "image" for spec in feature_spaces) or config.captioner or config.align
@@ -345,7 +367,8 @@ def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
         # a corrupt image fails now, named, not after an hour of features or alignment
         logger.info("checking that %d stimulus images decode", len(images))
         check_images(images)
-    stories = bool(len(stimuli)) and all(stim.kind in ("text", "words") for stim in stimuli)
+    # with stories among the stimuli, text spaces embed the stories (_plan_coverage)
+    stories = any(stim.kind in STORY_KINDS for stim in stimuli)
     labels = bool(len(stimuli)) and all(stim.kind == "label" for stim in stimuli)
     needs_captions = (
         any(spec.modality == "text" for spec in feature_spaces) and not stories and not labels
@@ -359,6 +382,153 @@ def _plan_stimuli(config: RunConfig, runs, feature_spaces, work_dir: Path):
     table_tsv.parent.mkdir(parents=True, exist_ok=True)
     stimuli.to_tsv(table_tsv)
     return stimuli, table_tsv
+
+
+#: stimulus kinds that are stories (text spaces embed them as words in context)
+STORY_KINDS = ("text", "words")
+
+
+def _plan_coverage(config: RunConfig, models, stimuli: StimulusTable, run_groups):
+    """Which stimuli each model spec embeds, and which feature spaces each run group fits.
+
+    Every space embeds every stimulus, except when stories and other stimuli meet in one run
+    (a story task and a movie task for ``--transfer``): then text spaces embed the stories
+    and image spaces the images or videos, and each run group fits the spaces that embed all
+    its stimuli. Returns ({spec name: stimulus ids}, {run group name: feature-space names}),
+    both empty when every space embeds everything.
+    """
+    stories = [s.stim_id for s in stimuli if s.kind in STORY_KINDS]
+    others = [s for s in stimuli if s.kind not in STORY_KINDS]
+    mixed = bool(stories) and bool(others)
+    pictures = others if mixed else list(stimuli)
+    if any(spec.modality == "image" for spec, _ in models):
+        kinds = {stim.kind for stim in pictures}
+        if not pictures or not (kinds <= {"image"} or kinds <= {"video"}):
+            odd = [stim.stim_id for stim in pictures if stim.kind != "image"] or stories
+            raise DataError(
+                f"image feature spaces embed images or videos, one kind per run: found "
+                f"{sorted(kinds) or ['text']} stimuli (first not an image: {', '.join(odd[:5])}); "
+                f"select one kind with {option_name('task')}"
+            )
+    if not mixed:
+        return {}, {}
+    if config.align:
+        raise UsageError(
+            f"{option_name('align')} aligns an image encoder on image stimuli; these runs also "
+            f"tell stories ({', '.join(stories[:3])}): select the image tasks with {option_name('task')}"
+        )
+    picture_ids = tuple(s.stim_id for s in pictures)
+    spec_stimuli = {
+        spec.name: tuple(stories) if spec.modality == "text" else picture_ids for spec, _ in models
+    }
+    group_spaces = {}
+    for group in run_groups:
+        shown = {s for run in group.runs for s in _run_stimulus_ids(run, config.stim_column)}
+        names = tuple(
+            fs.name
+            for spec, expanded in models
+            if shown <= set(spec_stimuli[spec.name])
+            for fs in expanded
+        )
+        if not names:
+            kinds = sorted({str(stimuli[s].kind) for s in shown})
+            raise DataError(
+                f"{group.name}: no feature space embeds all its stimuli ({', '.join(kinds)}): "
+                f"text spaces embed the stories of these runs, image spaces images or videos "
+                f"(one kind per task)"
+            )
+        group_spaces[group.name] = names
+        logger.info("%s: fits %s (the spaces that embed its stimuli)", group.name, ", ".join(names))
+    for spaces in config.analyses.joint_sets:
+        if not any(set(spaces) <= set(names) for names in group_spaces.values()):
+            raise UsageError(
+                f"{option_name('joint')} {','.join(spaces)}: no task's stimuli are embedded by "
+                "all of these feature spaces"
+            )
+    return spec_stimuli, group_spaces
+
+
+def _transfer_kind(source: FeatureSpaceSpec, target: FeatureSpaceSpec, corpus: bool) -> str | None:
+    """How the model of ``source`` features applies to ``target`` features (TransferEntry)."""
+    if source.name == target.name:
+        return "same"
+    if source.modality == target.modality:
+        return None
+    if (source.family, source.model, source.weights, source.layer) == (
+        target.family, target.model, target.weights, target.layer,
+    ):  # fmt: skip
+        return "shared"
+    if corpus and source.layer is None and target.layer is None:
+        return "mapped"
+    return None
+
+
+def _plan_transfers(
+    config: RunConfig, models, run_groups: tuple[RunGroup, ...], group_spaces: dict
+) -> tuple[TransferEntry, ...]:
+    """Each direction of each ``--transfer`` with every pair of feature spaces that carries a
+    model from one task's stimuli to the other's (:func:`_transfer_kind`)."""
+    analyses = config.analyses
+    if not analyses.transfer:
+        if analyses.transfer_corpus is not None:
+            logger.warning(
+                "%s is not used: no %s", option_name("transfer_corpus"), option_name("transfer")
+            )
+        return ()
+    option = option_name("transfer")
+    if config.design != "continuous":
+        raise UsageError(
+            f"{option} predicts the target task's BOLD time courses: use {option_name('design')} continuous"
+        )
+    if config.pool_tasks:
+        raise UsageError(
+            f"{option} trains on one task and tests on another: leave out {option_name('pool_tasks')}"
+        )
+    if analyses.transfer_corpus is not None:
+        from bids_vem.alignment.stage import read_alignment_corpus
+
+        corpus = read_alignment_corpus(analyses.transfer_corpus, "transfer_corpus")
+        logger.info("transfer corpus: %d captioned images from %s", len(corpus.images), corpus.root)
+    specs = {fs.name: fs for _, expanded in models for fs in expanded}
+    entries = []
+    for pair in analyses.transfer_pairs:
+        spaces: dict[str, set[str]] = {}
+        for task in pair:
+            groups = [g for g in run_groups if g.task == task]
+            if not groups:
+                found = ", ".join(sorted({g.task for g in run_groups}))
+                raise UsageError(
+                    f"{option} {':'.join(pair)}: no runs of task {task} (tasks: {found})"
+                )
+            spaces[task] = {n for g in groups for n in group_spaces.get(g.name, specs)}
+        subjects = [{(g.subject, g.space) for g in run_groups if g.task == task} for task in pair]
+        if not subjects[0] & subjects[1]:
+            raise UsageError(
+                f"{option} {':'.join(pair)}: no participant has runs of both tasks in one space"
+            )
+        for source, target in (pair, pair[::-1]):
+            found = [
+                TransferEntry(source, target, s, t, kind)
+                for s in sorted(spaces[source])
+                for t in sorted(spaces[target])
+                if (
+                    kind := _transfer_kind(specs[s], specs[t], analyses.transfer_corpus is not None)
+                )
+            ]
+            if not found:
+                raise UsageError(
+                    f"{option} {':'.join(pair)}: no feature-space pair carries a model of {source} "
+                    f"({', '.join(sorted(spaces[source]))}) to {target} ({', '.join(sorted(spaces[target]))}); "
+                    "give one model's text and image towers (bridgetower, openclip) as "
+                    f"{option_name('text_encoders')} and {option_name('image_encoders')}, or "
+                    f"{option_name('transfer_corpus')} for separate encoders"
+                )
+            entries += found
+            logger.info(
+                "transfer %s -> %s: %s", source, target,
+                ", ".join(f"{e.source_space}->{e.target_space} ({e.kind})" for e in found),
+            )  # fmt: skip
+    return tuple(entries)
 
 
 def _plan_captions(config: RunConfig, stimuli, captioner, work_dir: Path):
