@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bids_vem.encoding.chunks import voxel_chunk_for_memory
 from bids_vem.encoding.device import resolve_device
 from bids_vem.encoding.ridge import ridge_cv_alphas, ridge_predict
 from bids_vem.encoding.voxel_data import VoxelData
@@ -50,8 +51,6 @@ __all__ = [
 
 #: TRs per block of the permutation null
 BLOCK_TRS = 10
-#: voxels scored at once (bounds the permutation work's memory)
-_CHUNK = 16384
 
 
 @dataclass(frozen=True)
@@ -252,8 +251,13 @@ def fit_transfer(
         for _ in range(n_permutations)
     ]
     n_rows = sum(target_data.run_lengths)
-    for start in range(0, n_voxels, _CHUNK):
-        part = slice(start, min(start + _CHUNK, n_voxels))
+    # voxels at once: source and target data, prediction and z-scores within about 256 MB
+    chunk = voxel_chunk_for_memory(
+        None, n_samples=sum(source_data.run_lengths) + 4 * n_rows, n_features=X_train.shape[1],
+        n_alphas=1, n_voxels=n_voxels, itemsize=8,
+    )  # fmt: skip
+    for start in range(0, n_voxels, chunk):
+        part = slice(start, min(start + chunk, n_voxels))
         Y_train = np.concatenate([source_data.read(i, part) for i in range(source_data.n_runs)])
         predicted = ridge_predict(X_train, Y_train, X_test, alpha[part], device)
         Y_test = np.concatenate([target_data.read(i, part) for i in range(target_data.n_runs)])

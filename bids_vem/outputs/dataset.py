@@ -641,6 +641,32 @@ def methods_text(
             + (f", and a searchlight of {params['rsa_radius']:g} mm spheres mapped rho."
                if params.get("rsa_radius") else "."),
         ]  # fmt: skip
+    transfers = params.get("transfers") or []
+    if transfers:
+        kinds = {t["kind"] for t in transfers}
+        pairs = "; ".join(
+            f"{t['source_task']} to {t['target_task']}, `{t['source_space']}` to "
+            f"`{t['target_space']}` ({t['kind']})"
+            for t in transfers
+        )
+        lines += [
+            "",
+            "Cross-modal transfer [@tang2023bridgetower]: encoding models fitted on every run "
+            "of one task (penalties by leave-one-run-out cross-validation within that task) "
+            "predicted the runs of another task from its stimuli's features, never fitted on "
+            f"them ({pairs})."
+            + (" Shared pairs are the text and image towers of one model, whose outputs share "
+               "a space (layer to layer)." if "shared" in kinds else "")
+            + (" Mapped pairs are separate text and image encoders (the unimodal control): "
+               "the target features were carried into the source space by a ridge map "
+               "(penalty by leave-one-out) fitted on the images and captions of an "
+               "image-caption corpus." if "mapped" in kinds else "")
+            + " Transfer r was the Pearson correlation of measured and predicted BOLD over the "
+            "target runs (each z-scored)"
+            + (f", tested against {params['transfer_permutations']} permutations shuffling "
+               "each target run's prediction in blocks of 10 TRs, with Benjamini-Hochberg FDR "
+               "over the mask." if params.get("transfer_permutations") else "."),
+        ]  # fmt: skip
     software = _software_versions()
     if software:
         lines += [

@@ -104,6 +104,17 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
         "decode_permutations": plan.decode_permutations,
         "rsa": plan.rsa,
         "rsa_radius": plan.rsa_radius,
+        "transfers": [
+            {
+                "source_task": t.source_task,
+                "target_task": t.target_task,
+                "source_space": t.source_space,
+                "target_space": t.target_space,
+                "kind": t.kind,
+            }
+            for t in plan.transfers
+        ],  # fmt: skip
+        "transfer_permutations": plan.transfer_permutations,
     }
 
 

@@ -101,9 +101,7 @@ def story_and_movie(tmp_path_factory):
             delayed[2:] = timecourse[:-2]
             signal = delayed @ weights / np.sqrt(text.n_features)
             bold = 1000 + 3 * signal + rng.standard_normal((N_VOLUMES, n_voxels))
-            image_4d = nib.Nifti1Image(
-                bold.T.reshape(*SHAPE, N_VOLUMES).astype(np.float32), affine
-            )
+            image_4d = nib.Nifti1Image(bold.T.reshape(*SHAPE, N_VOLUMES).astype(np.float32), affine)
             image_4d.header.set_zooms((8.0, 8.0, 8.0, TR))
             base = f"sub-{subject}/func/sub-{subject}_task-{task}_run-{run}"
             _write(bids / f"{base}_events.tsv", "onset\tduration\tstim_file\n" + "".join(
@@ -189,3 +187,18 @@ def test_transfer_needs_a_pair_of_spaces(story_and_movie, tmp_path):
         "--image-encoder", f"clipi=openclip:{data['clip']}", "--transfer", "story:movie",
     ]  # fmt: skip
     assert main(argv) == 64
+
+
+def test_a_task_no_feature_space_embeds_stops_before_any_work(story_and_movie, tmp_path, capfd):
+    """Stories and movies, image encoders only: the story task has nothing to fit (exit 65),
+    said in one line before any feature is computed."""
+    data = story_and_movie
+    out = tmp_path / "out"
+    argv = [
+        str(data["bids"]), str(out), "participant", "--skip-bids-validation",
+        "-w", str(tmp_path / "work"), "--image-encoder", f"clipi=openclip:{data['clip']}",
+    ]  # fmt: skip
+    assert main(argv) == 65
+    err = capfd.readouterr().err
+    assert "sub-01_task-story: no feature space embeds all its stimuli (text)" in err
+    assert not (tmp_path / "work" / "feature_cache").exists()
