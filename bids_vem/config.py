@@ -789,7 +789,7 @@ class ExecutionSettings(Section):
     )
     mem_mb: int | None = setting(
         None,
-        help="Memory budget in MB, or with a unit: 16GB. Encoding models read the BOLD in voxel "
+        help="Memory budget in MB, or with a unit: 16GB, 16GiB. Encoding models read the BOLD in voxel "
         "chunks sized to fit it.",
         flags=("--mem", "--mem-mb", "--mem_mb"),
         metavar="SIZE",

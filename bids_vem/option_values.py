@@ -103,12 +103,15 @@ def absolute_specs(values, option: str = "") -> tuple[str, ...] | str | None:
 
 
 def parse_mem(text: str | None, option: str = "--mem") -> int | None:
-    """Memory in MB from ``16000``, ``16000MB``, ``16G``, ``16GB`` (fMRIPrep spelling)."""
+    """Memory in MB from ``16000``, ``16000MB``, ``16G``, ``16GB`` (fMRIPrep spelling) or
+    ``16GiB``; every unit is binary (1 GB = 1024 MB), as fMRIPrep reads them."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)B?\s*", str(text), flags=re.IGNORECASE)
+    match = re.fullmatch(
+        r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", str(text), flags=re.IGNORECASE
+    )
     if not match:
-        raise UsageError(f"{option} {text!r}: expected a number of MB or a size like 16GB")
+        raise UsageError(f"{option} {text!r}: expected a number of MB or a size like 16GB or 16GiB")
     value, unit = float(match.group(1)), match.group(2).upper()
     factor = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
     return max(1, int(value * factor))

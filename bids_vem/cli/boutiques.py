@@ -123,7 +123,9 @@ def _option_input(param: click.Option, ctx: click.Context, list_flags: set[str])
             if flag not in list_flags:
                 # the CLI takes several values only as "--opt a --opt b"
                 item["list-separator"] = f" {flag} "
-    if not _is_unset(default) and default is not False:
+    if isinstance(param.show_default, str):  # a default said in words (computed at run time)
+        description += f" Default: {param.show_default}."
+    elif not _is_unset(default) and default is not False:
         shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
         description += f" Default: {shown}."
     item["description"] = description.strip() or item["name"]

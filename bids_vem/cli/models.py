@@ -112,9 +112,11 @@ def _describe(specs: list[tuple[str, str]], model_dirs: list, *, verify: bool) -
 @models_cli.command(name="list")
 @_with_spec_options
 def list_models(**options) -> None:
-    """Show where each spec's weights are (nothing is loaded)."""
+    """Show where each spec's weights are (nothing is loaded); exit 66 if any is missing."""
     specs, model_dirs = _gather(**options)
-    _report(_describe(specs, model_dirs, verify=False), hashes=False)
+    missing = _report(_describe(specs, model_dirs, verify=False), hashes=False)
+    if missing:
+        raise InputMissingError(f"{missing} model(s) not found: see the MISSING lines above")
 
 
 @models_cli.command(name="verify")

@@ -4,15 +4,24 @@ Only parsing lives here: every option is a field of a section of :mod:`bids_vem.
 and :func:`build_cli` turns those declarations into click options (flags, types, choices,
 ranges, defaults and help). Spelling follows fMRIPrep (``--participant-label 01 02``,
 underscore aliases, ``@file`` lists).
+
+``--help`` groups the options in panels as fMRIPrep's help does (:data:`PANELS`), with
+rich-click: its options take a panel name, so the groups follow the settings sections with
+no change to how options are declared or parsed (click-option-group would wrap every option
+in its own decorators and constraints). Each option shows one spelling; the others are
+rewritten to it before click parses (:data:`ALIASES`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import click
+from rich_click import RichCommand, RichHelpConfiguration, RichOption
+from rich_click.rich_panel import RichOptionPanel
 
 from bids_vem import __version__
 from bids_vem.config import SECTIONS, RunConfig, load_config_file
@@ -21,7 +30,9 @@ from bids_vem.option_values import absolute_spec, available_cpus, parse_mem
 from bids_vem.settings import MISSING, Setting, declared
 
 __all__ = [
+    "ALIASES",
     "LIST_OPTIONS",
+    "PANELS",
     "absolute_spec",
     "available_cpus",
     "build_cli",
@@ -55,6 +66,51 @@ def _list_options() -> dict[str, str]:
 
 #: options that take one or more values after a single flag (``--delays 1 2 3 4``)
 LIST_OPTIONS = _list_options()
+
+
+def _aliases() -> dict[str, str]:
+    """Every further long spelling of an option -> the one ``--help`` shows."""
+    return {
+        flag: declaration.option
+        for _, declaration in _cli_fields()
+        for flag in declaration.flags
+        if flag.startswith("--") and flag != declaration.option
+    }
+
+
+#: accepted spellings that ``--help`` does not show (``--participant_label``) -> the shown one
+ALIASES = _aliases() | {"--config_file": "--config-file"}
+
+#: the panels of ``--help``, in order: per settings section, and fields placed elsewhere
+PANELS = (
+    "Inputs and filtering",
+    "Features",
+    "Alignment",
+    "Encoding and evaluation",
+    "Statistics",
+    "Analyses",
+    "Outputs",
+    "Performance",
+    "Other",
+)
+_PANEL_OF_SECTION = {
+    "inputs": "Inputs and filtering",
+    "models": "Features",
+    "captioning": "Features",
+    "features": "Features",
+    "alignment": "Alignment",
+    "evaluation": "Encoding and evaluation",
+    "analyses": "Analyses",
+    "outputs": "Outputs",
+    "execution": "Performance",
+}
+_PANEL_OF_FIELD = {
+    "permutations": "Statistics",
+    "model_dirs": "Features",
+    "skip_bids_validation": "Other",
+    "random_seed": "Other",
+    "verbosity": "Other",
+}
 #: list options whose ``--opt=value`` is that one value (values such as ``name=path``)
 _INLINE_SINGLE = {
     flag for _, d in _cli_fields() if d.inline_single for flag in (*d.flags, *d.list_aliases)
@@ -72,6 +128,9 @@ def expand_list_options(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         name, eq, inline = arg.partition("=")
+        if name in ALIASES:  # one spelling reaches click (the one --help shows)
+            name = ALIASES[name]
+            arg = name + eq + inline
         if name in LIST_OPTIONS and not (name in _INLINE_SINGLE and eq):
             flag = LIST_OPTIONS[name]
             values = [inline] if eq else []
@@ -161,37 +220,77 @@ def _click_type(declaration: Setting) -> click.ParamType:
     return _TYPES[declaration.type]
 
 
-def _option(name: str, default: Any, declaration: Setting) -> click.Option:
-    """The click option of one declared setting."""
+#: what a value of each type is called in ``--help`` when the declaration names none
+_METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "dir": "DIR", "file": "FILE",
+             "path": "PATH"}  # fmt: skip
+
+
+#: a help text's closing "Default: ..." sentence (a default computed at run time)
+_DEFAULT_SENTENCE = re.compile(r"\s*Default: (?P<value>[^\n]+?)\.?\s*$")
+#: choices longer than this (characters, joined) are listed in the help, not the metavar
+_LONG_CHOICES = 30
+
+
+def _help(declaration: Setting) -> tuple[str, str | None]:
+    """The declared help with the spellings also accepted that are not just ``_`` for ``-``,
+    and the default it states in words (shown as ``[default: ...]`` like every other)."""
+    shown = declaration.option or ""
+    others = [
+        f for f in (*declaration.flags, *declaration.list_aliases)
+        if f.startswith("--") and f != shown
+        and not ("_" in f and f.replace("_", "-") in (shown, *declaration.flags))
+    ]  # fmt: skip
+    text, default = declaration.help, None
+    match = _DEFAULT_SENTENCE.search(text)
+    if match:
+        text, default = text[: match.start()], match["value"]
+    if declaration.choices and len("|".join(declaration.choices)) > _LONG_CHOICES:
+        text += f" One of: {', '.join(declaration.choices)}."
+    return text + (f" Also: {', '.join(others)}." if others else ""), default
+
+
+def _option(name: str, default: Any, declaration: Setting, panel: str) -> click.Option:
+    """The click option of one declared setting, in its ``--help`` panel."""
     cli_default = default if declaration.cli_default is MISSING else declaration.cli_default
-    kwargs: dict[str, Any] = {"help": declaration.help}
+    text, default_in_words = _help(declaration)
+    kwargs: dict[str, Any] = {"help": text, "panel": panel}
+    if default_in_words:
+        kwargs["show_default"] = default_in_words
+    # one spelling shown: the short flag (-w) and the first long one; the rest are ALIASES
+    flags = [f for f in declaration.flags if not f.startswith("--")] + [declaration.option]
     if declaration.kind == "count":
-        return click.Option(list(declaration.flags), count=True, **kwargs)
+        return RichOption(flags, count=True, **kwargs)
     if declaration.kind == "flag":
-        flags = list(declaration.flags)
         if declaration.off_flag:
-            flags = [f"{flags[0]}/{declaration.off_flag}"]
+            flags = [f"{declaration.option}/{declaration.off_flag}"]
             kwargs["show_default"] = True
-        return click.Option(flags, is_flag=True, default=bool(cli_default), **kwargs)
-    if declaration.metavar:
-        kwargs["metavar"] = declaration.metavar
+        return RichOption(flags, is_flag=True, default=bool(cli_default), **kwargs)
+    metavar = declaration.metavar or (
+        "[" + "|".join(declaration.choices) + "]"
+        if declaration.choices and len("|".join(declaration.choices)) <= _LONG_CHOICES
+        else "NAME"
+        if declaration.choices
+        else _METAVARS[declaration.type]
+    )
     if declaration.kind == "list":
         kwargs["multiple"] = True
+        metavar += " ..."  # several values after one flag, or the flag repeated
         if cli_default not in ((), None):
             kwargs["default"] = tuple(cli_default)
-            kwargs["show_default"] = declaration.show_default
+            kwargs["show_default"] = default_in_words or declaration.show_default
     elif cli_default is not None:
         kwargs["default"] = cli_default
-        kwargs["show_default"] = declaration.show_default
+        kwargs["show_default"] = default_in_words or declaration.show_default
+    kwargs["metavar"] = metavar
     if declaration.type != "str" or declaration.choices:
         kwargs["type"] = _click_type(declaration)
-    return click.Option(list(declaration.flags), **kwargs)
+    return RichOption(flags, **kwargs)
 
 
 def _options() -> list[click.Option]:
     """One click option per declared setting; records which parameter sets which field."""
     options = []
-    for section in SECTIONS.values():
+    for section_name, section in SECTIONS.items():
         for f, declaration in declared(section):
             if declaration.flags:
                 default = (
@@ -199,7 +298,8 @@ def _options() -> list[click.Option]:
                     if f.default_factory is not dataclasses.MISSING
                     else f.default
                 )
-                options.append(_option(f.name, default, declaration))
+                panel = _PANEL_OF_FIELD.get(f.name, _PANEL_OF_SECTION[section_name])
+                options.append(_option(f.name, default, declaration, panel))
                 _PARAM_OF[f.name] = options[-1].name
     return options
 
@@ -224,8 +324,14 @@ Example:
   bids_vem /data/ds /data/ds/derivatives/bids_vem group
 
 \b
-Which model weights are on this machine (offline):
-  bids_vem models list|verify --text-encoder SPEC --image-encoder SPEC --captioner SPEC
+Subcommands:
+  bids_vem models list|verify --text-encoder SPEC ...   which model weights are on this
+                                                        machine (offline; exit 66 if missing)
+  bids_vem models fetch SPEC ... --dest DIR              download weights (needs network)
+
+\b
+Options with several values take them after one flag (--delays 1 2 3 4) or repeated.
+Underscore spellings (--participant_label) are accepted for every option.
 """
 
 
@@ -242,19 +348,27 @@ def build_cli() -> click.Command:
         click.Argument(["output_dir"], type=click.Path(path_type=Path, file_okay=False)),
         click.Argument(["analysis_level"]),
         *_options(),
-        click.Option(
-            ["--config-file", "--config_file", "config_file"],
+        RichOption(
+            ["--config-file", "config_file"],
             type=click.Path(path_type=Path, dir_okay=False),
+            metavar="FILE",
             help="TOML file of options (as saved in OUTPUT_DIR/logs); the command line "
             "overrides it.",
+            panel="Other",
         ),
     ]
-    command = click.Command(
+    command = RichCommand(
         "bids_vem",
         params=params,
         callback=parse,
         help=_HELP,
-        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        panels=[RichOptionPanel(name) for name in PANELS],
+        context_settings={
+            "help_option_names": ["-h", "--help"],
+            "rich_help_config": RichHelpConfiguration(
+                options_panel_title="Other", width=100, max_width=100
+            ),
+        },
     )
     return click.version_option(
         __version__, "--version", prog_name="bids_vem", message="%(prog)s %(version)s"

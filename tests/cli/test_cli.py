@@ -119,8 +119,10 @@ def test_relative_model_paths_are_pinned_to_the_working_directory(tmp_path, monk
 
 
 @pytest.mark.parametrize(
-    ("text", "mb"), [("16000", 16000), ("16GB", 16384), ("2g", 2048), ("512MB", 512)]
-)
+    ("text", "mb"),
+    [("16000", 16000), ("16GB", 16384), ("2g", 2048), ("512MB", 512), ("4GiB", 4096),
+     ("512mib", 512), ("1.5TiB", 1572864)],
+)  # fmt: skip
 def test_parse_mem(text, mb):
     assert parse_mem(text) == mb
 
@@ -327,6 +329,15 @@ def test_models_verify_is_66_when_a_model_is_missing(tmp_path, capsys):
     assert "bids_vem: error: 1 model(s) not found" in captured.err
 
 
+def test_models_list_is_66_when_a_model_is_missing(tmp_path, capsys):
+    argv = ["models", "list", "--text-encoder", "sentence:all-MiniLM-L6-v2",
+            "--image-encoder", f"openclip:{tmp_path / 'nothing-here'}"]  # fmt: skip
+    assert main(argv) == 66
+    captured = capsys.readouterr()
+    assert "MISSING" in captured.out and "1 of 2 model(s) found" in captured.out
+    assert "bids_vem: error: 1 model(s) not found" in captured.err
+
+
 def test_models_without_a_spec_is_64(capsys):
     assert main(["models", "list"]) == 64
     assert "name at least one model" in error_line(capsys)
@@ -360,3 +371,26 @@ def test_average_test_repeats_without_test_runs_is_64(tmp_path, capsys):
     argv = [str(tmp_path), str(tmp_path / "out"), "participant", "--average-test-repeats"]
     assert main(argv) == 64
     assert "--average-test-repeats needs --test-runs" in error_line(capsys)
+
+
+def test_help_groups_the_options_and_shows_one_spelling_each(capsys):
+    """--help in fMRIPrep's panels; an alias is accepted but not shown beside its option."""
+    from bids_vem.cli.parser import PANELS
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    positions = [out.find(f"─ {panel} ─") for panel in PANELS]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), positions
+    # one spelling per option; the aliases are named once, in the text under the usage
+    assert "--text_encoder" not in out and "--work_dir" not in out
+    assert out.count("--participant_label") == 1
+    flat = " ".join("".join(" " if c in "│╭╮╰╯─" else c for c in out).split())
+    assert "Also: --n-cpus" in flat  # an alias that is not only _ for -
+    # defaults the same way everywhere, multi-value options marked
+    assert "[default: (all)]" in flat and "[default: 1, 2, 3, 4]" in flat
+    assert "Default:" not in flat
+    assert "[NAME=]SPEC ..." in flat
+    config = parse(["/d", "/o", "participant", "--participant_label", "01", "--n_cpus", "2",
+                    "--work_dir", "/w", "--mem_mb", "4GiB"])  # fmt: skip
+    assert config.participant_label == ("01",) and config.nprocs == 2
+    assert config.mem_mb == 4096 and str(config.work_dir) == "/w"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bids_vem.cli.parser import LIST_OPTIONS, cli
+from bids_vem.cli.parser import ALIASES, LIST_OPTIONS, cli
 from bids_vem.config import SECTIONS
 from bids_vem.settings import declared
 
@@ -16,16 +16,18 @@ SNAPSHOT = Path(__file__).parent / "data" / "option_set.json"
 
 
 def option_set(command: click.Command) -> dict:
-    """Every parameter's spellings, default, arity and type, keyed by its stored name."""
+    """Every parameter's spellings (the one ``--help`` shows and the aliases rewritten to it
+    before click parses), default, arity and type, keyed by its stored name."""
     ctx = click.Context(command)
     out = {}
     for param in command.params:
         default = param.get_default(ctx, call=False)
         if type(default).__name__ == "Sentinel":  # click >= 8.3: no default
             default = None
+        aliases = [alias for alias, shown in ALIASES.items() if shown in param.opts]
         out[param.name] = {
-            "kind": type(param).__name__,
-            "opts": sorted(param.opts),
+            "kind": "Argument" if isinstance(param, click.Argument) else "Option",
+            "opts": sorted([*param.opts, *aliases]),
             "secondary_opts": sorted(getattr(param, "secondary_opts", [])),
             "default": list(default) if isinstance(default, tuple) else default,
             "multiple": bool(getattr(param, "multiple", False)),
