@@ -38,6 +38,7 @@ __all__ = [
     "write_readme",
     "write_descriptions",
     "methods_text",
+    "cited_references",
     "write_citation",
     "new_run_id",
     "write_run_config",
@@ -475,6 +476,49 @@ REFERENCES: tuple[tuple[str, str, str], ...] = (
         "Processing},\n  year = {2019},\n  doi = {10.18653/v1/D19-1410}\n}",
     ),
     (
+        "naselaris2011encoding",
+        "Naselaris T, Kay KN, Nishimoto S, Gallant JL (2011). Encoding and decoding in fMRI. "
+        "NeuroImage 56(2):400-410. doi:10.1016/j.neuroimage.2010.07.073.",
+        "@article{naselaris2011encoding,\n  author = {Naselaris, Thomas and Kay, Kendrick N. and "
+        "Nishimoto, Shinji and Gallant, Jack L.},\n  title = {Encoding and decoding in {fMRI}},\n"
+        "  journal = {NeuroImage},\n  volume = {56},\n  number = {2},\n  pages = {400--410},\n"
+        "  year = {2011},\n  doi = {10.1016/j.neuroimage.2010.07.073}\n}",
+    ),
+    (
+        "wolf2020transformers",
+        "Wolf T, Debut L, Sanh V, et al. (2020). Transformers: state-of-the-art natural language "
+        "processing. Proceedings of EMNLP 2020: System Demonstrations, 38-45. "
+        "doi:10.18653/v1/2020.emnlp-demos.6.",
+        "@inproceedings{wolf2020transformers,\n  author = {Wolf, Thomas and Debut, Lysandre and "
+        "Sanh, Victor and others},\n  title = {Transformers: State-of-the-Art Natural Language "
+        "Processing},\n  booktitle = {Proceedings of the 2020 Conference on Empirical Methods in "
+        "Natural Language Processing: System Demonstrations},\n  pages = {38--45},\n  year = {2020},\n"
+        "  doi = {10.18653/v1/2020.emnlp-demos.6}\n}",
+    ),
+    (
+        "xu2023bridgetower",
+        "Xu X, Wu C, Rosenman S, Lal V, Che W, Duan N (2023). BridgeTower: building bridges "
+        "between encoders in vision-language representation learning. Proceedings of AAAI 37(9), "
+        "10637-10647. doi:10.1609/aaai.v37i9.26263.",
+        "@inproceedings{xu2023bridgetower,\n  author = {Xu, Xiao and Wu, Chenfei and Rosenman, "
+        "Shachar and Lal, Vasudev and Che, Wanxiang and Duan, Nan},\n  title = {{BridgeTower}: "
+        "Building Bridges between Encoders in Vision-Language Representation Learning},\n"
+        "  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},\n"
+        "  volume = {37},\n  number = {9},\n  pages = {10637--10647},\n  year = {2023},\n"
+        "  doi = {10.1609/aaai.v37i9.26263}\n}",
+    ),
+    (
+        "benjamini1995fdr",
+        "Benjamini Y, Hochberg Y (1995). Controlling the false discovery rate: a practical and "
+        "powerful approach to multiple testing. Journal of the Royal Statistical Society B "
+        "57(1):289-300. doi:10.1111/j.2517-6161.1995.tb02031.x.",
+        "@article{benjamini1995fdr,\n  author = {Benjamini, Yoav and Hochberg, Yosef},\n  title = "
+        "{Controlling the False Discovery Rate: A Practical and Powerful Approach to Multiple "
+        "Testing},\n  journal = {Journal of the Royal Statistical Society: Series B},\n"
+        "  volume = {57},\n  number = {1},\n  pages = {289--300},\n  year = {1995},\n"
+        "  doi = {10.1111/j.2517-6161.1995.tb02031.x}\n}",
+    ),
+    (
         "gorgolewski2016bids",
         "Gorgolewski KJ, Auer T, Calhoun VD, et al. (2016). The brain imaging data structure, a "
         "format for organizing and describing outputs of neuroimaging experiments. Scientific "
@@ -515,6 +559,110 @@ def _fmt_number(value: float) -> str:
     return f"{value:g}"
 
 
+#: model families -> how the methods text names and cites them
+_FAMILY_TEXT = {
+    "openclip": "OpenCLIP [@ilharco2021openclip]",
+    "sentence": "Sentence-Transformers [@reimers2019sbert]",
+    "hf": "Hugging Face Transformers [@wolf2020transformers]",
+    "bridgetower": "BridgeTower [@xu2023bridgetower] (Hugging Face Transformers "
+    "[@wolf2020transformers])",
+}
+
+
+def _family(fs: Mapping[str, Any]) -> str:
+    return str(fs.get("family") or str(fs.get("spec", "")).split("=")[-1].split(":")[0])
+
+
+def _models_sentence(feature_spaces: Sequence[Mapping[str, Any]], params: Mapping) -> str:
+    """Which libraries computed the features, and the work each choice follows (only what
+    this run used is cited)."""
+    families = list(dict.fromkeys(_family(fs) for fs in feature_spaces))
+    named = [_FAMILY_TEXT[f] for f in families if f in _FAMILY_TEXT]
+    text = f"Features were computed with {', '.join(named)}." if named else ""
+    follows = []
+    if any(fs.get("modality") == "text" for fs in feature_spaces):
+        follows.append("language-model embeddings of scene captions predict visual cortex "
+                       "[@doerig2025llm]")  # fmt: skip
+    if params.get("alignment"):
+        follows.append("aligning an image encoder with language-model descriptions improves "
+                       "visual encoding models [@ma2024llmvem]")  # fmt: skip
+    if "bridgetower" in families or params.get("transfers"):
+        follows.append("multimodal transformer features transfer between language and vision "
+                       "[@tang2023bridgetower]")  # fmt: skip
+    if follows:
+        text += " This follows work showing that " + "; that ".join(follows) + "."
+    return text.strip()
+
+
+def _alignment_text(alignment: Mapping[str, Any]) -> str:
+    """The LLM-VEM alignment as run: base and target spaces, loss, schedule, folds."""
+    s = alignment.get("settings", {})
+    method = (
+        f"low-rank adapters (rank {s.get('lora_rank')}) on every block"
+        if s.get("method") == "lora"
+        else "all blocks"
+        if s.get("unfreeze_blocks") == -1
+        else f"the last {s.get('unfreeze_blocks')} block(s) unfrozen"
+    )
+    loss = (
+        "the symmetric contrastive (InfoNCE) loss of CLIP"
+        if s.get("loss") == "infonce"
+        else "a cosine regression to the caption embedding"
+    )
+    corpus = alignment.get("corpus")
+    data = (
+        f"the images and captions of an external corpus ({Path(str(corpus)).name})"
+        if corpus
+        else "the stimulus images and their caption embeddings, in folds that never saw the "
+        "stimuli of the runs (or stimuli) each encoding fold predicts; the final alignment used "
+        "every stimulus"
+    )
+    return (
+        f"The `{alignment['name']}` feature space followed LLM-VEM [@ma2024llmvem]: the image "
+        f"encoder of `{alignment['base']}` was trained to match the `{alignment['target']}` "
+        f"embeddings of the captions with {loss} (alignment weight {s.get('alignment_weight')} "
+        f"against preserving the original features), {method}, AdamW at learning rate "
+        f"{s.get('lr')} with warm-up and cosine decay, batches of {s.get('batch_size')} images, "
+        f"up to {s.get('epochs')} epochs with early stopping on a validation slice, random seed "
+        f"{s.get('seed')}, on {data}."
+    )
+
+
+def _cleaning_text(params: Mapping[str, Any]) -> str:
+    """How the BOLD was cleaned before the models saw it."""
+    confounds = list(params.get("confounds") or [])
+    parts = [
+        "fMRIPrep's non-steady-state volumes regressed out"
+        + (f", with the confounds {', '.join(confounds)}" if confounds else "")
+    ]
+    if params.get("high_pass"):
+        parts.append(f"a cosine high-pass filter at {_fmt_number(float(params['high_pass']))} Hz")
+    return (
+        "The preprocessed BOLD of each run was cleaned inside the brain mask common to the "
+        f"runs with Nilearn [@abraham2014nilearn] ({'; '.join(parts)}), and each run's time "
+        "series and design were z-scored separately."
+    )
+
+
+def _statistics_text(params: Mapping[str, Any]) -> str:
+    """Per-voxel inference and its correction, as this run computed them."""
+    n = params.get("permutations")
+    if not n:
+        return ""
+    null = (
+        "predictions permuted among the held-out stimuli"
+        if params.get("trial_responses")
+        else "predictions circularly shifted against the measured time courses"
+    )
+    return (
+        f"Each voxel's held-out r was tested against {n} permutations ({null}), with "
+        "Benjamini-Hochberg false discovery rate [@benjamini1995fdr] over the mask (stat-q) "
+        "and the permutation maximum over voxels for family-wise error (stat-pfwe). At the "
+        "group level, Fisher-z r maps were tested across participants by one-sample t-tests, "
+        "with the same FDR correction."
+    )
+
+
 def methods_text(
     *,
     feature_spaces: Sequence[Mapping[str, Any]],
@@ -547,6 +695,7 @@ def methods_text(
         f"run{'s' if n_runs != 1 else ''}.",
         "",
     ]
+    alignment = params.get("alignment")
     if feature_spaces:
         lines.append(
             f"The stimuli were described by {len(feature_spaces)} feature "
@@ -556,18 +705,19 @@ def methods_text(
             extra = [str(fs[k]) for k in ("modality",) if fs.get(k)]
             if fs.get("n_features"):
                 extra.append(f"{int(fs['n_features'])} features")
+            if fs.get("weights_sha256"):
+                extra.append(f"weights sha256 {str(fs['weights_sha256'])[:12]}")
             detail = f" ({'; '.join(extra)})" if extra else ""
             lines.append(f"- `{fs.get('name', '?')}`: `{fs.get('spec', '?')}`{detail}")
-        lines += [
-            "",
-            "Image features came from OpenCLIP models [@ilharco2021openclip] and caption features "
-            "from sentence encoders [@reimers2019sbert], following work showing that language-model "
-            "embeddings of scene captions predict visual cortex [@doerig2025llm], that aligning an "
-            "image encoder with language-model descriptions improves visual encoding models "
-            "[@ma2024llmvem], and that multimodal transformer features transfer between "
-            "modalities [@tang2023bridgetower].",
-            "",
-        ]
+        if alignment:
+            lines.append(
+                f"- `{alignment['name']}`: the image encoder of `{alignment['base']}` aligned to "
+                f"the `{alignment['target']}` caption embeddings (below)"
+            )
+        lines += ["", _models_sentence(feature_spaces, params), ""]
+    if alignment:
+        lines += [_alignment_text(alignment), ""]
+    lines += [_cleaning_text(params), ""]
     if params.get("trial_responses"):
         design = (
             f"One response per trial was obtained ({params['trial_responses']}) and the "
@@ -588,7 +738,12 @@ def methods_text(
             f"{_fmt_number(min(alphas))} to {_fmt_number(max(alphas))}"
         )
     cv = params.get("cv", "cross-validation whose folds are whole runs")
-    ridge += f" by {cv} [@dupre2022himalaya]."
+    # bids_vem's own engine: one eigendecomposition per training design, all penalties and
+    # voxels from it (himalaya is cited where it runs: --joint)
+    ridge += (
+        f" by {cv} (voxelwise encoding models [@naselaris2011encoding]; each training design "
+        "decomposed once for all penalties and voxels)."
+    )
     score = params.get("score")
     if score:
         ridge += (
@@ -597,6 +752,9 @@ def methods_text(
             "voxel."
         )
     lines.append(ridge)
+    statistics = _statistics_text(params)
+    if statistics:
+        lines += ["", statistics]
     for spaces in params.get("joint") or []:
         joined = ", ".join(f"`{name}`" for name in spaces)
         lines += [
@@ -698,15 +856,26 @@ def write_citation(
         version=version,
         n_subjects=n_subjects,
     )
-    refs = "\n".join(f"- [@{key}] {text}" for key, text, _ in REFERENCES)
+    cited = cited_references(body)
+    refs = "\n".join(f"- [@{key}] {text}" for key, text, _ in cited)
     markdown = (
         "# Methods\n\n"
         "The following text was written by bids_vem and may be copied into a manuscript "
         "(released under CC0).\n\n"
         f"{body}\n## References\n\n{refs}\n"
     )
-    write_text_atomic(logs / "CITATION.bib", "\n\n".join(bib for _, _, bib in REFERENCES) + "\n")
+    write_text_atomic(logs / "CITATION.bib", "\n\n".join(bib for _, _, bib in cited) + "\n")
     return write_text_atomic(logs / "CITATION.md", markdown)
+
+
+def cited_references(text: str) -> list[tuple[str, str, str]]:
+    """The :data:`REFERENCES` that ``text`` cites (``[@key]``, ``[@a; @b]``), in the order of
+    first citation: a bibliography of what the run used, no more."""
+    order = list(dict.fromkeys(re.findall(r"@([A-Za-z0-9]+)", " ".join(
+        re.findall(r"\[(@[^\]]+)\]", text)
+    ))))  # fmt: skip
+    by_key = {ref[0]: ref for ref in REFERENCES}
+    return [by_key[key] for key in order if key in by_key]
 
 
 def new_run_id() -> str:

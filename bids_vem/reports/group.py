@@ -98,7 +98,7 @@ def write_group_report(
             else []
         ),  # fmt: skip
         ("errors", "Errors", errors_html(list(errors))),
-        ("methods", "Methods", methods_html(output_dir, methods)),
+        ("methods", "Methods", methods_html(output_dir, methods, group_dir)),
         ("about", "About", about_html(version, command_line)),
     ]
     return write_text_atomic(group_dir / "group.html", page("bids_vem group report", sections))

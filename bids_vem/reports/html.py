@@ -114,3 +114,67 @@ def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
         f"<title>{esc(title)}</title><style>{_CSS}</style></head>"
         f"<body><header><h1>{esc(title)}</h1></header><nav>{nav}</nav><main>{body}</main></body></html>\n"
     )
+
+
+def _inline(text: str, numbers: dict[str, int]) -> str:
+    """Escaped text with ``code`` spans and ``[@key; @key]`` citations as numbered links."""
+    import re
+
+    out = []
+    for i, part in enumerate(esc(text).split("`")):
+        out.append(f"<code>{part}</code>" if i % 2 else part)
+    joined = "".join(out)
+
+    def cite(match: re.Match) -> str:
+        keys = re.findall(r"@([A-Za-z0-9]+)", match.group(1))
+        links = [
+            f'<a href="#ref-{key}">{numbers[key]}</a>' if key in numbers else esc(key)
+            for key in keys
+        ]
+        return f"[{', '.join(links)}]"
+
+    return re.sub(r"\[(@[^\]]+)\]", cite, joined)
+
+
+def markdown_methods(markdown: str) -> str:
+    """The methods text (``logs/CITATION.md``) as HTML: paragraphs, lists, code spans, and
+    citations numbered and linked to the bibliography, which its References list becomes."""
+    import re
+
+    body, _, references = markdown.partition("## References")
+    refs = re.findall(r"^- \[@([A-Za-z0-9]+)\] (.+)$", references, flags=re.MULTILINE)
+    numbers = {key: i for i, (key, _) in enumerate(refs, start=1)}
+    blocks, items, paragraph = [], [], []
+
+    def flush() -> None:
+        if paragraph:
+            blocks.append(f"<p>{_inline(' '.join(paragraph), numbers)}</p>")
+            paragraph.clear()
+        if items:
+            blocks.append(
+                "<ul>" + "".join(f"<li>{_inline(i, numbers)}</li>" for i in items) + "</ul>"
+            )
+            items.clear()
+
+    for line in body.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            flush()  # the page gives the heading
+        elif stripped.startswith("- "):
+            if paragraph:
+                flush()
+            items.append(stripped[2:])
+        elif not stripped:
+            flush()
+        else:
+            if items:
+                flush()
+            paragraph.append(stripped)
+    flush()
+    if refs:
+        blocks.append(
+            '<h3>References</h3><ol class="references">'
+            + "".join(f'<li id="ref-{key}">{esc(text)}</li>' for key, text in refs)
+            + "</ol>"
+        )
+    return "".join(blocks)

@@ -17,7 +17,7 @@ from bids_vem.outputs.names import derivative_name
 from bids_vem.reports.analyses import decoding_html, joint_html, rsa_html, transfer_html
 from bids_vem.reports.comparison import comparison_html
 from bids_vem.reports.figures import plot_r_histogram, plot_r_map
-from bids_vem.reports.html import esc, figure, page, relative_link, table
+from bids_vem.reports.html import esc, figure, markdown_methods, page, relative_link, table
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -63,14 +63,21 @@ def errors_html(errors: Sequence[str]) -> str:
     return f'<p class="error">{len(errors)} error(s):</p><ul class="error">{items}</ul>'
 
 
-def methods_html(output_dir: Path, methods: str | None) -> str:
-    """The Methods section body: ``methods`` or ``logs/CITATION.md``, shown as text."""
+def methods_html(output_dir: Path, methods: str | None, page_dir: Path | None = None) -> str:
+    """The Methods section body: ``methods`` or ``logs/CITATION.md`` as HTML, citations
+    numbered and linked to the bibliography; links to the Markdown and BibTeX files relative
+    to ``page_dir`` (default: ``output_dir``, where the participant reports are)."""
     if methods is None:
         citation = output_dir / "logs" / "CITATION.md"
         methods = citation.read_text(encoding="utf-8") if citation.exists() else None
     if not methods:
         return "<p>No methods text was written (see logs/CITATION.md after a complete run).</p>"
-    return f"<pre>{esc(methods.strip())}</pre>"
+    here = Path(page_dir or output_dir)
+    links = ", ".join(
+        f'<a href="{esc(relative_link(Path(output_dir) / "logs" / name, here))}">logs/{name}</a>'
+        for name in ("CITATION.md", "CITATION.bib")
+    )
+    return markdown_methods(methods) + f"<p>The same text as Markdown, with BibTeX: {links}.</p>"
 
 
 def about_html(version: str | None, command_line: str | None) -> str:

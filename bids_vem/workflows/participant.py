@@ -118,6 +118,8 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
             "mean of their r)"
         ),
         "RandomSeed": config.random_seed,
+        "HighPass": config.high_pass if config.design != "trialwise" else None,
+        "Permutations": config.permutations,
     }
     if config.transcripts is not None:
         parameters["Transcripts"] = _relative_to_dataset(config.transcripts, config.bids_dir)

@@ -115,6 +115,9 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
             for t in plan.transfers
         ],  # fmt: skip
         "transfer_permutations": plan.transfer_permutations,
+        "high_pass": parameters.get("HighPass"),
+        "permutations": parameters.get("Permutations"),
+        "alignment": None if plan.alignment is None else asdict(plan.alignment),
     }
 
 
@@ -161,6 +164,8 @@ def write_dataset_outputs(
                 "spec": feature_set.spec,
                 "modality": feature_set.modality,
                 "n_features": feature_set.n_features,
+                "family": feature_set.metadata.get("family"),
+                "weights_sha256": feature_set.metadata.get("weights_sha256"),
             }
         )
     files.append(write_descriptions(output_dir, descriptions))

@@ -202,18 +202,63 @@ def test_citation_text_and_bibtex(tmp_path):
         "among 3 values from 0.01 to 1e+12",
         "leave-one-run-out",
         "TR = 2 s",
-        "arXiv:2401.03851",
         "doi:10.1038/s42256-025-01072-0",
-        "NeuroImage 264:119728",
+        "Features were computed with OpenCLIP [@ilharco2021openclip], Sentence-Transformers",
     ):
         assert expected in text, expected
     bib = (tmp_path / "logs" / "CITATION.bib").read_text()
     keys = re.findall(r"^@\w+\{([^,]+),", bib, flags=re.MULTILINE)
-    assert keys == [key for key, _, _ in REFERENCES]
-    cited = set(re.findall(r"\[@([a-z0-9]+)\]", text))
-    assert cited <= set(keys)
-    assert {"ma2024llmvem", "doerig2025llm", "tang2023bridgetower", "dupre2022himalaya"} <= cited
+    body = text.split("## References")[0]
+    cited = set(re.findall(r"@([a-z0-9]+)", " ".join(re.findall(r"\[(@[^\]]+)\]", body))))
+    # the bibliography is what the text cites, no more: no alignment, no BridgeTower, no
+    # himalaya (its ridge does not run without --joint)
+    assert set(keys) == cited and cited <= {key for key, _, _ in REFERENCES}
+    assert {"doerig2025llm", "ilharco2021openclip", "reimers2019sbert"} <= cited
+    assert not cited & {"ma2024llmvem", "tang2023bridgetower", "dupre2022himalaya"}
     assert bib.count("{") == bib.count("}")
+
+
+def test_methods_text_names_what_the_run_used(tmp_path):
+    """Alignment settings, BridgeTower, confounds, permutations and --joint: each described
+    and cited only when used."""
+    alignment = {
+        "name": "aligned", "base": "clip", "target": "minilm", "corpus": None,
+        "settings": {"loss": "infonce", "alignment_weight": 0.1, "method": "partial",
+                     "unfreeze_blocks": 2, "lr": 1e-05, "batch_size": 256, "epochs": 10,
+                     "seed": 7},
+        "folds": {},
+    }  # fmt: skip
+    path = write_citation(
+        tmp_path,
+        feature_spaces=[
+            {"name": "clip", "spec": "openclip:ViT-B-32@/m/w.safetensors", "modality": "image",
+             "family": "openclip", "weights_sha256": "ab" * 32},
+            {"name": "bt", "spec": "bridgetower:/m/bt", "modality": "text", "family": "bridgetower"},
+        ],  # fmt: skip
+        n_runs=4,
+        params={"delays": [1, 2], "alphas": [1.0, 10.0], "cv": "leave-one-run-out",
+                "score": "correlation", "confounds": ["trans_x", "csf"], "high_pass": 0.01,
+                "permutations": 1000, "alignment": alignment, "joint": [["clip", "bt"]]},
+        version="0.1.0",
+    )  # fmt: skip
+    text = path.read_text()
+    for expected in (
+        "weights sha256 abababababab",
+        "- `aligned`: the image encoder of `clip` aligned to the `minilm` caption embeddings",
+        "alignment weight 0.1",
+        "the last 2 block(s) unfrozen",
+        "learning rate 1e-05",
+        "random seed 7",
+        "confounds trans_x, csf",
+        "high-pass filter at 0.01 Hz",
+        "1000 permutations",
+        "[@benjamini1995fdr]",
+        "BridgeTower [@xu2023bridgetower]",
+        "[@ma2024llmvem]",
+        "[@tang2023bridgetower]",
+        "[@nunezelizalde2019banded; @dupre2022himalaya]",
+    ):
+        assert expected in text, expected
 
 
 def test_run_config(tmp_path):
