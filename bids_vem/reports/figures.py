@@ -12,7 +12,18 @@ import numpy as np
 
 from bids_vem.outputs.atomic import atomic_path
 
-__all__ = ["plot_r_map", "plot_r_histogram", "plot_layer_profile", "cut_coords_of_peak"]
+__all__ = [
+    "plot_r_map",
+    "plot_glass_r_map",
+    "plot_r_histogram",
+    "plot_layer_profile",
+    "cut_coords_of_peak",
+    "shared_cut_coords",
+    "write_map_viewer",
+]
+
+#: sequential colour map of positive r (what a held-out prediction can claim)
+POSITIVE_CMAP = "hot"
 
 
 def _use_agg() -> None:
@@ -42,6 +53,28 @@ def cut_coords_of_peak(image: nib.spatialimages.SpatialImage) -> tuple[float, fl
     return float(x), float(y), float(z)
 
 
+def shared_cut_coords(stat_map_paths: Sequence[Path | str]) -> tuple[float, float, float] | None:
+    """One set of cuts for several maps on one grid: through the peak of their largest
+    positive value, so that feature spaces are compared at the same place. None for surface
+    maps or maps on different grids."""
+    from bids_vem.outputs.surfaces import is_surface_map
+
+    if not stat_map_paths or any(is_surface_map(p) for p in stat_map_paths):
+        return None
+    images = [nib.load(str(p)) for p in stat_map_paths]
+    if len({(im.shape[:3], tuple(np.round(im.affine, 4).ravel())) for im in images}) != 1:
+        return None
+    stacked = np.stack([np.asarray(im.dataobj, dtype=np.float64) for im in images])
+    best = np.nanmax(np.where(np.isfinite(stacked), stacked, -np.inf), axis=0)
+    best = np.where(np.isfinite(best), np.maximum(best, 0), 0)
+    return cut_coords_of_peak(nib.Nifti1Image(best, images[0].affine))
+
+
+def _positive(image: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    return nib.Nifti1Image(np.where(np.isfinite(data) & (data > 0), data, 0), image.affine)
+
+
 def _background(stat_map_path: Path, bg_img):
     if bg_img != "auto":
         return bg_img
@@ -61,6 +94,8 @@ def plot_r_map(
     threshold: float = 0.1,
     vmax: float | None = None,
     bg_img="auto",
+    cut_coords: Sequence[float] | None = None,
+    positive_only: bool = False,
 ) -> Path:
     """Plot a correlation map in three orthogonal cuts through its peak; returns ``out_file``.
 
@@ -80,6 +115,12 @@ def plot_r_map(
     bg_img : "auto", image, path or None
         Background; "auto" uses nilearn's bundled MNI152 template for ``space-MNI152*`` maps
         and none otherwise.
+    cut_coords : (x, y, z), optional
+        Where to cut (mm); default: the map's peak (:func:`shared_cut_coords` gives one place
+        for several maps).
+    positive_only : bool
+        Draw r > ``threshold`` only, on a sequential colour map (:data:`POSITIVE_CMAP`);
+        default: |r| > ``threshold`` on a diverging one.
     """
     from bids_vem.outputs.surfaces import is_surface_map
 
@@ -87,8 +128,9 @@ def plot_r_map(
         from bids_vem.reports.surface_figures import plot_surface_r_map
 
         return plot_surface_r_map(
-            stat_map_path, out_file, title=title, threshold=threshold, vmax=vmax
-        )
+            stat_map_path, out_file, title=title, threshold=threshold, vmax=vmax,
+            positive_only=positive_only,
+        )  # fmt: skip
     _use_agg()
     import matplotlib.pyplot as plt
     from nilearn import plotting
@@ -96,6 +138,8 @@ def plot_r_map(
     stat_map_path = Path(stat_map_path)
     out_file = Path(out_file)
     image = nib.load(str(stat_map_path))
+    if positive_only:
+        image = _positive(image)
     data = np.asarray(image.dataobj, dtype=np.float64)
     peak = float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 0.0
     if vmax is None:
@@ -108,11 +152,14 @@ def plot_r_map(
             plotting.plot_stat_map(
                 image,
                 bg_img=_background(stat_map_path, bg_img),
-                cut_coords=cut_coords_of_peak(image),
+                cut_coords=tuple(cut_coords)
+                if cut_coords is not None
+                else cut_coords_of_peak(image),
                 display_mode="ortho",
                 threshold=threshold,
                 vmax=vmax,
-                cmap="cold_hot",
+                cmap=POSITIVE_CMAP if positive_only else "cold_hot",
+                symmetric_cbar=not positive_only,
                 title=title,
                 figure=figure,
                 colorbar=True,
@@ -121,6 +168,55 @@ def plot_r_map(
         _save(figure, out_file)
     finally:
         plt.close(figure)
+    return out_file
+
+
+def plot_glass_r_map(
+    stat_map_path: Path | str, out_file: Path | str, *, title: str, threshold: float
+) -> Path:
+    """Positive r above ``threshold`` on a glass brain (MNI-space volumes); returns
+    ``out_file``."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    out_file = Path(out_file)
+    image = _positive(nib.load(str(stat_map_path)))
+    peak = float(np.max(np.asarray(image.dataobj)))
+    figure = plt.figure(figsize=(9, 3))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="empty mask", category=UserWarning)
+            plotting.plot_glass_brain(
+                image, threshold=threshold, vmax=max(peak, threshold, 1e-6), cmap=POSITIVE_CMAP,
+                colorbar=True, plot_abs=False, symmetric_cbar=False, title=title, figure=figure,
+                display_mode="lyrz",
+            )  # fmt: skip
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file
+
+
+def write_map_viewer(
+    stat_map_path: Path | str, out_file: Path | str, *, title: str, threshold: float
+) -> Path:
+    """An interactive slice viewer of positive r (nilearn's ``view_img``) as a standalone HTML
+    page that works offline (its scripts are inlined); returns ``out_file``."""
+    from nilearn import plotting
+
+    out_file = Path(out_file)
+    image = _positive(nib.load(str(stat_map_path)))
+    peak = float(np.max(np.asarray(image.dataobj)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        view = plotting.view_img(
+            image, bg_img=_background(Path(stat_map_path), "auto") or False,
+            threshold=threshold, vmax=max(peak, threshold, 1e-6), cmap=POSITIVE_CMAP,
+            symmetric_cmap=False, title=title, black_bg=False,
+        )  # fmt: skip
+    with atomic_path(out_file) as tmp:
+        Path(tmp).write_text(view.get_standalone(), encoding="utf-8")
     return out_file
 
 

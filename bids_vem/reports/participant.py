@@ -16,7 +16,13 @@ from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.names import derivative_name
 from bids_vem.reports.analyses import decoding_html, joint_html, rsa_html, transfer_html
 from bids_vem.reports.comparison import comparison_html
-from bids_vem.reports.figures import plot_r_histogram, plot_r_map
+from bids_vem.reports.figures import (
+    plot_glass_r_map,
+    plot_r_histogram,
+    plot_r_map,
+    shared_cut_coords,
+    write_map_viewer,
+)
 from bids_vem.reports.html import esc, figure, markdown_methods, page, relative_link, table
 
 __all__ = [
@@ -28,6 +34,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: the FDR level the maps are thresholded at
+SIGNIFICANCE = 0.05
 
 #: (summary key, column title, numeric) of the encoding-results table
 RESULT_COLUMNS: tuple[tuple[str, str, bool], ...] = (
@@ -87,6 +96,76 @@ def about_html(version: str | None, command_line: str | None) -> str:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     rows = [("bids_vem version", version), ("command line", command_line or "n/a"), ("date", date)]
     return table(["", ""], rows)
+
+
+def _group_key(result: Mapping[str, Any]) -> tuple:
+    return result.get("task"), result.get("session"), result.get("space")
+
+
+def _shared_cuts(results: Sequence[Mapping[str, Any]]) -> dict[tuple, tuple | None]:
+    """One place to cut every feature space's map of a run group (through the peak of the
+    best r of any space), so that the spaces can be compared by eye."""
+    by_group: dict[tuple, list[Path]] = {}
+    for result in results:
+        r_path = (result.get("paths") or {}).get("r")
+        if r_path is not None:
+            by_group.setdefault(_group_key(result), []).append(Path(r_path))
+    cuts = {}
+    for key, paths in by_group.items():
+        try:
+            cuts[key] = shared_cut_coords(paths)
+        except Exception as exc:  # a figure must not cost the report
+            logger.warning("no shared cuts for %s: %s", key, exc)
+            cuts[key] = None
+    return cuts
+
+
+def _significance_threshold(result: Mapping[str, Any], r_threshold: float) -> tuple[float, str]:
+    """The r above which a map is drawn, and the caption that says what it means: the
+    smallest r with FDR q < 0.05 when the permutation maps exist, else ``r_threshold``."""
+    r, q = result.get("r"), result.get("q")
+    if r is None or q is None:
+        return r_threshold, (
+            f"r > {r_threshold:g}, not a significance threshold (no permutation test: "
+            "--permutations 0)"
+        )
+    r, q = np.asarray(r, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    significant = (q < SIGNIFICANCE) & (r > 0)
+    if not significant.any():
+        return r_threshold, (
+            f"no voxel reached q < {SIGNIFICANCE:g} (FDR); shown: r > {r_threshold:g}, "
+            "not significant"
+        )
+    threshold = float(r[significant].min())
+    return threshold, (
+        f"r ≥ {threshold:.3f}, the {int(significant.sum())} voxels with q < {SIGNIFICANCE:g} "
+        "(permutation p, Benjamini-Hochberg FDR over the mask)"
+    )
+
+
+def _volume_views(
+    r_path: Path, entities: dict, figures_dir: Path, output_dir: Path, label: str, threshold: float
+) -> str:
+    """A glass brain and an interactive viewer (offline) of a volume map; nothing for
+    surface maps, whose figure already shows every view."""
+    from bids_vem.outputs.surfaces import is_surface_map
+
+    if is_surface_map(r_path):
+        return ""
+    glass = plot_glass_r_map(
+        r_path, figures_dir / derivative_name(entities, "glass", ".png"),
+        title=f"r, {entities.get('desc')}", threshold=threshold,
+    )  # fmt: skip
+    viewer = write_map_viewer(
+        r_path, figures_dir / derivative_name(entities, "viewer", ".html"),
+        title=f"r, {entities.get('desc')}", threshold=threshold,
+    )  # fmt: skip
+    link = esc(relative_link(viewer, output_dir))
+    return figure(relative_link(glass, output_dir), f"Glass brain ({label})") + (
+        f"<details><summary>Interactive viewer ({esc(label)})</summary>"
+        f'<iframe src="{link}" title="interactive viewer" loading="lazy" width="680" '
+        f'height="320"></iframe><p><a href="{link}">open the viewer on its own</a></p></details>'
+    )
 
 
 def _r_values(result: Mapping[str, Any], r_path: Path) -> np.ndarray:
@@ -176,9 +255,11 @@ def write_participant_report(
     feature_spaces = [_as_dict(f) for f in feature_spaces]
     results = [_as_dict(r) for r in results]
 
-    # Encoding results: one table, then a figure pair per fit
+    # Encoding results: one table, then the figures of each fit, every feature space of a run
+    # group cut at the same place
     result_rows = []
     figure_blocks = []
+    cuts = _shared_cuts(results)
     for result in results:
         summary = dict(result.get("summary") or {})
         label = f"task {result.get('task')}, space {result.get('space')}, feature space {result.get('feature_space')}"
@@ -196,18 +277,25 @@ def write_participant_report(
             "space": result.get("space"),
             "desc": result.get("feature_space"),
         }
+        threshold, shown = _significance_threshold(result, r_threshold)
+        extra_figures = ""
         try:
             map_png = plot_r_map(
                 r_path,
                 figures_dir / derivative_name(entities, "rmap", ".png"),
                 title=f"r, {result.get('feature_space')}",
-                threshold=r_threshold,
+                threshold=threshold,
+                cut_coords=cuts.get(_group_key(result)),
+                positive_only=True,
             )
             hist_png = plot_r_histogram(
                 _r_values(result, Path(r_path)),
                 figures_dir / derivative_name(entities, "rhist", ".png"),
                 title=f"r, {result.get('feature_space')}",
-                threshold=r_threshold,
+                threshold=threshold,
+            )
+            extra_figures = _volume_views(
+                Path(r_path), entities, figures_dir, output_dir, label, threshold
             )
         except DataError as exc:  # no figure for this kind of map (fsnative surfaces)
             logger.warning("no figure for %s: %s", Path(r_path).name, exc)
@@ -219,10 +307,8 @@ def write_participant_report(
             continue
         figure_blocks.append(
             f"<h3>{esc(label)}</h3>"
-            + figure(
-                relative_link(map_png, output_dir),
-                f"Correlation map ({label}), |r| > {r_threshold:g}",
-            )
+            + figure(relative_link(map_png, output_dir), f"Held-out r ({label}): {shown}")
+            + extra_figures
             + figure(
                 relative_link(hist_png, output_dir), f"Distribution of r over voxels ({label})"
             )

@@ -118,6 +118,7 @@ def plot_surface_r_map(
     title: str,
     threshold: float = 0.1,
     vmax: float | None = None,
+    positive_only: bool = False,
 ) -> Path:
     """Plot a surface r map: one row per hemisphere, lateral, medial and ventral views.
 
@@ -127,7 +128,7 @@ def plot_surface_r_map(
         A ``hemi-L`` GIFTI map (its ``hemi-R`` beside it) or a CIFTI ``.dscalar.nii`` map.
     out_file : path
         ``.png`` or ``.svg``; written atomically.
-    threshold, vmax
+    threshold, vmax, positive_only
         As :func:`bids_vem.reports.figures.plot_r_map`.
 
     Raises
@@ -141,6 +142,8 @@ def plot_surface_r_map(
 
     out_file = Path(out_file)
     values, geometry = read_surface_map(stat_map_path)
+    if positive_only:
+        values = np.where(np.isfinite(values) & (values > 0), values, 0)
     meshes, per_hemi, backgrounds = surface_meshes(values, geometry)
     finite = values[np.isfinite(values)]
     peak = float(np.abs(finite).max()) if finite.size else 0.0
@@ -172,7 +175,8 @@ def plot_surface_r_map(
                         bg_map=backgrounds[hemi],
                         threshold=threshold,
                         vmax=vmax,
-                        cmap="cold_hot",
+                        cmap="hot" if positive_only else "cold_hot",
+                        symmetric_cbar=not positive_only,
                         colorbar=row == 0 and column == len(views) - 1,
                         axes=axes[row, column],
                         figure=figure,

@@ -332,6 +332,7 @@ def write_participant_outputs(
                 "summary": row,
                 "paths": paths,
                 "r": result.r,
+                "q": getattr(result, "q", None),
                 "mask": result.mask,
                 "affine": result.affine,
                 "mask_img": mask_img,

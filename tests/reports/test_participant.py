@@ -110,13 +110,30 @@ def test_sections_and_content(report):
 
 def test_figures_exist_and_are_linked_relatively(report):
     sources = [attrs["src"] for tag, attrs in _parse(report) if tag == "img"]
-    assert len(sources) == 2
+    assert len(sources) == 3  # cuts, glass brain, histogram
     for src in sources:
         assert not src.startswith(("/", "http", "file:"))
         assert src.startswith("sub-01/figures/")
         figure = report.parent / src
         assert figure.is_file()
         assert imread(figure)[..., :3].std() > 0.05
+    (viewer,) = [attrs["src"] for tag, attrs in _parse(report) if tag == "iframe"]
+    assert viewer.startswith("sub-01/figures/") and viewer.endswith("_viewer.html")
+    page = (report.parent / viewer).read_text()
+    # works offline: its scripts are inlined, nothing is fetched
+    assert "brainsprite" in page and not re.search(r'src="(https?:)?//', page)
+    assert "not a significance threshold" in report.read_text()  # no permutation maps here
+
+
+def test_the_threshold_is_the_fdr_one_when_permutations_ran():
+    from bids_vem.reports.participant import _significance_threshold
+
+    r = np.array([0.05, 0.2, 0.3, 0.4, -0.5])
+    q = np.array([0.5, 0.2, 0.04, 0.01, 0.001])  # a negative r is never "significant" here
+    threshold, caption = _significance_threshold({"r": r, "q": q}, 0.1)
+    assert threshold == 0.3 and "the 2 voxels with q < 0.05" in caption
+    threshold, caption = _significance_threshold({"r": r, "q": np.ones(5)}, 0.1)
+    assert threshold == 0.1 and "no voxel reached q < 0.05" in caption
 
 
 def test_strings_are_escaped(report):
