@@ -16,4 +16,15 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
 fi
+# the report tests open the reports in a real headless browser: Debian's chromium
+if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bids_vem setup: installing Debian's chromium for the report tests (a few minutes)"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
+            echo "bids_vem setup: chromium could not be installed; the browser tests will skip"
+        fi
+    else
+        echo "bids_vem setup: no chromium (install Debian's chromium as root); the browser tests will skip"
+    fi
+fi
 .venv/bin/bids_vem --version

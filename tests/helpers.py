@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bids_vem.features.extract import extract_feature_spaces
 from bids_vem.features.feature_set import FeatureSet
@@ -127,3 +128,55 @@ def isolated_caches(monkeypatch, tmp_path: Path, variables: dict[str, str]) -> d
     monkeypatch.setenv("HOME", str(paths["home"]))
     monkeypatch.delenv("BIDS_VEM_MODEL_DIR", raising=False)
     return paths
+
+
+def chromium() -> str | None:
+    """Debian's Chromium, when installed (scripts/setup.sh installs it where it can)."""
+    import shutil
+
+    return shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
+
+
+def render_in_chromium(page: Path, tmp_path: Path, size: str = "1200,1600"):
+    """Open ``page`` in headless Chromium with no network: its screenshot (RGB array) and
+    the messages its scripts wrote to the console."""
+    import subprocess
+
+    from matplotlib.image import imread
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    shot = tmp_path / f"{page.stem}.png"
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
+        f"--window-size={size}", f"--screenshot={shot}", Path(page).resolve().as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert shot.is_file(), f"chromium wrote no screenshot: {done.stderr[-2000:]}"
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return imread(shot)[..., :3], console
+
+
+def broken_links(page: Path) -> list[str]:
+    """Every ``src`` and ``href`` of ``page`` that does not resolve: relative links must name
+    an existing file, anchors an existing id; nothing may point at the network."""
+    import re
+    from urllib.parse import unquote
+
+    text = Path(page).read_text(encoding="utf-8")
+    ids = set(re.findall(r'\bid="([^"]+)"', text))
+    broken = []
+    for target in re.findall(r'\b(?:src|href)="([^"]*)"', text):
+        if target.startswith("#"):
+            if target[1:] not in ids:
+                broken.append(target)
+        elif re.match(r"^([a-z]+:)?//", target) or target.startswith(("/", "file:")):
+            broken.append(target)
+        elif not (Path(page).parent / unquote(target.split("#")[0])).exists():
+            broken.append(target)
+    return broken

@@ -142,7 +142,9 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         graph = wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:
         # nipype reports failed nodes as one RuntimeError; the crash files say why
-        raise _error_from_crashes(crash_dir, err) from err
+        error = _error_from_crashes(crash_dir, err)
+        _write_failure_reports(config, plan, wf, crash_dir, error, started)
+        raise error from err
     n_nodes, n_reused = _count_reused(graph, started)
     if n_reused:
         logger.info(
@@ -155,6 +157,40 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         logger.info("report: %s", config.output_dir / f"sub-{subject}.html")
     logger.info("participant level done in %.0f s", time.time() - started)
     return 0
+
+
+def _write_failure_reports(config, plan, wf, crash_dir: Path, error, started: float) -> None:
+    """A report for every participant whose outputs were not written by this run: the
+    error, the crash files of its steps (and of shared steps), and what finished."""
+    import sys
+
+    from bids_vem import __version__
+    from bids_vem.reports.participant import write_failure_report
+
+    crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.is_dir() else []
+    base = Path(wf.base_dir) / wf.name
+    for subject in plan.subjects:
+        report = config.output_dir / f"sub-{subject}.html"
+        if report.is_file() and report.stat().st_mtime >= started:
+            continue  # this participant's outputs were written
+        # node names carry the run group without dashes (encode_sub01_taskx_space); shared
+        # steps (features_*, dataset_outputs) none
+        tag = re.compile(rf"(?<![A-Za-z0-9])sub{re.escape(subject)}(?![A-Za-z0-9])")
+        mine = [c for c in crashes if tag.search(c.name) or "_sub" not in c.name]
+        finished = sorted(
+            folder.name
+            for folder in (base.iterdir() if base.is_dir() else [])
+            if tag.search(folder.name) and any(folder.glob("result_*.pklz"))
+        )
+        try:
+            path = write_failure_report(
+                config.output_dir, subject, error=str(error), crash_files=mine,
+                finished=finished, command_line=" ".join(["bids_vem", *sys.argv[1:]]),
+                version=__version__,
+            )  # fmt: skip
+            logger.info("report of the failed run: %s", path)
+        except OSError as exc:  # the error itself matters more than its report
+            logger.warning("no report for sub-%s: %s", subject, exc)
 
 
 def _count_reused(graph, started: float) -> tuple[int, int]:

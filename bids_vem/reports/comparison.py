@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_vem.config import option_name
-from bids_vem.reports.html import esc, relative_link, table
+from bids_vem.reports.html import esc, figure, relative_link, table
 
 __all__ = ["comparison_html"]
 
@@ -134,6 +134,12 @@ def comparison_html(comparisons: Sequence[Mapping[str, Any]], output_dir: Path |
                 "images (the fold that held it out); the final alignment, on all images, gives "
                 "the penalty map and is the exported model. Retrieval is on the validation slice "
                 "of each alignment's training images.</p>" + _alignment_table(item["alignment"])
+            )
+        if item.get("curves"):
+            html += figure(
+                relative_link(Path(item["curves"]), output_dir),
+                "Training curves of the exported alignment: loss, validation retrieval and "
+                "temperature by epoch",
             )
         blocks.append(html)
     if not blocks:

@@ -371,3 +371,38 @@ def plot_transfer(rows: Sequence[Mapping], out_file: Path | str, *, title: str) 
     finally:
         plt.close(figure)
     return out_file
+
+
+def plot_training_curves(metrics_tsv: Path | str, out_file: Path | str, *, title: str) -> Path:
+    """The alignment's training curves from its ``metrics.tsv``: training and validation
+    loss, validation retrieval recall@1 both ways, and the temperature, by epoch (epoch 0:
+    before alignment); returns ``out_file``."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out_file = Path(out_file)
+    metrics = pd.read_csv(metrics_tsv, sep="\t")
+    panels = [
+        ("loss", [c for c in ("train_loss", "val_loss") if c in metrics]),
+        ("recall@1 (validation)", [c for c in ("val_i2t_r1", "val_t2i_r1") if c in metrics]),
+        ("temperature", [c for c in ("temperature",) if c in metrics]),
+    ]
+    panels = [(label, columns) for label, columns in panels if columns]
+    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(4 * max(1, len(panels)), 3))
+    axes = np.atleast_1d(axes)
+    names = {"train_loss": "training", "val_loss": "validation", "val_i2t_r1": "image→caption",
+             "val_t2i_r1": "caption→image", "temperature": "temperature"}  # fmt: skip
+    try:
+        for axis, (label, columns) in zip(axes, panels, strict=False):
+            for column in columns:
+                axis.plot(metrics["epoch"], metrics[column], marker="o", label=names[column])
+            axis.set_xlabel("epoch (0: before alignment)")
+            axis.set_ylabel(label)
+            axis.legend(frameon=False, fontsize="small")
+        figure.suptitle(title)
+        figure.tight_layout()
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file

@@ -11,7 +11,54 @@ from bids_vem.outputs.group import GROUP_DIR
 from bids_vem.reports.html import esc, figure, page, relative_link, table
 from bids_vem.reports.participant import about_html, errors_html, methods_html
 
-__all__ = ["write_group_report"]
+__all__ = ["write_group_report", "column_title", "link_participant_reports"]
+
+#: summary columns as the report heads them (the TSV keeps the keys)
+COLUMN_TITLES = {
+    "feature_space": "feature space",
+    "n_subjects": "participants",
+    "n_voxels": "voxels",
+    "mean_r": "mean r",
+    "max_mean_r": "max mean r",
+    "mean_r_diff": "mean r difference",
+    "mean_top1": "mean top-1",
+    "mean_top5": "mean top-5",
+    "chance_top1": "chance top-1",
+    "chance_top5": "chance top-5",
+    "mean_rank": "mean rank",
+    "chance_mean_rank": "chance mean rank",
+    "t_top1_above_chance": "t (top-1 > chance)",
+    "p_top1_above_chance": "p (top-1 > chance)",
+}
+
+#: where the participant reports hold the link to the group report (filled by the group level)
+GROUP_LINK_MARK = "<!-- group report -->"
+
+
+def column_title(key: str) -> str:
+    """A summary column's readable heading (``n_voxels_q_below_0.05`` -> ``voxels q < 0.05``)."""
+    if key in COLUMN_TITLES:
+        return COLUMN_TITLES[key]
+    text = key.replace("n_voxels_", "voxels ").replace("_q_below_", " q < ").replace("_", " ")
+    return text.replace("a better", "A better").replace("b better", "B better")
+
+
+def link_participant_reports(output_dir: Path, subjects: Sequence[str]) -> list[Path]:
+    """Put a link to the group report into each participant report (where its navigation
+    leaves room for one); returns the reports linked."""
+    linked = []
+    for subject in subjects:
+        report = Path(output_dir) / f"sub-{subject}.html"
+        if not report.is_file():
+            continue
+        text = report.read_text(encoding="utf-8")
+        if GROUP_LINK_MARK not in text:
+            continue
+        link = f'<a href="{GROUP_DIR}/group.html">group report</a>'
+        write_text_atomic(report, text.replace(GROUP_LINK_MARK, link + GROUP_LINK_MARK, 1)
+                          if link not in text else text)  # fmt: skip
+        linked.append(report)
+    return linked
 
 
 def write_group_report(
@@ -66,9 +113,22 @@ def write_group_report(
         ],
     )
     results = (
-        table(columns, ([r.get(c) for c in columns] for r in rows), numeric)
+        table(
+            [column_title(c) for c in columns], ([r.get(c) for c in columns] for r in rows), numeric
+        )
         if rows
         else "<p>No results.</p>"
+    )
+    reports = sorted(output_dir.glob("sub-*.html"))
+    participants = (
+        "<ul>"
+        + "".join(
+            f'<li><a href="{esc(relative_link(path, group_dir))}">{esc(path.stem)}</a></li>'
+            for path in reports
+        )
+        + "</ul>"
+        if reports
+        else "<p>No participant report in this folder.</p>"
     )
     results += "".join(figure(relative_link(path, group_dir), caption) for caption, path in items)
     rsa_body = ""
@@ -84,6 +144,7 @@ def write_group_report(
     sections = [
         ("summary", "Summary", summary),
         ("results", "Group results", results),
+        ("participants", "Participant reports", participants),
         *(
             [
                 (

@@ -103,9 +103,10 @@ def section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
 
 
-def page(title: str, sections: Sequence[tuple[str, str, str]]) -> str:
-    """A whole HTML page from ``(anchor, title, body_html)`` sections, with a navigation bar."""
-    nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
+def page(title: str, sections: Sequence[tuple[str, str, str]], nav_extra: str = "") -> str:
+    """A whole HTML page from ``(anchor, title, body_html)`` sections, with a navigation bar
+    (``nav_extra``: more of it, after the sections' links)."""
+    nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections) + nav_extra
     body = "".join(section(a, t, b) for a, t, b in sections)
     return (
         "<!DOCTYPE html>\n"

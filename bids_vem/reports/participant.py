@@ -28,6 +28,7 @@ from bids_vem.reports.html import esc, figure, markdown_methods, page, relative_
 __all__ = [
     "RESULT_COLUMNS",
     "write_participant_report",
+    "write_failure_report",
     "about_html",
     "errors_html",
     "methods_html",
@@ -421,7 +422,16 @@ def write_participant_report(
         ("methods", "Methods", methods_html(output_dir, methods)),
         ("about", "About", about_html(version, command_line)),
     ]
-    return write_text_atomic(html_path, page(f"bids_vem report: sub-{subject}", sections))
+    from bids_vem.reports.group import GROUP_LINK_MARK
+
+    # the group level writes its link at the mark (the group report comes later, if at all)
+    group_report = output_dir / "group" / "group.html"
+    nav_extra = (
+        '<a href="group/group.html">group report</a>' if group_report.is_file() else ""
+    ) + GROUP_LINK_MARK
+    return write_text_atomic(
+        html_path, page(f"bids_vem report: sub-{subject}", sections, nav_extra)
+    )
 
 
 def _layers_html(profiles: Sequence[Mapping[str, Any]], output_dir: Path) -> str:
@@ -452,3 +462,63 @@ def _layers_html(profiles: Sequence[Mapping[str, Any]], output_dir: Path) -> str
             + f'<p><a href="{esc(relative_link(Path(profile["tsv"]), output_dir))}">table (TSV)</a></p>'
         )
     return "".join(blocks)
+
+
+def write_failure_report(
+    output_dir: Path,
+    subject: str,
+    *,
+    error: str,
+    crash_files: Sequence[Path] = (),
+    finished: Sequence[str] = (),
+    command_line: str | None = None,
+    version: str | None = None,
+) -> Path:
+    """``OUTPUT_DIR/sub-<subject>.html`` for a participant whose run failed, as fMRIPrep
+    writes one: the error, links to the crash files with the end of each, and the steps
+    that finished (a rerun with the same work directory reuses them).
+
+    Parameters
+    ----------
+    output_dir : path
+    subject : str
+        Participant label without ``sub-``.
+    error : str
+        The one-line error the command line printed.
+    crash_files : sequence of path
+        nipype crash files of this participant's failed steps (and of shared steps).
+    finished : sequence of str
+        Names of this participant's steps that completed.
+    """
+    output_dir = Path(output_dir)
+    crashes = []
+    for crash in crash_files:
+        lines = [ln for ln in Path(crash).read_text(errors="replace").splitlines() if ln.strip()]
+        crashes.append(
+            f'<h3><a href="{esc(relative_link(Path(crash), output_dir))}">{esc(Path(crash).name)}'
+            f"</a></h3><pre>{esc(chr(10).join(lines[-12:]))}</pre>"
+        )
+    summary = table(
+        ["", ""],
+        [("participant", f"sub-{subject}"), ("status", "failed"), ("error", error),
+         ("crash files", len(crashes)), ("steps that finished", len(finished))],
+    )  # fmt: skip
+    done = (
+        "<p>These steps finished; a rerun with the same work directory reuses them:</p><ul>"
+        + "".join(f"<li><code>{esc(name)}</code></li>" for name in finished)
+        + "</ul>"
+        if finished
+        else "<p>No step of this participant finished.</p>"
+    )
+    sections = [
+        (
+            "summary",
+            "Summary",
+            f'<p class="error">The run of sub-{esc(subject)} failed.</p>' + summary,
+        ),
+        ("errors", "Errors", f'<p class="error">{esc(error)}</p>' + "".join(crashes)),
+        ("finished", "What finished", done),
+        ("about", "About", about_html(version, command_line)),
+    ]
+    html_path = output_dir / f"sub-{subject}.html"
+    return write_text_atomic(html_path, page(f"bids_vem report: sub-{subject} (failed)", sections))

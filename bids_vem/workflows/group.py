@@ -21,7 +21,7 @@ from bids_vem.outputs.group import find_statmaps, write_group_maps, write_group_
 from bids_vem.outputs.names import derivative_name
 from bids_vem.outputs.statmaps import bids_uri
 from bids_vem.reports.figures import plot_r_map
-from bids_vem.reports.group import write_group_report
+from bids_vem.reports.group import link_participant_reports, write_group_report
 
 __all__ = ["run_group_level"]
 
@@ -261,6 +261,33 @@ def _group_rsa(output_dir: Path, config: RunConfig, errors: list[str]) -> list[d
     return out
 
 
+def _group_figures(out: dict, stats: dict, figure: Path, label: str, name: str, n: int):
+    """Mean r and t across participants, both drawn where q < FDR_Q (and said so), cut at
+    the same place; returns (caption, path) pairs."""
+    from bids_vem.reports.figures import shared_cut_coords
+
+    mean_r, t, q = (np.asarray(stats[k], dtype=np.float64) for k in ("mean_r", "t", "q"))
+    significant = (q < FDR_Q) & (t > 0)
+    if significant.any():
+        thresholds = float(mean_r[significant].min()), float(t[significant].min())
+        shown = (
+            f"drawn where q < {FDR_Q:g} ({int(significant.sum())} voxels; one-sided t-test, FDR)"
+        )
+    else:
+        thresholds = 0.1, 3.0
+        shown = f"no voxel reached q < {FDR_Q:g}; drawn: mean r > 0.1 and t > 3, not significant"
+    cuts = shared_cut_coords([out["meanr"]])
+    t_figure = figure.with_name(figure.name.replace("_meanr.png", "_t.png"))
+    plot_r_map(out["meanr"], figure, title=f"mean r, {name} ({n} participants)",
+               threshold=thresholds[0], positive_only=True, cut_coords=cuts)  # fmt: skip
+    plot_r_map(out["t"], t_figure, title=f"t, {name} ({n} participants)",
+               threshold=thresholds[1], positive_only=True, cut_coords=cuts)  # fmt: skip
+    return [
+        (f"Mean held-out r across participants: {label}; {shown}", figure),
+        (f"t across participants: {label}; {shown}", t_figure),
+    ]
+
+
 def run_group_level(config: RunConfig) -> Path:
     """Test encoding accuracy across participants for every (task, space, feature space).
 
@@ -335,12 +362,7 @@ def run_group_level(config: RunConfig) -> Path:
             / derivative_name({"task": maps.task, "desc": maps.feature_space}, "meanr", ".png")
         )
         try:
-            plot_r_map(
-                out["meanr"],
-                figure,
-                title=f"mean r, {maps.feature_space} ({len(paths)} participants)",
-            )
-            figures.append((f"Mean held-out r across participants: {label}", figure))
+            figures += _group_figures(out, stats, figure, label, maps.feature_space, len(paths))
         except Exception as err:  # noqa: BLE001 - a figure must not sink the group results
             errors.append(f"figure of {label} failed: {err}")
         tested += 1
@@ -353,6 +375,7 @@ def run_group_level(config: RunConfig) -> Path:
     rows += _group_decoding(output_dir, config)
     write_group_summary(output_dir, rows)
     rsa_tables = _group_rsa(output_dir, config, errors)
+    link_participant_reports(output_dir, sorted({s for maps in found for s in maps.subjects}))
     return write_group_report(
         output_dir,
         rows,

@@ -372,6 +372,9 @@ def write_participant_outputs(
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
             comparison["alignment"] = json.loads((model / "folds.json").read_text())
             comparison["model"] = model
+            comparison["curves"] = _training_curves(
+                output_dir, subject, group, model, plan.alignment.name
+            )
             statmaps += comparison.pop("maps", [])
         if comparison["rows"]:
             comparisons.append(comparison)
@@ -587,6 +590,27 @@ def _surface_geometry(group: RunGroup) -> SurfaceGeometry | None:
     if bold_kind(run.bold) == "volume":
         return None
     return SurfaceGeometry.of_bold(run.bold, run.bold_right, group.space)
+
+
+def _training_curves(
+    output_dir: Path, subject: str, group: RunGroup, model: Path, name: str
+) -> Path | None:
+    """The final alignment's training curves (its metrics.tsv), or None without one."""
+    from bids_vem.reports.figures import plot_training_curves
+
+    metrics = model / "metrics.tsv"
+    if not metrics.is_file():
+        return None
+    try:
+        return plot_training_curves(
+            metrics,
+            output_dir / f"sub-{subject}" / "figures"
+            / derivative_name(group.entities | {"desc": name}, "training", ".png"),
+            title=f"Alignment of {group.name}: the final model, on all stimuli",
+        )  # fmt: skip
+    except Exception as exc:  # a figure must not cost the outputs
+        logger.warning("no training curves for %s: %s", metrics, exc)
+        return None
 
 
 def _output_mask(

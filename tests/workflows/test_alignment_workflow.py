@@ -88,6 +88,8 @@ def test_aligned_feature_space_has_maps_model_and_report(aligned_run):
     html = (out / "sub-01.html").read_text()
     assert "Aligned vs unaligned" in html and "mean r in semantic" in html
     assert "image→caption R@1 before" in html
+    (curves,) = sorted((out / "sub-01" / "figures").glob("*desc-aligned_training.png"))
+    assert f'src="sub-01/figures/{curves.name}"' in html
     assert validate_derivatives(out) == []
 
 

@@ -14,6 +14,7 @@ from bids_vem.cli.run import main
 from bids_vem.demo.simulate import CONFOUND_COLUMNS
 from bids_vem.outputs.atomic import current_umask
 from bids_vem.outputs.validator import validate_derivatives
+from tests.helpers import broken_links, render_in_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +132,7 @@ def test_rerun_reuses_the_work_directory(participant_run, capsys):
     np.testing.assert_array_equal(np.asarray(nib.load(str(r_before)).dataobj), before)
 
 
-def test_group_level(participant_run):
+def test_group_level(participant_run, tmp_path):
     demo, out, work, _ = participant_run
     assert main([str(demo.bids_dir), str(out), "group", "-w", str(work)]) == 0
     group = out / "group"
@@ -142,6 +143,14 @@ def test_group_level(participant_run):
             ).is_file()
     assert (group / "group.html").is_file()
     assert validate_derivatives(out) == []
+    # the reports link to each other and render in a browser without errors or dead links
+    html = (group / "group.html").read_text()
+    assert 'href="../sub-01.html"' in html and "_t.png" in html
+    assert 'href="group/group.html"' in (out / "sub-01.html").read_text()
+    for page in (group / "group.html", out / "sub-01.html"):
+        assert broken_links(page) == [], page
+        pixels, console = render_in_chromium(page, tmp_path)
+        assert console == [] and pixels.std() > 0.05
     # the semantic voxels (shared across participants up to a small jitter) have the largest t.
     # FDR significance needs more than 3 participants (df = 2); group_ttest's p and q are
     # checked against scipy in tests/encoding.
