@@ -171,6 +171,36 @@ def plot_r_map(
     return out_file
 
 
+def plot_mask_outline(mask_img, out_file: Path | str, *, title: str, mni: bool) -> Path:
+    """The outline of a brain mask over the MNI template (or over the mask itself, outside
+    MNI space), in three cuts; returns ``out_file``."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    out_file = Path(out_file)
+    if mni:
+        from nilearn.datasets import load_mni152_template
+
+        background = load_mni152_template(resolution=2)
+    else:
+        background = mask_img
+    figure = plt.figure(figsize=(9, 3))
+    try:
+        display = plotting.plot_anat(
+            background, display_mode="ortho", title=title, figure=figure, draw_cross=False,
+            cut_coords=cut_coords_of_peak(mask_img) if not np.any(mask_img.get_fdata()) else
+            tuple(nib.affines.apply_affine(
+                mask_img.affine, np.argwhere(mask_img.get_fdata() > 0).mean(0)
+            )),
+        )  # fmt: skip
+        display.add_contours(mask_img, levels=[0.5], colors="#d62728", linewidths=1.5)
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file
+
+
 def plot_glass_r_map(
     stat_map_path: Path | str, out_file: Path | str, *, title: str, threshold: float
 ) -> Path:

@@ -35,6 +35,10 @@ figcaption { font-size: 0.9em; color: #555; }
 .ok { color: #2d6a2d; }
 pre { background: #f6f8fa; padding: 0.8em; white-space: pre-wrap; font-size: 0.9em; }
 code { background: #f2f2f2; padding: 0 0.2em; }
+.strip { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.strip figure { width: 170px; margin: 0; }
+.generated { color: #7a4b00; font-style: italic; }
+iframe { border: 1px solid #ddd; }
 """
 
 

@@ -152,6 +152,10 @@ class OutputPlan:
     #: --transfer, each direction and pair of feature spaces
     transfers: tuple[TransferEntry, ...] = ()
     transfer_permutations: int = 0
+    #: the stimulus table and the captions used ({stim_id: [captions]}, JSON) in the work
+    #: directory, for the report's strip of stimuli
+    stimulus_table: Path | None = None
+    captions_json: Path | None = None
 
     def spaces_of(self, group: RunGroup) -> tuple[FeatureSpaceEntry, ...]:
         """The feature spaces fitted to ``group``'s runs."""
@@ -187,6 +191,8 @@ class OutputPlan:
             "group_spaces": {k: list(v) for k, v in self.group_spaces.items()},
             "transfers": [asdict(t) for t in self.transfers],
             "transfer_permutations": self.transfer_permutations,
+            "stimulus_table": None if self.stimulus_table is None else str(self.stimulus_table),
+            "captions_json": None if self.captions_json is None else str(self.captions_json),
         }
 
     @classmethod
@@ -214,6 +220,8 @@ class OutputPlan:
             group_spaces={k: tuple(v) for k, v in data.get("group_spaces", {}).items()},
             transfers=tuple(TransferEntry(**t) for t in data.get("transfers", [])),
             transfer_permutations=int(data.get("transfer_permutations", 0)),
+            stimulus_table=Path(data["stimulus_table"]) if data.get("stimulus_table") else None,
+            captions_json=Path(data["captions_json"]) if data.get("captions_json") else None,
         )
 
     def to_json(self) -> str:

@@ -194,6 +194,8 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
         group_spaces=dict(plan.group_spaces or {}),
         transfers=plan.transfers,
         transfer_permutations=config.transfer_permutations,
+        stimulus_table=plan.stimulus_table_tsv,
+        captions_json=plan.captions_tsv,
     )
 
 

@@ -307,6 +307,7 @@ def write_participant_outputs(
     statmaps: list[Path] = []
     rows, results, comparisons, layer_profiles, joint_outputs = [], [], [], [], []
     decoding_outputs, rsa_outputs, transfer_outputs = [], [], []
+    results_by_group: dict[str, dict] = {}
     n_features: dict[str, int] = {}
     errors = [f"skipped: {s}" for s in plan.skipped_runs if s.subject == subject]
     for group in groups:
@@ -340,6 +341,7 @@ def write_participant_outputs(
                 "blocks": (result.block_moments, result.block_folds),
             }
             results.append(group_results[fs.name])
+        results_by_group[group.name] = group_results
         regions = _regions(plan, group_results)
         _write_parcels(output_dir, group, plan, group_results)
         layer_profiles += _write_layer_profiles(
@@ -401,6 +403,8 @@ def write_participant_outputs(
         decodings=decoding_outputs,
         rsas=rsa_outputs,
         transfers=transfer_outputs,
+        stimuli=stimulus_strip(output_dir, subject, plan),
+        qc=quality_control(subject, plan, results_by_group),
         command_line=" ".join(["bids_vem", *sys.argv[1:]]) if sys.argv else None,
         version=__version__,
     )
@@ -848,3 +852,90 @@ def _paired_tests(group_results: dict[str, dict], pairs) -> list[tuple[dict, dic
         }
         out.append((row, test))
     return out
+
+
+#: stimuli shown in the report's strip
+STRIP_SIZE = 12
+
+
+def _generated_captions(output_dir: Path) -> dict[str, tuple[str, str]]:
+    """{stim_id: (caption, model)} of the captioner's captions under OUTPUT_DIR/stimuli."""
+    import csv
+
+    found: dict[str, tuple[str, str]] = {}
+    for tsv in sorted((output_dir / "stimuli").glob("*_captions.tsv")):
+        with tsv.open(encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                found.setdefault(
+                    row.get("stim_file", ""), (row.get("caption", ""), row.get("model", ""))
+                )
+    return found
+
+
+def stimulus_strip(output_dir: Path, subject: str, plan: OutputPlan) -> list[dict]:
+    """The first images this participant saw, as thumbnails under ``sub-XX/figures/stimuli``,
+    each with its human caption and, marked as such, the captioner's."""
+    from PIL import Image
+
+    from bids_vem.inputs.events import read_events
+    from bids_vem.inputs.stimuli import StimulusTable
+
+    if plan.stimulus_table is None or not Path(plan.stimulus_table).is_file():
+        return []
+    table = StimulusTable.from_tsv(Path(plan.stimulus_table))
+    kinds = {stim.stim_id: stim for stim in table}
+    shown: list[str] = []
+    column = plan.parameters.get("StimulusColumn", "stim_file")
+    for group in plan.groups_of(subject):
+        for run in group.runs:
+            if run.events is None or len(shown) >= STRIP_SIZE:
+                continue
+            for stim_id in read_events(run.events, column)["stim_id"].dropna().astype(str):
+                if stim_id not in shown and getattr(kinds.get(stim_id), "kind", None) == "image":
+                    shown.append(stim_id)
+    human = {}
+    if plan.captions_json is not None and Path(plan.captions_json).is_file():
+        human = json.loads(Path(plan.captions_json).read_text())
+    generated = _generated_captions(output_dir)
+    folder = output_dir / f"sub-{subject}" / "figures" / "stimuli"
+    strip = []
+    for index, stim_id in enumerate(shown[:STRIP_SIZE]):
+        thumbnail = folder / f"stimulus{index:02d}.png"
+        try:
+            with Image.open(kinds[stim_id].path) as image:
+                image = image.convert("RGB")
+                image.thumbnail((160, 160))
+                folder.mkdir(parents=True, exist_ok=True)
+                with atomic_path(thumbnail) as tmp:
+                    image.save(tmp, format="PNG")
+        except OSError as exc:  # a thumbnail must not cost the outputs
+            logger.warning("no thumbnail of %s: %s", stim_id, exc)
+            continue
+        caption, model = generated.get(stim_id, ("", ""))
+        strip.append({
+            "stim_id": stim_id, "thumbnail": thumbnail,
+            "caption": (human.get(stim_id) or [""])[0], "generated": caption, "model": model,
+        })  # fmt: skip
+    return strip
+
+
+def quality_control(subject: str, plan: OutputPlan, group_results_by_group: dict) -> dict:
+    """What the report's QC section shows: the BOLD cleaning, the runs skipped and why, and
+    per run group its mask (voxels, and an outline on the template for volumes)."""
+    parameters = plan.parameters
+    skipped = [
+        {"run": s.run, "reason": s.reason} for s in plan.skipped_runs if s.subject == subject
+    ]
+    masks = []
+    for name, group_results in group_results_by_group.items():
+        first = next(iter(group_results.values()), None)
+        if first is not None:
+            masks.append({"group": name, "mask_img": first["mask_img"], "space": first["space"],
+                          "n_voxels": int(np.sum(first["mask"]))})  # fmt: skip
+    return {
+        "confounds": list(parameters.get("Confounds") or []),
+        "high_pass": parameters.get("HighPass"),
+        "design": parameters.get("Design"),
+        "skipped": skipped,
+        "masks": masks,
+    }

@@ -146,7 +146,12 @@ def test_group_level(participant_run, tmp_path):
     # the reports link to each other and render in a browser without errors or dead links
     html = (group / "group.html").read_text()
     assert 'href="../sub-01.html"' in html and "_t.png" in html
-    assert 'href="group/group.html"' in (out / "sub-01.html").read_text()
+    participant = (out / "sub-01.html").read_text()
+    assert 'href="group/group.html"' in participant
+    # the strip of stimuli with their captions, and the QC section with the mask outline
+    assert participant.count('<img src="sub-01/figures/stimuli/stimulus') == 12
+    assert "Mask outline, sub-01_task-shapes" in participant
+    assert "confounds regressed out" in participant
     for page in (group / "group.html", out / "sub-01.html"):
         assert broken_links(page) == [], page
         pixels, console = render_in_chromium(page, tmp_path)
