@@ -21,6 +21,7 @@ __all__ = [
     "roi_points",
     "surface_region",
     "compare_feature_spaces",
+    "best_space",
     "COMPARISON_COLUMNS",
 ]
 
@@ -243,3 +244,23 @@ def compare_feature_spaces(
             row["mean_r_gain"] = float((r - ref).mean()) if r.size else float("nan")
         rows.append(row)
     return rows
+
+
+def best_space(r_by_space: np.ndarray, significant: np.ndarray | None = None) -> np.ndarray:
+    """Per voxel, which feature space predicts best: 1 + the index of the largest held-out r,
+    0 where no space reaches r > 0 (or, given ``significant``, q < 0.05 in the best one).
+
+    Parameters
+    ----------
+    r_by_space : ndarray of shape (n_spaces, n_voxels)
+    significant : ndarray of bool, same shape, optional
+        Each space's voxels with q < 0.05 (permutation maps); None: r > 0 suffices.
+    """
+    r = np.asarray(r_by_space, dtype=np.float64)
+    finite = np.where(np.isfinite(r), r, -np.inf)
+    best = np.argmax(finite, axis=0)
+    voxels = np.arange(r.shape[1])
+    keep = finite[best, voxels] > 0
+    if significant is not None:
+        keep &= np.asarray(significant, bool)[best, voxels]
+    return np.where(keep, best + 1, 0).astype(np.int16)

@@ -135,6 +135,22 @@ def comparison_html(comparisons: Sequence[Mapping[str, Any]], output_dir: Path |
                 "the penalty map and is the exported model. Retrieval is on the validation slice "
                 "of each alignment's training images.</p>" + _alignment_table(item["alignment"])
             )
+        if item.get("bars"):
+            html += figure(
+                relative_link(Path(item["bars"]), output_dir),
+                "Mean held-out r of each feature space over the mask and in each region",
+            )
+        best = item.get("best")
+        if best:
+            counts = ", ".join(f"{name} {n}" for name, n in best["counts"].items())
+            if best.get("figure"):
+                html += figure(
+                    relative_link(Path(best["figure"]), output_dir),
+                    f"The feature space with the largest r in each voxel where it has "
+                    f"{best['rule']} (voxels: {counts})",
+                )
+            else:
+                html += f"<p>Best feature space per voxel ({esc(best['rule'])}): {esc(counts)}.</p>"
         if item.get("curves"):
             html += figure(
                 relative_link(Path(item["curves"]), output_dir),

@@ -201,6 +201,44 @@ def plot_mask_outline(mask_img, out_file: Path | str, *, title: str, mni: bool) 
     return out_file
 
 
+def plot_best_space(
+    label_map: Path | str, names: Sequence[str], out_file: Path | str, *, title: str
+) -> Path:
+    """Which feature space predicts each voxel best, one colour per space (volume maps; a
+    surface map is drawn as its r maps are); returns ``out_file``."""
+    from bids_vem.outputs.surfaces import is_surface_map
+
+    if is_surface_map(label_map):
+        return plot_r_map(label_map, out_file, title=title, threshold=0.5, positive_only=True)
+    _use_agg()
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    from nilearn import plotting
+
+    out_file = Path(out_file)
+    image = nib.load(str(label_map))
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(names))]
+    figure = plt.figure(figsize=(9, 3.4))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plotting.plot_roi(
+                image, bg_img=_background(Path(label_map), "auto"), cmap=ListedColormap(colours),
+                vmin=1, vmax=max(len(names), 2), display_mode="ortho", title=title,
+                figure=figure, draw_cross=False, colorbar=False, black_bg=False,
+                cut_coords=cut_coords_of_peak(image),
+            )  # fmt: skip
+        figure.legend(
+            handles=[Patch(color=c, label=n) for c, n in zip(colours, names, strict=True)],
+            loc="lower center", ncol=min(len(names), 5), frameon=False, fontsize="small",
+        )  # fmt: skip
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file
+
+
 def plot_glass_r_map(
     stat_map_path: Path | str, out_file: Path | str, *, title: str, threshold: float
 ) -> Path:
@@ -431,6 +469,42 @@ def plot_training_curves(metrics_tsv: Path | str, out_file: Path | str, *, title
             axis.set_ylabel(label)
             axis.legend(frameon=False, fontsize="small")
         figure.suptitle(title)
+        figure.tight_layout()
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file
+
+
+def plot_region_bars(rows: Sequence[Mapping], out_file: Path | str, *, title: str) -> Path:
+    """Mean held-out r of each feature space over the mask and in each region, as bars;
+    returns ``out_file``.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        :func:`bids_vem.analysis.comparison.compare_feature_spaces` (``feature_space``,
+        ``mean_r`` and ``mean_r_roi-<name>``).
+    """
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    out_file = Path(out_file)
+    regions = ["mask"] + [
+        k.removeprefix("mean_r_roi-") for k in rows[0] if k.startswith("mean_r_roi-")
+    ]
+    width = 0.8 / max(1, len(rows))
+    figure, axes = plt.subplots(figsize=(max(5, 1.4 * len(regions) * len(rows) ** 0.5), 3))
+    try:
+        for k, row in enumerate(rows):
+            means = [row["mean_r"]] + [row[f"mean_r_roi-{r}"] for r in regions[1:]]
+            axes.bar(np.arange(len(regions)) + (k - (len(rows) - 1) / 2) * width, means, width,
+                     label=row["feature_space"])  # fmt: skip
+        axes.axhline(0, color="black", linewidth=0.5)
+        axes.set_xticks(np.arange(len(regions)), regions)
+        axes.set_ylabel("mean held-out r")
+        axes.set_title(title)
+        axes.legend(frameon=False, fontsize="x-small")
         figure.tight_layout()
         _save(figure, out_file)
     finally:

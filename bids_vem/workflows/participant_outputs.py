@@ -370,6 +370,9 @@ def write_participant_outputs(
             statmaps += list(transfer["maps"].values())
             transfer_outputs.append(transfer)
         comparison = _compare(output_dir, subject, group, plan, group_results, regions)
+        if len(group_results) >= 2:
+            comparison["best"] = _write_best_space(output_dir, subject, group, group_results)
+            statmaps.append(comparison["best"]["map"])
         if plan.alignment is not None and group.name in summaries:
             model = _copy_model(summaries[group.name], output_dir, group, plan.alignment.name)
             comparison["alignment"] = json.loads((model / "folds.json").read_text())
@@ -386,7 +389,8 @@ def write_participant_outputs(
         subject,
         {fs.name for fs in plan.feature_spaces}
         | {r.feature_space for r in joints}
-        | {r.feature_space for r in transfers},
+        | {r.feature_space for r in transfers}
+        | {"featurespaces"},  # the best-space map
     )
     report = write_participant_report(
         output_dir,
@@ -596,6 +600,50 @@ def _surface_geometry(group: RunGroup) -> SurfaceGeometry | None:
     return SurfaceGeometry.of_bold(run.bold, run.bold_right, group.space)
 
 
+def _write_best_space(
+    output_dir: Path, subject: str, group: RunGroup, group_results: dict[str, dict]
+) -> dict:
+    """The feature space that predicts each voxel best (``desc-featurespaces_stat-bestspace``,
+    levels in the sidecar), where its r is significant (q < 0.05) or, without permutation
+    maps, positive; and its figure."""
+    from bids_vem.analysis.comparison import best_space
+    from bids_vem.reports.figures import plot_best_space
+
+    names = list(group_results)
+    r = np.stack([group_results[n]["r"] for n in names])
+    qs = [group_results[n].get("q") for n in names]
+    significant = (
+        np.stack([np.asarray(q) < 0.05 for q in qs]) if all(q is not None for q in qs) else None
+    )
+    labels = best_space(r, significant)
+    entities = group.entities | {"desc": "featurespaces"}
+    rule = "q < 0.05 (permutation p, FDR)" if significant is not None else "r > 0"
+    path = write_statmap(
+        output_dir, labels.astype(np.float32), group_results[names[0]]["mask_img"],
+        entities=entities, stat="bestspace",
+        description=(
+            "The feature space whose encoding model has the largest held-out r in each voxel, "
+            f"where that r has {rule}; 0: none. Levels name the spaces."
+        ),
+        sources=[
+            bids_uri("", str(group_results[n]["paths"]["r"].relative_to(output_dir))) for n in names
+        ],
+        parameters={"Levels": {str(i): n for i, n in enumerate(names, start=1)} | {"0": "none"},
+                    "Rule": rule},
+    )  # fmt: skip
+    counts = {n: int(np.sum(labels == i)) for i, n in enumerate(names, start=1)}
+    figure = None
+    try:
+        figure = plot_best_space(
+            path, names,
+            output_dir / f"sub-{subject}" / "figures" / derivative_name(entities, "bestspace", ".png"),
+            title=f"best feature space per voxel, {group.name} ({rule})",
+        )  # fmt: skip
+    except Exception as exc:  # a figure must not cost the outputs
+        logger.warning("no figure for %s: %s", path.name, exc)
+    return {"map": path, "figure": figure, "counts": counts, "rule": rule}
+
+
 def _training_curves(
     output_dir: Path, subject: str, group: RunGroup, model: Path, name: str
 ) -> Path | None:
@@ -754,6 +802,18 @@ def _compare(
         )
     out["rows"] = rows
     out["reference"] = reference
+    if rois:
+        from bids_vem.reports.figures import plot_region_bars
+
+        try:
+            out["bars"] = plot_region_bars(
+                rows,
+                output_dir / f"sub-{subject}" / "figures"
+                / derivative_name(entities | {"desc": "featurespaces"}, "regions", ".png"),
+                title=f"mean r by region, {group.name}",
+            )  # fmt: skip
+        except Exception as exc:  # a figure must not cost the outputs
+            logger.warning("no region figure for %s: %s", group.name, exc)
     if alignment and reference is not None and alignment.name in group_results:
         gain = group_results[alignment.name]["r"] - group_results[reference]["r"]
         tests = {(row["feature_space_a"], row["feature_space_b"]): t for row, t in tested}

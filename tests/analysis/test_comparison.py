@@ -71,3 +71,13 @@ def test_roi_outside_the_brain_mask_is_a_data_error(tmp_path):
     nib.save(nib.Nifti1Image(roi, np.eye(4)), path)
     with pytest.raises(DataError, match="no voxel of the brain mask"):
         roi_voxels([("out", path)], mask, np.eye(4))
+
+
+def test_best_space_labels_the_best_predicting_space_where_it_is_significant():
+    from bids_vem.analysis.comparison import best_space
+
+    r = np.array([[0.3, 0.1, -0.2, np.nan], [0.2, 0.4, -0.1, 0.5]])
+    assert best_space(r).tolist() == [1, 2, 0, 2]
+    significant = np.array([[True, False, False, False], [False, False, False, True]])
+    # the best space must itself be significant: voxel 1's best (space 2) is not
+    assert best_space(r, significant).tolist() == [1, 0, 0, 2]

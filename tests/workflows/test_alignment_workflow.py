@@ -14,7 +14,7 @@ from bids_vem.encoding.stimulus_folds import deal_stimuli
 from bids_vem.errors import DataError
 from bids_vem.inputs.events import read_events
 from bids_vem.outputs.validator import validate_derivatives
-from tests.helpers import participant_argv
+from tests.helpers import broken_links, participant_argv
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +90,8 @@ def test_aligned_feature_space_has_maps_model_and_report(aligned_run):
     assert "image→caption R@1 before" in html
     (curves,) = sorted((out / "sub-01" / "figures").glob("*desc-aligned_training.png"))
     assert f'src="sub-01/figures/{curves.name}"' in html
+    assert "desc-featurespaces_regions.png" in html  # r by region, per feature space
+    assert broken_links(out / "sub-01.html") == []
     assert validate_derivatives(out) == []
 
 

@@ -152,6 +152,10 @@ def test_group_level(participant_run, tmp_path):
     assert participant.count('<img src="sub-01/figures/stimuli/stimulus') == 12
     assert "Mask outline, sub-01_task-shapes" in participant
     assert "confounds regressed out" in participant
+    sidecar = json.loads(
+        (out / "sub-01" / "func" / f"sub-01_task-shapes_space-{SPACE}_desc-featurespaces_stat-bestspace_statmap.json").read_text()
+    )  # fmt: skip
+    assert sidecar["Levels"] == {"1": "minilm", "2": "randomclip", "0": "none"}
     for page in (group / "group.html", out / "sub-01.html"):
         assert broken_links(page) == [], page
         pixels, console = render_in_chromium(page, tmp_path)
