@@ -139,9 +139,12 @@ def chromium() -> str | None:
     )
 
 
-def render_in_chromium(page: Path, tmp_path: Path, size: str = "1200,1600"):
+def render_in_chromium(
+    page: Path, tmp_path: Path, size: str = "1200,1600", budget_ms: int | None = None
+):
     """Open ``page`` in headless Chromium with no network: its screenshot (RGB array) and
-    the messages its scripts wrote to the console."""
+    the messages its scripts wrote to the console. ``budget_ms``: virtual time the page's
+    scripts get before the screenshot (a WebGL viewer draws after it loads)."""
     import subprocess
 
     from matplotlib.image import imread
@@ -154,7 +157,9 @@ def render_in_chromium(page: Path, tmp_path: Path, size: str = "1200,1600"):
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-        f"--window-size={size}", f"--screenshot={shot}", Path(page).resolve().as_uri(),
+        f"--window-size={size}", f"--screenshot={shot}",
+        *([f"--virtual-time-budget={budget_ms}"] if budget_ms else []),
+        Path(page).resolve().as_uri(),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert shot.is_file(), f"chromium wrote no screenshot: {done.stderr[-2000:]}"

@@ -205,28 +205,36 @@ def _significance_threshold(result: Mapping[str, Any], r_threshold: float) -> tu
     )
 
 
-def _volume_views(
+def _map_views(
     r_path: Path, entities: dict, figures_dir: Path, output_dir: Path, label: str, threshold: float
 ) -> str:
-    """A glass brain and an interactive viewer (offline) of a volume map; nothing for
-    surface maps, whose figure already shows every view."""
+    """An interactive viewer that works offline (slices of a volume map, with a glass brain;
+    both hemispheres in 3D for a surface map on a template mesh)."""
     from bids_vem.outputs.surfaces import is_surface_map
+    from bids_vem.reports.surface_figures import write_surface_viewer
 
+    viewer_file = figures_dir / derivative_name(entities, "viewer", ".html")
+    title = f"r, {entities.get('desc')}"
+    glass = ""
     if is_surface_map(r_path):
-        return ""
-    glass = plot_glass_r_map(
-        r_path, figures_dir / derivative_name(entities, "glass", ".png"),
-        title=f"r, {entities.get('desc')}", threshold=threshold,
-    )  # fmt: skip
-    viewer = write_map_viewer(
-        r_path, figures_dir / derivative_name(entities, "viewer", ".html"),
-        title=f"r, {entities.get('desc')}", threshold=threshold,
-    )  # fmt: skip
+        try:
+            viewer = write_surface_viewer(r_path, viewer_file, title=title, threshold=threshold)
+        except DataError:  # no template mesh offline: the static figure says so
+            return ""
+        size = 'width="800" height="520"'
+    else:
+        glass_png = plot_glass_r_map(
+            r_path, figures_dir / derivative_name(entities, "glass", ".png"), title=title,
+            threshold=threshold,
+        )  # fmt: skip
+        glass = figure(relative_link(glass_png, output_dir), f"Glass brain ({label})")
+        viewer = write_map_viewer(r_path, viewer_file, title=title, threshold=threshold)
+        size = 'width="680" height="320"'
     link = esc(relative_link(viewer, output_dir))
-    return figure(relative_link(glass, output_dir), f"Glass brain ({label})") + (
+    return glass + (
         f"<details><summary>Interactive viewer ({esc(label)})</summary>"
-        f'<iframe src="{link}" title="interactive viewer" loading="lazy" width="680" '
-        f'height="320"></iframe><p><a href="{link}">open the viewer on its own</a></p></details>'
+        f'<iframe src="{link}" title="interactive viewer" loading="lazy" {size}></iframe>'
+        f'<p><a href="{link}">open the viewer on its own</a></p></details>'
     )
 
 
@@ -364,9 +372,21 @@ def write_participant_report(
                 title=f"r, {result.get('feature_space')}",
                 threshold=threshold,
             )
-            extra_figures = _volume_views(
+            extra_figures = _map_views(
                 Path(r_path), entities, figures_dir, output_dir, label, threshold
             )
+            rnorm_path = (result.get("paths") or {}).get("rnorm")
+            if rnorm_path is not None:  # repeats gave a noise ceiling
+                rnorm_png = plot_r_map(
+                    rnorm_path, figures_dir / derivative_name(entities, "rnorm", ".png"),
+                    title=f"r / noise ceiling, {result.get('feature_space')}", threshold=0.1,
+                    cut_coords=cuts.get(_group_key(result)), positive_only=True,
+                )  # fmt: skip
+                extra_figures += figure(
+                    relative_link(rnorm_png, output_dir),
+                    f"Noise-normalised r ({label}): r divided by the noise ceiling (the r a "
+                    "perfect model could reach given the repeats), above 0.1",
+                )
         except DataError as exc:  # no figure for this kind of map (fsnative surfaces)
             logger.warning("no figure for %s: %s", Path(r_path).name, exc)
             errors.append(f"no figure for {Path(r_path).name}: {exc}")

@@ -188,3 +188,59 @@ def plot_surface_r_map(
     finally:
         plt.close(figure)
     return out_file
+
+
+def write_surface_viewer(
+    stat_map_path: Path | str, out_file: Path | str, *, title: str, threshold: float
+) -> Path:
+    """An interactive 3D viewer of positive r on both hemispheres (nilearn's ``view_surf``
+    with its niivue engine, whose scripts are inlined: it works offline) as a standalone HTML
+    page; returns ``out_file``.
+
+    Two repairs to nilearn 0.14's page, so that it opens without errors and without the
+    network: its mouse handler is attached before its canvas exists (now only if it does),
+    and its favicon is fetched from GitHub (now dropped).
+
+    Raises
+    ------
+    DataError
+        No template mesh offline for the map's space.
+    """
+    import re
+
+    from nilearn import plotting
+    from nilearn.surface import InMemoryMesh, PolyMesh, SurfaceImage
+
+    out_file = Path(out_file)
+    values, geometry = read_surface_map(stat_map_path)
+    values = np.where(np.isfinite(values) & (values > 0), values, 0)
+    meshes, per_hemi, backgrounds = surface_meshes(values, geometry)
+    parts = {}
+    for hemi in per_hemi:
+        mesh = meshes[hemi]
+        if isinstance(mesh, Path):
+            gifti = nib.load(mesh)
+            mesh = InMemoryMesh(gifti.darrays[0].data, gifti.darrays[1].data)
+        parts[hemi] = mesh
+    data = {hemi: np.nan_to_num(per_hemi[hemi]) for hemi in parts}
+    image = SurfaceImage(mesh=PolyMesh(**parts), data=data)
+    peak = max(float(np.max(v)) for v in data.values()) if data else 0.0
+    background = None
+    if all(backgrounds.get(h) is not None for h in parts):
+        background = SurfaceImage(mesh=PolyMesh(**parts), data={h: backgrounds[h] for h in parts})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        view = plotting.view_surf(
+            surf_map=image, bg_map=background, hemi="both" if len(parts) == 2 else next(iter(parts)),
+            threshold=threshold, vmax=max(peak, threshold, 1e-6), vmin=0, cmap="hot",
+            symmetric_cmap=False, title=title, engine="niivue",
+        )  # fmt: skip
+    html = view.get_standalone()
+    html = html.replace(
+        'document.getElementById("gl").addEventListener(',
+        'document.getElementById("gl")?.addEventListener(',
+    )
+    html = re.sub(r'<link[^>]*rel="(?:shortcut )?icon"[^>]*>', "", html)
+    with atomic_path(out_file) as tmp:
+        Path(tmp).write_text(html, encoding="utf-8")
+    return out_file

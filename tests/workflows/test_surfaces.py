@@ -15,6 +15,7 @@ from bids_vem.demo.simulate import CONFOUND_COLUMNS
 from bids_vem.outputs.surfaces import read_surface_map
 from bids_vem.outputs.validator import validate_derivatives
 from tests import skeletons
+from tests.helpers import render_in_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def test_fsaverage5_maps_find_the_planted_vertices_and_nothing_else(fsaverage5):
     assert validate_derivatives(out) == []
 
 
-def test_surface_regions_and_figures(fsaverage5):
+def test_surface_regions_and_figures(fsaverage5, tmp_path):
     demo, skeleton, out = fsaverage5
     from PIL import Image
 
@@ -97,6 +98,12 @@ def test_surface_regions_and_figures(fsaverage5):
     pixels = np.asarray(Image.open(figures[0]).convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank
     assert "figure for" not in (out / "sub-01.html").read_text()
+    # the 3D viewer of both hemispheres opens offline, without console errors, and draws
+    (viewer,) = (out / "sub-01" / "figures").glob("*fsaverage5*desc-minilm_viewer.html")
+    assert "raw.githubusercontent" not in viewer.read_text()
+    shot, console = render_in_chromium(viewer, tmp_path, size="800,520", budget_ms=5000)
+    assert [line for line in console if "Uncaught" in line or "rror" in line] == []
+    assert shot.std() > 0.05
 
 
 def test_group_level_on_the_surface(fsaverage5):

@@ -75,6 +75,8 @@ def test_trialwise_noise_ceiling_is_higher_where_the_simulation_put_signal(trial
     assert np.median(nc[classes == 2]) > 2 * np.median(nc[classes == 1]) + 0.01
     sidecar = json.loads((func / f"{STEM}_desc-minilm_stat-nc_statmap.json").read_text())
     assert "ncsnr" in sidecar["Description"]
+    # the report draws the noise-normalised r beside r
+    assert "desc-minilm_rnorm.png" in (root / "out" / "sub-01.html").read_text()
 
 
 def _estimated_betas(demo):
