@@ -359,6 +359,43 @@ def plot_layer_profile(rows: Sequence[Mapping], out_file: Path | str, *, title: 
     return out_file
 
 
+def _region_bars(
+    regions: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float], dict]],
+    out_file: Path | str,
+    *,
+    title: str,
+    ylabel: str,
+) -> Path:
+    """Grouped bars, one group per region and one bar per series ``(label, means, bar
+    options)``; returns ``out_file``."""
+    _use_agg()
+    import matplotlib.pyplot as plt
+
+    out_file = Path(out_file)
+    width = 0.8 / max(1, len(series))
+    figure, axes = plt.subplots(figsize=(max(5, 1.5 * len(regions) * len(series) ** 0.5), 3))
+    try:
+        for k, (label, means, options) in enumerate(series):
+            axes.bar(np.arange(len(regions)) + (k - (len(series) - 1) / 2) * width, means, width,
+                     label=label, **options)  # fmt: skip
+        axes.axhline(0, color="black", linewidth=0.5)
+        axes.set_xticks(np.arange(len(regions)), regions)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.legend(frameon=False, fontsize="x-small")
+        figure.tight_layout()
+        _save(figure, out_file)
+    finally:
+        plt.close(figure)
+    return out_file
+
+
+def _value(rows: Sequence[Mapping], column: str, **where) -> float:
+    """``column`` of the first row whose fields equal ``where``, else NaN."""
+    return next((r[column] for r in rows if all(r[k] == v for k, v in where.items())), np.nan)
+
+
 def plot_partition(rows: Sequence[Mapping], out_file: Path | str, *, title: str) -> Path:
     """Mean unique and shared variance (and the joint R^2) per region, as bars; returns
     ``out_file``.
@@ -368,77 +405,38 @@ def plot_partition(rows: Sequence[Mapping], out_file: Path | str, *, title: str)
     rows : sequence of mappings
         :func:`bids_vem.analysis.variance_partitioning.partition_rows`.
     """
-    _use_agg()
-    import matplotlib.pyplot as plt
-
-    out_file = Path(out_file)
     shown = [r for r in rows if r["component"] in ("joint", "unique", "shared")]
     regions = list(dict.fromkeys(r["region"] for r in shown))
     labels = list(dict.fromkeys((r["component"], r["label"]) for r in shown))
-    width = 0.8 / max(1, len(labels))
-    figure, axes = plt.subplots(figsize=(max(5, 1.5 * len(regions) * len(labels) ** 0.5), 3))
-    try:
-        for k, (component, label) in enumerate(labels):
-            means = [
-                next((r["mean_r2"] for r in shown if r["region"] == region
-                      and (r["component"], r["label"]) == (component, label)), np.nan)
-                for region in regions
-            ]  # fmt: skip
-            axes.bar(
-                np.arange(len(regions)) + (k - (len(labels) - 1) / 2) * width, means, width,
-                label=f"{component} {label}",
-            )  # fmt: skip
-        axes.axhline(0, color="black", linewidth=0.5)
-        axes.set_xticks(np.arange(len(regions)), regions)
-        axes.set_ylabel("mean held-out R^2")
-        axes.set_title(title)
-        axes.legend(frameon=False, fontsize="x-small")
-        figure.tight_layout()
-        _save(figure, out_file)
-    finally:
-        plt.close(figure)
-    return out_file
+    series = [
+        (f"{component} {label}",
+         [_value(shown, "mean_r2", region=region, component=component, label=label)
+          for region in regions], {})
+        for component, label in labels
+    ]  # fmt: skip
+    return _region_bars(regions, series, out_file, title=title, ylabel="mean held-out R^2")
 
 
 def plot_transfer(rows: Sequence[Mapping], out_file: Path | str, *, title: str) -> Path:
-    """Mean transfer r and the target space's within-task r per region, as bars, one bar per
-    transfer; returns ``out_file``.
+    """Mean transfer r (dark) and the target space's within-task r (light) per region, as
+    bars, for each transfer; returns ``out_file``.
 
     Parameters
     ----------
     rows : sequence of mappings
         :func:`bids_vem.workflows.analysis_outputs.transfer_rows`.
     """
-    _use_agg()
-    import matplotlib.pyplot as plt
-
-    out_file = Path(out_file)
     regions = list(dict.fromkeys(r["region"] for r in rows))
-    labels = list(dict.fromkeys(r["transfer"] for r in rows))
-    width = 0.8 / max(1, 2 * len(labels))
-    figure, axes = plt.subplots(figsize=(max(5, 1.5 * len(regions) * len(labels) ** 0.5), 3))
-    try:
-        for k, label in enumerate(labels):
-            for j, (column, shade) in enumerate((("mean_r", 1.0), ("within_mean_r", 0.45))):
-                means = [
-                    next((r[column] for r in rows if r["region"] == region and r["transfer"] == label), np.nan)
-                    for region in regions
-                ]  # fmt: skip
-                axes.bar(
-                    np.arange(len(regions)) + (2 * k + j - (2 * len(labels) - 1) / 2) * width,
-                    means, width, color=f"C{k}", alpha=shade,
-                    label=label if j == 0 else f"within {label.split(' ')[0].split('->')[-1]}",
-                )  # fmt: skip
-        axes.axhline(0, color="black", linewidth=0.5)
-        axes.set_xticks(np.arange(len(regions)), regions)
-        axes.set_ylabel("mean r on the target task")
-        axes.set_title(title)
-        axes.legend(frameon=False, fontsize="x-small")
-        figure.tight_layout()
-        _save(figure, out_file)
-    finally:
-        plt.close(figure)
-    return out_file
+    series = []
+    for k, label in enumerate(dict.fromkeys(r["transfer"] for r in rows)):
+        target = label.split(" ")[0].split("->")[-1]
+        for column, name, shade in (
+            ("mean_r", label, 1.0),
+            ("within_mean_r", f"within {target}", 0.45),
+        ):
+            means = [_value(rows, column, region=region, transfer=label) for region in regions]
+            series.append((name, means, {"color": f"C{k}", "alpha": shade}))
+    return _region_bars(regions, series, out_file, title=title, ylabel="mean r on the target task")
 
 
 def plot_training_curves(metrics_tsv: Path | str, out_file: Path | str, *, title: str) -> Path:
@@ -486,27 +484,9 @@ def plot_region_bars(rows: Sequence[Mapping], out_file: Path | str, *, title: st
         :func:`bids_vem.analysis.comparison.compare_feature_spaces` (``feature_space``,
         ``mean_r`` and ``mean_r_roi-<name>``).
     """
-    _use_agg()
-    import matplotlib.pyplot as plt
-
-    out_file = Path(out_file)
-    regions = ["mask"] + [
-        k.removeprefix("mean_r_roi-") for k in rows[0] if k.startswith("mean_r_roi-")
+    rois = [k.removeprefix("mean_r_roi-") for k in rows[0] if k.startswith("mean_r_roi-")]
+    series = [
+        (row["feature_space"], [row["mean_r"]] + [row[f"mean_r_roi-{r}"] for r in rois], {})
+        for row in rows
     ]
-    width = 0.8 / max(1, len(rows))
-    figure, axes = plt.subplots(figsize=(max(5, 1.4 * len(regions) * len(rows) ** 0.5), 3))
-    try:
-        for k, row in enumerate(rows):
-            means = [row["mean_r"]] + [row[f"mean_r_roi-{r}"] for r in regions[1:]]
-            axes.bar(np.arange(len(regions)) + (k - (len(rows) - 1) / 2) * width, means, width,
-                     label=row["feature_space"])  # fmt: skip
-        axes.axhline(0, color="black", linewidth=0.5)
-        axes.set_xticks(np.arange(len(regions)), regions)
-        axes.set_ylabel("mean held-out r")
-        axes.set_title(title)
-        axes.legend(frameon=False, fontsize="x-small")
-        figure.tight_layout()
-        _save(figure, out_file)
-    finally:
-        plt.close(figure)
-    return out_file
+    return _region_bars(["mask", *rois], series, out_file, title=title, ylabel="mean held-out r")

@@ -91,6 +91,10 @@ def test_aligned_feature_space_has_maps_model_and_report(aligned_run):
     (curves,) = sorted((out / "sub-01" / "figures").glob("*desc-aligned_training.png"))
     assert f'src="sub-01/figures/{curves.name}"' in html
     assert "desc-featurespaces_regions.png" in html  # r by region, per feature space
+    # the methods text of this run names the aligned space and how it was trained
+    methods = (out / "logs" / "CITATION.md").read_text()
+    assert "- `aligned`: the image encoder of `randomclip` aligned to the `minilm`" in methods
+    assert "learning rate" in methods and "random seed" in methods and "[@ma2024llmvem]" in methods
     assert broken_links(out / "sub-01.html") == []
     assert validate_derivatives(out) == []
 
