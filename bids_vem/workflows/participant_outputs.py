@@ -937,6 +937,7 @@ def stimulus_strip(output_dir: Path, subject: str, plan: OutputPlan) -> list[dic
     each with its human caption and, marked as such, the captioner's."""
     from PIL import Image
 
+    from bids_vem.errors import BidsVemError
     from bids_vem.inputs.events import read_events
     from bids_vem.inputs.stimuli import StimulusTable
 
@@ -950,7 +951,11 @@ def stimulus_strip(output_dir: Path, subject: str, plan: OutputPlan) -> list[dic
         for run in group.runs:
             if run.events is None or len(shown) >= STRIP_SIZE:
                 continue
-            for stim_id in read_events(run.events, column)["stim_id"].dropna().astype(str):
+            try:
+                events = read_events(run.events, column)
+            except BidsVemError:  # stories told by words in the events name no stimulus file
+                continue
+            for stim_id in events["stim_id"].dropna().astype(str):
                 if stim_id not in shown and getattr(kinds.get(stim_id), "kind", None) == "image":
                     shown.append(stim_id)
     human = {}
