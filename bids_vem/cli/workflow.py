@@ -116,10 +116,12 @@ def run(config: RunConfig) -> int:
 
 def _run_participant_level(config: RunConfig, run_id: str, started: float) -> int:
     from bids_vem.outputs.dataset import write_run_config
-    from bids_vem.workflows.participant import init_participant_wf
+    from bids_vem.workflows.participant import init_participant_wf, workflow_name
     from bids_vem.workflows.plan import plan_participant_level
 
-    plan = plan_participant_level(config, config.resolved_work_dir)
+    # one folder per participant selection: array jobs into one work dir never collide
+    name = workflow_name(config.participant_label)
+    plan = plan_participant_level(config, config.resolved_work_dir / name)
     logger.info(
         "participant level: %d participant(s), %d run group(s), %d feature space(s): %s",
         len(plan.subjects),
@@ -128,7 +130,7 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         ", ".join(fs.name for fs in plan.feature_spaces),
     )
     write_run_config(config.output_dir, config.to_toml(), run_id)
-    wf = init_participant_wf(config, plan)
+    wf = init_participant_wf(config, plan, name=name)
     plugin = config.plugin.get("plugin") or ("MultiProc" if config.nprocs > 1 else "Linear")
     plugin_args = dict(config.plugin.get("plugin_args") or {})
     if plugin == "MultiProc":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from bids_vem.workflows.interfaces import (
 )
 from bids_vem.workflows.plan import ParticipantPlan
 
-__all__ = ["init_participant_wf", "output_plan"]
+__all__ = ["init_participant_wf", "output_plan", "workflow_name"]
 
 
 def _fingerprint(path: Path | None) -> list | None:
@@ -199,6 +200,23 @@ def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:
     )
 
 
+def workflow_name(participant_labels: tuple[str, ...] | list[str]) -> str:
+    """The workflow's folder in the work directory: ``bids_vem_wf`` for every participant,
+    ``bids_vem_sub01_wf`` (several: their labels, or a hash when long) for a selection.
+
+    Runs of different participants started at once into one work directory (an HPC array
+    job, one participant per task) then never share a folder: nipype's node folders and the
+    plan's files (stimulus table, specs) are per selection, while the feature and alignment
+    caches, keyed by content, stay shared.
+    """
+    if not participant_labels:
+        return "bids_vem_wf"
+    joined = "_".join(f"sub{label}" for label in sorted(participant_labels))
+    if len(joined) > 48:
+        joined = "subs" + hashlib.sha1(joined.encode()).hexdigest()[:12]
+    return f"bids_vem_{joined}_wf"
+
+
 def init_participant_wf(
     config: RunConfig, plan: ParticipantPlan, *, name: str = "bids_vem_wf"
 ) -> pe.Workflow:
@@ -231,7 +249,8 @@ def init_participant_wf(
         "remove_unnecessary_outputs": False,
         "use_relative_paths": False,
     }
-    specs_dir = work_dir / "specs"
+    # per workflow: concurrent runs of other participants write their own
+    specs_dir = work_dir / name / "specs"
     specs_dir.mkdir(parents=True, exist_ok=True)
     plan_json = write_text_atomic(specs_dir / "plan.json", output_plan(config, plan).to_json())
 

@@ -52,4 +52,4 @@ def test_each_layer_is_a_feature_space(demo_dataset, tmp_path):
     assert "Layer profiles" in (out / "sub-01.html").read_text()
     assert validate_derivatives(out) == []
     # the model was loaded once: one features step for the two layers
-    assert len(list((tmp_path / "work").glob("bids_vem_wf/features_*"))) == 1
+    assert len(list((tmp_path / "work").glob("bids_vem*_wf/features_*"))) == 1
