@@ -153,7 +153,8 @@ def test_nsd_session_betas_without_tables(demo_dataset, tmp_path, capfd):
             "betas_fithrf_GLMdenoise_RR/betas_session01.nii.gz, "
         )
         assert "named by the stimulus events of each session's runs" in sidecar["TrialResponses"]
-    table = work / "betas" / "sub-01_ses-nsd02_task-nsdcore_betas_session02.tsv"
+    # written into the run's own workflow folder (one per participant selection)
+    (table,) = work.glob("bids_vem*_wf/betas/sub-01_ses-nsd02_task-nsdcore_betas_session02.tsv")
     assert table.read_text().count("nsd/shared") == 16
     assert validate_derivatives(out) == []
 
