@@ -7,6 +7,10 @@
 #   BIDS_DIR  the BIDS dataset             OUTPUT_DIR  the derivatives folder
 #   WORK_DIR  scratch space (one sub-folder per participant)
 #   SIF       the image (apptainer build bids_vem.sif Singularity.def)
+#   BIDS_VEM  instead of an image: the bids_vem command installed on the nodes
+#             (e.g. /shared/venvs/bids_vem/bin/bids_vem); SIF is then not used
+#   SHARED_WORK=1  one work folder for every task (WORK_DIR itself): features are computed
+#             once for all participants; by default each task gets WORK_DIR/sub-XX
 #   MODELS    a folder of model weights bound at /models (optional)
 #   BIDS_VEM_ARGS  the analysis options, e.g. "--text-encoder sentence:all-MiniLM-L6-v2"
 # After every task has finished, run the group level once:
@@ -36,9 +40,24 @@ if [ -z "$subject" ]; then
     exit 64
 fi
 
-# one work folder per participant (a shared one works too, and shares the feature cache)
-mkdir -p "$OUTPUT_DIR" "$WORK_DIR/sub-$subject"
-binds=(-B "$BIDS_DIR":/data:ro -B "$OUTPUT_DIR":/out -B "$WORK_DIR/sub-$subject":/work)
+# one work folder per participant, or one shared by all tasks (per-selection workflow
+# folders keep the tasks apart, and the feature cache is shared)
+work=$WORK_DIR/sub-$subject
+if [ "${SHARED_WORK:-0}" = 1 ]; then
+    work=$WORK_DIR
+fi
+mkdir -p "$OUTPUT_DIR" "$work"
+nprocs=${SLURM_CPUS_PER_TASK:-1}
+mem=${SLURM_MEM_PER_NODE:-32000}MB
+
+if [ -n "${BIDS_VEM:-}" ]; then
+    # shellcheck disable=SC2086  # BIDS_VEM_ARGS is a list of options
+    exec "$BIDS_VEM" "$BIDS_DIR" "$OUTPUT_DIR" participant --participant-label "$subject" \
+        -w "$work" --nprocs "$nprocs" --mem "$mem" \
+        ${MODELS:+--model-dir "$MODELS"} $BIDS_VEM_ARGS
+fi
+
+binds=(-B "$BIDS_DIR":/data:ro -B "$OUTPUT_DIR":/out -B "$work":/work)
 model_args=()
 if [ -n "$MODELS" ]; then
     binds+=(-B "$MODELS":/models:ro)
@@ -47,5 +66,5 @@ fi
 # shellcheck disable=SC2086  # BIDS_VEM_ARGS is a list of options
 exec apptainer run --cleanenv --nv "${binds[@]}" "$SIF" \
     /data /out participant --participant-label "$subject" -w /work \
-    --nprocs "${SLURM_CPUS_PER_TASK:-1}" --mem "${SLURM_MEM_PER_NODE:-32000}MB" \
+    --nprocs "$nprocs" --mem "$mem" \
     "${model_args[@]}" $BIDS_VEM_ARGS

@@ -16,15 +16,22 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
 fi
-# the report tests open the reports in a real headless browser: Debian's chromium
-if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "bids_vem setup: installing Debian's chromium for the report tests (a few minutes)"
-        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
-            echo "bids_vem setup: chromium could not be installed; the browser tests will skip"
+# Debian packages some tests use: chromium (the report tests open the reports in a real headless
+# browser) and slurm-wlm + munge (a one-node SLURM cluster: scripts/slurm_cluster.sh)
+if [[ ",$extras," == *",test,"* ]]; then
+    packages=()
+    command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+    command -v slurmctld >/dev/null 2>&1 || packages+=(slurm-wlm)
+    command -v munged >/dev/null 2>&1 || packages+=(munge)
+    if [ "${#packages[@]}" -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "bids_vem setup: installing Debian's ${packages[*]} for the browser and SLURM tests (a few minutes)"
+            if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"; } >/dev/null 2>&1; then
+                echo "bids_vem setup: ${packages[*]} could not be installed; the tests that need them will skip"
+            fi
+        else
+            echo "bids_vem setup: no ${packages[*]} (install them from Debian as root); the tests that need them will skip"
         fi
-    else
-        echo "bids_vem setup: no chromium (install Debian's chromium as root); the browser tests will skip"
     fi
 fi
 .venv/bin/bids_vem --version

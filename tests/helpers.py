@@ -21,6 +21,7 @@ __all__ = [
     "FakeEncodingResult",
     "Killed",
     "collect_runs",
+    "derivative_differences",
     "extract_feature_space",
     "extract_images",
     "isolated_caches",
@@ -185,3 +186,55 @@ def broken_links(page: Path) -> list[str]:
         elif not (Path(page).parent / unquote(target.split("#")[0])).exists():
             broken.append(target)
     return broken
+
+
+def derivative_differences(expected: Path, actual: Path) -> list[str]:
+    """What differs between two OUTPUT_DIRs of the same analysis, file by file (bytes).
+
+    Left out: ``logs/config-<run id>.toml`` and ``logs/crash`` (one per run), and the HTML
+    pages, which carry the run id and times; the alignment's ``metrics`` files are compared
+    without their timing columns (``train_seconds``, ``images_per_s``). Everything else
+    (maps, sidecars, tables, features, figures, weights, CITATION.md) must be identical.
+    Hidden temporaries count as differences.
+    """
+    import json
+
+    import pandas as pd
+
+    timing = ["train_seconds", "images_per_s"]
+
+    def same(a: Path, b: Path) -> bool:
+        if a.read_bytes() == b.read_bytes():
+            return True
+        if a.name == "metrics.tsv":
+            read = [pd.read_csv(p, sep="\t").drop(columns=timing, errors="ignore") for p in (a, b)]
+            return read[0].equals(read[1])
+        if a.name == "metrics.json":
+            read = [
+                [
+                    {k: v for k, v in row.items() if k not in timing}
+                    for row in json.loads(p.read_text())
+                ]
+                for p in (a, b)
+            ]
+            return read[0] == read[1]
+        return False
+
+    def files(root: Path) -> dict[str, Path]:
+        return {
+            str(p.relative_to(root)): p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix != ".html"
+            and not p.relative_to(root).parts[:2] == ("logs", "crash")
+            and not (p.parent == root / "logs" and p.name.startswith("config-"))
+            and p.name != ".citation.lock"
+        }
+
+    want, got = files(expected), files(actual)
+    differences = [f"only in {expected.name}: {k}" for k in sorted(want.keys() - got.keys())]
+    differences += [f"only in {actual.name}: {k}" for k in sorted(got.keys() - want.keys())]
+    differences += [
+        f"differs: {k}" for k in sorted(want.keys() & got.keys()) if not same(want[k], got[k])
+    ]
+    return differences

@@ -82,6 +82,21 @@ def _make_dir(path: Path, what: str) -> None:
         raise OutputError(f"the {what} {path} is not writable (in a container, bind it read-write)")
 
 
+def _remove_what_killed_runs_left(output_dir: Path) -> None:
+    """Hidden temporaries of runs that were killed (on this host) are removed before anything
+    is written: they were never outputs, and a resumed run writes each file anew."""
+    from bids_vem.outputs.atomic import remove_stale_temporaries
+
+    removed = remove_stale_temporaries(output_dir)
+    if removed:
+        logger.info(
+            "removed %d unfinished file(s) of an interrupted run from %s (e.g. %s)",
+            len(removed),
+            output_dir,
+            removed[0].name,
+        )
+
+
 def run(config: RunConfig) -> int:
     """Run one level of analysis; returns the exit code."""
     started = time.time()
@@ -92,6 +107,7 @@ def run(config: RunConfig) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logger.info("bids_vem %s, run %s, %s level", __version__, run_id, config.analysis_level)
+    _remove_what_killed_runs_left(config.output_dir)
 
     if config.analysis_level == "group":
         from bids_vem.workflows.group import run_group_level
@@ -138,6 +154,7 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         if config.mem_mb:
             plugin_args.setdefault("memory_gb", config.mem_mb / 1024)
         plugin_args.setdefault("raise_insufficient", False)
+    _name_the_job_owner()
     crash_dir = config.output_dir / "logs" / "crash" / run_id
     wf.config["execution"]["crashdump_dir"] = str(crash_dir)
     try:
@@ -159,6 +176,21 @@ def _run_participant_level(config: RunConfig, run_id: str, started: float) -> in
         logger.info("report: %s", config.output_dir / f"sub-{subject}.html")
     logger.info("participant level done in %.0f s", time.time() - started)
     return 0
+
+
+def _name_the_job_owner() -> None:
+    """Set ``LOGNAME`` where it is missing: nipype's batch plugins (SLURM, SGE, PBS, LSF,
+    Condor) name every job after it and fail with a KeyError without it, as in containers
+    started with ``--cleanenv`` or ``docker run -u UID`` (a user with no passwd entry)."""
+    if os.environ.get("LOGNAME"):
+        return
+    try:
+        import getpass
+
+        owner = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid
+        owner = f"uid{os.getuid()}"
+    os.environ["LOGNAME"] = owner
 
 
 def _write_failure_reports(config, plan, wf, crash_dir: Path, error, started: float) -> None:

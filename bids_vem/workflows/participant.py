@@ -263,7 +263,7 @@ def init_participant_wf(
     dataset_node.inputs.bids_dir = str(config.bids_dir)
     dataset_node.inputs.plan = str(plan_json)
     dataset_node.inputs.stimulus_table = str(plan.stimulus_table_tsv)
-    merge_features = pe.Node(_merge(len(model_nodes)), name="merge_features")
+    merge_features = _plumbing(_merge(len(model_nodes)), name="merge_features")
     for i, node in enumerate(model_nodes, start=1):
         wf.connect(node, "feature_sets", merge_features, f"in{i}")
     wf.connect(merge_features, "out", dataset_node, "feature_sets")
@@ -307,7 +307,7 @@ def init_participant_wf(
 
 def _gather(wf, nodes: list, output: str, target: pe.Node, input_: str, name: str) -> None:
     """Connect one output of every node in ``nodes`` to a list input of ``target``."""
-    merge = pe.Node(_merge(len(nodes)), name=name)
+    merge = _plumbing(_merge(len(nodes)), name=name)
     for i, node in enumerate(nodes, start=1):
         wf.connect(node, output, merge, f"in{i}")
     wf.connect(merge, "out", target, input_)
@@ -349,7 +349,7 @@ def _feature_nodes(
             caption_sources[spec.name] = human_captions
         elif spec.modality == "text":
             # human captions win for the stimuli they cover, unless --recaption
-            merge = pe.Node(_merge(2), name=f"captions_for_{spec.name}")
+            merge = _plumbing(_merge(2), name=f"captions_for_{spec.name}")
             merge.inputs.in1 = [] if config.recaption else human_captions
             wf.connect(caption_node, "captions", merge, "in2")
             wf.connect(merge, "out", node, "captions")
@@ -365,7 +365,7 @@ def _feature_nodes(
         model_nodes.append(node)
         for index, fs in enumerate(expanded):
             # one model load gives every layer; each layer is its own feature space downstream
-            select = pe.Node(Select(index=[index]), name=f"select_{fs.name}")
+            select = _plumbing(Select(index=[index]), name=f"select_{fs.name}")
             wf.connect(node, "feature_sets", select, "inlist")
             feature_sources[fs.name] = (select, "out")
         if plan.spec_stimuli and spec.name in plan.spec_stimuli:
@@ -429,7 +429,7 @@ def _group_nodes(
         node = _joint_node(config, runs_json, group, spaces, betas)
         if bold is not None:
             wf.connect(bold, "store", node, "bold_store")
-        merge = pe.Node(_merge(len(spaces)), name=f"{node.name}_features")
+        merge = _plumbing(_merge(len(spaces)), name=f"{node.name}_features")
         for i, name in enumerate(spaces, start=1):
             wf.connect(*feature_sources[name], merge, f"in{i}")
         wf.connect(merge, "out", node, "feature_sets")
@@ -457,7 +457,7 @@ def _group_nodes(
         node.inputs.space = group.space
         node.inputs.n_permutations = config.permutations
         spaces = [fs.name for fs in plan.spaces_of(group)]
-        merge = pe.Node(_merge(len(spaces)), name=f"{node.name}_features")
+        merge = _plumbing(_merge(len(spaces)), name=f"{node.name}_features")
         for i, name in enumerate(spaces, start=1):
             wf.connect(*feature_sources[name], merge, f"in{i}")
         wf.connect(merge, "out", node, "feature_sets")
@@ -683,6 +683,12 @@ def _align_node(
     else:
         node.inputs.captions = list(source)
     return node
+
+
+def _plumbing(interface, name: str) -> pe.Node:
+    """A node that only passes values on (Merge, Select): run in the workflow's own process,
+    never submitted as a batch job (SLURM would spend a job and a Python start on it)."""
+    return pe.Node(interface, name=name, run_without_submitting=True)
 
 
 def _merge(n_inputs: int) -> Merge:
