@@ -5,13 +5,15 @@ Private to bids_vem (the leading underscore); one copy each instead of one per m
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LABEL", "first_line", "inside", "is_label", "jsonable", "tsv_cell"]
+__all__ = ["LABEL", "file_lock", "first_line", "inside", "is_label", "jsonable", "tsv_cell"]
 
 #: a BIDS label (the part after ``sub-``, ``task-``, ``desc-``...): letters and digits
 LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -64,3 +66,29 @@ def tsv_cell(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return str(int(value))
     return " ".join(str(value).split()) or "n/a"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the block.
+
+    Jobs sharing a work or output folder (array jobs, parallel participants) take turns on
+    what they would otherwise do twice or half each: one computes, the others then find
+    the result. Where the file system offers no locks (some network mounts) or the folder
+    is read-only, the block runs without one: a lost race costs a recomputation, not a
+    corrupt file, since every write is atomic.
+    """
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bids_vem._utils import is_label
+from bids_vem._utils import file_lock, is_label
 from bids_vem.config import setting_default
 from bids_vem.errors import DataError, InputMissingError, OutputError, UsageError
 from bids_vem.features import encoders
@@ -192,60 +193,84 @@ def extract_feature_spaces(
             key = _cache_key(
                 layer_spec, description, weights_hash, stimuli_hash, computed_precision
             )
-            cached = cache.get(key) if cache is not None else None
-            if cached is not None and tuple(dict.fromkeys(cached.stim_ids)) == stim_ids:
+            todo.append((index, layer_spec, key, description))
+        todo = _from_cache(cache, todo, stim_ids, results)
+        # jobs sharing the cache (array jobs, parallel participants) take turns: the first
+        # computes, the others wait for it and then read its result instead of recomputing
+        turn = contextlib.nullcontext()
+        if todo and cache is not None:
+            model_key = cache_key(
+                {"model": weights_hash, "spec": spec.text, "stimuli": stimuli_hash}
+            )
+            turn = file_lock(cache.cache_dir / "locks" / f"{model_key[:24]}.lock")
+        with turn:
+            todo = _from_cache(cache, todo, stim_ids, results)
+            if not todo:
+                return [results[i] for i in range(len(layer_specs))]
+
+            common = {"device": device, "batch_size": batch_size, "precision": precision}
+            layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
+            encoded = inputs.encode(spec, model_path, layers, common, num_workers, progress)
+            for index, layer_spec, key, description in todo:
+                metadata: dict[str, Any] = {
+                    "spec": layer_spec.text,
+                    "family": layer_spec.family,
+                    "model": layer_spec.model,
+                    "weights": layer_spec.weights,
+                    "model_path": str(model_path),
+                    "weights_sha256": weights_hash,
+                    **description,
+                    "versions": library_versions(),
+                    "stimuli_sha256": stimuli_hash,
+                    "precision": computed_precision,
+                }
+                if layer_spec.layer is not None:
+                    metadata["layer"] = layer_spec.layer
+                feature_set = FeatureSet(
+                    name=layer_spec.name,
+                    spec=layer_spec.text,
+                    modality=layer_spec.modality,
+                    stim_ids=encoded.row_ids or stim_ids,
+                    values=encoded.per_layer[layer_spec.layer],
+                    metadata=metadata | inputs.metadata(),
+                    times=encoded.times,
+                )
+                if cache is not None:
+                    cache.put(key, feature_set)
+                    feature_set = replace(
+                        feature_set, metadata={**feature_set.metadata, "cache_key": key}
+                    )
+                results[index] = feature_set
                 logger.info(
-                    "feature space %s: %d stimuli, %d dims, from cache",
+                    "feature space %s: %d stimuli, %d dims, computed",
                     layer_spec.name,
                     len(stim_ids),
-                    cached.n_features,
+                    feature_set.n_features,
                 )
-                results[index] = replace(cached, name=layer_spec.name, spec=layer_spec.text)
-            else:
-                todo.append((index, layer_spec, key, description))
-        if not todo:
-            return [results[i] for i in range(len(layer_specs))]
+    return [results[i] for i in range(len(layer_specs))]
 
-        common = {"device": device, "batch_size": batch_size, "precision": precision}
-        layers = [layer_spec.layer for _, layer_spec, _, _ in todo]
-        encoded = inputs.encode(spec, model_path, layers, common, num_workers, progress)
-        for index, layer_spec, key, description in todo:
-            metadata: dict[str, Any] = {
-                "spec": layer_spec.text,
-                "family": layer_spec.family,
-                "model": layer_spec.model,
-                "weights": layer_spec.weights,
-                "model_path": str(model_path),
-                "weights_sha256": weights_hash,
-                **description,
-                "versions": library_versions(),
-                "stimuli_sha256": stimuli_hash,
-                "precision": computed_precision,
-            }
-            if layer_spec.layer is not None:
-                metadata["layer"] = layer_spec.layer
-            feature_set = FeatureSet(
-                name=layer_spec.name,
-                spec=layer_spec.text,
-                modality=layer_spec.modality,
-                stim_ids=encoded.row_ids or stim_ids,
-                values=encoded.per_layer[layer_spec.layer],
-                metadata=metadata | inputs.metadata(),
-                times=encoded.times,
-            )
-            if cache is not None:
-                cache.put(key, feature_set)
-                feature_set = replace(
-                    feature_set, metadata={**feature_set.metadata, "cache_key": key}
-                )
-            results[index] = feature_set
+
+def _from_cache(
+    cache: FeatureCache | None,
+    todo: list[tuple[int, FeatureSpaceSpec, str, dict[str, Any]]],
+    stim_ids: tuple[str, ...],
+    results: dict[int, FeatureSet],
+) -> list[tuple[int, FeatureSpaceSpec, str, dict[str, Any]]]:
+    """Fill ``results`` with the layer spaces the cache holds; return those it does not."""
+    missing = []
+    for index, layer_spec, key, description in todo:
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None and tuple(dict.fromkeys(cached.stim_ids)) == stim_ids:
             logger.info(
-                "feature space %s: %d stimuli, %d dims, computed",
+                "feature space %s: %d stimuli, %d dims, from cache",
                 layer_spec.name,
                 len(stim_ids),
-                feature_set.n_features,
+                cached.n_features,
             )
-    return [results[i] for i in range(len(layer_specs))]
+            results[index] = replace(cached, name=layer_spec.name, spec=layer_spec.text)
+        else:
+            missing.append((index, layer_spec, key, description))
+    return missing
 
 
 def _cache_key(

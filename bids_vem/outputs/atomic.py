@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -15,6 +18,8 @@ __all__ = [
     "write_bytes_atomic",
     "write_npz_atomic",
     "current_umask",
+    "remove_stale_temporaries",
+    "temporary_prefix",
 ]
 
 _UMASK_LOCK = threading.Lock()
@@ -51,9 +56,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -66,6 +69,57 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def temporary_prefix(path: Path | str) -> str:
+    """``.<stem>.tmp-<host>-<pid>-``: the start of a temporary's name beside ``path``.
+
+    Hidden (BIDS validators and ``ls`` skip it), and naming its writer, so that a later run
+    can remove what a killed one left (:func:`remove_stale_temporaries`) without touching the
+    temporaries of jobs still running into the same folder.
+    """
+    return f".{Path(path).name.split('.')[0]}.tmp-{_HOST}-{os.getpid()}-"
+
+
+_HOST = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+_TEMPORARY = re.compile(r"^\.[^.]*\.tmp-(?P<host>[^-]+)-(?P<pid>\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: Path | str) -> list[Path]:
+    """Remove the temporaries under ``root`` left by writers that died (SIGKILL, a node lost).
+
+    Only temporaries written on this host by a process that no longer exists are removed;
+    those of live processes, and of other hosts (whose processes cannot be checked from
+    here), are left. Returns the removed paths.
+    """
+    removed = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for folder, dirs, files in os.walk(root):
+        for name in [*files, *dirs]:
+            match = _TEMPORARY.match(name)
+            if not match or match["host"] != _HOST or _alive(int(match["pid"])):
+                continue
+            path = Path(folder) / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:

@@ -21,6 +21,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from bids_vem._utils import file_lock
 from bids_vem.errors import OutputError, UsageError
 from bids_vem.outputs.atomic import write_text_atomic
 from bids_vem.outputs.jsonfile import write_json_atomic
@@ -288,7 +289,8 @@ def write_readme(output_dir: Path | str) -> Path:
         "- `sub-<label>.html`: participant reports (figures in `sub-<label>/figures/`)\n"
         "- `group/`: group maps, `summary.tsv` and `group.html`\n"
         "- `descriptions.tsv`: what each `desc-<label>` (feature space) is\n"
-        "- `logs/CITATION.md`: methods text and references; `logs/config-<run id>.toml`: run settings\n"
+        "- `logs/CITATION.md`: methods text and references; `logs/config-<run id>.toml`: run settings;\n"
+        "  `logs/citation/sub-<label>.json`: the runs each participant contributed to the text\n"
     )
     return write_text_atomic(output_dir / "README.md", text)
 
@@ -842,13 +844,51 @@ def write_citation(
     params: Mapping[str, Any],
     version: str,
     n_subjects: int | None = None,
+    runs_by_subject: Mapping[str, int] | None = None,
 ) -> Path:
     """Write ``logs/CITATION.md`` (methods text + references) and ``logs/CITATION.bib``.
 
     Parameters are those of :func:`methods_text`. Returns the path of ``CITATION.md``.
     The text is released under CC0, as fMRIPrep's boilerplate, so it may be copied into papers.
+
+    With ``runs_by_subject`` (participant label: BOLD runs used), each participant's runs are
+    recorded in ``logs/citation/sub-<label>.json`` and the text counts every participant
+    recorded there, not only this run's: participants run as separate jobs into one
+    OUTPUT_DIR (an array job) then get one text that names them all, whichever job ends last.
     """
     logs = Path(output_dir) / "logs"
+    # the job that writes last must have read every record written before it
+    with file_lock(logs / ".citation.lock"):
+        if runs_by_subject is not None:
+            n_subjects, n_runs = _record_runs(logs / "citation", runs_by_subject)
+        return _write_citation(
+            logs, feature_spaces=feature_spaces, n_runs=n_runs, params=params,
+            version=version, n_subjects=n_subjects,
+        )  # fmt: skip
+
+
+def _record_runs(folder: Path, runs_by_subject: Mapping[str, int]) -> tuple[int, int]:
+    """Record each participant's run count; return (participants, runs) over every record."""
+    for subject, n in runs_by_subject.items():
+        write_json_atomic(folder / f"sub-{subject}.json", {"n_runs": int(n)})
+    counts = {}
+    for path in sorted(folder.glob("sub-*.json")):
+        try:
+            counts[path.stem] = int(json.loads(path.read_text())["n_runs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a record we cannot read is left out, not fatal
+    return len(counts), sum(counts.values())
+
+
+def _write_citation(
+    logs: Path,
+    *,
+    feature_spaces: Sequence[Mapping[str, Any]],
+    n_runs: int,
+    params: Mapping[str, Any],
+    version: str,
+    n_subjects: int | None,
+) -> Path:
     body = methods_text(
         feature_spaces=feature_spaces,
         n_runs=n_runs,

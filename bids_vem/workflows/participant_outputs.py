@@ -24,7 +24,7 @@ from bids_vem.features.extract import write_feature_derivatives
 from bids_vem.features.feature_set import load_feature_set
 from bids_vem.inputs.stimuli import StimulusTable
 from bids_vem.inputs.surfaces import SurfaceGeometry, bold_kind
-from bids_vem.outputs.atomic import atomic_path, write_text_atomic
+from bids_vem.outputs.atomic import atomic_path, temporary_prefix, write_text_atomic
 from bids_vem.outputs.dataset import (
     container_from_environment,
     write_bidsignore,
@@ -176,10 +176,18 @@ def write_dataset_outputs(
             n_runs=sum(len(group.runs) for group in plan.run_groups),
             params=citation_params(plan),
             version=__version__,
-            n_subjects=len({group.subject for group in plan.run_groups}),
+            runs_by_subject=_runs_by_subject(plan),
         )
     )
     return files
+
+
+def _runs_by_subject(plan: OutputPlan) -> dict[str, int]:
+    """BOLD runs used per participant (over sessions and tasks)."""
+    counts: dict[str, int] = {}
+    for group in plan.run_groups:
+        counts[group.subject] = counts.get(group.subject, 0) + len(group.runs)
+    return counts
 
 
 def dataset_links(plan: OutputPlan) -> dict[str, Path]:
@@ -246,13 +254,19 @@ def aligned_model_folder(group: RunGroup, name: str) -> str:
 def _copy_model(summary: dict, output_dir: Path, group: RunGroup, name: str) -> Path:
     """Copy the final aligned model and the run group's fold metrics into OUTPUT_DIR/models."""
     target = output_dir / "models" / aligned_model_folder(group, name)
-    staging = target.with_name(target.name + ".tmp")
+    # a hidden staging folder named like atomic_path's temporaries (removed if we are killed)
+    staging = target.with_name(temporary_prefix(target) + "model")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(summary["model_dir"], staging)
     folds = [{k: v for k, v in fold.items() if k != "model"} for fold in summary["folds"]]
     (staging / "folds.json").write_text(json.dumps(folds, indent=1))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    if target.exists():  # a folder cannot replace another in one rename: move it aside first
+        old = target.with_name(temporary_prefix(target) + "old")
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
     return target
 
 

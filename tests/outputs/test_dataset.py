@@ -283,3 +283,40 @@ def test_nesting_under_derivatives_with_another_name_warns(tmp_path, raw_dataset
             raw_dataset / "derivatives" / "encoding", source_datasets=[raw_dataset], version="1"
         )
     assert "derivatives/bids_vem[-<variant>]" in caplog.text
+
+
+def _citation_for(out, subject: str, n_runs: int) -> None:
+    write_citation(
+        out,
+        feature_spaces=[
+            {"name": "minilm", "spec": "sentence:all-MiniLM-L6-v2", "modality": "text"}
+        ],
+        n_runs=n_runs,
+        params={"delays": [1, 2], "alphas": [1.0], "cv": "leave-one-run-out", "tr": 2.0},
+        version="0.1.0",
+        runs_by_subject={subject: n_runs},
+    )
+
+
+def test_citation_counts_every_participant_of_separate_jobs(tmp_path):
+    """Participants run as separate jobs into one OUTPUT_DIR: the text written last counts
+    them all (not only its own job's participant), at once or one after another."""
+    import multiprocessing
+
+    out = tmp_path / "out"
+    _citation_for(out, "01", 3)
+    assert "1 participant, 3 BOLD runs" in (out / "logs" / "CITATION.md").read_text()
+    _citation_for(out, "02", 4)
+    assert "2 participants, 7 BOLD runs" in (out / "logs" / "CITATION.md").read_text()
+    _citation_for(out, "01", 2)  # a participant rerun with fewer runs replaces its record
+    assert "2 participants, 6 BOLD runs" in (out / "logs" / "CITATION.md").read_text()
+    # eight jobs at once
+    context = multiprocessing.get_context("fork")
+    jobs = [context.Process(target=_citation_for, args=(out, f"{i:02d}", 2)) for i in range(3, 11)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+    assert [job.exitcode for job in jobs] == [0] * 8
+    assert "10 participants, 22 BOLD runs" in (out / "logs" / "CITATION.md").read_text()
+    assert sorted(p.name for p in (out / "logs").rglob(".*tmp*")) == []
