@@ -14,9 +14,7 @@ Brain data never enter here.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import hashlib
 import json
 import logging
@@ -30,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bids_vem._utils import file_lock
 from bids_vem.alignment.export import SIDECAR_NAME, export_openclip
 from bids_vem.alignment.folds import FINAL_FOLD, AlignmentFold
 from bids_vem.alignment.model import AlignedImageEncoder
@@ -57,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: bump when the way alignments are trained changes (invalidates the work-dir alignments)
-ALIGNMENT_CODE_VERSION = 1
+ALIGNMENT_CODE_VERSION = 2
 
 #: AlignConfig fields that change how fast, not what, is trained
 _NOT_IN_KEY = {"device", "num_workers", "pixel_cache_mb", "train_metrics", "progress"}
@@ -199,18 +198,6 @@ def _digest(arrays: Iterator[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # two participants with the same stimuli may ask for the same alignment at once
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _result_summary(metrics: list[dict[str, float]], best_epoch: int) -> dict[str, Any]:
     before = metrics[0] if metrics else {}
     after = next((row for row in metrics if int(row.get("epoch", -1)) == best_epoch), before)
@@ -304,15 +291,23 @@ def train_aligned_model(
         )
         folder = Path(cache_root) / key[:24]
         model_dir = folder / "model"
-        with _locked(folder.with_suffix(".lock")):
+        # two participants with the same stimuli may ask for the same alignment at once
+        with file_lock(folder.with_suffix(".lock")):
             if (model_dir / SIDECAR_NAME).is_file():
                 logger.info("alignment %s: reusing %s", fold.name, model_dir)
                 return model_dir
             clip_model, preprocess, _ = load_openclip(info, device="cpu")
             text_dim = int(np.asarray(targets[train_ids[0]]).shape[-1])
-            encoder = AlignedImageEncoder.from_openclip(
-                copy.deepcopy(clip_model), text_dim, preprocess
-            )
+            import torch
+
+            # the new head's first weights come from the seed alone, not from what this
+            # process ran before: otherwise a fold trained after folds reused from the cache
+            # (a resumed run) starts elsewhere than in a run that trained them all
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                encoder = AlignedImageEncoder.from_openclip(
+                    copy.deepcopy(clip_model), text_dim, preprocess
+                )
             logger.info(
                 "alignment %s: fine-tuning the image tower of %s towards %s caption embeddings "
                 "on %d images (%d held out), %s",

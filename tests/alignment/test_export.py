@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,36 @@ def test_exported_model_gives_the_aligned_embeddings(
     sidecar = json.loads((out / "alignment.json").read_text(encoding="utf-8"))
     assert sidecar["base_model"] == arch
     assert sidecar["projection_folded"] == (text_dim != cfg["embed_dim"])
+
+
+def test_an_alignment_starts_from_its_seed_whatever_ran_before(tmp_path):
+    """A fold trained after others were reused from the cache (a resumed run) must equal the
+    same fold trained after training them: the new head is drawn from the seed alone."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from bids_vem.alignment.folds import AlignmentFold
+    from bids_vem.alignment.stage import train_aligned_model
+    from bids_vem.alignment.train import AlignConfig
+    from bids_vem.demo import make_demo_dataset
+    from bids_vem.features.specs import parse_feature_space
+
+    demo = make_demo_dataset(tmp_path / "demo", n_subjects=1, n_runs=2, n_stimuli=12)
+    images = {p.name: p for p in sorted((demo.bids_dir / "stimuli" / "images").glob("*.png"))}
+    rng = np.random.default_rng(0)
+    targets = {s: rng.standard_normal((2, 16)).astype(np.float32) for s in images}
+    base = parse_feature_space(demo.image_model_spec, "image")
+    target = parse_feature_space("minilm=sentence:all-MiniLM-L6-v2", "text")
+    fold = AlignmentFold(name="final", held_out_runs=(), train_ids=tuple(images), held_out_ids=())
+    config = AlignConfig(epochs=1, batch_size=8, lr=1e-3, unfreeze_blocks=-1, seed=3)
+    weights = []
+    for consumed in (0, 1000):
+        torch.rand(consumed)  # what an earlier fold of this process would have drawn
+        model = train_aligned_model(
+            base, target, images=images, targets=targets, fold=fold, config=config,
+            cache_root=tmp_path / f"cache{consumed}",
+        )  # fmt: skip
+        weights.append(load_file(str(model / "open_clip_model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
