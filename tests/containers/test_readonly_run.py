@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -51,6 +52,55 @@ def _image_environment() -> dict[str, str]:
     return env
 
 
+NETWORK_WATCH = """
+import socket
+import sys
+
+
+def _report(event, args):
+    if event == "socket.connect":
+        sock, address = args
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return  # local sockets (multiprocessing) are not the network
+    elif event not in ("socket.getaddrinfo", "urllib.Request", "http.client.connect"):
+        return
+    sys.stderr.write(f"NETWORK ATTEMPT {event} {args!r:.200}\\n")
+
+
+sys.addaudithook(_report)
+"""
+
+
+class RunResult(NamedTuple):
+    result: subprocess.CompletedProcess
+    before: dict
+    after: dict
+    out: Path
+    work: Path
+    env: dict
+    run_user: tuple[int, int] | None
+    isolated: bool
+    argv: list[str]
+
+
+def _without_network(argv: list[str], run_user) -> tuple[list[str], bool]:
+    """``argv`` in a new network namespace (``unshare -n``: only a loopback that is down), as
+    the run user; whether the namespace could be made. As root: unshare, then drop to the
+    run user with setpriv. Otherwise a user namespace maps the caller to itself."""
+    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    if os.geteuid() == 0 and unshare and setpriv:
+        drop = []
+        if run_user is not None:
+            uid, gid = run_user
+            drop = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+        return [unshare, "-n", "--", *drop, *argv], True
+    if unshare:
+        probe = subprocess.run([unshare, "--map-current-user", "-n", "true"], capture_output=True)
+        if probe.returncode == 0:
+            return [unshare, "--map-current-user", "-n", "--", *argv], True
+    return argv, False
+
+
 @pytest.fixture(scope="module")
 def readonly_run(tiny_demo, tmp_path_factory, run_user):
     root = tmp_path_factory.mktemp("readonly")
@@ -73,10 +123,19 @@ def readonly_run(tiny_demo, tmp_path_factory, run_user):
     for folder in (root / "site", cwd) + ((home,) if home.is_dir() else ()):
         folder.chmod(0o555)
     out, work = writable / "out", writable / "work"
-    env = _image_environment() | {"HOME": str(home), "PYTHONPATH": str(root / "site")}
+    # a sitecustomize that reports every attempt to reach the network (Python audit events)
+    watch = root / "watch"
+    watch.mkdir()
+    (watch / "sitecustomize.py").write_text(NETWORK_WATCH)
+    watch.chmod(0o555)
+    env = _image_environment() | {
+        "HOME": str(home),
+        "PYTHONPATH": f"{root / 'site'}:{watch}",
+    }
     argv = [str(PYTHON), "-m", "bids_vem", str(tiny_demo.bids_dir), str(out), "participant"]
     argv += ["-w", str(work), "--nprocs", "2", *demo_options(tiny_demo)]
     uid = run_user[0] if run_user else 0
+    argv, isolated = _without_network(argv, run_user)
 
     def snapshot():
         return {
@@ -88,17 +147,12 @@ def readonly_run(tiny_demo, tmp_path_factory, run_user):
         }
 
     before = snapshot()
-    kwargs = {}
-    if run_user is not None and os.geteuid() == 0:
-        kwargs = {"user": run_user[0], "group": run_user[1], "extra_groups": []}
-    result = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kwargs
-    )
-    return result, before, snapshot(), out, work, env, run_user
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return RunResult(result, before, snapshot(), out, work, env, run_user, isolated, argv)
 
 
 def test_the_run_succeeds_as_a_non_root_user(readonly_run):
-    result, _, _, out, _, _, run_user = readonly_run
+    result, _, _, out, _, _, run_user, _, _ = readonly_run
     assert result.returncode == 0, result.stderr[-3000:]
     if run_user is None:
         pytest.skip("running as root and no other user can run this Python (see test_dockerfile)")
@@ -111,7 +165,7 @@ def test_the_run_succeeds_as_a_non_root_user(readonly_run):
 
 
 def test_nothing_is_written_outside_the_output_and_work_dirs(readonly_run):
-    result, before, after, _, _, _, _ = readonly_run
+    result, before, after, _, _, _, _, _, _ = readonly_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert after["home"] == before["home"] in ({}, None)
     assert after["package"] == before["package"]
@@ -121,7 +175,7 @@ def test_nothing_is_written_outside_the_output_and_work_dirs(readonly_run):
 
 
 def test_library_caches_went_to_the_work_dir_and_were_logged_once(readonly_run):
-    result, _, _, _, work, _, _ = readonly_run
+    result, _, _, _, work, _, _, _, _ = readonly_run
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if "is not a writable folder" in line]
     assert len(lines) == 1
@@ -130,8 +184,28 @@ def test_library_caches_went_to_the_work_dir_and_were_logged_once(readonly_run):
 
 
 def test_dataset_description_names_the_container(readonly_run):
-    result, _, _, out, _, env, _ = readonly_run
+    result, _, _, out, _, env, _, _, _ = readonly_run
     assert result.returncode == 0, result.stderr[-3000:]
     description = json.loads((out / "dataset_description.json").read_text())
     container = description["GeneratedBy"][0]["Container"]
     assert container == {"Type": "docker", "Tag": env["BIDS_VEM_DOCKER_TAG"]}
+
+
+def test_no_network_is_needed_and_no_download_is_attempted(readonly_run):
+    """Run without any network (``unshare -n``), as on compute nodes and brainlife: it
+    succeeds, and not one connection or name lookup was attempted on the way."""
+    if not readonly_run.isolated:
+        pytest.skip("no network namespace here (unshare -n needs root or user namespaces)")
+    result = readonly_run.result
+    assert result.returncode == 0, result.stderr[-3000:]
+    attempts = [line for line in result.stderr.splitlines() if "NETWORK ATTEMPT" in line]
+    assert attempts == []
+    # the watch itself reports an attempt, and the namespace has no way out
+    probe = subprocess.run(
+        [*readonly_run.argv[: readonly_run.argv.index(str(PYTHON))], str(PYTHON), "-c",
+         "import socket, urllib.request\n"
+         "try:\n urllib.request.urlopen('https://huggingface.co', timeout=5)\n"
+         "except OSError as err:\n print('unreachable', type(err).__name__)"],
+        env=readonly_run.env, capture_output=True, text=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    assert "NETWORK ATTEMPT" in probe.stderr and "unreachable" in probe.stdout, probe
