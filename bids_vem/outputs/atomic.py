@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,20 +99,29 @@ def _alive(pid: int) -> bool:
 def remove_stale_temporaries(root: Path | str) -> list[Path]:
     """Remove the temporaries under ``root`` left by writers that died (SIGKILL, a node lost).
 
-    Only temporaries written on this host by a process that no longer exists are removed;
-    those of live processes, and of other hosts (whose processes cannot be checked from
-    here), are left. Returns the removed paths.
+    Temporaries written on this host by a process that no longer exists are removed, and
+    those of any host untouched for a day (a container's host name changes with every run);
+    those of live processes, and recent ones of other hosts (whose processes cannot be
+    checked from here), are left. Returns the removed paths.
     """
     removed = []
     root = Path(root)
     if not root.is_dir():
         return removed
+    day_ago = time.time() - 86400
     for folder, dirs, files in os.walk(root):
         for name in [*files, *dirs]:
             match = _TEMPORARY.match(name)
-            if not match or match["host"] != _HOST or _alive(int(match["pid"])):
+            if not match:
                 continue
             path = Path(folder) / name
+            try:
+                old = path.lstat().st_mtime < day_ago
+            except FileNotFoundError:
+                continue
+            here = match["host"] == _HOST
+            if not old and (not here or _alive(int(match["pid"]))):
+                continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
                 dirs.remove(name)

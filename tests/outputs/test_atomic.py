@@ -45,8 +45,12 @@ def test_only_the_temporaries_of_dead_writers_on_this_host_are_removed(tmp_path)
         path.write_bytes(b"x")
     stale_dir.mkdir()
     (stale_dir / "open_clip_config.json").write_text("{}")
+    abandoned = func / f".sub-01_task-x_stat-z_statmap.tmp-container1-{os.getpid()}-z1.nii.gz"
+    abandoned.write_bytes(b"x")  # another host's, untouched for two days
+    two_days_ago = abandoned.stat().st_mtime - 2 * 86400
+    os.utime(abandoned, (two_days_ago, two_days_ago))
     removed = remove_stale_temporaries(tmp_path)
-    assert sorted(removed) == sorted([stale, stale_dir])
+    assert sorted(removed) == sorted([stale, stale_dir, abandoned])
     for path in (live, elsewhere, output, hidden_user_file):
         assert path.exists(), path
     assert not stale.exists() and not stale_dir.exists()
