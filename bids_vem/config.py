@@ -675,6 +675,15 @@ class AlignmentSettings(Section):
         minimum=0,
         min_open=True,
     )
+    align_temperature_lr: float = setting(
+        1e-3,
+        help="Learning rate of InfoNCE's learnable temperature (AdamW, no weight decay, same "
+        "schedule). It has its own: at the image tower's rate it would stay at 0.07. 0 fixes "
+        "the temperature at 0.07.",
+        flags=("--align-temperature-lr",),
+        type="float",
+        minimum=0,
+    )
     align_batch_size: int = setting(
         256,
         help="Images per alignment step (in-batch negatives of InfoNCE).",
@@ -691,7 +700,8 @@ class AlignmentSettings(Section):
     )
     align_loss: str = setting(
         "infonce",
-        help="infonce: CLIP's symmetric contrastive loss; cosine: regression to the caption "
+        help="infonce: CLIP's symmetric contrastive loss, where images with the same caption "
+        "(cosine > 0.99) are not each other's negatives; cosine: regression to the caption "
         "embedding (Doerig et al.).",
         flags=("--align-loss",),
         choices=("infonce", "cosine"),

@@ -11,7 +11,9 @@ from bids_vem.config import check_setting
 from bids_vem.errors import UsageError
 
 __all__ = [
+    "DUPLICATE_COSINE",
     "LogitScale",
+    "duplicate_targets",
     "infonce_loss",
     "cosine_regression_loss",
     "preservation_loss",
@@ -48,10 +50,28 @@ class LogitScale(torch.nn.Module):
         return float(1.0 / self.forward().detach())
 
 
+#: targets closer than this (cosine) count as the same caption: not negatives of each other
+DUPLICATE_COSINE = 0.99
+
+
+def duplicate_targets(text: torch.Tensor, threshold: float = DUPLICATE_COSINE) -> torch.Tensor:
+    """(n, n) bool: pairs ``i != j`` whose (normalised) targets have cosine > ``threshold``."""
+    similar = (text @ text.T) > threshold
+    return similar & ~torch.eye(len(text), dtype=torch.bool, device=text.device)
+
+
 def infonce_loss(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    logit_scale: torch.Tensor,
+    duplicate_cosine: float | None = DUPLICATE_COSINE,
 ) -> torch.Tensor:
     """Symmetric InfoNCE (the CLIP loss): row i of each matrix is a matching pair.
+
+    Two images with the same caption (frequent with generated captions: "a close-up of a
+    face") would push apart what their targets say is identical. Pairs whose targets have
+    cosine above ``duplicate_cosine`` are therefore left out of each other's negatives, in
+    both directions; every row keeps its own positive.
 
     Parameters
     ----------
@@ -59,6 +79,9 @@ def infonce_loss(
         (n_pairs, n_dims); normalised here, so any scale is fine.
     logit_scale
         Scalar inverse temperature (already exponentiated).
+    duplicate_cosine
+        Targets closer than this are not negatives of each other; None keeps every negative
+        (CLIP's loss as published).
 
     Returns
     -------
@@ -67,6 +90,9 @@ def infonce_loss(
     image = F.normalize(image_embeddings.float(), dim=-1)
     text = F.normalize(text_embeddings.float(), dim=-1)
     logits = logit_scale * image @ text.T
+    if duplicate_cosine is not None:
+        # symmetric: text j is a duplicate of text i exactly when i is of j
+        logits = logits.masked_fill(duplicate_targets(text.detach(), duplicate_cosine), -torch.inf)
     labels = torch.arange(len(image), device=image.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
@@ -101,6 +127,7 @@ def alignment_objective(
     logit_scale: torch.Tensor | None = None,
     alignment_weight: float = 1.0,
     initial_embeddings: torch.Tensor | None = None,
+    duplicate_cosine: float | None = DUPLICATE_COSINE,
 ) -> torch.Tensor:
     """``w * align_loss + (1 - w) * preservation_loss`` with ``w = alignment_weight``.
 
@@ -112,6 +139,8 @@ def alignment_objective(
         ``"infonce"`` (needs ``logit_scale``) or ``"cosine"``.
     alignment_weight
         In [0, 1]; below 1 ``initial_embeddings`` (n_pairs, n_dims) are required.
+    duplicate_cosine
+        InfoNCE only: targets closer than this are not negatives (:func:`infonce_loss`).
     """
     check_setting("align_loss", loss)
     if not 0.0 <= alignment_weight <= 1.0:
@@ -119,7 +148,7 @@ def alignment_objective(
     if loss == "infonce":
         if logit_scale is None:
             raise UsageError("the infonce alignment loss needs a logit scale")
-        align = infonce_loss(image_embeddings, text_embeddings, logit_scale)
+        align = infonce_loss(image_embeddings, text_embeddings, logit_scale, duplicate_cosine)
     else:
         align = cosine_regression_loss(image_embeddings, text_embeddings)
     if alignment_weight == 1.0:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from bids_vem.alignment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from bids_vem.alignment.losses import LogitScale, alignment_objective
+from bids_vem.alignment.losses import DUPLICATE_COSINE, LogitScale, alignment_objective
 from bids_vem.alignment.model import AlignedImageEncoder
 from bids_vem.alignment.pixels import PixelSource
 from bids_vem.alignment.retrieval import retrieval_recall
@@ -58,6 +58,9 @@ class AlignConfig:
     device: str = "cpu"
     precision: str = "auto"
     init_temperature: float = 0.07
+    temperature_lr: float = 1e-3  # the temperature's own rate (0: fixed at init_temperature)
+    # InfoNCE: captions closer than this (cosine) are not negatives of each other
+    duplicate_cosine: float | None = DUPLICATE_COSINE
     grad_checkpointing: bool = False
     train_metrics: bool = True  # also retrieval on the training slice each epoch
     method: str = "partial"  # "partial": unfreeze the last blocks; "lora": LoRA on every block
@@ -178,6 +181,7 @@ def _evaluate(
                         logit_scale=logit_scale().detach().cpu(),
                         alignment_weight=config.alignment_weight,
                         initial_embeddings=initial[indices][batch],
+                        duplicate_cosine=config.duplicate_cosine,
                     )
                 )
             )
@@ -400,18 +404,26 @@ class _TrainingRun:
         model.set_grad_checkpointing(config.grad_checkpointing)
 
     def _make_optimizer(self) -> None:
-        """AdamW without weight decay on biases, norms and the temperature; warmup + cosine."""
+        """AdamW without weight decay on biases, norms and the temperature; warmup + cosine.
+
+        The temperature has its own learning rate (``temperature_lr``): at the image tower's
+        fine-tuning rate (1e-5) it would not move from its start; 0 fixes it.
+        """
         config = self.config
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in self.params if p.ndim >= 2]
-        no_decay = [p for p in self.params if p.ndim < 2] + [self.logit_scale.log_scale]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=config.lr,
-        )
+        no_decay = [p for p in self.params if p.ndim < 2]
+        groups = [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        temperature = self.logit_scale.log_scale
+        temperature.requires_grad_(config.temperature_lr > 0)
+        if config.temperature_lr > 0:
+            groups.append(
+                {"params": [temperature], "weight_decay": 0.0, "lr": config.temperature_lr}
+            )
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         n_batches = len(_batches(self.train_idx, config.batch_size))
         total_steps = config.epochs * max(1, math.ceil(n_batches / config.grad_accum))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -511,6 +523,7 @@ class _TrainingRun:
                 logit_scale=self.logit_scale(),
                 alignment_weight=config.alignment_weight,
                 initial_embeddings=None if initial is None else initial[batch_t.to(device)],
+                duplicate_cosine=config.duplicate_cosine,
             )
             (loss / config.grad_accum).backward()
             loss_sum += loss.detach().double() * len(batch)

@@ -607,7 +607,8 @@ def _alignment_text(alignment: Mapping[str, Any]) -> str:
         else f"the last {s.get('unfreeze_blocks')} block(s) unfrozen"
     )
     loss = (
-        "the symmetric contrastive (InfoNCE) loss of CLIP"
+        "the symmetric contrastive (InfoNCE) loss of CLIP, in which images whose captions "
+        "were the same (embeddings with cosine > 0.99) were not negatives of each other"
         if s.get("loss") == "infonce"
         else "a cosine regression to the caption embedding"
     )
@@ -626,7 +627,22 @@ def _alignment_text(alignment: Mapping[str, Any]) -> str:
         f"against preserving the original features), {method}, AdamW at learning rate "
         f"{s.get('lr')} with warm-up and cosine decay, batches of {s.get('batch_size')} images, "
         f"up to {s.get('epochs')} epochs with early stopping on a validation slice, random seed "
-        f"{s.get('seed')}, on {data}."
+        f"{s.get('seed')}, on {data}.{_temperature_text(s)}"
+    )
+
+
+def _temperature_text(s: Mapping[str, Any]) -> str:
+    """How InfoNCE's temperature trained (nothing for the cosine loss)."""
+    if s.get("loss") != "infonce":
+        return ""
+    rate = s.get("temperature_lr")
+    if rate is None:  # plans written before the temperature had its own rate
+        return ""
+    if not rate:
+        return " The loss's temperature was fixed at 0.07."
+    return (
+        f" The loss's temperature started at 0.07 and was learned at its own rate ({rate:g}, "
+        "no weight decay)."
     )
 
 

@@ -51,9 +51,9 @@ def test_infonce_structure_cases():
     eye = torch.eye(4)
     # orthogonal matching pairs and a large scale: loss close to zero
     assert float(infonce_loss(eye, eye * 3.0, torch.tensor(100.0))) < 1e-6
-    # every embedding identical: no information, loss is log(n)
+    # every embedding identical: no information, loss is log(n) with every negative kept
     same = torch.ones(4, 3)
-    assert float(infonce_loss(same, 2 * same, torch.tensor(10.0))) == pytest.approx(
+    assert float(infonce_loss(same, 2 * same, torch.tensor(10.0), None)) == pytest.approx(
         math.log(4), rel=1e-6
     )
     # swapped pairs are worse than matched ones
@@ -126,3 +126,35 @@ def test_objective_usage_errors(kwargs, fragment):
         alignment_objective(torch.ones(2, 2), torch.ones(2, 2), **kwargs)
     assert info.value.exit_code == 64
     assert fragment in str(info.value)
+
+
+def test_images_sharing_a_caption_are_not_pushed_apart():
+    """Rows 0 and 1 have the same caption (a VLM's "a close-up of a face"), row 2 one that is
+    nearly the same (cosine > 0.99). With duplicates masked, a batch whose images match their
+    captions has no loss left and no gradient driving the duplicates apart; CLIP's loss as
+    published keeps log(2)-sized terms and pulls image 0 away from image 1's caption."""
+    rng = np.random.default_rng(1)
+    captions = torch.tensor(rng.normal(size=(6, 16)), dtype=torch.float32)
+    captions[1] = captions[0]
+    captions[2] = captions[0] + 0.01 * captions[3]  # near-identical wording
+    assert float(torch.nn.functional.cosine_similarity(captions[0], captions[2], dim=0)) > 0.99
+    images = captions.clone().requires_grad_(True)
+    scale = torch.tensor(100.0)
+    masked = infonce_loss(images, captions, scale)
+    published = infonce_loss(images, captions, scale, duplicate_cosine=None)
+    assert float(masked) < 1e-3
+    assert float(published) > 0.5 * math.log(3) * 3 / 6  # three rows split their mass
+    # the same loss as a batch without the duplicate rows
+    distinct = [0, 3, 4, 5]
+    alone = infonce_loss(captions[distinct], captions[distinct], scale)
+    assert float(masked) == pytest.approx(float(alone), abs=1e-5)
+    # no gradient pushes image 0 away from caption 1's direction
+    (gradient,) = torch.autograd.grad(masked, images)
+    assert float(gradient.abs().max()) < 1e-3
+    (gradient,) = torch.autograd.grad(published, images)
+    assert float(gradient.abs().max()) > 1e-2
+    # unrelated captions are never masked: the loss equals the published one
+    fresh = torch.tensor(rng.normal(size=(8, 16)), dtype=torch.float32)
+    assert float(infonce_loss(fresh, fresh, torch.tensor(10.0))) == pytest.approx(
+        float(infonce_loss(fresh, fresh, torch.tensor(10.0), None)), rel=1e-6
+    )

@@ -353,3 +353,24 @@ def test_progress_bar_on_a_terminal(clip_factory, tiny_vit_cfg, tmp_path, make_j
     encoder = AlignedImageEncoder.from_openclip(clip, 16, preprocess)
     train_alignment(encoder, make_jpegs(tmp_path, 8), targets, config, tmp_path / "w2")
     assert pipe.getvalue() == ""
+
+
+def test_the_temperature_learns_at_its_own_rate(
+    coco_captions, clip_factory, tiny_vit_cfg, tmp_path
+):
+    """At a fine-tuning rate (1e-5) the temperature would stay at 0.07; its own rate moves
+    it, and a rate of 0 fixes it (both recorded in the metrics, hence the training curve)."""
+    n = 32
+    temperatures = {}
+    for rate in (1e-5, 5e-2, 0.0):
+        clip, preprocess = clip_factory(tiny_vit_cfg, 0)
+        encoder = AlignedImageEncoder.from_openclip(clip, MINILM_DIM, preprocess)
+        config = replace(FAST, epochs=2, lr=1e-5, temperature_lr=rate, train_metrics=False)
+        result = train_alignment(
+            encoder, coco_captions.paths[:n], coco_captions.embeddings[:n], config,
+            tmp_path / f"rate{rate}", stim_ids=coco_captions.ids[:n],
+        )  # fmt: skip
+        temperatures[rate] = [row["temperature"] for row in result.metrics]
+    assert temperatures[0.0] == [pytest.approx(0.07, abs=1e-7)] * 3
+    assert abs(temperatures[1e-5][-1] - 0.07) < 1e-4  # the tower's rate: it does not move
+    assert abs(temperatures[5e-2][-1] - 0.07) > 1e-3  # its own rate: it learns
