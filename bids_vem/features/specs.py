@@ -62,7 +62,9 @@ __all__ = [
 
 #: token poolings that apply to intermediate layers
 LAYER_POOLINGS = ("mean", "cls", "last")
-_OPTIONS = ("pool", "layers")
+_OPTIONS = ("pool", "layers", "long")
+#: what an open_clip text tower does with texts longer than its context (77 tokens for CLIP)
+LONG_TEXTS = ("truncate", "chunks")
 
 MODALITIES = ("text", "image")
 
@@ -95,6 +97,10 @@ class FeatureSpaceSpec:
     layer : int, str or None
         The one layer this spec is (after :func:`expand_layers`): a layer number or
         ``"pooler"``; None: the model's final output.
+    long : str or None
+        ``#long=`` option of open_clip text spaces, for texts longer than the tower's context
+        (77 tokens): ``"truncate"`` (open_clip's behaviour, the default) or ``"chunks"`` (the
+        mean of the embeddings of consecutive chunks that fit, renormalised).
     """
 
     name: str
@@ -106,6 +112,7 @@ class FeatureSpaceSpec:
     pool: str | None = None
     layers: tuple[int | str, ...] | None = None
     layer: int | str | None = None
+    long: str | None = None
 
     @property
     def options(self) -> dict[str, object]:
@@ -117,6 +124,8 @@ class FeatureSpaceSpec:
             out["layer"] = self.layer
         if self.layers is not None:
             out["layers"] = list(self.layers)
+        if self.long is not None:
+            out["long"] = self.long
         return out
 
 
@@ -175,7 +184,7 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
             f"(it embeds: {', '.join(sorted(families.FAMILIES[family].modalities))})"
         )
     rest, _, option_text = match["rest"].partition("#")
-    pool, layers = _parse_options(spec_text, family, modality, option_text)
+    pool, layers, long = _parse_options(spec_text, family, modality, option_text)
     model, sep, weights = rest.partition("@")
     model = model.strip()
     weights_value: str | None = weights.strip() if sep else None
@@ -211,24 +220,40 @@ def parse_feature_space(text: str, modality: str) -> FeatureSpaceSpec:
         text=spec_text,
         pool=pool,
         layers=layers,
+        long=long,
     )
 
 
 def _parse_options(
     spec_text: str, family: str, modality: str, option_text: str
-) -> tuple[str | None, tuple[int | str, ...] | None]:
+) -> tuple[str | None, tuple[int | str, ...] | None, str | None]:
     pool: str | None = None
     layers: tuple[int | str, ...] | None = None
+    long: str | None = None
     if not option_text:
-        return pool, layers
+        return pool, layers, long
     for item in option_text.split("#"):
         key, sep, value = (part.strip() for part in item.partition("="))
         key = key.lower()
         if key not in _OPTIONS or not sep or not value:
             raise UsageError(
                 f"feature space {spec_text!r}: bad option {item!r}; options are "
-                f"#pool=<pooling> and #layers=all|<k>,<k>... (e.g. '#layers=4,8#pool=mean')"
+                f"#pool=<pooling>, #layers=all|<k>,<k>... (e.g. '#layers=4,8#pool=mean') and, "
+                f"for open_clip text, #long=truncate|chunks"
             )
+        if key == "long":
+            if family != "openclip" or modality != "text":
+                raise UsageError(
+                    f"feature space {spec_text!r}: #long applies to open_clip text spaces "
+                    f"(their 77-token tower), not {family} {modality} spaces"
+                )
+            if value.lower() not in LONG_TEXTS:
+                raise UsageError(
+                    f"feature space {spec_text!r}: #long={value}: expected "
+                    f"{' or '.join(LONG_TEXTS)}"
+                )
+            long = value.lower()
+            continue
         if key == "pool":
             allowed = families.FAMILIES[family].poolings.get(modality, ())
             if value.lower() not in allowed:
@@ -251,7 +276,7 @@ def _parse_options(
             f"feature space {spec_text!r}: #pool={pool} gives one vector per image, not per "
             f"layer; layer spaces pool with {' or '.join(LAYER_POOLINGS)}"
         )
-    return pool, layers
+    return pool, layers, long
 
 
 def _parse_layers(spec_text: str, value: str) -> tuple[int | str, ...]:

@@ -113,3 +113,58 @@ def test_empty_bids_stimulus_bmp_is_a_data_error(shared_fixtures, tiny_clip):
     spec = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "image")
     with pytest.raises(DataError, match="f001.bmp"):
         encode(spec, [bmp], model_path=tiny_clip.local_dir, progress=False)
+
+
+def test_texts_longer_than_the_clip_tower_are_counted_and_chunked(tiny_clip, caplog):
+    """The tiny tower takes 16 tokens (CLIP: 77). A long text is truncated by default, with a
+    warning that counts it; ``#long=chunks`` embeds every 14-token chunk and averages them."""
+    import torch
+
+    long_text = " ".join(["a small brown dog runs across a green park near the lake"] * 3)
+    texts = ["dog", long_text, TEXTS[0]]
+    _, _, tokenizer = _reference_clip(tiny_clip.local_dir)
+    ids = tokenizer.encode(long_text)
+    assert len(ids) > 14 * 2  # three chunks
+    model = tiny_clip.model
+
+    def embed(token_lists):
+        tokens = torch.zeros((len(token_lists), 16), dtype=torch.long)
+        for row, chunk in enumerate(token_lists):
+            tokens[row, : len(chunk) + 2] = torch.tensor(
+                [tokenizer.sot_token_id, *chunk, tokenizer.eot_token_id]
+            )
+        with torch.inference_mode():
+            return model.encode_text(tokens, normalize=True).numpy()
+
+    truncate = parse_feature_space(f"openclip:{tiny_clip.local_dir}", "text")
+    with caplog.at_level("WARNING"):
+        truncated = encode(truncate, texts, model_path=tiny_clip.local_dir, batch_size=2)
+    assert "1 of 3 text(s) are longer than the text tower's 16 tokens" in caplog.text
+    with torch.inference_mode():
+        reference = model.encode_text(tokenizer(texts), normalize=True).numpy()
+    np.testing.assert_allclose(truncated, reference, atol=1e-5)  # open_clip's own truncation
+
+    chunks = parse_feature_space(f"openclip:{tiny_clip.local_dir}#long=chunks", "text")
+    assert chunks.options == {"long": "chunks"}
+    chunked = encode(chunks, texts, model_path=tiny_clip.local_dir, batch_size=2)
+    pieces = embed([ids[i : i + 14] for i in range(0, len(ids), 14)])
+    expected = pieces.mean(axis=0) / np.linalg.norm(pieces.mean(axis=0))
+    np.testing.assert_allclose(chunked[1], expected, atol=1e-5)
+    # short texts are embedded as before; the long one differs from its truncation
+    np.testing.assert_allclose(chunked[[0, 2]], truncated[[0, 2]], atol=1e-5)
+    assert float(chunked[1] @ truncated[1]) < 0.9999
+
+
+@pytest.mark.parametrize(
+    "spec, modality, fragment",
+    [
+        ("sentence:/m#long=chunks", "text", "open_clip text spaces"),
+        ("openclip:ViT-B-32@x.safetensors#long=chunks", "image", "open_clip text spaces"),
+        ("openclip:ViT-B-32@x.safetensors#long=all", "text", "truncate or chunks"),
+    ],
+)
+def test_long_option_errors(spec, modality, fragment):
+    from bids_vem.errors import UsageError
+
+    with pytest.raises(UsageError, match=fragment):
+        parse_feature_space(spec, modality)

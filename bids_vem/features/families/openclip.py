@@ -37,6 +37,8 @@ from bids_vem.features.weights import (
 if TYPE_CHECKING:
     from bids_vem.features.specs import FeatureSpaceSpec
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["FAMILY", "OpenClipInfo", "inspect_openclip", "load_openclip", "loaded_openclip"]
 
 _OPENCLIP_CHECKPOINTS = (
@@ -343,16 +345,68 @@ def _final_output_only(request: EncodeRequest) -> None:
 
 
 def encode_texts(request: EncodeRequest, texts: list[str]) -> dict[Any, np.ndarray]:
-    """``encode_text(normalize=True)`` of the tokenised texts."""
+    """``encode_text(normalize=True)`` of the tokenised texts.
+
+    Texts longer than the tower's context (77 tokens for CLIP: LLM-VEM's MiniGPT-4
+    descriptions often are) are counted and a warning names how many. ``#long=truncate``
+    (the default, open_clip's behaviour) embeds their first tokens; ``#long=chunks`` embeds
+    every consecutive chunk that fits and returns the renormalised mean of the chunks'
+    embeddings, so that the whole text counts.
+    """
     _final_output_only(request)
     model, _, tokenizer = loaded_openclip(request.spec, request.model_path, request.device)
-    return run_text_batches(
-        texts,
-        lambda batch: {
-            None: model.encode_text(tokenizer(batch).to(request.device), normalize=True)
-        },
-        **request.text_batches(),
-    )
+    length = int(getattr(tokenizer, "context_length", 0) or model.context_length)
+    token_ids = _token_ids(tokenizer, texts)
+    strategy = request.spec.long or "truncate"
+    n_long = sum(len(ids) > length - 2 for ids in token_ids) if token_ids is not None else 0
+    if n_long:
+        logger.warning(
+            "feature space %s: %d of %d text(s) are longer than the text tower's %d tokens: %s",
+            request.spec.name,
+            n_long,
+            len(texts),
+            length,
+            "their first tokens are embedded (#long=chunks embeds them whole, in chunks)"
+            if strategy == "truncate"
+            else f"embedded in chunks of {length - 2} tokens, averaged (#long=chunks)",
+        )
+    if strategy != "chunks" or not n_long:
+        return run_text_batches(
+            texts,
+            lambda batch: {
+                None: model.encode_text(tokenizer(batch).to(request.device), normalize=True)
+            },
+            **request.text_batches(),
+        )
+    import torch
+
+    step = length - 2  # the start and end tokens take two places
+    pieces, owner = [], []
+    for index, ids in enumerate(token_ids):
+        for start in range(0, max(1, len(ids)), step):
+            pieces.append(ids[start : start + step])
+            owner.append(index)
+    sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
+
+    def forward(batch: list[list[int]]) -> dict[Any, Any]:
+        tokens = torch.zeros((len(batch), length), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            tokens[row, : len(ids) + 2] = torch.tensor([sot, *ids, eot])
+        return {None: model.encode_text(tokens.to(request.device), normalize=True)}
+
+    chunked = run_text_batches(pieces, forward, **request.text_batches())[None]
+    owner_index = np.asarray(owner)
+    means = np.stack([chunked[owner_index == i].mean(axis=0) for i in range(len(texts))])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    return {None: means.astype(np.float32)}
+
+
+def _token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]] | None:
+    """Each text's token ids without start and end tokens (open_clip's CLIP tokenizer);
+    None for tokenizers that cannot say (Hugging Face ones truncate on their own)."""
+    if not all(hasattr(tokenizer, name) for name in ("encode", "sot_token_id", "eot_token_id")):
+        return None
+    return [tokenizer.encode(text) for text in texts]
 
 
 def encode_images(request: EncodeRequest, images: list[Any]) -> dict[Any, np.ndarray]:
@@ -373,7 +427,10 @@ FAMILY = Family(
     resolve=resolve,
     takes_weights=True,
     packages=("open_clip", "torch"),
-    describe=lambda spec, path: inspect_openclip(spec, path).describe(),
+    describe=lambda spec, path: (
+        inspect_openclip(spec, path).describe()
+        | ({"long_texts": spec.long or "truncate"} if spec.modality == "text" else {})
+    ),
     verify=lambda spec, path: {"quick_gelu": inspect_openclip(spec, path).quick_gelu},
     encode_texts=encode_texts,
     encode_images=encode_images,
