@@ -39,7 +39,7 @@ from bids_vem.config import option_name
 from bids_vem.encoding.bold import load_mask, read_confounds, runs_mask, surface_signals
 from bids_vem.errors import DataError, InputMissingError, UsageError
 from bids_vem.inputs.events import read_events
-from bids_vem.inputs.runs import Run
+from bids_vem.inputs.runs import Run, slice_time_reference
 from bids_vem.inputs.surfaces import bold_kind
 
 __all__ = [
@@ -507,7 +507,7 @@ def estimate_trial_betas(
     hrf_model: str = "glover",
     confounds: Sequence[str] = (),
     high_pass: float = 0.01,
-    slice_time_ref: float = 0.0,
+    slice_time_ref: float | None = None,
     signal_scaling: bool = True,
     mask: Path | nib.Nifti1Image | None = None,
     max_correlation: float = MAX_TRIAL_CORRELATION,
@@ -528,8 +528,12 @@ def estimate_trial_betas(
     hrf_model : {"glover", "spm"}
     confounds : sequence of str
         Confound columns of each run's confounds file.
-    high_pass, slice_time_ref, max_correlation, n_voxels_chunk
+    high_pass, max_correlation, n_voxels_chunk
         As in :func:`lss_betas`.
+    slice_time_ref : float, optional
+        As in :func:`lss_betas`; default: each run's own, from its BOLD sidecar
+        (:func:`~bids_vem.inputs.runs.slice_time_reference`: fMRIPrep's ``StartTime`` when
+        slice timing was corrected, else 0). Recorded per trial in ``trials``.
     signal_scaling : bool
         Scale each voxel to percent signal change of its mean before the fit.
     mask : Path or Nifti1Image, optional
@@ -567,6 +571,7 @@ def estimate_trial_betas(
                 # betas are 0, which is what the warning about a zero mean would say
                 warnings.filterwarnings("ignore", message="Mean values of 0", category=UserWarning)
                 Y, _ = mean_scaling(Y)
+        reference = slice_time_reference(run) if slice_time_ref is None else slice_time_ref
         estimated = lss_betas(
             Y,
             events,
@@ -574,7 +579,7 @@ def estimate_trial_betas(
             hrf_model=hrf_model,
             confounds=None if table is None else pd.DataFrame(table, columns=list(confounds)),
             high_pass=high_pass,
-            slice_time_ref=slice_time_ref,
+            slice_time_ref=reference,
             max_correlation=max_correlation,
             n_voxels_chunk=n_voxels_chunk,
             source=str(run.events),
@@ -582,6 +587,7 @@ def estimate_trial_betas(
         trials = estimated.trials
         trials.insert(1, "session", run.session)
         trials.insert(2, "run", run.name)
+        trials["slice_time_ref"] = reference
         betas.append(estimated.betas)
         tables.append(trials)
     return TrialBetas(

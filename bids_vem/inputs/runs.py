@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bids_vem.outputs.names import entity_prefix
 
-__all__ = ["Run", "SkippedRun"]
+__all__ = ["Run", "SkippedRun", "slice_time_reference"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,28 @@ class Run:
         for key in ("bold", "mask", "events", "confounds", "bold_right"):
             data[key] = None if data.get(key) is None else Path(data[key])
         return cls(**data)
+
+
+def slice_time_reference(run: Run) -> float:
+    """When in each TR the run's volumes were sampled, as a fraction of the TR (nilearn's
+    ``slice_time_ref``), from the BOLD's JSON sidecar.
+
+    fMRIPrep shifts every slice to one reference time when it corrects slice timing and
+    writes ``SliceTimingCorrected: true`` and ``StartTime`` (seconds into the TR) beside the
+    preprocessed BOLD; volume ``k`` then shows the brain at ``(k + StartTime / TR) * TR``.
+    Without slice-timing correction (or a sidecar saying so) a volume is placed at the start
+    of its TR, as nilearn's default: 0.
+    """
+    sidecar = run.bold.with_name(run.bold.name.split(".")[0] + ".json")
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    start = meta.get("StartTime")
+    if not meta.get("SliceTimingCorrected") or not isinstance(start, (int, float)):
+        return 0.0
+    tr = float(meta.get("RepetitionTime") or run.tr)
+    return min(max(float(start) / tr, 0.0), 1.0)
 
 
 class SkippedRun(str):

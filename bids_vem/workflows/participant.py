@@ -133,14 +133,29 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
             _betas_description(config, plan)
             if plan.betas
             else f"least-squares-separate single-trial betas (nilearn {config.hrf_model} HRF, "
-            "cosine drift 0.01 Hz, confounds), z-scored per session, repeats of a stimulus "
+            "cosine drift 0.01 Hz, confounds; volumes placed at the slice-timing reference "
+            "of their TR, SliceTimeReference), z-scored per session, repeats of a stimulus "
             "averaged within each run (session with --cv-groups session), and across them "
             "for a held-out stimulus"
         )
         parameters["Scoring"] = (
             "Pearson r between measured and predicted trial responses over all held-out responses"
         )
+        if not plan.betas:
+            parameters["SliceTimeReference"] = _slice_time_references(plan)
     return parameters
+
+
+def _slice_time_references(plan: ParticipantPlan) -> float | dict[str, float]:
+    """Where in its TR each run's volumes were sampled (fraction of the TR): the LSS frame
+    times' reference, from the BOLD sidecars; one number when every run agrees."""
+    from bids_vem.inputs.runs import slice_time_reference
+
+    references = {
+        run.name: slice_time_reference(run) for group in plan.run_groups for run in group.runs
+    }
+    values = set(references.values())
+    return values.pop() if len(values) == 1 else references
 
 
 def output_plan(config: RunConfig, plan: ParticipantPlan) -> OutputPlan:

@@ -190,3 +190,44 @@ def test_events_without_stimulus_and_unknown_hrf_are_refused(tmp_path):
         lss_betas(Y, _frame([4.0, 20.0]), 2.0, hrf_model="fir")
     with pytest.raises(DataError, match="confounds have 10 rows but the run 40"):
         lss_betas(Y, _frame([4.0, 20.0]), 2.0, confounds=np.zeros((10, 1)), source="x")
+
+
+def test_frame_times_follow_the_slice_timing_reference_of_the_bold_sidecar(tmp_path):
+    """fMRIPrep corrected slice timing to StartTime = 0.75 s of each 1.5 s TR: the volumes
+    show the brain half-way through their TR. The trial model must be sampled there too:
+    data simulated so are fitted exactly with the sidecar read, and not without it."""
+    import json
+
+    from bids_vem.inputs.runs import slice_time_reference
+
+    rng = np.random.default_rng(4)
+    n_scans = 160
+    events, _, _, _ = _simulated_run(rng, n_scans=n_scans, n_voxels=12)
+    shifted = frame_times(n_scans, TR, slice_time_ref=0.5)
+    T = trial_regressors(events["onset"].to_numpy(), events["duration"].to_numpy(), shifted)
+    amplitude = 1 + rng.random(12)
+    data = 500 + T.sum(axis=1, keepdims=True) * amplitude  # one amplitude for every trial
+    events_path = tmp_path / "sub-01_task-x_run-1_events.tsv"
+    events.rename(columns={"stim_id": "stim_file"}).to_csv(events_path, sep="\t", index=False)
+    shape = (3, 2, 2)
+    bold = tmp_path / "sub-01_task-x_run-1_desc-preproc_bold.nii.gz"
+    nib.Nifti1Image(data.T.reshape(*shape, n_scans).astype("f8"), AFFINE).to_filename(bold)
+    sidecar = bold.with_name("sub-01_task-x_run-1_desc-preproc_bold.json")
+    sidecar.write_text(json.dumps({"RepetitionTime": TR, "SliceTimingCorrected": True,
+                                   "StartTime": 0.75}))  # fmt: skip
+    mask = tmp_path / "mask.nii.gz"
+    nib.Nifti1Image(np.ones(shape, np.uint8), AFFINE).to_filename(mask)
+    run = Run("01", None, "x", "1", None, "T1w", bold, mask, events_path, None, TR, n_scans)
+    assert slice_time_reference(run) == 0.5
+
+    read = estimate_trial_betas([run], signal_scaling=False)
+    np.testing.assert_allclose(read.betas, np.tile(amplitude, (len(events), 1)), rtol=1e-4)
+    assert set(read.trials["slice_time_ref"]) == {0.5}
+    # the same run without the sidecar's word on slice timing: volumes at the TR's start
+    sidecar.write_text(json.dumps({"RepetitionTime": TR, "StartTime": 0.75}))
+    assert slice_time_reference(run) == 0.0
+    start = estimate_trial_betas([run], signal_scaling=False)
+    assert np.abs(start.betas - amplitude).max() > 100 * np.abs(read.betas - amplitude).max()
+    # an explicit reference overrides the sidecar
+    given = estimate_trial_betas([run], signal_scaling=False, slice_time_ref=0.5)
+    np.testing.assert_allclose(given.betas, read.betas, rtol=1e-6)
