@@ -822,7 +822,7 @@ class _Fit:
         self.scores = self._new_scores(centred_r2=False)
         self.overlap: list[int] = []
         self._n_units = 0
-        self._partial: dict[tuple, list[np.ndarray]] = {}
+        self._partial: dict[bytes, list[np.ndarray]] = {}
         self.fold_sets = dict(fold_sets or {})
         #: the memory budget of the fit (``--mem``), None for none
         self.mem_mb: float | None = None
@@ -1088,10 +1088,20 @@ class _Fit:
         return self.fold_sets.get(key, shared)
 
     def _held_designs(self, held: np.ndarray, Xs, partial) -> list[np.ndarray]:
-        """Each block's design from the stimuli ``held`` alone (cached per fold and encoder)."""
-        key = (id(partial), np.packbits(held).tobytes())
+        """Each block's design from the stimuli ``held`` alone.
+
+        Cached for the shared encoder only, whose designs every outer fold's inner CV asks
+        for again. A fold's own encoder (an alignment that never saw the fold's stimuli) asks
+        once per (outer, inner) pair: caching those kept one full-size design per pair, n_folds
+        squared of them (100 GB at NOD's 40 runs of 256 volumes).
+        """
+        if partial is None:
+            return Xs
+        if partial is not self.samples.partial_designs:
+            return partial(held)
+        key = np.packbits(held).tobytes()
         if key not in self._partial:
-            self._partial[key] = Xs if partial is None else partial(held)
+            self._partial[key] = partial(held)
         return self._partial[key]
 
     def _split(self, held: np.ndarray, within, Xs, partial) -> Split | None:
