@@ -386,3 +386,36 @@ def test_nested_cv_over_interleaved_sessions_matches_himalaya_in_the_dual():
     Y, P = np.concatenate(zy), np.concatenate(zp)
     expected = [np.corrcoef(Y[:, v], P[:, v])[0, 1] for v in range(Y.shape[1])]
     np.testing.assert_allclose(result.r, expected, atol=1e-5)
+
+
+def test_fold_encoders_do_not_keep_a_design_per_fold_pair(tmp_path, monkeypatch):
+    """With a fold's own encoder (an alignment that never saw the fold's stimuli), the
+    held-out designs of each (outer, inner) fold pair are built when needed, not kept: kept,
+    they were n_folds^2 full designs and a NOD-sized participant ran out of memory. Only the
+    shared encoder's designs, asked again by every outer fold, stay cached."""
+    from bids_vem.encoding import model as model_module
+    from bids_vem.encoding.stimulus_folds import deal_stimuli
+
+    runs, features = _runs(tmp_path)
+    options = dict(stim_column="stim_file", delays=(1, 2), alphas=ALPHAS, confounds=["drift"])
+    held_sets = deal_stimuli(features.stim_ids, 3)
+    rng = np.random.default_rng(7)
+    fold_sets = [
+        (held, FeatureSet("toy", "test:toy", "image", features.stim_ids,
+                          (features.values + 0.1 * rng.standard_normal(features.values.shape))
+                          .astype("f4")))
+        for held in held_sets
+    ]  # fmt: skip
+    cached = {}
+    original = model_module._Fit.stimulus_disjoint
+
+    def spy(self, folds):
+        out = original(self, folds)
+        cached["entries"], cached["folds"] = len(self._partial), len(folds)
+        return out
+
+    monkeypatch.setattr(model_module._Fit, "stimulus_disjoint", spy)
+    result = encode_runs(runs, features, stimulus_fold_feature_sets=fold_sets, **options)
+    assert result.evaluation == "stimulus-folds" and cached["folds"] == 3
+    assert cached["entries"] <= cached["folds"]
+    assert np.isfinite(result.r).all()
