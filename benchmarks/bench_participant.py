@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,8 @@ def _run_and_watch(argv: list[str], env: dict, log: Path) -> tuple[list, list, f
     process = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
+    # `kill <benchmark>` stops the run and still prints the stages that finished
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     samples: list[tuple[float, float]] = []
     done = threading.Event()
 
@@ -98,7 +101,8 @@ def _run_and_watch(argv: list[str], env: dict, log: Path) -> tuple[list, list, f
     sampler.join()
     wall = time.monotonic() - started
     if process.returncode != 0:
-        sys.exit(f"bids_vem failed (exit {process.returncode}); see {log}")
+        # stopped (SIGTERM to the benchmark, out of memory): report what finished
+        print(f"bids_vem ended with exit {process.returncode} after {wall:.0f} s; see {log}")
     return events, samples, wall
 
 
@@ -110,6 +114,8 @@ def _per_stage(events: list, samples: list, wall: float) -> dict[str, dict[str, 
             open_at[node] = t
         elif node in open_at:
             intervals.setdefault(_stage(node), []).append((open_at.pop(node), t))
+    for node, start in open_at.items():  # a step still running when the run ended
+        intervals.setdefault(f"{_stage(node)} (unfinished: {node})", []).append((start, wall))
     first = min((t for t, _, _ in events), default=wall)
     intervals["start-up and planning"] = [(0.0, first)]
     stages = {}
@@ -184,6 +190,7 @@ def main() -> None:
     )
     print("| stage | wall (s) | share | peak RSS (MB) |\n| --- | ---: | ---: | ---: |")
     order = ["start-up and planning", *(s for s, _ in STAGES), "other"]
+    order += sorted(s for s in stages if s not in order)
     for stage in order:
         if stage in stages:
             figures = stages[stage]
