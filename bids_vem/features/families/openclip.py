@@ -395,8 +395,11 @@ def encode_texts(request: EncodeRequest, texts: list[str]) -> dict[Any, np.ndarr
         return {None: model.encode_text(tokens.to(request.device), normalize=True)}
 
     chunked = run_text_batches(pieces, forward, **request.text_batches())[None]
+    # one pass over the chunks (not one scan of them per text): sums, then means
     owner_index = np.asarray(owner)
-    means = np.stack([chunked[owner_index == i].mean(axis=0) for i in range(len(texts))])
+    sums = np.zeros((len(texts), chunked.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner_index, chunked)
+    means = sums / np.bincount(owner_index, minlength=len(texts))[:, None]
     means /= np.linalg.norm(means, axis=1, keepdims=True)
     return {None: means.astype(np.float32)}
 
