@@ -365,6 +365,24 @@ class EvaluationSettings(Section):
         type="float",
         minimum=0,
     )
+    confound_regression: str = setting(
+        "bold-and-design",
+        help="Where the confounds, trend and high-pass drifts are regressed out of continuous "
+        "designs. bold-and-design: from the BOLD and, projected, from the design too (the "
+        "weights of one model with those regressors unpenalised: a confound that tracks the "
+        "stimulus, such as stimulus-locked motion, does not bias them); bold: from the BOLD "
+        "only.",
+        flags=("--confound-regression",),
+        choices=("bold-and-design", "bold"),
+    )
+    word_rate: str = setting(
+        "regress",
+        help="Stories: Lanczos resampling sums the features of the words in each TR, so their "
+        "magnitude follows the word rate. regress: the word rate (words per TR, resampled "
+        "alike, at the FIR delays) is projected out of the BOLD and the design; none: kept.",
+        flags=("--word-rate",),
+        choices=("regress", "none"),
+    )
     delays_seconds: tuple[float, ...] = setting(
         (),
         help="FIR delays in seconds (rounded to TRs of each run group), instead of --delays.",

@@ -157,6 +157,7 @@ class VoxelColumns(VoxelData):
         self.data, self.columns = data, np.asarray(columns, dtype=np.int64)
         self.run_lengths = tuple(data.run_lengths)
         self.n_voxels = len(self.columns)
+        self.nuisance = data.nuisance
 
     def read(self, run: int, voxels: slice) -> np.ndarray:
         wanted = self.columns[voxels]
@@ -353,6 +354,8 @@ def transfer_runs(
     block_trs: int = BLOCK_TRS,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    confound_regression: str = "bold-and-design",
+    word_rate: str = "regress",
 ) -> TransferResult:
     """Transfer between two tasks' continuous runs of one participant (module docstring).
 
@@ -369,7 +372,7 @@ def transfer_runs(
     feature_map : FeatureMap, optional
         Carries ``target_features`` into the source space (``mapped``).
     alphas, stim_column, delays, delays_seconds, confounds, high_pass, oversampling, seed,
-    device
+    device, confound_regression, word_rate
         As in :func:`~bids_vem.encoding.model.encode_runs`; ``source_bold``/``target_bold``
         the tasks' voxel stores (``bold`` there).
     n_permutations, block_trs
@@ -378,6 +381,7 @@ def transfer_runs(
     from bids_vem.encoding.model import (
         RunDesigns,
         _check_runs,
+        _cleaned_with,
         _run_events,
         _voxel_data,
         delays_in_trs,
@@ -397,7 +401,13 @@ def transfer_runs(
     ):
         data, mask = _voxel_data(runs, bold, confounds, high_pass)
         events = [_run_events(run.events, stim_column) for run in runs]
-        Xs, _ = RunDesigns(runs, events, data.run_lengths, delays, oversampling).designs(features)
+        designer = RunDesigns(runs, events, data.run_lengths, delays, oversampling)
+        # each task's own nuisance (its confounds; its word rate when it is a story)
+        data = designer.remove_nuisance(
+            [features], **_cleaned_with(bold, confounds, high_pass),
+            confound_regression=confound_regression, word_rate=word_rate,
+        ).voxel_data(data)  # fmt: skip
+        Xs, _ = designer.designs(features)
         designs.append((Xs, data, np.asarray(mask.dataobj) > 0, np.asarray(mask.affine)))
     (source_Xs, source_data, source_mask, affine), (target_Xs, target_data, target_mask, _) = (
         designs

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from bids_vem.analysis.variance_partitioning import partition, subsets
 from bids_vem.encoding.chunks import DEFAULT_CHUNK_BYTES
 from bids_vem.encoding.device import resolve_device
+from bids_vem.encoding.nuisance import project_out, training_basis
 from bids_vem.encoding.ridge import leave_one_group_out
 from bids_vem.encoding.stimulus_folds import StimulusSamples, deal_stimuli, n_stimulus_folds
 from bids_vem.encoding.stimulus_folds import stimulus_folds as deal_stimulus_folds
@@ -91,6 +92,8 @@ class JointResult:
     n_folds : int
     test_stimuli_in_training : tuple of int
         Per outer fold, the test stimuli training also showed (0 with stimulus folds).
+    nuisance : str
+        What was regressed out of the BOLD and projected out of the designs, in words.
     mask, affine : ndarray, optional
         Voxels in the order of the maps, as in :class:`~bids_vem.encoding.model.EncodingResult`.
     """
@@ -109,6 +112,7 @@ class JointResult:
     cross_validation: str = ""
     n_folds: int = 0
     test_stimuli_in_training: tuple[int, ...] = ()
+    nuisance: str = ""
     mask: np.ndarray | None = None
     affine: np.ndarray | None = None
 
@@ -368,10 +372,19 @@ def fit_joint_model(
             P_split = np.zeros((n_spaces, *Y_test.shape))
             row = 0
             for fold in fold_list:
-                Y_train = np.concatenate([blocks[b][rows] for b, rows in fold.train])
-                X_train = np.concatenate(
-                    [np.hstack([space[b][rows] for space in designs]) for b, rows in fold.train]
-                ).astype(np.float32)
+                Y_parts, X_parts = [], []
+                for b, rows in fold.train:
+                    y_part = blocks[b][rows]
+                    x_part = np.hstack([space[b][rows] for space in designs])
+                    if data.nuisance is not None and len(rows) < lengths[b]:
+                        # part of a run: its nuisance fitted anew on the training rows
+                        # (bids_vem.encoding.nuisance.training_basis)
+                        basis = training_basis(data.nuisance[b], rows)
+                        y_part, x_part = project_out(y_part, basis), project_out(x_part, basis)
+                    Y_parts.append(y_part)
+                    X_parts.append(x_part)
+                Y_train = np.concatenate(Y_parts)
+                X_train = np.concatenate(X_parts).astype(np.float32)
                 X_test = np.hstack(fold.test_designs).astype(np.float32)
                 ys = [
                     np.concatenate([blocks[b][rows] for b, rows in parts])
@@ -479,6 +492,8 @@ def encode_joint_runs(
     seed: int = 0,
     device: str | torch.device = "cpu",
     mem_mb: float | None = None,
+    confound_regression: str = "bold-and-design",
+    word_rate: str = "regress",
 ) -> JointResult:
     """Banded ridge of one participant's continuous runs over several feature spaces.
 
@@ -492,8 +507,8 @@ def encode_joint_runs(
     feature_sets : sequence of FeatureSet
         2 to 4 feature spaces.
     alphas, stim_column, delays, delays_seconds, confounds, high_pass, bold, cv_groups,
-    oversampling, seed, device, mem_mb
-        As in :func:`~bids_vem.encoding.model.encode_runs`.
+    oversampling, seed, device, mem_mb, confound_regression, word_rate
+        As in :func:`~bids_vem.encoding.model.encode_runs` (one nuisance for all spaces).
     n_iterations : int
         Band-weight samples of the random search.
 
@@ -506,6 +521,7 @@ def encode_joint_runs(
         FOLDS_OF_CV_GROUPS,
         RunDesigns,
         _check_runs,
+        _cleaned_with,
         _run_events,
         _session_groups,
         _voxel_data,
@@ -518,6 +534,11 @@ def encode_joint_runs(
     data, mask = _voxel_data(runs, bold, confounds, high_pass)
     events = [_run_events(run.events, stim_column) for run in runs]
     designer = RunDesigns(runs, events, data.run_lengths, delays, oversampling)
+    nuisance = designer.remove_nuisance(
+        feature_sets, **_cleaned_with(bold, confounds, high_pass),
+        confound_regression=confound_regression, word_rate=word_rate,
+    )  # fmt: skip
+    data = nuisance.voxel_data(data)
     designs, samples = [], []
     for features in feature_sets:
         Xs, scales = designer.designs(features)
@@ -531,6 +552,7 @@ def encode_joint_runs(
     )  # fmt: skip
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)
+    result.nuisance = nuisance.description
     return result
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from nilearn import image, masking, signal
 
 from bids_vem._utils import first_line
+from bids_vem.encoding.nuisance import cosine_drifts
 from bids_vem.encoding.voxel_data import VoxelStore, write_voxel_store
 from bids_vem.errors import DataError, InputMissingError
 from bids_vem.inputs.runs import Run
@@ -480,15 +481,15 @@ def _clean(
     constant = np.ptp(signals, axis=0) == 0
     if constant.all():
         raise DataError(f"{name}: BOLD is constant (or not finite) in every voxel of the mask")
-    # a cutoff below the run's lowest frequency adds no regressor: skip it
-    filtering = (
-        {"filter": "cosine", "high_pass": high_pass}
-        if high_pass > 0 and high_pass * n_volumes * tr > 1.0
-        else {"filter": False}
-    )
+    # the drifts go in as confounds: given filter="cosine", nilearn drops all of them when one
+    # confound correlates above 0.9 with one (a slow random walk of motion does), and the
+    # high-pass asked for would silently not be applied
+    drifts = cosine_drifts(n_volumes, tr, high_pass)
+    if drifts.shape[1]:
+        confounds = drifts if confounds is None else np.hstack([confounds, drifts])
     cleaned = signal.clean(
         signals, detrend=True, standardize="zscore_sample", confounds=confounds, t_r=tr,
-        **filtering,
+        filter=False,
     )  # fmt: skip
     cleaned[:, constant] = 0.0
     if not np.all(np.isfinite(cleaned)):

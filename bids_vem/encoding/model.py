@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from bids_vem.config import EvaluationSettings, option_name
+from bids_vem.config import EvaluationSettings, check_setting, option_name
 from bids_vem.encoding.bold import load_bold, run_confounds, runs_mask
 from bids_vem.encoding.chunks import ChunkPlan, engine_bytes, voxel_chunk_for_memory
 from bids_vem.encoding.design import (
@@ -67,6 +67,13 @@ from bids_vem.encoding.design import (
 from bids_vem.encoding.device import resolve_device
 from bids_vem.encoding.evaluation import HeldOutScores, repeated_sequences, select_test_runs
 from bids_vem.encoding.logo import NestedLeaveOneGroupOut
+from bids_vem.encoding.nuisance import (
+    Nuisance,
+    cleaning_regressors,
+    nuisance_description,
+    orthonormal_basis,
+    word_rate_features,
+)
 from bids_vem.encoding.ridge import (
     TIE_SLOPE,
     Split,
@@ -167,6 +174,9 @@ class EncodingResult:
     n_folds : int
     test_stimuli_in_training : tuple of int
         Per fold, the test stimuli that training also showed (0 for stimulus folds).
+    nuisance : str
+        What was regressed out of the BOLD and projected out of the design, in words
+        (:mod:`bids_vem.encoding.nuisance`; empty when the caller gave designs and data).
     block_moments : ndarray of shape (3, n_blocks, n_voxels), float32, or None
         Sums of z-scored data x prediction, data^2 and prediction^2 over blocks of test
         samples (:mod:`bids_vem.analysis.paired`).
@@ -205,6 +215,7 @@ class EncodingResult:
     cross_validation: str = ""
     n_folds: int = 0
     test_stimuli_in_training: tuple[int, ...] = ()
+    nuisance: str = ""
     block_moments: np.ndarray | None = None
     block_folds: np.ndarray | None = None
 
@@ -629,7 +640,7 @@ def fit_encoding_model(
         designs = evaluated.model_designs
         write_weights(
             weights_path,
-            stack_designs(designs, evaluated.model_runs, training=True),
+            stack_designs(designs, evaluated.model_runs, training=True, nuisance=data.nuisance),
             data,
             evaluated.model_runs,
             alpha,
@@ -888,7 +899,8 @@ class _Fit:
         on_chunk = self._chunk_scorer(units, relabel)
         self.scores.begin_fold()
         solve_chunks(
-            stack_designs(designs, train, training=True), self.data, train, alpha,
+            stack_designs(designs, train, training=True, nuisance=self.data.nuisance),
+            self.data, train, alpha,
             outputs + ([None] if relabel else []), on_chunk, **self.options,
         )  # fmt: skip
         self.scores.end_fold()
@@ -1228,6 +1240,8 @@ def encode_runs(
     delays_seconds: Sequence[float] = (),
     seed: int = 0,
     stimulus_fold_feature_sets: Sequence[tuple[Sequence[str], FeatureSet]] = (),
+    confound_regression: str = "bold-and-design",
+    word_rate: str = "regress",
 ) -> EncodingResult:
     """Encoding model of one participant's runs from one feature space.
 
@@ -1278,6 +1292,11 @@ def encode_runs(
     stimulus_fold_feature_sets : sequence of (stimulus ids, FeatureSet)
         Features to use in the stimulus fold that holds out those stimuli (an aligned encoder
         that never saw them).
+    confound_regression : {"bold-and-design", "bold"}
+        Project the confounds, trend and drifts the BOLD was cleaned of out of the design too
+        (:mod:`bids_vem.encoding.nuisance`).
+    word_rate : {"regress", "none"}
+        Project a story's word rate out of the BOLD and the design.
 
     Returns
     -------
@@ -1311,6 +1330,11 @@ def encode_runs(
     repeats = repeated_sequences(test, events, names) if average_test_repeats else None
 
     designer = RunDesigns(runs, events, data.run_lengths, delays, oversampling)
+    nuisance = designer.remove_nuisance(
+        [feature_set], **_cleaned_with(bold, confounds, high_pass),
+        confound_regression=confound_regression, word_rate=word_rate,
+    )  # fmt: skip
+    data = nuisance.voxel_data(data)
     Xs, scales = designer.designs(feature_set)
     test_designs: dict[int, list[np.ndarray]] = {}
     for held_out, features in fold_feature_sets:
@@ -1358,7 +1382,19 @@ def encode_runs(
     )
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)
+    result.nuisance = nuisance.description
     return result
+
+
+def _cleaned_with(bold: VoxelStore | None, confounds: Sequence[str], high_pass: float) -> dict:
+    """The confounds and high-pass the runs' BOLD was cleaned with: a voxel store's own (it
+    was cleaned when written), else those given."""
+    if bold is None:
+        return {"confounds": list(confounds), "high_pass": float(high_pass)}
+    return {
+        "confounds": list(bold.metadata.get("confounds", confounds)),
+        "high_pass": float(bold.metadata.get("high_pass", high_pass)),
+    }
 
 
 class RunDesigns:
@@ -1385,6 +1421,61 @@ class RunDesigns:
         self.stim_ids = sorted(
             {str(s) for e in self.events for s in e["stim_id"].dropna().astype(str)}
         )
+        #: projected out of every design (:meth:`remove_nuisance`); None: nothing
+        self.nuisance: Nuisance | None = None
+
+    def remove_nuisance(
+        self,
+        feature_sets: Sequence[FeatureSet],
+        *,
+        confounds: Sequence[str],
+        high_pass: float,
+        confound_regression: str = "bold-and-design",
+        word_rate: str = "regress",
+    ) -> Nuisance:
+        """Decide what every design of these runs has projected out (module
+        :mod:`bids_vem.encoding.nuisance`), and return it (its ``voxel_data`` gives the BOLD
+        to fit).
+
+        Parameters
+        ----------
+        feature_sets : sequence of FeatureSet
+            The spaces fitted to this BOLD; the word rate is that of the first story space
+            (Lanczos-resampled words), the same for all of them.
+        confounds, high_pass
+            What the BOLD was cleaned with (:func:`~bids_vem.encoding.bold.load_bold`).
+        confound_regression : {"bold-and-design", "bold"}
+        word_rate : {"regress", "none"}
+        """
+        check_setting("confound_regression", confound_regression)
+        check_setting("word_rate", word_rate)
+        story = next(
+            (fs for fs in feature_sets if fs.timed and fs.metadata.get("resample") == "lanczos"),
+            None,
+        )
+        rates = None
+        if word_rate == "regress" and story is not None:
+            rates = [
+                add_delays(tc, self.delays) for tc in self.timecourses(word_rate_features(story))
+            ]
+        design, bold = [], []
+        for index, (run, n) in enumerate(zip(self.runs, self.run_lengths, strict=True)):
+            table = run_confounds(run.confounds, confounds)
+            cleaning = orthonormal_basis(cleaning_regressors(n, self.tr, table, high_pass))
+            rate = np.zeros((n, 0))
+            if rates is not None:
+                rate = orthonormal_basis(rates[index], exclude=cleaning)
+            bold.append(rate)
+            design.append(np.hstack([cleaning, rate]) if confound_regression != "bold" else rate)
+        self.nuisance = Nuisance(
+            design,
+            bold,
+            nuisance_description(
+                confounds, high_pass, confound_regression, rates is not None, self.delays
+            ),
+            centres=confound_regression != "bold",
+        )
+        return self.nuisance
 
     def timecourses(self, features: FeatureSet) -> list[np.ndarray]:
         """Each run's stimulus features on the TR grid (before z-scoring and delays)."""
@@ -1393,13 +1484,24 @@ class RunDesigns:
         )
 
     def designs(self, features: FeatureSet) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each run's design (z-scored, delayed) and the column scales of its time course."""
+        """Each run's design (z-scored, delayed, the nuisance projected out) and the column
+        scales of its time course."""
         full = self.timecourses(features)
+        scales = [column_scale(tc) for tc in full]
         Xs = [
             build_run_design_from_timecourse(tc, self.delays, source=str(run.events))
             for tc, run in zip(full, self.runs, strict=True)
         ]
-        return Xs, [column_scale(tc) for tc in full]
+        if self.nuisance is not None:
+            if self.nuisance.centres:
+                # not centred before the delays: the projection centres it, and the design is
+                # then exactly the sum of its stimuli's parts (:meth:`partial_for`)
+                Xs = [
+                    add_delays(tc / scale, self.delays).astype(np.float32)
+                    for tc, scale in zip(full, scales, strict=True)
+                ]
+            Xs = self.nuisance.designs(Xs)
+        return Xs, scales
 
     def partial_for(self, features: FeatureSet, scales: list[np.ndarray]) -> Callable:
         """``partial_designs(held)``: the held-out stimuli's part of each design, on the full
@@ -1407,10 +1509,12 @@ class RunDesigns:
 
         def partial_designs(held: np.ndarray) -> list[np.ndarray]:
             chosen = {self.stim_ids[i] for i in np.flatnonzero(held)}
-            return [
+            out = [
                 add_delays(tc / scale, self.delays).astype(np.float32)
                 for tc, scale in zip(self.timecourses(_only(features, chosen)), scales, strict=True)
             ]
+            # the full design is the sum of its stimuli's parts, projected alike
+            return out if self.nuisance is None else self.nuisance.designs(out)
 
         return partial_designs
 
@@ -1443,6 +1547,7 @@ class RunDesigns:
             self.events, self.run_lengths, self.tr, self.delays, extent=extent, spread=spread,
             partial_designs=self.partial_for(features, scales), occupancy=occupancy,
             held_features=self.held_features_for(features, scales),
+            nuisance=None if self.nuisance is None else self.nuisance.design,
         )  # fmt: skip
         if samples.stim_ids != self.stim_ids:
             raise RuntimeError("stimulus order of the samples differs from the designs'")

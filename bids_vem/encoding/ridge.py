@@ -42,6 +42,7 @@ import torch
 
 from bids_vem.encoding.chunks import ChunkPlan, voxel_chunk_for_memory
 from bids_vem.encoding.device import resolve_device
+from bids_vem.encoding.nuisance import project_out, training_basis
 from bids_vem.encoding.voxel_data import VoxelData, as_voxel_data
 
 __all__ = [
@@ -233,11 +234,16 @@ def selection_length(run_lengths: Sequence[int], selection: Selection) -> int:
 
 
 def stack_designs(
-    Xs: Sequence[np.ndarray], selection: Selection, *, training: bool = False
+    Xs: Sequence[np.ndarray],
+    selection: Selection,
+    *,
+    training: bool = False,
+    nuisance: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """The design rows of a selection, stacked.
 
-    With ``training``, the rows taken from part of a block are centred (see
+    With ``training``, the rows taken from part of a block are centred, or residualised
+    against the block's ``nuisance`` on those rows (the data's ``nuisance``; see
     :func:`read_selection`).
     """
     out = []
@@ -246,7 +252,11 @@ def stack_designs(
         if rows is not None:
             X = X[rows]
             if training:
-                X = X - X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+                basis = training_basis(None if nuisance is None else nuisance[b], rows)
+                if basis is None:
+                    X = X - X.mean(axis=0, dtype=np.float64).astype(X.dtype)
+                else:
+                    X = project_out(X, basis)
         out.append(X)
     return np.concatenate(out)
 
@@ -266,14 +276,22 @@ def read_selection(
     z-scored already; but a block's z-scoring (data) and its design's (features) include the
     samples a stimulus fold holds out, and through the two means a model without intercept
     would learn the held-out stimuli's responses. Centring the training rows of each block on
-    their own removes them (an intercept per block fitted on training rows only).
+    their own removes them (an intercept per block fitted on training rows only). When the
+    data carry a ``nuisance`` (confounds and drifts projected out of data and designs over
+    the whole block), the training rows are residualised against it on those rows instead
+    (:func:`~bids_vem.encoding.nuisance.training_basis`), for the same reason.
     """
     blocks = []
     for block, rows in _parts(selection):
         values = np.asarray(data.read(block, part))
         tensor = _to_device(values if rows is None else values[rows], device, dtype)
         if rows is not None and training:
-            tensor = tensor - tensor.mean(0, dtype=torch.float64).to(dtype)
+            basis = training_basis(None if data.nuisance is None else data.nuisance[block], rows)
+            if basis is None:
+                tensor = tensor - tensor.mean(0, dtype=torch.float64).to(dtype)
+            else:
+                Q = _to_device(basis, device, torch.float64)
+                tensor = (tensor - Q @ (Q.T @ tensor.to(torch.float64))).to(dtype)
         blocks.append(tensor)
     return blocks[0].contiguous() if len(blocks) == 1 else torch.cat(blocks)
 
@@ -389,7 +407,11 @@ def _add_fold_scores(
 ) -> None:
     """Add one fold's scores of every penalty to ``score_sum`` (n_alphas, n_voxels)."""
     device = alphas_t.device
-    X_train = _to_device(stack_designs(Xs, split.train, training=True), device, torch.float64)
+    X_train = _to_device(
+        stack_designs(Xs, split.train, training=True, nuisance=data.nuisance),
+        device,
+        torch.float64,
+    )
     test_design = split.test_design
     if test_design is None:
         test_design = stack_designs(Xs, split.test)

@@ -89,6 +89,9 @@ class StimulusSamples:
     held_features : callable, optional
         ``held_features(held, block)``: the held-out stimuli's feature rows on the scale of
         that block's design (n_held, n_features).
+    nuisance : list of ndarray of shape (n_samples_b, k_b), optional
+        Per block, the orthonormal nuisance basis projected out of its designs
+        (:mod:`bids_vem.encoding.nuisance`); :meth:`slots` projects it out alike.
     """
 
     stim_ids: list[str]
@@ -100,6 +103,7 @@ class StimulusSamples:
     delays: tuple[int, ...] = (0,)
     held_features: Callable[[np.ndarray, int], np.ndarray] | None = None
     one_per_row: bool = False
+    nuisance: list[np.ndarray] | None = None
     _shown: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
@@ -178,12 +182,20 @@ class StimulusSamples:
         if self.occupancy is None or self.held_features is None:
             return None
         occupancy = self.occupancy[block][:, held_index].toarray()
-        out = np.zeros((len(self.delays), len(rows), len(held_index)))
+        basis = None if self.nuisance is None else self.nuisance[block]
+        if basis is not None and basis.shape[1] == 0:
+            basis = None
+        # a projected design mixes every row of its block: place the stimuli in all of them
+        placed = np.arange(occupancy.shape[0]) if basis is not None else np.asarray(rows)
+        out = np.zeros((len(self.delays), len(placed), len(held_index)))
         for i, delay in enumerate(self.delays):
-            source = np.asarray(rows) - delay
+            source = placed - delay
             inside = (source >= 0) & (source < occupancy.shape[0])
             out[i, inside] = occupancy[source[inside]]
-        return out
+        if basis is None:
+            return out
+        out -= np.einsum("nk,dkh->dnh", basis, np.einsum("nk,dnh->dkh", basis, out))
+        return out[:, np.asarray(rows)]
 
     def row_features(self, held: np.ndarray, designs: Sequence[np.ndarray]) -> np.ndarray:
         """One design row of each held-out stimulus (samples that each show one stimulus)."""
@@ -305,6 +317,7 @@ def samples_from_events(
     partial_designs: Callable[[np.ndarray], list[np.ndarray]] | None = None,
     occupancy: list[sparse.csr_matrix] | None = None,
     held_features: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    nuisance: list[np.ndarray] | None = None,
 ) -> StimulusSamples:
     """Continuous samples: the TRs each event's stimulus reaches through the FIR delays.
 
@@ -321,7 +334,7 @@ def samples_from_events(
         How long a stimulus lasts when its event has no duration (a video's length).
     spread : int
         TRs an event reaches beyond its span before the delays (interpolation windows).
-    partial_designs, occupancy, held_features
+    partial_designs, occupancy, held_features, nuisance
         As the attributes of :class:`StimulusSamples` (``occupancy`` columns in the order of
         the sorted stimulus ids).
     """
@@ -356,7 +369,7 @@ def samples_from_events(
         influence.append(matrix)
     return StimulusSamples(
         stim_ids, influence, partial_designs, False, occupancy=occupancy,
-        delays=tuple(int(d) for d in delays), held_features=held_features,
+        delays=tuple(int(d) for d in delays), held_features=held_features, nuisance=nuisance,
     )  # fmt: skip
 
 

@@ -51,10 +51,16 @@ class VoxelData:
     run_lengths : tuple of int
         Samples (TRs, trials) of each run.
     n_voxels : int
+    nuisance : list of ndarray of shape (n_samples_i, k_i), or None
+        Per run, the orthonormal nuisance basis projected out of its data and designs
+        (:mod:`bids_vem.encoding.nuisance`). The training rows of part of a run are then
+        residualised against it, restricted to those rows, where they would only be centred
+        (:func:`~bids_vem.encoding.ridge.read_selection`). None: no nuisance.
     """
 
     run_lengths: tuple[int, ...]
     n_voxels: int
+    nuisance: Sequence[np.ndarray] | None = None
 
     @property
     def n_runs(self) -> int:
@@ -100,6 +106,8 @@ class RunSubset(VoxelData):
         self.runs = [int(i) for i in runs]
         self.run_lengths = tuple(data.run_lengths[i] for i in self.runs)
         self.n_voxels = data.n_voxels
+        if data.nuisance is not None:
+            self.nuisance = [data.nuisance[i] for i in self.runs]
 
     def read(self, run: int, voxels: slice) -> np.ndarray:
         return self.data.read(self.runs[run], voxels)

@@ -655,11 +655,25 @@ def _cleaning_text(params: Mapping[str, Any]) -> str:
     ]
     if params.get("high_pass"):
         parts.append(f"a cosine high-pass filter at {_fmt_number(float(params['high_pass']))} Hz")
-    return (
+    text = (
         "The preprocessed BOLD of each run was cleaned inside the brain mask common to the "
         f"runs with Nilearn [@abraham2014nilearn] ({'; '.join(parts)}), and each run's time "
         "series and design were z-scored separately."
     )
+    if params.get("confound_regression") == "bold-and-design":
+        text += (
+            " The same regressors, with each run's constant and linear trend, were projected "
+            "out of the run's design matrix as well, so that the weights are those of one "
+            "model in which they are fitted without penalty (Frisch-Waugh-Lovell); a confound "
+            "that follows the stimulus cannot bias them."
+        )
+    if params.get("word_rate") == "regress":
+        text += (
+            " Because Lanczos resampling sums the features of the words within each TR, the "
+            "story features scale with the word rate; the word rate (words per TR, resampled "
+            "alike, at the same FIR delays) was projected out of the BOLD and the design."
+        )
+    return text
 
 
 def _statistics_text(params: Mapping[str, Any]) -> str:

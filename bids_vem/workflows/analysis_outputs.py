@@ -74,6 +74,7 @@ def write_joint_outputs(
         "CrossValidation": result.cross_validation,
         "CrossValidationFolds": int(result.n_folds),
         "TestStimuliInTraining": list(result.test_stimuli_in_training),
+        "NuisanceRegression": result.nuisance or None,
         "Scoring": f"R^2: {_R2_TEXT}",
         "NegativeEstimates": NEGATIVE_ESTIMATES,
     }

@@ -460,6 +460,8 @@ class FitEncoding(SimpleInterface):
                     delays_seconds=settings.delays_seconds,
                     stimulus_fold_feature_sets=stimulus_fold_feature_sets,
                     seed=self.inputs.random_seed,
+                    confound_regression=settings.confound_regression,
+                    word_rate=settings.word_rate,
                 )
         from bids_vem.workflows.contracts import FitRecord
 
@@ -544,6 +546,8 @@ class FitJoint(SimpleInterface):
                     runs, feature_sets, **common, stim_column=self.inputs.stim_column,
                     delays=settings.delays, delays_seconds=settings.delays_seconds,
                     confounds=settings.confounds, high_pass=settings.high_pass, bold=store,
+                    confound_regression=settings.confound_regression,
+                    word_rate=settings.word_rate,
                 )  # fmt: skip
         out = Path(runtime.cwd) / "joint_result.npz"
         result.save(out)
@@ -708,6 +712,7 @@ class TransferEncoding(SimpleInterface):
                 target_bold=store(self.inputs.target_bold), feature_map=feature_map,
                 n_permutations=self.inputs.n_permutations, seed=self.inputs.random_seed,
                 device=str(resolve_device(self.inputs.device)),
+                confound_regression=settings.confound_regression, word_rate=settings.word_rate,
             )  # fmt: skip
         out = result.save(Path(runtime.cwd) / "transfer_result.npz")
         record = FitRecord(self.inputs.run_group, self.inputs.name, out)

@@ -29,7 +29,7 @@ from bids_vem.workflows.interfaces import (
     WriteDatasetOutputs,
     WriteParticipantOutputs,
 )
-from bids_vem.workflows.plan import ParticipantPlan
+from bids_vem.workflows.plan import STORY_KINDS, ParticipantPlan
 
 __all__ = ["init_participant_wf", "output_plan", "workflow_name"]
 
@@ -101,6 +101,15 @@ def _betas_description(config: RunConfig, plan: ParticipantPlan) -> str:
     )
 
 
+def _tells_stories(config: RunConfig, plan: ParticipantPlan) -> bool:
+    """Whether a continuous design fits text spaces to stories (words resampled to TRs)."""
+    return (
+        config.design != "trialwise"
+        and any(stim.kind in STORY_KINDS for stim in plan.stimuli)
+        and any(fs.modality == "text" for fs in plan.feature_spaces)
+    )
+
+
 def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
     """Model and CV parameters written in every stat-map sidecar."""
     parameters = {
@@ -120,6 +129,11 @@ def _parameters(config: RunConfig, plan: ParticipantPlan) -> dict:
         ),
         "RandomSeed": config.random_seed,
         "HighPass": config.high_pass if config.design != "trialwise" else None,
+        "ConfoundRegression": (
+            config.confound_regression if config.design != "trialwise" else None
+        ),
+        # stories only: the Lanczos sum of word features follows the word rate
+        "WordRate": config.word_rate if _tells_stories(config, plan) else None,
         "Permutations": config.permutations,
     }
     if config.transcripts is not None:

@@ -116,6 +116,8 @@ def citation_params(plan: OutputPlan) -> dict[str, Any]:
         ],  # fmt: skip
         "transfer_permutations": plan.transfer_permutations,
         "high_pass": parameters.get("HighPass"),
+        "confound_regression": parameters.get("ConfoundRegression"),
+        "word_rate": parameters.get("WordRate"),
         "permutations": parameters.get("Permutations"),
         "alignment": None if plan.alignment is None else asdict(plan.alignment),
     }
@@ -477,6 +479,7 @@ def _write_fit(
         "TestStimuliInTraining": list(result.test_stimuli_in_training),
         "Permutations": int(result.n_permutations),
         "PermutationScheme": result.permutation or None,
+        "NuisanceRegression": result.nuisance or None,
         "BrainMask": mask_description(group.runs),
     }
     entities = {"sub": subject, "ses": group.session, "task": group.task, "space": group.space}

@@ -20,6 +20,7 @@ from bids_vem.encoding.bold import (
     read_confounds,
     runs_mask,
 )
+from bids_vem.encoding.nuisance import cosine_drifts
 from bids_vem.errors import DataError, InputMissingError
 
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -64,6 +65,45 @@ def test_load_bold_matches_nilearn_apply_mask_and_clean(tmp_path):
     np.testing.assert_allclose(varying.std(0, ddof=1), 1, atol=1e-4)
     assert np.abs(np.corrcoef(np.arange(40), varying.T)[0, 1:]).max() < 1e-4
     assert np.abs(confounds.T @ varying).max() < 1e-3
+
+
+def test_high_pass_holds_when_a_confound_looks_like_a_drift(tmp_path):
+    """Given ``filter="cosine"``, nilearn drops its whole cosine basis when one confound
+    correlates above 0.9 with one cosine (slow motion does). The drifts asked for are removed
+    all the same, and the result is nilearn's with the drifts given as confounds."""
+    n_volumes, tr, high_pass = 120, 2.0, 0.01
+    bold_path, mask_path, _ = _write_run(tmp_path, n_volumes=n_volumes)
+    drifts = cosine_drifts(n_volumes, tr, high_pass)
+    assert drifts.shape[1] == 4
+    rng = np.random.default_rng(3)
+    slow = drifts[:, 0] + 0.02 * rng.standard_normal(n_volumes)  # a confound like a drift
+    assert np.corrcoef(slow, drifts[:, 0])[0, 1] > 0.9
+    confounds = np.column_stack([slow, rng.standard_normal(n_volumes)])
+    out = load_bold(bold_path, mask_path, confounds, tr=tr, high_pass=high_pass)
+    signals = masking.apply_mask(bold_path, mask_path)
+    varying = np.ptp(signals, axis=0) > 0
+    # every drift is gone, not only the one the confound resembles
+    assert np.abs(drifts.T @ out[:, varying].astype(np.float64)).max() < 1e-3
+    with pytest.warns(UserWarning, match="Cosine filter"):
+        dropped = signal.clean(
+            signals,
+            detrend=True,
+            standardize="zscore_sample",
+            confounds=confounds,
+            t_r=tr,
+            filter="cosine",
+            high_pass=high_pass,
+        )
+    assert np.abs(drifts[:, 1:].T @ dropped[:, varying]).max() > 0.1  # nilearn's shortcut
+    reference = signal.clean(
+        signals,
+        detrend=True,
+        standardize="zscore_sample",
+        confounds=np.hstack([confounds, drifts]),
+        t_r=tr,
+        filter=False,
+    )
+    np.testing.assert_allclose(out[:, varying], reference[:, varying], atol=1e-5)
 
 
 def test_voxels_with_nan_are_zero_not_nan(tmp_path, caplog):

@@ -238,6 +238,7 @@ def test_methods_text_names_what_the_run_used(tmp_path):
         n_runs=4,
         params={"delays": [1, 2], "alphas": [1.0, 10.0], "cv": "leave-one-run-out",
                 "score": "correlation", "confounds": ["trans_x", "csf"], "high_pass": 0.01,
+                "confound_regression": "bold-and-design", "word_rate": "regress",
                 "permutations": 1000, "alignment": alignment, "joint": [["clip", "bt"]]},
         version="0.1.0",
     )  # fmt: skip
@@ -251,6 +252,8 @@ def test_methods_text_names_what_the_run_used(tmp_path):
         "random seed 7",
         "confounds trans_x, csf",
         "high-pass filter at 0.01 Hz",
+        "projected out of the run's design matrix as well",
+        "the word rate (words per TR, resampled alike, at the same FIR delays) was projected out",
         "1000 permutations",
         "[@benjamini1995fdr]",
         "BridgeTower [@xu2023bridgetower]",

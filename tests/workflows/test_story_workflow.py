@@ -141,3 +141,9 @@ def test_story_words_in_context_find_the_signal_voxels(story_dataset, tmp_path):
     assert np.median(r[signal]) > 0.3
     assert abs(np.median(r[~signal])) < 0.1
     assert (r[signal][:, None] > r[~signal][None, :]).mean() > 0.95
+    sidecar = json.loads(r_map.with_name(r_map.name.replace(".nii.gz", ".json")).read_text())
+    # the word rate is out of the BOLD and the design, and the sidecar says so
+    assert sidecar["WordRate"] == "regress"
+    assert sidecar["ConfoundRegression"] == "bold-and-design"
+    assert "word rate" in sidecar["NuisanceRegression"]
+    assert "projected out of the design" in sidecar["NuisanceRegression"]
