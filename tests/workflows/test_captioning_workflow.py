@@ -30,6 +30,8 @@ def run(demo, tmp_path, *extra):
     argv = [
         str(demo.bids_dir), str(out), "participant", "--participant-label", "01", "--skip-bids-validation",
         "-w", str(tmp_path / "work"), "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2", *extra,
+        # captions are under test, not the encoding model: a short grid, no null
+        "--permutations", "0", "--alphas", "1", "100", "10000",
     ]  # fmt: skip
     assert main(argv) == 0
     return out

@@ -16,6 +16,8 @@ from tests import skeletons
 pytestmark = pytest.mark.slow
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+#: the layouts are under test, not the penalty grid
+SHORT_GRID = ["--alphas", "1", "100", "10000"]
 
 
 def _argv(dataset, out, work, captions, image_model_spec, *extra):
@@ -24,7 +26,7 @@ def _argv(dataset, out, work, captions, image_model_spec, *extra):
         "--skip-bids-validation", "--space", "T1w", "--captions", str(captions),
         "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
         "--image-encoder", image_model_spec, "--confounds", *MOTION, "--permutations", "50",
-        *extra,
+        *SHORT_GRID, *extra,
     ]  # fmt: skip
 
 
@@ -164,7 +166,7 @@ def _story_argv(ds, out, work, *extra):
         str(ds.bids_dir), str(out), "participant", "-w", str(work), "--nprocs", "2",
         "--skip-bids-validation", "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
         "--confounds", *MOTION, "--permutations", "50", "--transcripts", str(ds.transcripts),
-        "--pool-tasks", *extra,
+        "--pool-tasks", *SHORT_GRID, *extra,
     ]  # fmt: skip
 
 

@@ -36,6 +36,7 @@ def test_rsa_finds_the_caption_model_in_the_semantic_voxels(demo_dataset, tmp_pa
         "--text-encoder", "minilm=sentence:all-MiniLM-L6-v2",
         "--image-encoder", demo_dataset.image_model_spec,
         "--rsa", "--rsa-radius", "8", "--roi", f"semantic={roi}", "--permutations", "200",
+        "--alphas", "1", "100", "10000",  # RSA is under test, not the encoding model's grid
     ]  # fmt: skip
     assert main(argv) == 0
     func = out / "sub-01" / "func"

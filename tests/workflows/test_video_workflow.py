@@ -68,7 +68,7 @@ def test_still_videos_give_the_maps_of_their_images(demo_dataset, video_dataset,
         "-d", str(demo_dataset.fmriprep_dir), "--image-encoder", demo_dataset.image_model_spec,
         # the same folds for both: stimulus folds deal the images and the videos (other
         # names) differently
-        "--cv-groups", "run",
+        "--cv-groups", "run", "--permutations", "0",
     ]  # fmt: skip
     out_images, out_videos = tmp_path / "images", tmp_path / "videos"
     assert (
