@@ -18,6 +18,13 @@ then predicts voxels that only follow the word rate. ``--word-rate regress`` (th
 projects the word rate at the FIR delays out of the BOLD and the design (Huth lab practice
 counts the words per TR the same way).
 
+Stimulus-disjoint folds train on part of a run. The projection over the whole run carries a
+little of the held-out stimuli into the training rows, of their features into the design's and
+of their responses into the data's; wide designs learn the held-out responses from that pair.
+So those training rows are residualised against the nuisance on the training rows alone
+(:func:`training_basis`), as they were centred on their own before: the nuisance is fitted on
+training samples only.
+
 The projection of one run is ``X - Q (Q^T X)`` with ``Q`` an orthonormal basis of the run's
 nuisance regressors, computed once per run (nilearn's ``signal.clean`` on each design would
 orthogonalise the confounds again for every design and every fold; it stays the reference in
@@ -143,7 +150,21 @@ def training_basis(nuisance: np.ndarray | None, rows: np.ndarray) -> np.ndarray 
     if nuisance is None or nuisance.shape[1] == 0:
         return None
     rows = np.asarray(rows)
-    return orthonormal_basis(np.hstack([np.ones((len(rows), 1)), nuisance[rows]]))
+    # every voxel chunk of a split asks again for each of its runs: keep the recent ones
+    key = (id(nuisance), rows.tobytes())
+    hit = _TRAINING_BASES.get(key)
+    if hit is not None and hit[0] is nuisance:
+        return hit[1]
+    basis = orthonormal_basis(np.hstack([np.ones((len(rows), 1)), nuisance[rows]]))
+    if len(_TRAINING_BASES) >= _TRAINING_BASES_KEPT:
+        del _TRAINING_BASES[next(iter(_TRAINING_BASES))]
+    _TRAINING_BASES[key] = (nuisance, basis)
+    return basis
+
+
+#: recent training bases by (run nuisance, rows); the nuisance is kept so that its id stays its
+_TRAINING_BASES: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
+_TRAINING_BASES_KEPT = 256
 
 
 def project_out(X: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
