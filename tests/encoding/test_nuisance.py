@@ -13,7 +13,7 @@ import pytest
 from nilearn import signal
 
 from bids_vem.encoding.design import build_run_design
-from bids_vem.encoding.model import RunDesigns, encode_runs
+from bids_vem.encoding.model import RunDesigns, _run_events, encode_runs
 from bids_vem.encoding.nuisance import (
     ProjectedVoxelData,
     cleaning_regressors,
@@ -193,8 +193,6 @@ def test_relabelling_null_places_stimuli_as_the_projected_designs_do(tmp_path):
     features = _image_features(rng)
     n_voxels = int(np.prod(SHAPE))
     runs = _stimulus_locked_runs(tmp_path, rng, features, rng.standard_normal((8, n_voxels)))
-    from bids_vem.encoding.model import _run_events
-
     events = [_run_events(run.events, "stim_file") for run in runs]
     designer = RunDesigns(runs, events, [run.n_volumes for run in runs], (1, 2), 10)
     designer.remove_nuisance([features], confounds=["trans_x"], high_pass=0.01)
