@@ -665,7 +665,9 @@ def _cleaning_text(params: Mapping[str, Any]) -> str:
             " The same regressors, with each run's constant and linear trend, were projected "
             "out of the run's design matrix as well, so that the weights are those of one "
             "model in which they are fitted without penalty (Frisch-Waugh-Lovell); a confound "
-            "that follows the stimulus cannot bias them."
+            "that follows the stimulus cannot bias them. Where a fold trained on part of a run, "
+            "they were fitted again on its training samples alone, so that no held-out sample "
+            "reached training through them."
         )
     if params.get("word_rate") == "regress":
         text += (
