@@ -197,23 +197,38 @@ def _group_folds(designs, lengths, groups, samples) -> list[_Fold]:
             f"banded ridge with nested cross-validation needs at least 3 CV groups; found "
             f"{len(outer)}"
         )
-    out = []
-    for test in outer:
-        train_blocks = [b for b in range(n_blocks) if b not in test]
-        train = [(b, np.arange(lengths[b])) for b in train_blocks]
-        where = _positions(train, lengths)
-        inner_groups = None if groups is None else [groups[b] for b in train_blocks]
-        inner = []
-        for held in leave_one_group_out(len(train_blocks), inner_groups):
-            val = [train_blocks[i] for i in held]
-            val_rows = np.concatenate([where[b] for b in val])
-            fit_rows = np.concatenate([where[b] for b in train_blocks if b not in val])
-            inner.append((fit_rows, val_rows))
-        units = [([(b, np.arange(lengths[b]))], None) for b in test]
-        tests = [np.concatenate([space[b] for b in test]) for space in designs]
-        overlap = samples[0].overlap(test, train_blocks) if samples else 0
-        out.append(_Fold(train, units, tests, inner, overlap))
-    return out
+    return [_block_fold(designs, lengths, groups, samples, test) for test in outer]
+
+
+def _block_fold(designs, lengths, groups, samples, test: Sequence[int]) -> _Fold:
+    """The fold that tests on the blocks ``test`` and trains on the others, with an inner
+    leave-one-group-out CV on those."""
+    train_blocks = [b for b in range(len(lengths)) if b not in test]
+    train = [(b, np.arange(lengths[b])) for b in train_blocks]
+    where = _positions(train, lengths)
+    inner_groups = None if groups is None else [groups[b] for b in train_blocks]
+    inner = []
+    for held in leave_one_group_out(len(train_blocks), inner_groups):
+        val = [train_blocks[i] for i in held]
+        val_rows = np.concatenate([where[b] for b in val])
+        fit_rows = np.concatenate([where[b] for b in train_blocks if b not in val])
+        inner.append((fit_rows, val_rows))
+    units = [([(b, np.arange(lengths[b]))], None) for b in test]
+    tests = [np.concatenate([space[b] for b in test]) for space in designs]
+    overlap = samples[0].overlap(test, train_blocks) if samples else 0
+    return _Fold(train, units, tests, inner, overlap)
+
+
+def _test_run_folds(designs, lengths, groups, samples, test: Sequence[int]) -> list[_Fold]:
+    """``--test-runs``: one fold, the test blocks held out of all fitting."""
+    train_blocks = [b for b in range(len(lengths)) if b not in test]
+    inner_groups = None if groups is None else [groups[b] for b in train_blocks]
+    if len(leave_one_group_out(len(train_blocks), inner_groups)) < 2:
+        raise DataError(
+            "banded ridge with test runs needs at least 2 CV groups among the training runs "
+            "for its inner cross-validation"
+        )
+    return [_block_fold(designs, lengths, groups, samples, list(test))]
 
 
 def _stimulus_fold_list(designs, lengths, groups, samples) -> list[_Fold]:
@@ -247,7 +262,13 @@ def _stimulus_fold_list(designs, lengths, groups, samples) -> list[_Fold]:
     return out
 
 
-def _describe(kind: str, n_folds: int, groups_name: str) -> str:
+def _describe(kind: str, n_folds: int, groups_name: str, test_names: Sequence[str] = ()) -> str:
+    if kind == "test-runs":
+        return (
+            f"test runs {', '.join(test_names)} held out of all fitting; band weights and "
+            f"penalties by an inner leave-one-{groups_name}-out CV on the training "
+            f"{groups_name}s"
+        )
     if kind == "stimulus":
         return (
             f"nested stimulus-disjoint cross-validation: {n_folds} outer folds of unique stimuli "
@@ -284,6 +305,7 @@ def fit_joint_model(
     mem_mb: float | None = None,
     n_voxels_chunk: int | None = None,
     run_names: Sequence[str] | None = None,
+    test_runs: Sequence[int] | None = None,
 ) -> JointResult:
     """Banded ridge over several feature spaces with variance partitioning (module docstring).
 
@@ -314,6 +336,10 @@ def fit_joint_model(
     mem_mb, n_voxels_chunk
         Memory budget (sets the voxel chunk) or the chunk itself.
     run_names : sequence of str, optional
+    test_runs : sequence of int, optional
+        Blocks held out of all fitting (``--test-runs``): one fold that trains on the others
+        (band weights and penalties by an inner leave-one-group-out CV on them) and scores on
+        these, instead of the nested CV.
 
     Returns
     -------
@@ -340,11 +366,19 @@ def fit_joint_model(
     repeated = samples is not None and bool(samples[0].repeated(groups).any())
     if folds not in ("auto", "groups", "stimulus"):
         raise ValueError(f"folds must be auto, groups or stimulus, got {folds!r}")
-    if samples is not None and (folds == "stimulus" or (folds == "auto" and repeated)):
+    names = (
+        list(run_names) if run_names is not None else [f"run {i + 1}" for i in range(len(lengths))]
+    )
+    if test_runs:
+        fold_list = _test_run_folds(designs, lengths, groups, samples, test_runs)
+        kind = "test-runs"
+    elif samples is not None and (folds == "stimulus" or (folds == "auto" and repeated)):
         fold_list, kind = _stimulus_fold_list(designs, lengths, groups, samples), "stimulus"
     else:
         fold_list, kind = _group_folds(designs, lengths, groups, samples), "group"
-    description = _describe(kind, len(fold_list), groups_name)
+    description = _describe(
+        kind, len(fold_list), groups_name, [names[i] for i in (test_runs or ())]
+    )
     logger.info("banded ridge over %s: %s", " + ".join(spaces), description)
 
     device = resolve_device(device)
@@ -435,9 +469,6 @@ def fit_joint_model(
     finally:
         progress.close()
         set_backend(previous)
-    names = (
-        list(run_names) if run_names is not None else [f"run {i + 1}" for i in range(len(lengths))]
-    )
     return JointResult(
         spaces=tuple(spaces),
         r2=subset_r2[-1].astype(np.float32),
@@ -494,6 +525,7 @@ def encode_joint_runs(
     mem_mb: float | None = None,
     confound_regression: str = "bold-and-design",
     word_rate: str = "regress",
+    test_runs: Sequence[str] = (),
 ) -> JointResult:
     """Banded ridge of one participant's continuous runs over several feature spaces.
 
@@ -511,12 +543,16 @@ def encode_joint_runs(
         As in :func:`~bids_vem.encoding.model.encode_runs` (one nuisance for all spaces).
     n_iterations : int
         Band-weight samples of the random search.
+    test_runs : sequence of str
+        ``--test-runs`` labels (:func:`~bids_vem.encoding.evaluation.select_test_runs`): held
+        out of all fitting, as the single-space models hold them out.
 
     Returns
     -------
     JointResult
         With ``mask`` and ``affine`` of the common mask.
     """
+    from bids_vem.encoding.evaluation import select_test_runs
     from bids_vem.encoding.model import (
         FOLDS_OF_CV_GROUPS,
         RunDesigns,
@@ -531,6 +567,7 @@ def encode_joint_runs(
     runs = _check_runs(runs)
     delays = delays_in_trs(delays, delays_seconds, float(runs[0].tr))
     groups = _session_groups(runs) if cv_groups == "session" else None
+    test = select_test_runs(runs, test_runs) if test_runs else None
     data, mask = _voxel_data(runs, bold, confounds, high_pass)
     events = [_run_events(run.events, stim_column) for run in runs]
     designer = RunDesigns(runs, events, data.run_lengths, delays, oversampling)
@@ -548,7 +585,7 @@ def encode_joint_runs(
         designs, data, spaces=[fs.name for fs in feature_sets], alphas=alphas, samples=samples,
         groups=groups, groups_name="session" if cv_groups == "session" else "run",
         folds=FOLDS_OF_CV_GROUPS[cv_groups], n_iterations=n_iterations, seed=seed,
-        device=device, mem_mb=mem_mb, run_names=[run.name for run in runs],
+        device=device, mem_mb=mem_mb, run_names=[run.name for run in runs], test_runs=test,
     )  # fmt: skip
     result.mask = np.asarray(mask.dataobj) > 0
     result.affine = np.asarray(mask.affine)

@@ -547,7 +547,7 @@ class FitJoint(SimpleInterface):
                     delays=settings.delays, delays_seconds=settings.delays_seconds,
                     confounds=settings.confounds, high_pass=settings.high_pass, bold=store,
                     confound_regression=settings.confound_regression,
-                    word_rate=settings.word_rate,
+                    word_rate=settings.word_rate, test_runs=settings.test_runs,
                 )  # fmt: skip
         out = Path(runtime.cwd) / "joint_result.npz"
         result.save(out)

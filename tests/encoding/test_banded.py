@@ -12,6 +12,7 @@ from himalaya.scoring import r2_score_split
 from bids_vem.analysis.variance_partitioning import partition, subsets
 from bids_vem.encoding.banded import JointResult, fit_joint_model
 from bids_vem.encoding.stimulus_folds import samples_from_rows
+from bids_vem.errors import DataError
 
 ALPHAS = np.logspace(-2, 5, 8)
 
@@ -189,3 +190,45 @@ def test_result_round_trips_through_npz(tmp_path):
     assert back.spaces == ("a", "b")
     np.testing.assert_array_equal(back.subset_r2, result.subset_r2)
     assert back.cross_validation == result.cross_validation
+
+
+def test_test_runs_are_held_out_of_all_fitting_as_himalaya_by_hand():
+    """``--test-runs``: one model trained on the other runs (inner leave-one-run-out), scored on
+    the test runs; the same written directly with himalaya."""
+    As, Bs, Ys, _ = _planted(n_runs=5, seed=4)
+    test = [1, 3]
+    names = [f"run-{i + 1}" for i in range(5)]
+    result = fit_joint_model(
+        [As, Bs], Ys, spaces=["a", "b"], alphas=ALPHAS, n_iterations=8, seed=5, test_runs=test,
+        run_names=names,
+    )  # fmt: skip
+    assert result.n_folds == 1
+    assert result.cross_validation.startswith("test runs run-2, run-4 held out of all fitting")
+    backend = set_backend("torch")
+    train = [i for i in range(5) if i not in test]
+    X = np.vstack([np.hstack([As[i], Bs[i]]) for i in train])
+    Y = np.vstack([Ys[i] for i in train])
+    starts = np.cumsum([0, *(len(Ys[i]) for i in train)])
+    inner = [
+        (
+            np.concatenate([np.arange(starts[j], starts[j + 1]) for j in range(3) if j != k]),
+            np.arange(starts[k], starts[k + 1]),
+        )
+        for k in range(3)
+    ]
+    model = BandedRidgeCV(
+        groups=np.repeat([0, 1], 8),
+        solver_params=dict(n_iter=8, alphas=ALPHAS, progress_bar=False),
+        cv=inner,
+        random_state=5,
+    ).fit(X, Y)
+    X_test = np.vstack([np.hstack([As[i], Bs[i]]) for i in test])
+    P = backend.to_numpy(model.predict(X_test, split=True))
+    y = np.vstack([Ys[i] for i in test])
+    y = y - y.mean(0)
+    np.testing.assert_allclose(result.split_r2, backend.to_numpy(r2_score_split(y, P)), atol=2e-4)
+    sse = ((y - P.sum(0)) ** 2).sum(0)
+    np.testing.assert_allclose(result.r2, 1 - sse / (y**2).sum(0), atol=2e-4)
+    with pytest.raises(DataError, match="at least 2 CV groups among the training runs"):
+        fit_joint_model([As[:3], Bs[:3]], Ys[:3], spaces=["a", "b"], alphas=ALPHAS,
+                        n_iterations=2, test_runs=[0, 1])  # fmt: skip

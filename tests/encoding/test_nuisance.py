@@ -307,3 +307,9 @@ def test_joint_model_of_random_features_with_many_confounds_scores_at_chance(tmp
     assert "stimulus-disjoint" in result.cross_validation
     assert "projected out of the design" in result.nuisance
     assert abs(float(result.r.mean())) < 0.03
+    # --test-runs: held out of all fitting, as the single-space models hold them out
+    held_out = encode_joint_runs(
+        runs, spaces, delays=(1, 2), alphas=np.logspace(-1, 5, 7), n_iterations=2,
+        test_runs=["4"],
+    )  # fmt: skip
+    assert held_out.cross_validation.startswith("test runs sub-01_task-x_run-4 held out")
