@@ -538,6 +538,13 @@ class FitJoint(SimpleInterface):
         )
         with limit_threads(self.inputs.omp_nthreads):
             if settings.design == "trialwise":
+                if settings.test_runs:
+                    logger.warning(
+                        "%s: the joint model of single trials does not hold the test runs "
+                        "out yet; it is evaluated by nested CV over all runs (the single "
+                        "spaces' maps hold them out)",
+                        self.inputs.name,
+                    )
                 source, options = _trial_options(self.inputs, settings, runs)
                 result = encode_joint_trials(source, feature_sets, **common, **options)
             else:
