@@ -31,6 +31,7 @@ __all__ = [
     "add_delays",
     "build_run_design",
     "build_run_design_from_timecourse",
+    "check_timecourse",
     "video_timecourse",
 ]
 
@@ -288,6 +289,18 @@ def build_run_design_from_timecourse(
     DataError
         The time course is not 2-D or holds NaN or infinite values.
     """
+    timecourse = check_timecourse(timecourse, source=source)
+    return add_delays(zscore(timecourse, axis=0), delays).astype(np.float32)
+
+
+def check_timecourse(timecourse: np.ndarray, *, source: str | None = None) -> np.ndarray:
+    """``timecourse`` as an array, once known to be 2-D and finite.
+
+    Raises
+    ------
+    DataError
+        The time course is not 2-D or holds NaN or infinite values (``source`` names it).
+    """
     where = f"{source}: " if source else ""
     timecourse = np.asarray(timecourse)
     if timecourse.ndim != 2:
@@ -298,7 +311,7 @@ def build_run_design_from_timecourse(
     if not np.all(np.isfinite(timecourse)):
         row = int(np.flatnonzero(~np.isfinite(timecourse).all(axis=1))[0])
         raise DataError(f"{where}per-TR features hold NaN or infinite values (first at TR {row})")
-    return add_delays(zscore(timecourse, axis=0), delays).astype(np.float32)
+    return timecourse
 
 
 def video_timecourse(

@@ -59,6 +59,7 @@ from bids_vem.encoding.chunks import ChunkPlan, engine_bytes, voxel_chunk_for_me
 from bids_vem.encoding.design import (
     add_delays,
     build_run_design_from_timecourse,
+    check_timecourse,
     column_scale,
     feature_timecourse,
     stimulus_occupancy,
@@ -1488,18 +1489,21 @@ class RunDesigns:
         scales of its time course."""
         full = self.timecourses(features)
         scales = [column_scale(tc) for tc in full]
-        Xs = [
-            build_run_design_from_timecourse(tc, self.delays, source=str(run.events))
-            for tc, run in zip(full, self.runs, strict=True)
-        ]
+        if self.nuisance is not None and self.nuisance.centres:
+            # not centred before the delays: the projection centres it, and the design is
+            # then exactly the sum of its stimuli's parts (:meth:`partial_for`)
+            Xs = [
+                add_delays(
+                    check_timecourse(tc, source=str(run.events)) / scale, self.delays
+                ).astype(np.float32)
+                for tc, scale, run in zip(full, scales, self.runs, strict=True)
+            ]
+        else:
+            Xs = [
+                build_run_design_from_timecourse(tc, self.delays, source=str(run.events))
+                for tc, run in zip(full, self.runs, strict=True)
+            ]
         if self.nuisance is not None:
-            if self.nuisance.centres:
-                # not centred before the delays: the projection centres it, and the design is
-                # then exactly the sum of its stimuli's parts (:meth:`partial_for`)
-                Xs = [
-                    add_delays(tc / scale, self.delays).astype(np.float32)
-                    for tc, scale in zip(full, scales, strict=True)
-                ]
             Xs = self.nuisance.designs(Xs)
         return Xs, scales
 

@@ -101,6 +101,30 @@ def test_planted_unique_and_shared_variance_are_recovered():
     assert "nested leave-one-run-out over 4 runs" in result.cross_validation
 
 
+def _himalaya_by_hand(As, Bs, Ys, train: list[int], test: list[int], backend) -> np.ndarray:
+    """Each space's held-out prediction of the runs ``test`` from himalaya's BandedRidgeCV
+    trained on the runs ``train`` with an inner leave-one-run-out: (2, n_test, n_voxels)."""
+    X = np.vstack([np.hstack([As[i], Bs[i]]) for i in train])
+    Y = np.vstack([Ys[i] for i in train])
+    starts = np.cumsum([0, *(len(Ys[i]) for i in train)])
+    n = len(train)
+    inner = [
+        (
+            np.concatenate([np.arange(starts[j], starts[j + 1]) for j in range(n) if j != k]),
+            np.arange(starts[k], starts[k + 1]),
+        )
+        for k in range(n)
+    ]
+    model = BandedRidgeCV(
+        groups=np.repeat([0, 1], 8),
+        solver_params=dict(n_iter=8, alphas=ALPHAS, progress_bar=False),
+        cv=inner,
+        random_state=5,
+    ).fit(X, Y)
+    X_test = np.vstack([np.hstack([As[i], Bs[i]]) for i in test])
+    return backend.to_numpy(model.predict(X_test, split=True))
+
+
 def test_joint_model_matches_himalaya_fold_by_fold():
     """The same nested leave-one-run-out written directly with himalaya: equal held-out R^2
     and split R^2."""
@@ -108,29 +132,11 @@ def test_joint_model_matches_himalaya_fold_by_fold():
     result = fit_joint_model([As, Bs], Ys, spaces=["a", "b"], alphas=ALPHAS, n_iterations=8, seed=5)
     backend = set_backend("torch")
     n_runs = len(Ys)
-    bounds = np.cumsum([0, *(len(Y) for Y in Ys)])
     preds, ys = [], []
     for test in range(n_runs):
         train = [i for i in range(n_runs) if i != test]
-        X = np.vstack([np.hstack([As[i], Bs[i]]) for i in train])
-        Y = np.vstack([Ys[i] for i in train])
-        starts = np.cumsum([0, *(len(Ys[i]) for i in train)])
-        inner = [
-            (
-                np.concatenate([np.arange(starts[j], starts[j + 1]) for j in range(3) if j != k]),
-                np.arange(starts[k], starts[k + 1]),
-            )
-            for k in range(3)
-        ]
-        model = BandedRidgeCV(
-            groups=np.repeat([0, 1], 8),
-            solver_params=dict(n_iter=8, alphas=ALPHAS, progress_bar=False),
-            cv=inner,
-            random_state=5,
-        ).fit(X, Y)
-        preds.append(backend.to_numpy(model.predict(np.hstack([As[test], Bs[test]]), split=True)))
+        preds.append(_himalaya_by_hand(As, Bs, Ys, train, [test], backend))
         ys.append(Ys[test])
-    del bounds
     y = np.vstack(ys)
     y = y - y.mean(0)
     P = np.concatenate(preds, axis=1)
@@ -206,24 +212,7 @@ def test_test_runs_are_held_out_of_all_fitting_as_himalaya_by_hand():
     assert result.cross_validation.startswith("test runs run-2, run-4 held out of all fitting")
     backend = set_backend("torch")
     train = [i for i in range(5) if i not in test]
-    X = np.vstack([np.hstack([As[i], Bs[i]]) for i in train])
-    Y = np.vstack([Ys[i] for i in train])
-    starts = np.cumsum([0, *(len(Ys[i]) for i in train)])
-    inner = [
-        (
-            np.concatenate([np.arange(starts[j], starts[j + 1]) for j in range(3) if j != k]),
-            np.arange(starts[k], starts[k + 1]),
-        )
-        for k in range(3)
-    ]
-    model = BandedRidgeCV(
-        groups=np.repeat([0, 1], 8),
-        solver_params=dict(n_iter=8, alphas=ALPHAS, progress_bar=False),
-        cv=inner,
-        random_state=5,
-    ).fit(X, Y)
-    X_test = np.vstack([np.hstack([As[i], Bs[i]]) for i in test])
-    P = backend.to_numpy(model.predict(X_test, split=True))
+    P = _himalaya_by_hand(As, Bs, Ys, train, test, backend)
     y = np.vstack([Ys[i] for i in test])
     y = y - y.mean(0)
     np.testing.assert_allclose(result.split_r2, backend.to_numpy(r2_score_split(y, P)), atol=2e-4)
